@@ -1,0 +1,155 @@
+/* main.c — `inplace`: one executable, git-style verbs. */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const struct cli_verb top_verbs[] = {
+	{ "part",    cmd_part,    "partitions: show, create, shrink, grow, move, plan, make-storage" },
+	{ "image",   cmd_image,   "OS images: capture, info, verify, deploy, import, build, apply-files" },
+	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore" },
+	{ NULL, NULL, NULL },
+};
+
+bool cli_common_opt(struct cli_opts *o, int c)
+{
+	switch (c) {
+	case OPT_JSON:
+		o->json = true;
+		return true;
+	case OPT_DRY_RUN:
+		o->dry_run = true;
+		return true;
+	case 'q':
+		o->quiet = true;
+		return true;
+	}
+	return false;
+}
+
+void cli_opts_apply(const struct cli_opts *o)
+{
+	ip_progress_enable(!o->json && !o->quiet);
+}
+
+static int emit_error_doc(const char *command, int status, const char *msg)
+{
+	json_object *doc = ip_json_doc(command);
+	json_object *err = json_object_new_object();
+
+	json_object_object_add(doc, "ok", json_object_new_boolean(0));
+	json_object_object_add(err, "status", json_object_new_int(status));
+	json_object_object_add(err, "message", json_object_new_string(msg));
+	json_object_object_add(doc, "error", err);
+	ip_json_print(doc, stdout);
+	json_object_put(doc);
+	fflush(stdout);
+	return status;
+}
+
+int cli_error(const struct cli_opts *o, const char *command, const ip_error *e)
+{
+	int status = e->status ? e->status : IP_EXIT_FAILED;
+	const char *msg = e->msg[0] ? e->msg : "unknown error";
+
+	fprintf(stderr, "inplace: %s\n", msg);
+	if (o && o->json)
+		emit_error_doc(command, status, msg);
+	return status;
+}
+
+int cli_usage(const struct cli_opts *o, const char *command, const char *fmt, ...)
+{
+	char msg[768], line[1024];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(line, sizeof(line), "%s: see 'inplace %s --help'", msg, command);
+	fprintf(stderr, "inplace %s: %s\n", command, line);
+	if (o && o->json)
+		emit_error_doc(command, IP_EXIT_BADINPUT, line);
+	return IP_EXIT_BADINPUT;
+}
+
+int cli_emit(json_object *doc)
+{
+	if (!json_object_object_get_ex(doc, "ok", NULL))
+		json_object_object_add(doc, "ok", json_object_new_boolean(1));
+	if (ip_json_print(doc, stdout) < 0) {
+		json_object_put(doc);
+		return IP_EXIT_FAILED;
+	}
+	json_object_put(doc);
+	return IP_EXIT_OK;
+}
+
+int cli_parse_size(const struct cli_opts *o, const char *command, const char *arg,
+		   unsigned sector_size, uint64_t *out)
+{
+	ip_error e = { 0 };
+
+	if (ip_parse_size(arg, sector_size, out, &e) < 0)
+		return cli_usage(o, command, "%s", e.msg);
+	return 0;
+}
+
+int cli_parse_uint(const struct cli_opts *o, const char *command, const char *what,
+		   const char *arg, unsigned *out)
+{
+	char *end;
+	unsigned long v;
+
+	errno = 0;
+	v = strtoul(arg, &end, 10);
+	if (!*arg || *end || errno || v > UINT32_MAX || arg[0] == '-')
+		return cli_usage(o, command, "invalid %s '%s'", what, arg);
+	*out = (unsigned)v;
+	return 0;
+}
+
+static void list_verbs(FILE *f, const char *prefix, const struct cli_verb *verbs)
+{
+	fprintf(f, "Usage:\n inplace %s%s<command> [options]\n\nCommands:\n", prefix, *prefix ? " " : "");
+	for (const struct cli_verb *v = verbs; v->name; v++)
+		fprintf(f, " %-14s %s\n", v->name, v->summary);
+	fprintf(f, "\nRun 'inplace %s%s<command> --help' for the options of one command.\n",
+		prefix, *prefix ? " " : "");
+}
+
+int cli_dispatch(const char *prefix, const struct cli_verb *verbs, int argc, char **argv)
+{
+	if (argc < 2) {
+		list_verbs(stderr, prefix, verbs);
+		return IP_EXIT_BADINPUT;
+	}
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+		list_verbs(stdout, prefix, verbs);
+		return IP_EXIT_OK;
+	}
+	for (const struct cli_verb *v = verbs; v->name; v++)
+		if (!strcmp(argv[1], v->name))
+			return v->fn(argc - 1, argv + 1);
+	fprintf(stderr, "inplace: '%s%s%s' is not an inplace command: see 'inplace %s%s--help'\n",
+		prefix, *prefix ? " " : "", argv[1], prefix, *prefix ? " " : "");
+	return IP_EXIT_BADINPUT;
+}
+
+int main(int argc, char **argv)
+{
+	int r;
+
+	if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
+		printf("inplace %s\n", IP_TOOL_VERSION);
+		return 0;
+	}
+	r = cli_dispatch("", top_verbs, argc, argv);
+	/* A result nobody could read is a failure (git's check at exit). */
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		fprintf(stderr, "inplace: cannot write the result to standard output: %s\n", strerror(errno));
+		return IP_EXIT_FAILED;
+	}
+	return r;
+}

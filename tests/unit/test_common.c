@@ -1,0 +1,151 @@
+/* test_common.c — unit tests of common/: sizes, spawning, durable files. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "common/common.h"
+
+static void test_parse_size(void **state)
+{
+	uint64_t v = 0;
+	ip_error e = { 0 };
+
+	(void)state;
+	assert_int_equal(ip_parse_size("512MiB", 512, &v, &e), 0);
+	assert_int_equal(v, 512ULL << 20);
+	assert_int_equal(ip_parse_size("8G", 512, &v, &e), 0);
+	assert_int_equal(v, 8ULL << 30);
+	assert_int_equal(ip_parse_size("8GB", 512, &v, &e), 0);
+	assert_int_equal(v, 8000000000ULL);
+	assert_int_equal(ip_parse_size("2048s", 512, &v, &e), 0);
+	assert_int_equal(v, 1048576);
+	assert_int_equal(ip_parse_size("2048s", 4096, &v, &e), 0);
+	assert_int_equal(v, 8388608);
+	assert_int_equal(ip_parse_size("1.5G", 512, &v, &e), 0);
+	assert_int_equal(v, 3ULL << 29);
+	assert_int_equal(ip_parse_size("12345", 512, &v, &e), 0);
+	assert_int_equal(v, 12345);
+}
+
+static void test_parse_size_rejects(void **state)
+{
+	const char *bad[] = { "", "G", "-1G", "12Q", "99999999999999999999", "1.5s", "0x10", "16EiB" };
+	uint64_t v;
+
+	(void)state;
+	for (size_t i = 0; i < IP_ARRAY_SIZE(bad); i++) {
+		ip_error e = { 0 };
+
+		assert_true(ip_parse_size(bad[i], 512, &v, &e) < 0);
+		assert_int_equal(e.status, IP_EXIT_BADINPUT);
+		assert_true(strlen(e.msg) > 0);
+	}
+	assert_true(ip_parse_size("17179869184G", 512, &v, NULL) < 0); /* overflow */
+}
+
+static void test_format_size(void **state)
+{
+	char b[IP_SIZE_BUFSZ];
+
+	(void)state;
+	assert_string_equal(ip_format_size(100, b, sizeof(b)), "100 B");
+	assert_string_equal(ip_format_size(3ULL << 30, b, sizeof(b)), "3.0 GiB");
+	assert_string_equal(ip_format_size(1536ULL << 20, b, sizeof(b)), "1.5 GiB");
+}
+
+static void test_spawn_captures(void **state)
+{
+	const char *argv[] = { "sh", "-c", "echo out; echo first >&2; echo 'the cause' >&2; exit 3", NULL };
+	const char *ok[] = { "sh", "-c", "printf hello", NULL };
+	ip_error e = { 0 };
+	char *out = NULL;
+
+	(void)state;
+	assert_int_equal(ip_spawn(ok, &out, &e), 0);
+	assert_string_equal(out, "hello");
+	free(out);
+	assert_true(ip_spawn(argv, &out, &e) < 0);
+	assert_null(out);
+	assert_non_null(strstr(e.msg, "exited with status 3"));
+	assert_non_null(strstr(e.msg, "the cause"));
+}
+
+static void test_spawn_not_found(void **state)
+{
+	const char *argv[] = { "inplace-no-such-tool", NULL };
+	ip_error e = { 0 };
+
+	(void)state;
+	assert_int_equal(ip_spawn(argv, NULL, &e), -ENOENT);
+	assert_non_null(strstr(e.msg, "cannot run inplace-no-such-tool"));
+}
+
+static void test_spawn_no_fd_leak(void **state)
+{
+	/* An fd we hold open must not reach the child: only 0, 1, 2 (and the
+	 * directory fd ls opens for /proc/self/fd) are listed. */
+	const char *argv[] = { "sh", "-c", "ls /proc/self/fd | wc -l", NULL };
+	int fd = open("/dev/null", O_RDONLY); /* deliberately not CLOEXEC */
+	char *out = NULL;
+
+	(void)state;
+	assert_true(fd > 2);
+	assert_int_equal(ip_spawn(argv, &out, NULL), 0);
+	assert_int_equal(atoi(out), 4);
+	free(out);
+	close(fd);
+}
+
+static void test_spawn_signal(void **state)
+{
+	const char *argv[] = { "sh", "-c", "kill -9 $$", NULL };
+	ip_error e = { 0 };
+
+	(void)state;
+	assert_true(ip_spawn(argv, NULL, &e) < 0);
+	assert_non_null(strstr(e.msg, "killed by signal"));
+}
+
+static void test_atomic_write(void **state)
+{
+	char dir[] = "/tmp/inplace-ut.XXXXXX", path[64];
+	char *data = NULL;
+	size_t len = 0;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/state.json", dir);
+	assert_int_equal(ip_write_file_atomic(path, "one", 3, 0600, NULL), 0);
+	assert_int_equal(ip_write_file_atomic(path, "second", 6, 0600, NULL), 0);
+	assert_int_equal(ip_read_file(path, 1024, &data, &len, NULL), 0);
+	assert_int_equal(len, 6);
+	assert_string_equal(data, "second");
+	free(data);
+	assert_int_equal(stat(path, &st), 0);
+	assert_int_equal(st.st_mode & 0777, 0600);
+	assert_true(ip_read_file(path, 3, &data, &len, NULL) == -EFBIG);
+	unlink(path);
+	rmdir(dir);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_parse_size),
+		cmocka_unit_test(test_parse_size_rejects),
+		cmocka_unit_test(test_format_size),
+		cmocka_unit_test(test_spawn_captures),
+		cmocka_unit_test(test_spawn_not_found),
+		cmocka_unit_test(test_spawn_no_fd_leak),
+		cmocka_unit_test(test_spawn_signal),
+		cmocka_unit_test(test_atomic_write),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
