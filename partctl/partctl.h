@@ -45,11 +45,66 @@ int partctl_fs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap 
 		       ip_error *e);
 void partctl_usedmap_free(partctl_usedmap *m);
 
-/* ==== partition tables (partctl/table*.c) =============================== */
+/* ==== partition tables (partctl/table*.c, owner: table) ================= */
+
+typedef struct partctl_table partctl_table;
+
+struct partctl_part {
+	unsigned n;            /* partition number, 1-based, as the kernel names it */
+	uint64_t start;        /* bytes from the start of the disk */
+	uint64_t size;         /* bytes */
+	char type[48];         /* "linux", "ntfs", "extended", … or the GUID / hex code */
+	char name[72];         /* GPT partition name ("" on MBR) */
+	char uuid[40];         /* GPT partition UUID ("" on MBR) */
+	bool extended;         /* MBR extended container */
+	bool logical;          /* MBR logical partition (n >= 5) */
+};
+
+/* Open the table of disk (block device or image file) through libfdisk.
+ * write: the disk is checked unmounted and opened for writing. */
+int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_error *e);
+void partctl_table_free(partctl_table *t);
+const char *partctl_table_label(const partctl_table *t); /* "gpt" or "dos" */
+unsigned partctl_table_sector_size(const partctl_table *t);
+uint64_t partctl_table_disk_size(const partctl_table *t);
+/* Alignment unit for new partition starts (1 MiB, as fdisk/sfdisk use). */
+uint64_t partctl_table_grain(const partctl_table *t);
+size_t partctl_table_count(const partctl_table *t);
+const struct partctl_part *partctl_table_at(const partctl_table *t, size_t i);
+/* NULL when there is no partition n. */
+const struct partctl_part *partctl_table_find(const partctl_table *t, unsigned n);
+/* In-memory changes; nothing reaches the disk before partctl_table_write(). */
+int partctl_table_set_range(partctl_table *t, unsigned n, uint64_t start, uint64_t size,
+			    ip_error *e);
+int partctl_table_add(partctl_table *t, const struct partctl_part *spec, unsigned *n_out,
+		      ip_error *e);
+int partctl_table_delete(partctl_table *t, unsigned n, ip_error *e);
+/* Write the table, fsync, and tell the kernel (ip_kernel_sync_partitions). */
+int partctl_table_write(partctl_table *t, ip_error *e);
 
 /* Byte range of partition n of the disk at path (-ENOENT: no such partition,
  * bad input).  For callers that only need where a partition lies. */
 int partctl_part_range(const char *disk, unsigned n, uint64_t *off, uint64_t *size,
 		       ip_error *e);
+
+/* ==== resizing through the filesystem's own tool (partctl/resize.c,
+ *      owner: resize) ===================================================== */
+
+/* Shrink: fs check, fs resize (resize2fs / ntfsresize), then the table; never
+ * leaves a filesystem larger than its partition.  Below the fs minimum:
+ * bad input naming the minimum. */
+int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e);
+/* Grow: the table first, then the fs.  new_size 0: as far as free space allows. */
+int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e);
+
+/* ==== crash-safe move (partctl/move.c, owner: move) ===================== */
+
+/* Move partition n so that it starts at new_start (bytes), copying only the
+ * blocks its filesystem uses.  Journaled: after kill -9 or a power cut,
+ * partctl_resume() finishes it. */
+int partctl_move(const char *disk, unsigned n, uint64_t new_start, ip_error *e);
+/* Finish an interrupted move or shrink; 0 and *did = false when there was
+ * nothing to finish. */
+int partctl_resume(const char *disk, bool *did, ip_error *e);
 
 #endif
