@@ -1,4 +1,4 @@
-/* part_move.c — `inplace part move` and `inplace part resume`. */
+/* part_move.c — placeholder until its owner lands the real verbs. */
 #include "cli/cli.h"
 
 int cmd_part_move(int argc, char **argv)
