@@ -59,10 +59,54 @@ static dev_t whole_disk(dev_t dev)
 	return dev;
 }
 
-/* Is dev (a disk or partition), or anything on the disk `disk`, a match? */
-static bool dev_on_disk(dev_t dev, dev_t disk)
+/* A block device that exposes bytes [base, base + len) of the path being
+ * checked: the disk itself, or a loop device backed by the image file. */
+struct exposer {
+	dev_t dev;
+	uint64_t base, len;
+};
+
+static uint64_t sysfs_u64(dev_t dev, const char *attr)
 {
-	return dev == disk || whole_disk(dev) == disk;
+	char path[128], buf[32];
+	uint64_t v = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u/%s", major(dev), minor(dev), attr);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (fgets(buf, sizeof(buf), f))
+		v = strtoull(buf, NULL, 10);
+	fclose(f);
+	return v;
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	uint64_t aend = alen > UINT64_MAX - a ? UINT64_MAX : a + alen;
+	uint64_t bend = blen > UINT64_MAX - b ? UINT64_MAX : b + blen;
+
+	return a < bend && b < aend;
+}
+
+/* Does block device dev (a disk or a partition) hold any byte of
+ * [off, off + len) of the checked path? */
+static bool dev_touches(dev_t dev, const struct exposer *x, size_t nx, uint64_t off, uint64_t len)
+{
+	for (size_t i = 0; i < nx; i++) {
+		if (dev == x[i].dev) {
+			if (overlaps(x[i].base, x[i].len, off, len))
+				return true;
+		} else if (whole_disk(dev) == x[i].dev) {
+			/* a partition: start and size are in 512-byte units in sysfs */
+			uint64_t ps = x[i].base + sysfs_u64(dev, "start") * 512;
+
+			if (overlaps(ps, sysfs_u64(dev, "size") * 512, off, len))
+				return true;
+		}
+	}
+	return false;
 }
 
 /* Undo the octal escapes of /proc/self/mountinfo (\040 for a space). */
@@ -81,8 +125,9 @@ static void unescape(char *s)
 	*o = '\0';
 }
 
-/* Find a mount or swap on any of the block devices in devs[]. */
-static int find_use(const dev_t *devs, size_t ndevs, char *what, size_t len)
+/* Find a mount or swap that uses any byte of [off, off + len). */
+static int find_use(const struct exposer *x, size_t nx, uint64_t off, uint64_t len,
+		    char *what, size_t wlen)
 {
 	_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
 	_cleanup_fclose_ FILE *sw = NULL;
@@ -95,6 +140,7 @@ static int find_use(const dev_t *devs, size_t ndevs, char *what, size_t len)
 		char mnt[2048], src[2048] = "";
 		char *dash;
 		struct stat st;
+		bool hit;
 
 		if (sscanf(line, "%*u %*u %u:%u %*s %2047s", &ma, &mi, mnt) != 3)
 			continue;
@@ -102,16 +148,13 @@ static int find_use(const dev_t *devs, size_t ndevs, char *what, size_t len)
 		if (dash)
 			sscanf(dash + 3, "%*s %2047s", src);
 		unescape(mnt);
-		for (size_t i = 0; i < ndevs; i++) {
-			bool hit = dev_on_disk(makedev(ma, mi), devs[i]);
-
-			/* btrfs and friends report an anonymous 0:N; use the source. */
-			if (!hit && src[0] == '/' && stat(src, &st) == 0 && S_ISBLK(st.st_mode))
-				hit = dev_on_disk(st.st_rdev, devs[i]);
-			if (hit) {
-				snprintf(what, len, "mounted on %s", mnt);
-				return 1;
-			}
+		hit = dev_touches(makedev(ma, mi), x, nx, off, len);
+		/* btrfs and friends report an anonymous 0:N; use the source. */
+		if (!hit && src[0] == '/' && stat(src, &st) == 0 && S_ISBLK(st.st_mode))
+			hit = dev_touches(st.st_rdev, x, nx, off, len);
+		if (hit) {
+			snprintf(what, wlen, "mounted on %s", mnt);
+			return 1;
 		}
 	}
 	sw = fopen("/proc/swaps", "re");
@@ -122,19 +165,18 @@ static int find_use(const dev_t *devs, size_t ndevs, char *what, size_t len)
 		if (sscanf(line, "%2047s", name) != 1 || name[0] != '/')
 			continue;
 		unescape(name);
-		if (stat(name, &st) < 0 || !S_ISBLK(st.st_mode))
-			continue;
-		for (size_t i = 0; i < ndevs; i++)
-			if (dev_on_disk(st.st_rdev, devs[i])) {
-				snprintf(what, len, "in use as swap");
-				return 1;
-			}
+		if (stat(name, &st) == 0 && S_ISBLK(st.st_mode) &&
+		    dev_touches(st.st_rdev, x, nx, off, len)) {
+			snprintf(what, wlen, "in use as swap");
+			return 1;
+		}
 	}
 	return 0;
 }
 
-/* Loop devices whose backing file is the file with st. */
-static size_t loops_backed_by(const struct stat *st, dev_t *devs, size_t max)
+/* Loop devices whose backing file is the file with st, with the part of
+ * the file each exposes. */
+static size_t loops_backed_by(const struct stat *st, struct exposer *x, size_t max)
 {
 	_cleanup_(closedirp_) DIR *dir = NULL;
 	struct dirent *de;
@@ -157,16 +199,17 @@ static size_t loops_backed_by(const struct stat *st, dev_t *devs, size_t max)
 			continue;
 		if (ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == st->st_ino &&
 		    li.lo_device == st->st_dev && fstat(fd, &ls) == 0)
-			devs[n++] = ls.st_rdev;
+			x[n++] = (struct exposer){ ls.st_rdev, li.lo_offset,
+						   li.lo_sizelimit ? li.lo_sizelimit : UINT64_MAX };
 		close(fd);
 	}
 	return n;
 }
 
-int ip_check_unmounted(const char *path, ip_error *e)
+int ip_check_range_unmounted(const char *path, uint64_t off, uint64_t len, ip_error *e)
 {
 	struct stat st;
-	dev_t devs[64];
+	struct exposer x[64];
 	size_t n = 0;
 	char what[2100];
 	int r;
@@ -174,17 +217,26 @@ int ip_check_unmounted(const char *path, ip_error *e)
 	if (stat(path, &st) < 0)
 		return ip_bad(e, -errno, "cannot open %s: %s", path, strerror(errno));
 	if (S_ISBLK(st.st_mode))
-		devs[n++] = st.st_rdev;
+		x[n++] = (struct exposer){ st.st_rdev, 0, UINT64_MAX };
 	else if (S_ISREG(st.st_mode))
-		n = loops_backed_by(&st, devs, IP_ARRAY_SIZE(devs));
+		n = loops_backed_by(&st, x, IP_ARRAY_SIZE(x));
 	if (!n)
 		return 0;
-	r = find_use(devs, n, what, sizeof(what));
+	r = find_use(x, n, off, len, what, sizeof(what));
 	if (r < 0)
 		return ip_fail(e, r, "cannot read /proc/self/mountinfo: %s", strerror(-r));
-	if (r > 0)
-		return ip_bad(e, -EBUSY, "%s is %s: unmount it (or swapoff) first", path, what);
+	if (r > 0) {
+		if (off == 0 && len == UINT64_MAX)
+			return ip_bad(e, -EBUSY, "%s is %s: unmount it (or swapoff) first", path, what);
+		return ip_bad(e, -EBUSY, "the target range of %s is %s: unmount it (or swapoff) first",
+			      path, what);
+	}
 	return 0;
+}
+
+int ip_check_unmounted(const char *path, ip_error *e)
+{
+	return ip_check_range_unmounted(path, 0, UINT64_MAX, e);
 }
 
 int ip_partition_node(const char *disk, unsigned n, char *buf, size_t len)

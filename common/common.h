@@ -84,6 +84,13 @@ enum ip_disk_flags {
 
 /* Open a block device or a disk-image file.  Anything else is bad input. */
 int ip_disk_open(const char *path, unsigned flags, ip_disk **out, ip_error *e);
+/* Open for writing only the bytes [off, off+len) of the disk (one
+ * partition) while other partitions of it may be mounted: the mount check
+ * covers that range only, and a block device is not opened O_EXCL (the
+ * kernel refuses that while any partition is mounted).  Writes outside the
+ * range fail. */
+int ip_disk_open_range(const char *path, unsigned flags, uint64_t off, uint64_t len,
+		       ip_disk **out, ip_error *e);
 void ip_disk_free(ip_disk *d);
 const char *ip_disk_path(const ip_disk *d);
 int ip_disk_fd(const ip_disk *d);
@@ -124,6 +131,10 @@ struct ip_iolog_rec {
  * or — for an image file — any loop device backed by it, is mounted or is
  * active swap.  The message names the mount point and says to unmount it. */
 int ip_check_unmounted(const char *path, ip_error *e);
+/* The same, limited to the bytes [off, off+len) of path: a mount of another
+ * partition of the same disk (the storage partition while the system
+ * partition is rewritten) is no obstacle. */
+int ip_check_range_unmounted(const char *path, uint64_t off, uint64_t len, ip_error *e);
 
 /* Device node of partition n of a block device ("/dev/sda2",
  * "/dev/nvme0n1p2", "/dev/loop0p2"); -ENOENT when the kernel has none. */

@@ -14,13 +14,16 @@ struct ip_disk {
 	int fd;
 	int log_fd;        /* INPLACE_IOLOG, or -1 */
 	uint64_t size;
+	uint64_t wr_off, wr_len;  /* writes allowed only here (ip_disk_open_range) */
 	unsigned sector_size;
 	bool blockdev;
 	bool writable;
 };
 
-int ip_disk_open(const char *path, unsigned flags, ip_disk **out, ip_error *e)
+static int disk_open(const char *path, unsigned flags, uint64_t wr_off, uint64_t wr_len,
+		     ip_disk **out, ip_error *e)
 {
+	bool whole = wr_off == 0 && wr_len == UINT64_MAX;
 	ip_disk *d;
 	struct stat st;
 	int oflags = O_CLOEXEC | ((flags & IP_DISK_RDWR) ? O_RDWR : O_RDONLY);
@@ -32,10 +35,10 @@ int ip_disk_open(const char *path, unsigned flags, ip_disk **out, ip_error *e)
 	if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
 		return ip_bad(e, -ENOTBLK, "%s is not a disk: give a block device or a disk-image file", path);
 	if (flags & IP_DISK_RDWR) {
-		r = ip_check_unmounted(path, e);
+		r = ip_check_range_unmounted(path, wr_off, wr_len, e);
 		if (r < 0)
 			return r;
-		if (S_ISBLK(st.st_mode))
+		if (S_ISBLK(st.st_mode) && whole)
 			oflags |= O_EXCL;
 	}
 	if (flags & IP_DISK_DIRECT)
@@ -47,6 +50,8 @@ int ip_disk_open(const char *path, unsigned flags, ip_disk **out, ip_error *e)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	}
 	d->log_fd = -1;
+	d->wr_off = wr_off;
+	d->wr_len = wr_len;
 	d->blockdev = S_ISBLK(st.st_mode);
 	d->writable = flags & IP_DISK_RDWR;
 	d->fd = open(path, oflags);
@@ -91,6 +96,17 @@ int ip_disk_open(const char *path, unsigned flags, ip_disk **out, ip_error *e)
 	}
 	*out = d;
 	return 0;
+}
+
+int ip_disk_open(const char *path, unsigned flags, ip_disk **out, ip_error *e)
+{
+	return disk_open(path, flags, 0, UINT64_MAX, out, e);
+}
+
+int ip_disk_open_range(const char *path, unsigned flags, uint64_t off, uint64_t len,
+		       ip_disk **out, ip_error *e)
+{
+	return disk_open(path, flags, off, len, out, e);
 }
 
 void ip_disk_free(ip_disk *d)
@@ -154,6 +170,9 @@ int ip_disk_write(ip_disk *d, const void *buf, size_t len, uint64_t off, ip_erro
 
 	if (!d->writable)
 		return ip_fail(e, -EBADF, "internal error: %s was opened read-only", d->path);
+	if (off < d->wr_off || len > d->wr_len || off - d->wr_off > d->wr_len - len)
+		return ip_fail(e, -EPERM, "internal error: write to %s at byte %llu is outside the range opened for writing",
+			       d->path, (unsigned long long)off);
 	if (off + len > d->size && d->blockdev)
 		return ip_fail(e, -ENOSPC, "cannot write %s at byte %llu: past the end of the disk",
 			       d->path, (unsigned long long)off);
