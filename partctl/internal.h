@@ -1,0 +1,47 @@
+/* internal.h — partctl's private header: what its .c files share and no
+ * other module may call.  One section per owner. */
+#ifndef INPLACE_PARTCTL_INTERNAL_H
+#define INPLACE_PARTCTL_INTERNAL_H
+
+#include "partctl/partctl.h"
+
+/* ==== filesystem knowledge and resize (owner: resize) =================== */
+
+/* Growing list of extents; adjacent or overlapping ranges are merged, so
+ * extents must be added in ascending order of offset. */
+struct partctl_map_builder {
+	partctl_usedmap *m;
+	size_t cap;
+};
+int partctl_map_begin(struct partctl_map_builder *b, uint64_t size, uint64_t block_size);
+int partctl_map_add(struct partctl_map_builder *b, uint64_t off, uint64_t len);
+/* Hand the finished map over (computes used); frees on error. */
+partctl_usedmap *partctl_map_end(struct partctl_map_builder *b);
+void partctl_map_abort(struct partctl_map_builder *b);
+
+/* ext2/3/4 through libext2fs (fs_ext.c). */
+int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
+		     ip_error *e);
+int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
+			ip_error *e);
+/* `resize2fs -P`: the smallest size in bytes. */
+int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t *min,
+			 ip_error *e);
+
+/* NTFS through libntfs-3g (fs_ntfs.c). */
+int partctl_ntfs_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
+		      ip_error *e);
+int partctl_ntfs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
+			 ip_error *e);
+/* `ntfsresize --info` on a read-only loop device: the smallest size. */
+int partctl_ntfs_min_size(ip_disk *d, uint64_t off, uint64_t size, uint64_t *min,
+			  ip_error *e);
+
+/* Finish an interrupted `part shrink` recorded in the state directory:
+ * roll an interrupted resize2fs back with e2undo and redo the shrink, or
+ * finish the table step when the filesystem was already shrunk.  0 and
+ * *did = false when there is no shrink to finish for this disk.
+ * partctl_resume() calls this first. */
+int partctl_resize_resume(const char *disk, bool *did, ip_error *e);
+
+#endif

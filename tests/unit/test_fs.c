@@ -1,0 +1,308 @@
+/* test_fs.c — partctl's filesystem knowledge on real filesystems built with
+ * mke2fs and mkntfs at a 1 MiB offset inside an image file: probe, the
+ * used-block map against the filesystem's own count, and that every block
+ * of a file written with known content lies inside the map. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "partctl/partctl.h"
+
+#define MiB (1024ULL * 1024)
+#define PART_OFF MiB
+#define PART_SIZE (48 * MiB)
+#define MARK "inplace-test-block "
+
+static char dir[256];
+
+static void run(const char *const argv[])
+{
+	ip_error e = { 0 };
+
+	if (ip_spawn(argv, NULL, &e) < 0)
+		fail_msg("%s: %s", argv[0], e.msg);
+}
+
+static char *run_out(const char *const argv[])
+{
+	ip_error e = { 0 };
+	char *out = NULL;
+
+	if (ip_spawn(argv, &out, &e) < 0)
+		fail_msg("%s: %s", argv[0], e.msg);
+	return out;
+}
+
+static void path(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", dir, name);
+}
+
+/* A 1 MiB file whose every 512-byte sector starts with MARK, so that its
+ * blocks can be found again in the raw partition. */
+static void make_marked_file(const char *p)
+{
+	FILE *f = fopen(p, "we");
+	char sec[512];
+
+	assert_non_null(f);
+	for (unsigned i = 0; i < 2048; i++) {
+		memset(sec, (int)(i * 7 + 1), sizeof(sec));
+		snprintf(sec, sizeof(sec), MARK "%u", i);
+		assert_int_equal(fwrite(sec, 1, sizeof(sec), f), sizeof(sec));
+	}
+	assert_int_equal(fclose(f), 0);
+}
+
+static void make_image(const char *img)
+{
+	int fd = open(img, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(PART_OFF + PART_SIZE + MiB)), 0);
+	close(fd);
+}
+
+static uint64_t field(const char *text, const char *name)
+{
+	const char *p = strstr(text, name);
+	unsigned long long v;
+
+	assert_non_null(p);
+	p += strlen(name);
+	while (*p == ' ' || *p == ':' || *p == '\t')
+		p++;
+	assert_int_equal(sscanf(p, "%llu", &v), 1);
+	return v;
+}
+
+static bool in_map(const partctl_usedmap *m, uint64_t off, uint64_t len)
+{
+	for (size_t i = 0; i < m->n; i++)
+		if (off >= m->ext[i].off && off + len <= m->ext[i].off + m->ext[i].len)
+			return true;
+	return false;
+}
+
+static void check_map_shape(const partctl_usedmap *m)
+{
+	uint64_t sum = 0;
+
+	assert_true(m->exact);
+	assert_int_equal(m->size, PART_SIZE);
+	for (size_t i = 0; i < m->n; i++) {
+		assert_true(m->ext[i].len > 0);
+		assert_true(m->ext[i].off + m->ext[i].len <= m->size);
+		if (i)
+			assert_true(m->ext[i].off > m->ext[i - 1].off + m->ext[i - 1].len);
+		sum += m->ext[i].len;
+	}
+	assert_int_equal(sum, m->used);
+}
+
+/* Every sector of the partition that starts with MARK must be mapped; and
+ * all 2048 of them must be found (the file was written whole). */
+static void check_marks(ip_disk *d, const partctl_usedmap *m)
+{
+	_cleanup_free_ uint8_t *buf = malloc(MiB);
+	unsigned found = 0;
+
+	assert_non_null(buf);
+	for (uint64_t o = 0; o < PART_SIZE; o += MiB) {
+		assert_int_equal(ip_disk_read(d, buf, MiB, PART_OFF + o, NULL), 0);
+		for (uint64_t s = 0; s < MiB; s += 512) {
+			if (memcmp(buf + s, MARK, strlen(MARK)) == 0) {
+				found++;
+				if (!in_map(m, o + s, 512))
+					fail_msg("file data at partition offset %llu is not in the used map",
+						 (unsigned long long)(o + s));
+			}
+		}
+	}
+	assert_true(found >= 2048);
+}
+
+static void test_ext4(void **state)
+{
+	char img[300], src[300], file[320], dev[340], opt[64], sz[32];
+	struct partctl_fsinfo fi;
+	partctl_usedmap *m = NULL;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	_cleanup_free_ char *info = NULL;
+
+	(void)state;
+	path(img, sizeof(img), "ext4.img");
+	path(src, sizeof(src), "src");
+	snprintf(file, sizeof(file), "%s/marked.bin", src);
+	mkdir(src, 0700);
+	make_marked_file(file);
+	make_image(img);
+	snprintf(opt, sizeof(opt), "offset=%llu", PART_OFF);
+	snprintf(sz, sizeof(sz), "%lluk", PART_SIZE / 1024);
+	run((const char *const[]){ "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-L", "testlabel",
+				   "-d", src, "-E", opt, img, sz, NULL });
+
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDONLY, &d, &e), 0);
+	assert_int_equal(partctl_fs_probe(d, PART_OFF, PART_SIZE, &fi, &e), 0);
+	assert_string_equal(fi.type, "ext4");
+	assert_string_equal(fi.label, "testlabel");
+	assert_true(strlen(fi.uuid) > 0);
+	assert_true(fi.resizable);
+	assert_int_equal(fi.block_size, 4096);
+	assert_int_equal(fi.size, PART_SIZE);
+	assert_true(fi.min_size > 0 && fi.min_size < PART_SIZE);
+
+	assert_int_equal(partctl_fs_usedmap(d, PART_OFF, PART_SIZE, &m, &e), 0);
+	check_map_shape(m);
+	snprintf(dev, sizeof(dev), "%s?offset=%llu", img, PART_OFF);
+	info = run_out((const char *const[]){ "dumpe2fs", "-h", dev, NULL });
+	assert_int_equal(m->used, (field(info, "Block count:") - field(info, "Free blocks:")) * 4096);
+	assert_int_equal(fi.used, m->used);
+	assert_int_equal(m->block_size, 4096);
+	assert_true(in_map(m, 0, 4096)); /* superblock */
+	check_marks(d, m);
+	partctl_usedmap_free(m);
+	ip_disk_free(d);
+}
+
+static void test_ntfs(void **state)
+{
+	char img[300], side[300], src[300], file[320], opt[64];
+	struct partctl_fsinfo fi;
+	partctl_usedmap *m = NULL;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	_cleanup_free_ char *info = NULL;
+	uint64_t clusters, freec, cs;
+
+	(void)state;
+	path(img, sizeof(img), "ntfs.img");
+	path(side, sizeof(side), "ntfs.side");
+	path(src, sizeof(src), "src");
+	snprintf(file, sizeof(file), "%s/marked.bin", src);
+	mkdir(src, 0700);
+	make_marked_file(file);
+	make_image(img);
+	run((const char *const[]){ "truncate", "-s", "48M", side, NULL });
+	run((const char *const[]){ "mkntfs", "-F", "-Q", "-q", "-L", "winlabel", "-p", "2048", side, NULL });
+	run((const char *const[]){ "ntfscp", "-f", side, file, "/marked.bin", NULL });
+	snprintf(opt, sizeof(opt), "seek=%llu", PART_OFF);
+	{
+		char of[320];
+
+		snprintf(of, sizeof(of), "of=%s", img);
+		char ifs[320];
+
+		snprintf(ifs, sizeof(ifs), "if=%s", side);
+		run((const char *const[]){ "dd", ifs, of, "bs=1M", opt, "oflag=seek_bytes",
+					   "conv=notrunc,sparse", "status=none", NULL });
+	}
+	info = run_out((const char *const[]){ "ntfsinfo", "-m", side, NULL });
+	clusters = field(info, "Volume Size in Clusters:");
+	freec = field(info, "Free Clusters:");
+	cs = field(info, "Cluster Size:");
+
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDONLY, &d, &e), 0);
+	assert_int_equal(partctl_fs_probe(d, PART_OFF, PART_SIZE, &fi, &e), 0);
+	assert_string_equal(fi.type, "ntfs");
+	assert_string_equal(fi.label, "winlabel");
+	assert_true(fi.resizable);
+	assert_int_equal(fi.block_size, cs);
+	assert_int_equal(fi.size, PART_SIZE);
+	assert_int_equal(fi.used, (clusters - freec) * cs);
+	if (fi.min_size == 0)
+		print_message("ntfs min_size unknown (no loop device?): %s\n", e.msg);
+	else
+		assert_true(fi.min_size > fi.used / 2 && fi.min_size < PART_SIZE);
+
+	assert_int_equal(partctl_fs_usedmap(d, PART_OFF, PART_SIZE, &m, &e), 0);
+	check_map_shape(m);
+	/* The bitmap's clusters plus the backup boot sector in the last
+	 * sector of the partition, right after the last cluster. */
+	assert_int_equal(m->used, (clusters - freec) * cs + 512);
+	assert_true(in_map(m, PART_SIZE - 512, 512));
+	assert_true(in_map(m, 0, 512));
+	check_marks(d, m);
+	partctl_usedmap_free(m);
+	ip_disk_free(d);
+}
+
+static void test_unknown_and_corrupt(void **state)
+{
+	char img[300], opt[64], sz[32];
+	struct partctl_fsinfo fi;
+	partctl_usedmap *m = NULL;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	uint8_t bad[4] = { 40, 0, 0, 0 };
+	int fd;
+
+	(void)state;
+	path(img, sizeof(img), "raw.img");
+	make_image(img);
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDONLY, &d, &e), 0);
+	assert_int_equal(partctl_fs_probe(d, PART_OFF, PART_SIZE, &fi, &e), 0);
+	assert_string_equal(fi.type, "");
+	assert_false(fi.resizable);
+	assert_int_equal(partctl_fs_usedmap(d, PART_OFF, PART_SIZE, &m, &e), 0);
+	assert_false(m->exact);
+	assert_int_equal(m->n, 1);
+	assert_int_equal(m->used, PART_SIZE);
+	partctl_usedmap_free(m);
+	/* A range outside the disk is bad input. */
+	assert_true(partctl_fs_probe(d, PART_OFF, 1ULL << 40, &fi, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	ip_disk_free(d);
+
+	/* ext4 with a nonsense block size in its superblock: probe still
+	 * names the type, the used map fails with a message. */
+	snprintf(opt, sizeof(opt), "offset=%llu", PART_OFF);
+	snprintf(sz, sizeof(sz), "%lluk", PART_SIZE / 1024);
+	run((const char *const[]){ "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-E", opt, img, sz, NULL });
+	fd = open(img, O_WRONLY | O_CLOEXEC);
+	assert_true(fd >= 0);
+	/* s_log_block_size, at byte 24 of the superblock */
+	assert_int_equal(pwrite(fd, bad, sizeof(bad), (off_t)(PART_OFF + 1024 + 24)), (ssize_t)sizeof(bad));
+	close(fd);
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDONLY, &d, &e), 0);
+	ip_error_clear(&e);
+	assert_int_equal(partctl_fs_probe(d, PART_OFF, PART_SIZE, &fi, &e), 0);
+	assert_string_equal(fi.type, "ext4");
+	assert_int_equal(fi.used, 0);
+	assert_true(partctl_fs_usedmap(d, PART_OFF, PART_SIZE, &m, &e) < 0);
+	assert_null(m);
+	assert_true(strlen(e.msg) > 0);
+	ip_disk_free(d);
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	snprintf(dir, sizeof(dir), "%s/test_fs.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	(void)state;
+	run((const char *const[]){ "rm", "-rf", dir, NULL });
+	return 0;
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ext4),
+		cmocka_unit_test(test_ntfs),
+		cmocka_unit_test(test_unknown_and_corrupt),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
