@@ -69,6 +69,13 @@ unsigned partctl_table_sector_size(const partctl_table *t);
 uint64_t partctl_table_disk_size(const partctl_table *t);
 /* Alignment unit for new partition starts (1 MiB, as fdisk/sfdisk use). */
 uint64_t partctl_table_grain(const partctl_table *t);
+/* Bytes [first_usable, end_usable) may hold partitions (after the MBR / GPT
+ * header and entries, before the GPT backup). */
+uint64_t partctl_table_first_usable(const partctl_table *t);
+uint64_t partctl_table_end_usable(const partctl_table *t);
+const char *partctl_table_path(const partctl_table *t);
+/* Partitions in use, sorted by number (MBR: primaries and the extended
+ * container, then logicals from 5). */
 size_t partctl_table_count(const partctl_table *t);
 const struct partctl_part *partctl_table_at(const partctl_table *t, size_t i);
 /* NULL when there is no partition n. */

@@ -1,0 +1,588 @@
+/* table.c — partition tables (GPT and MBR with extended/logical partitions)
+ * through libfdisk, on block devices and disk-image files.
+ *
+ * A partctl_table is short-lived: open, read or change in memory, write,
+ * free.  libfdisk holds its own file descriptor, opened without O_EXCL, so
+ * that a caller may keep its own exclusive ip_disk of the same disk while it
+ * updates the table, and so that no exclusive claim on the whole disk is
+ * held while resize2fs or e2fsck open a partition of it exclusively.  The
+ * mount check of ip_check_unmounted() is made at open and again right before
+ * writing. */
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <libfdisk.h>
+
+#include "partctl/partctl.h"
+
+struct partctl_table {
+	struct fdisk_context *cxt;
+	char *path;
+	int fd;
+	bool write;
+	bool blockdev;
+	char label[8];
+	unsigned ssz;
+	uint64_t size;
+	uint64_t grain;
+	uint64_t first_usable, end_usable;
+	struct partctl_part *parts; /* sorted by number */
+	size_t n;
+	char warn[256];             /* libfdisk's last warning, for messages */
+};
+
+/* Short names for the types inplace creates or reports; anything else is
+ * shown as the GPT type GUID or the MBR hex code. */
+static const struct type_name {
+	const char *name;
+	unsigned code;     /* MBR */
+	const char *guid;  /* GPT */
+} type_names[] = {
+	{ "linux",     0x83, "0FC63DAF-8483-4772-8E79-3D69D8477DE4" },
+	{ "ntfs",      0x07, "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7" },
+	{ "swap",      0x82, "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F" },
+	{ "efi",       0xef, "C12A7328-F81F-11D2-BA4B-00A0C93EC93B" },
+	{ "bios-boot", 0,    "21686148-6449-6E6F-744E-656564454649" },
+	{ "lvm",       0x8e, "E6D6D379-F507-44C2-A23C-238F2A3DF928" },
+	{ "raid",      0xfd, "A19D880F-05FC-4D3B-A006-743F0F84911E" },
+	{ "msr",       0,    "E3C9E316-0B5C-4DB8-817D-F92DF00215AE" },
+	{ "extended",  0x05, NULL },
+	{ "extended",  0x0f, NULL },
+	{ "extended",  0x85, NULL },
+	{ "fat32",     0x0c, NULL },
+	{ "fat32",     0x0b, NULL },
+};
+
+static int ask_cb(struct fdisk_context *cxt, struct fdisk_ask *ask, void *data)
+{
+	partctl_table *t = data;
+	const char *msg;
+
+	(void)cxt;
+	switch (fdisk_ask_get_type(ask)) {
+	case FDISK_ASKTYPE_WARN:
+	case FDISK_ASKTYPE_WARNX:
+		msg = fdisk_ask_print_get_mesg(ask);
+		if (msg) {
+			size_t l;
+
+			snprintf(t->warn, sizeof(t->warn), "%s", msg);
+			/* our messages are lowercase and end without a full stop */
+			l = strlen(t->warn);
+			while (l && (t->warn[l - 1] == '.' || t->warn[l - 1] == '\n'))
+				t->warn[--l] = '\0';
+			if (t->warn[0] >= 'A' && t->warn[0] <= 'Z' && !(t->warn[1] >= 'A' && t->warn[1] <= 'Z'))
+				t->warn[0] = (char)(t->warn[0] - 'A' + 'a');
+		}
+		return 0;
+	case FDISK_ASKTYPE_INFO:
+		return 0;
+	default:
+		return -EINVAL; /* no dialogs */
+	}
+}
+
+static void type_to_name(const partctl_table *t, struct fdisk_parttype *pt, char *buf, size_t len)
+{
+	bool gpt = !strcmp(t->label, "gpt");
+
+	buf[0] = '\0';
+	if (!pt)
+		return;
+	for (size_t i = 0; i < IP_ARRAY_SIZE(type_names); i++) {
+		const struct type_name *tn = &type_names[i];
+
+		if (gpt && tn->guid && fdisk_parttype_get_string(pt) &&
+		    !strcasecmp(tn->guid, fdisk_parttype_get_string(pt))) {
+			snprintf(buf, len, "%s", tn->name);
+			return;
+		}
+		if (!gpt && tn->code && tn->code == fdisk_parttype_get_code(pt)) {
+			snprintf(buf, len, "%s", tn->name);
+			return;
+		}
+	}
+	if (gpt)
+		snprintf(buf, len, "%s", fdisk_parttype_get_string(pt) ? fdisk_parttype_get_string(pt) : "");
+	else
+		snprintf(buf, len, "%02x", fdisk_parttype_get_code(pt));
+}
+
+static int cmp_part(const void *a, const void *b)
+{
+	const struct partctl_part *x = a, *y = b;
+
+	return x->n < y->n ? -1 : x->n > y->n;
+}
+
+/* Refresh t->parts from libfdisk's in-memory table. */
+static int reload(partctl_table *t, ip_error *e)
+{
+	size_t max = fdisk_get_npartitions(t->cxt), k = 0;
+	struct partctl_part *parts;
+
+	parts = calloc(max ? max : 1, sizeof(*parts));
+	if (!parts)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < max; i++) {
+		struct fdisk_partition *pa = NULL;
+		struct partctl_part *p = &parts[k];
+		const char *s;
+
+		if (!fdisk_is_partition_used(t->cxt, i))
+			continue;
+		if (fdisk_get_partition(t->cxt, i, &pa) < 0 || !pa)
+			continue;
+		p->n = (unsigned)i + 1;
+		p->start = (uint64_t)fdisk_partition_get_start(pa) * t->ssz;
+		p->size = (uint64_t)fdisk_partition_get_size(pa) * t->ssz;
+		p->extended = fdisk_partition_is_container(pa);
+		p->logical = fdisk_partition_is_nested(pa);
+		type_to_name(t, fdisk_partition_get_type(pa), p->type, sizeof(p->type));
+		if (p->extended)
+			snprintf(p->type, sizeof(p->type), "extended");
+		s = fdisk_partition_get_name(pa);
+		snprintf(p->name, sizeof(p->name), "%s", s ? s : "");
+		s = fdisk_partition_get_uuid(pa);
+		snprintf(p->uuid, sizeof(p->uuid), "%s", s ? s : "");
+		fdisk_unref_partition(pa);
+		k++;
+	}
+	qsort(parts, k, sizeof(*parts), cmp_part);
+	free(t->parts);
+	t->parts = parts;
+	t->n = k;
+	return 0;
+}
+
+void partctl_table_free(partctl_table *t)
+{
+	if (!t)
+		return;
+	if (t->cxt) {
+		/* nosync: libfdisk would issue BLKRRPART, which fails on a disk
+		 * in use; partctl_table_write() tells the kernel through BLKPG. */
+		fdisk_deassign_device(t->cxt, 1);
+		fdisk_unref_context(t->cxt);
+	}
+	if (t->fd >= 0)
+		close(t->fd);
+	free(t->parts);
+	free(t->path);
+	free(t);
+}
+
+int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_error *e)
+{
+	partctl_table *t;
+	struct stat st;
+	struct fdisk_label *lb;
+	int r;
+
+	*out = NULL;
+	if (stat(disk, &st) < 0)
+		return ip_bad(e, -errno, "cannot open %s: %s", disk, strerror(errno));
+	if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
+		return ip_bad(e, -ENOTBLK, "%s is not a disk: give a block device or a disk-image file", disk);
+	if (write) {
+		r = ip_check_unmounted(disk, e);
+		if (r < 0)
+			return r;
+	}
+	t = calloc(1, sizeof(*t));
+	if (!t || !(t->path = strdup(disk))) {
+		free(t);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	t->fd = -1;
+	t->write = write;
+	t->blockdev = S_ISBLK(st.st_mode);
+	t->fd = open(disk, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+	if (t->fd < 0) {
+		r = -errno;
+		partctl_table_free(t);
+		return ip_fail(e, r, "cannot open %s: %s", disk, strerror(-r));
+	}
+	t->cxt = fdisk_new_context();
+	if (!t->cxt) {
+		partctl_table_free(t);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	fdisk_set_ask(t->cxt, ask_cb, t);
+	fdisk_disable_dialogs(t->cxt, 1);
+	r = fdisk_assign_device_by_fd(t->cxt, t->fd, disk, !write);
+	if (r < 0) {
+		partctl_table_free(t);
+		return ip_fail(e, r, "cannot read the partition table of %s: %s", disk, strerror(-r));
+	}
+	if (!fdisk_has_label(t->cxt)) {
+		partctl_table_free(t);
+		return ip_bad(e, -ENOMEDIUM,
+			      "%s has no partition table, or one inplace does not know (GPT and MBR only) or a damaged one: check it with fdisk -l",
+			      disk);
+	}
+	lb = fdisk_get_label(t->cxt, NULL);
+	snprintf(t->label, sizeof(t->label), "%s", fdisk_label_get_name(lb));
+	if (strcmp(t->label, "gpt") && strcmp(t->label, "dos")) {
+		r = -EPROTONOSUPPORT;
+		ip_bad(e, r, "%s has a %s partition table: inplace knows only GPT and MBR", disk, t->label);
+		partctl_table_free(t);
+		return r;
+	}
+	t->ssz = (unsigned)fdisk_get_sector_size(t->cxt);
+	t->size = (uint64_t)fdisk_get_nsectors(t->cxt) * t->ssz;
+	t->grain = fdisk_get_grain_size(t->cxt);
+	if (t->grain < t->ssz)
+		t->grain = t->ssz;
+	t->first_usable = (uint64_t)fdisk_get_first_lba(t->cxt) * t->ssz;
+	t->end_usable = ((uint64_t)fdisk_get_last_lba(t->cxt) + 1) * t->ssz;
+	r = reload(t, e);
+	if (r < 0) {
+		partctl_table_free(t);
+		return r;
+	}
+	if (write && fdisk_verify_disklabel(t->cxt) > 0) {
+		r = -EUCLEAN;
+		ip_bad(e, r, "the partition table of %s has errors%s%s: repair it (fdisk, gdisk) before changing it",
+		       disk, t->warn[0] ? " (" : "", t->warn[0] ? t->warn : "");
+		partctl_table_free(t);
+		return r;
+	}
+	*out = t;
+	return 0;
+}
+
+const char *partctl_table_label(const partctl_table *t) { return t->label; }
+unsigned partctl_table_sector_size(const partctl_table *t) { return t->ssz; }
+uint64_t partctl_table_disk_size(const partctl_table *t) { return t->size; }
+uint64_t partctl_table_grain(const partctl_table *t) { return t->grain; }
+uint64_t partctl_table_first_usable(const partctl_table *t) { return t->first_usable; }
+uint64_t partctl_table_end_usable(const partctl_table *t) { return t->end_usable; }
+const char *partctl_table_path(const partctl_table *t) { return t->path; }
+size_t partctl_table_count(const partctl_table *t) { return t->n; }
+
+const struct partctl_part *partctl_table_at(const partctl_table *t, size_t i)
+{
+	return i < t->n ? &t->parts[i] : NULL;
+}
+
+const struct partctl_part *partctl_table_find(const partctl_table *t, unsigned n)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (t->parts[i].n == n)
+			return &t->parts[i];
+	return NULL;
+}
+
+static const struct partctl_part *extended_of(const partctl_table *t)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (t->parts[i].extended)
+			return &t->parts[i];
+	return NULL;
+}
+
+static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
+{
+	return a < b + blen && b < a + alen;
+}
+
+/* Check that [start, start+size) can hold partition n (0: a new one) of the
+ * given kind without overlapping its neighbours. */
+static int check_range(const partctl_table *t, unsigned n, uint64_t start, uint64_t size,
+		       bool logical, bool extended, ip_error *e)
+{
+	const struct partctl_part *ext = extended_of(t);
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ];
+
+	if (!size)
+		return ip_bad(e, -EINVAL, "a partition cannot be empty: give a size");
+	if (start % t->ssz || size % t->ssz)
+		return ip_bad(e, -EINVAL, "start %llu and size %llu must be multiples of the sector size (%u bytes)",
+			      (unsigned long long)start, (unsigned long long)size, t->ssz);
+	if (start < t->first_usable)
+		return ip_bad(e, -ERANGE, "start %s lies before the first usable byte of %s (%s): start at %s or later",
+			      ip_format_size(start, b1, sizeof(b1)), t->path,
+			      ip_format_size(t->first_usable, b2, sizeof(b2)), b2);
+	if (start + size < start || start + size > t->end_usable)
+		return ip_bad(e, -ERANGE, "a partition of %s at %llu does not fit on %s (usable space ends at byte %llu): choose a smaller size",
+			      ip_format_size(size, b1, sizeof(b1)), (unsigned long long)start, t->path,
+			      (unsigned long long)t->end_usable);
+	if (logical) {
+		if (!ext)
+			return ip_bad(e, -EINVAL, "%s has no extended partition to hold a logical one: create an extended partition first",
+				      t->path);
+		if (start <= ext->start || start + size > ext->start + ext->size)
+			return ip_bad(e, -ERANGE, "a logical partition must lie inside the extended partition %u (bytes %llu to %llu)",
+				      ext->n, (unsigned long long)ext->start,
+				      (unsigned long long)(ext->start + ext->size));
+	}
+	for (size_t i = 0; i < t->n; i++) {
+		const struct partctl_part *p = &t->parts[i];
+
+		if (p->n == n)
+			continue;
+		/* A logical partition lies inside the extended container. */
+		if (p->extended && logical)
+			continue;
+		if (extended && p->logical && n && p->n != n)
+			continue; /* resizing the container: checked below */
+		if (!logical && !extended && p->logical)
+			continue; /* the container stands for its logicals */
+		if (overlaps(start, size, p->start, p->size))
+			return ip_bad(e, -EEXIST, "the range %s at byte %llu overlaps partition %u: choose free space (see 'inplace part show')",
+				      ip_format_size(size, b1, sizeof(b1)), (unsigned long long)start, p->n);
+	}
+	if (extended) {
+		for (size_t i = 0; i < t->n; i++) {
+			const struct partctl_part *p = &t->parts[i];
+
+			if (p->logical && (p->start < start || p->start + p->size > start + size))
+				return ip_bad(e, -ERANGE, "the extended partition must still hold logical partition %u", p->n);
+		}
+	}
+	return 0;
+}
+
+int partctl_table_set_range(partctl_table *t, unsigned n, uint64_t start, uint64_t size, ip_error *e)
+{
+	const struct partctl_part *p = partctl_table_find(t, n);
+	struct fdisk_partition *pa;
+	int r;
+
+	if (!p)
+		return ip_bad(e, -ENOENT, "%s has no partition %u: see 'inplace part show %s'", t->path, n, t->path);
+	if (p->extended && start != p->start)
+		return ip_bad(e, -EINVAL, "cannot move extended partition %u of %s: only its end can change", n, t->path);
+	/* The EBR of a logical partition lies before it; its start may not move
+	 * in front of where it was. */
+	if (p->logical && start < p->start)
+		return ip_bad(e, -EINVAL, "cannot move logical partition %u of %s towards the start of the disk: its boot record lies there",
+			      n, t->path);
+	r = check_range(t, n, start, size, p->logical, p->extended, e);
+	if (r < 0)
+		return r;
+	pa = fdisk_new_partition();
+	if (!pa)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	fdisk_partition_set_start(pa, start / t->ssz);
+	fdisk_partition_set_size(pa, size / t->ssz);
+	fdisk_partition_size_explicit(pa, 1);
+	t->warn[0] = '\0';
+	r = fdisk_set_partition(t->cxt, n - 1, pa);
+	fdisk_unref_partition(pa);
+	if (r < 0)
+		return ip_fail(e, r, "cannot change partition %u of %s: %s", n, t->path,
+			       t->warn[0] ? t->warn : strerror(-r));
+	r = reload(t, e);
+	if (r < 0)
+		return r;
+	p = partctl_table_find(t, n);
+	if (!p || p->start != start || p->size != size)
+		return ip_fail(e, -EIO, "libfdisk did not place partition %u of %s where asked", n, t->path);
+	return 0;
+}
+
+static struct fdisk_parttype *parse_type(partctl_table *t, const char *type, bool extended)
+{
+	struct fdisk_label *lb = fdisk_get_label(t->cxt, NULL);
+	bool gpt = !strcmp(t->label, "gpt");
+
+	if (extended)
+		type = "extended";
+	if (!type || !*type)
+		type = "linux";
+	for (size_t i = 0; i < IP_ARRAY_SIZE(type_names); i++) {
+		const struct type_name *tn = &type_names[i];
+
+		if (strcmp(tn->name, type))
+			continue;
+		if (gpt && tn->guid)
+			return fdisk_label_get_parttype_from_string(lb, tn->guid);
+		if (!gpt && tn->code)
+			return fdisk_label_get_parttype_from_code(lb, tn->code);
+	}
+	/* a GUID or a hex code */
+	return fdisk_label_advparse_parttype(lb, type, FDISK_PARTTYPE_PARSE_DATA);
+}
+
+int partctl_table_add(partctl_table *t, const struct partctl_part *spec, unsigned *n_out, ip_error *e)
+{
+	bool dos = !strcmp(t->label, "dos");
+	struct fdisk_parttype *pt;
+	struct fdisk_partition *pa;
+	size_t partno = 0, max;
+	unsigned n = spec->n;
+	const struct partctl_part *p;
+	char b[IP_SIZE_BUFSZ];
+	int r;
+
+	if (!dos && (spec->extended || spec->logical))
+		return ip_bad(e, -EINVAL, "%s has a GPT table: extended and logical partitions exist only on MBR", t->path);
+	if (spec->extended && extended_of(t))
+		return ip_bad(e, -EEXIST, "%s already has an extended partition (%u): an MBR holds only one",
+			      t->path, extended_of(t)->n);
+	if (spec->start % t->grain)
+		return ip_bad(e, -EINVAL, "start %llu is not aligned to %s: use a multiple of %llu bytes",
+			      (unsigned long long)spec->start, ip_format_size(t->grain, b, sizeof(b)),
+			      (unsigned long long)t->grain);
+	r = check_range(t, 0, spec->start, spec->size, spec->logical, spec->extended, e);
+	if (r < 0)
+		return r;
+	if (!spec->logical) {
+		/* the slot: the lowest free number (primaries 1-4 on MBR) */
+		max = dos ? 4 : fdisk_get_npartitions(t->cxt);
+		if (n) {
+			if (n > max)
+				return ip_bad(e, -ERANGE, "partition number %u is out of range for %s (1-%zu)", n, t->path, max);
+			if (partctl_table_find(t, n))
+				return ip_bad(e, -EEXIST, "partition %u of %s already exists: delete it first or choose another number",
+					      n, t->path);
+		} else {
+			for (unsigned i = 1; i <= max && !n; i++)
+				if (!partctl_table_find(t, i))
+					n = i;
+			if (!n)
+				return ip_bad(e, -ENOSPC, dos ? "all four primary partitions of %s are used: use a logical partition inside an extended one"
+							  : "the partition table of %s is full", t->path);
+		}
+	}
+	pt = parse_type(t, spec->type, spec->extended);
+	if (!pt)
+		return ip_bad(e, -EINVAL, "unknown partition type '%s': use linux, ntfs, swap, efi, a GPT type GUID or an MBR hex code",
+			      spec->type);
+	pa = fdisk_new_partition();
+	if (!pa) {
+		fdisk_unref_parttype(pt);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	fdisk_partition_set_start(pa, spec->start / t->ssz);
+	fdisk_partition_set_size(pa, spec->size / t->ssz);
+	fdisk_partition_size_explicit(pa, 1);
+	fdisk_partition_set_type(pa, pt);
+	fdisk_unref_parttype(pt);
+	if (n)
+		fdisk_partition_set_partno(pa, n - 1);
+	if (!dos && spec->name[0])
+		fdisk_partition_set_name(pa, spec->name);
+	t->warn[0] = '\0';
+	r = fdisk_add_partition(t->cxt, pa, &partno);
+	fdisk_unref_partition(pa);
+	if (r < 0)
+		return ip_bad(e, r, "cannot add a partition of %s at byte %llu to %s: %s", ip_format_size(spec->size, b, sizeof(b)),
+			      (unsigned long long)spec->start, t->path, t->warn[0] ? t->warn : strerror(-r));
+	r = reload(t, e);
+	if (r < 0)
+		return r;
+	p = partctl_table_find(t, (unsigned)partno + 1);
+	if (!p || p->start != spec->start || p->size != spec->size)
+		return ip_fail(e, -EIO, "libfdisk did not place the new partition of %s where asked", t->path);
+	if (n_out)
+		*n_out = (unsigned)partno + 1;
+	return 0;
+}
+
+int partctl_table_delete(partctl_table *t, unsigned n, ip_error *e)
+{
+	const struct partctl_part *p = partctl_table_find(t, n);
+	int r;
+
+	if (!p)
+		return ip_bad(e, -ENOENT, "%s has no partition %u: see 'inplace part show %s'", t->path, n, t->path);
+	if (p->extended)
+		for (size_t i = 0; i < t->n; i++)
+			if (t->parts[i].logical)
+				return ip_bad(e, -EBUSY, "extended partition %u of %s holds logical partition %u: delete the logical partitions first",
+					      n, t->path, t->parts[i].n);
+	t->warn[0] = '\0';
+	r = fdisk_delete_partition(t->cxt, n - 1);
+	if (r < 0)
+		return ip_fail(e, r, "cannot delete partition %u of %s: %s", n, t->path,
+			       t->warn[0] ? t->warn : strerror(-r));
+	return reload(t, e);
+}
+
+/* The byte ranges a table write touches, for the write-recording test mode:
+ * the head of the disk (MBR, GPT header and entries), the GPT backup at the
+ * end, and each EBR of a logical partition (in the gap before it). */
+static int log_table_writes(partctl_table *t, ip_error *e)
+{
+	const char *log = getenv("INPLACE_IOLOG");
+	ip_disk *d = NULL;
+	uint64_t prev;
+	int r;
+
+	if (!log || !*log)
+		return 0;
+	r = ip_disk_open(t->path, IP_DISK_RDWR, &d, e);
+	if (r < 0)
+		return r;
+	r = ip_disk_log_external(d, 0, t->first_usable < t->size ? t->first_usable : t->ssz, e);
+	if (r == 0 && !strcmp(t->label, "gpt") && t->size > t->end_usable)
+		r = ip_disk_log_external(d, t->end_usable, t->size - t->end_usable, e);
+	prev = 0;
+	for (size_t i = 0; r == 0 && i < t->n; i++) {
+		const struct partctl_part *p = &t->parts[i];
+
+		if (p->extended)
+			prev = p->start;
+	}
+	for (size_t i = 0; r == 0 && i < t->n; i++) {
+		const struct partctl_part *p = &t->parts[i];
+		uint64_t from = p->start > t->grain ? p->start - t->grain : 0;
+
+		if (!p->logical)
+			continue;
+		if (from < prev)
+			from = prev;
+		r = ip_disk_log_external(d, from, p->start - from, e);
+	}
+	ip_disk_free(d);
+	return r;
+}
+
+int partctl_table_write(partctl_table *t, ip_error *e)
+{
+	int r;
+
+	if (!t->write)
+		return ip_fail(e, -EBADF, "internal error: the table of %s was opened read-only", t->path);
+	r = ip_check_unmounted(t->path, e);
+	if (r < 0)
+		return r;
+	t->warn[0] = '\0';
+	r = fdisk_write_disklabel(t->cxt);
+	if (r < 0)
+		return ip_fail(e, r, "cannot write the partition table of %s: %s", t->path,
+			       t->warn[0] ? t->warn : strerror(-r));
+	if (fsync(t->fd) < 0)
+		return ip_fail(e, -errno, "cannot flush the partition table of %s: %s", t->path, strerror(errno));
+	r = log_table_writes(t, e);
+	if (r < 0)
+		return r;
+	if (t->blockdev)
+		return ip_kernel_sync_partitions(t->path, e);
+	return 0;
+}
+
+int partctl_part_range(const char *disk, unsigned n, uint64_t *off, uint64_t *size, ip_error *e)
+{
+	partctl_table *t = NULL;
+	const struct partctl_part *p;
+	int r;
+
+	r = partctl_table_open(disk, false, &t, e);
+	if (r < 0)
+		return r;
+	p = partctl_table_find(t, n);
+	if (!p) {
+		r = ip_bad(e, -ENOENT, "%s has no partition %u: see 'inplace part show %s'", disk, n, disk);
+	} else {
+		*off = p->start;
+		*size = p->size;
+	}
+	partctl_table_free(t);
+	return r;
+}

@@ -1,0 +1,225 @@
+/* test_table.c — the partition-table API on real image files made by sfdisk:
+ * reading, adding, resizing and deleting on GPT and MBR (with extended and
+ * logical partitions), and the refusals that protect a disk. */
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "partctl/partctl.h"
+
+#define MiB (1024ULL * 1024)
+
+static char dir[] = "/tmp/test_table.XXXXXX";
+/* keep: set TEST_TABLE_KEEP=1 to inspect images */
+
+static void make_image(const char *path, uint64_t size, const char *script)
+{
+	char spath[600];
+	FILE *f;
+	int fd;
+
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	close(fd);
+	if (!script)
+		return;
+	snprintf(spath, sizeof(spath), "%s.sfdisk", path);
+	f = fopen(spath, "we");
+	assert_non_null(f);
+	fputs(script, f);
+	fclose(f);
+	{
+		const char *argv[] = { "sfdisk", "-q", "--no-reread", "--no-tell-kernel", path, NULL };
+		ip_proc p = { .argv = argv, .stdin_path = spath };
+		ip_error e = { 0 };
+
+		assert_int_equal(ip_proc_run(&p, &e), 0);
+		if (p.exit_code)
+			fail_msg("sfdisk: %s", p.err);
+		ip_proc_clear(&p);
+	}
+}
+
+static char *img(const char *name)
+{
+	static char buf[600];
+
+	snprintf(buf, sizeof(buf), "%s/%s", dir, name);
+	return buf;
+}
+
+static int setup(void **state)
+{
+	(void)state;
+	return mkdtemp(dir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+	const char *argv[] = { "rm", "-rf", dir, NULL };
+
+	(void)state;
+	if (getenv("TEST_TABLE_KEEP"))
+		return 0;
+	return ip_spawn(argv, NULL, NULL);
+}
+
+static void test_gpt_roundtrip(void **state)
+{
+	partctl_table *t = NULL;
+	ip_error e = { 0 };
+	struct partctl_part spec = { .start = 40 * MiB, .size = 8 * MiB, .type = "ntfs", .name = "data" };
+	unsigned n = 0;
+	uint64_t off, size;
+	const char *path = img("gpt.img");
+
+	(void)state;
+	make_image(path, 64 * MiB, "label: gpt\nstart=2048, size=20480, type=linux\nstart=22528, size=20480\n");
+	assert_int_equal(partctl_table_open(path, true, &t, &e), 0);
+	assert_string_equal(partctl_table_label(t), "gpt");
+	assert_int_equal(partctl_table_sector_size(t), 512);
+	assert_int_equal(partctl_table_disk_size(t), 64 * MiB);
+	assert_int_equal(partctl_table_grain(t), MiB);
+	assert_int_equal(partctl_table_count(t), 2);
+	assert_int_equal(partctl_table_at(t, 0)->start, MiB);
+	assert_int_equal(partctl_table_at(t, 1)->size, 10 * MiB);
+	assert_string_equal(partctl_table_find(t, 1)->type, "linux");
+	assert_null(partctl_table_find(t, 3));
+
+	assert_int_equal(partctl_table_add(t, &spec, &n, &e), 0);
+	assert_int_equal(n, 3);
+	assert_int_equal(partctl_table_set_range(t, 2, 11 * MiB, 5 * MiB, &e), 0);
+	assert_int_equal(partctl_table_write(t, &e), 0);
+	partctl_table_free(t);
+
+	assert_int_equal(partctl_part_range(path, 3, &off, &size, &e), 0);
+	assert_int_equal(off, 40 * MiB);
+	assert_int_equal(size, 8 * MiB);
+	assert_int_equal(partctl_part_range(path, 2, &off, &size, &e), 0);
+	assert_int_equal(size, 5 * MiB);
+	assert_int_equal(partctl_part_range(path, 9, &off, &size, &e), -ENOENT);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+
+	assert_int_equal(partctl_table_open(path, false, &t, &e), 0);
+	assert_string_equal(partctl_table_find(t, 3)->type, "ntfs");
+	assert_string_equal(partctl_table_find(t, 3)->name, "data");
+	partctl_table_free(t);
+
+	assert_int_equal(partctl_table_open(path, true, &t, &e), 0);
+	assert_int_equal(partctl_table_delete(t, 1, &e), 0);
+	assert_int_equal(partctl_table_write(t, &e), 0);
+	partctl_table_free(t);
+	assert_int_equal(partctl_part_range(path, 1, &off, &size, &e), -ENOENT);
+}
+
+static void test_refusals(void **state)
+{
+	partctl_table *t = NULL;
+	ip_error e = { 0 };
+	struct partctl_part spec = { .start = 5 * MiB, .size = 8 * MiB };
+	const char *path = img("refuse.img");
+
+	(void)state;
+	make_image(path, 64 * MiB, "label: gpt\nstart=2048, size=20480\n");
+	assert_int_equal(partctl_table_open(path, true, &t, &e), 0);
+	/* overlapping */
+	assert_true(partctl_table_add(t, &spec, NULL, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	/* unaligned */
+	spec.start = 20 * MiB + 512;
+	assert_true(partctl_table_add(t, &spec, NULL, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	/* beyond the disk */
+	spec.start = 60 * MiB;
+	assert_true(partctl_table_add(t, &spec, NULL, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	/* no such partition */
+	assert_int_equal(partctl_table_delete(t, 7, &e), -ENOENT);
+	assert_true(partctl_table_set_range(t, 1, MiB, 100 * MiB, &e) < 0);
+	partctl_table_free(t);
+
+	memset(&e, 0, sizeof(e));
+	assert_true(partctl_table_open(img("missing.img"), false, &t, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_true(partctl_table_open(dir, false, &t, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_true(partctl_table_open("/dev/null", false, &t, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	make_image(img("blank.img"), 16 * MiB, NULL);
+	assert_true(partctl_table_open(img("blank.img"), false, &t, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+}
+
+static void test_mbr_extended(void **state)
+{
+	partctl_table *t = NULL;
+	ip_error e = { 0 };
+	struct partctl_part ext = { .start = 32 * MiB, .size = 24 * MiB, .extended = true };
+	struct partctl_part l1 = { .start = 33 * MiB, .size = 8 * MiB, .logical = true };
+	struct partctl_part l2 = { .start = 43 * MiB, .size = 8 * MiB, .logical = true, .type = "ntfs" };
+	struct partctl_part p = { .start = 58 * MiB, .size = 4 * MiB };
+	unsigned n = 0;
+	const char *path = img("mbr.img");
+
+	(void)state;
+	make_image(path, 64 * MiB, "label: dos\nstart=2048, size=20480\nstart=22528, size=20480\n");
+	assert_int_equal(partctl_table_open(path, true, &t, &e), 0);
+	assert_string_equal(partctl_table_label(t), "dos");
+	/* the extended partition may not overlap partition 2 (11-21 MiB) */
+	ext.start = 20 * MiB;
+	assert_true(partctl_table_add(t, &ext, NULL, &e) < 0);
+	ext.start = 32 * MiB;
+	assert_int_equal(partctl_table_add(t, &ext, &n, &e), 0);
+	assert_int_equal(n, 3);
+	assert_true(partctl_table_find(t, 3)->extended);
+	assert_int_equal(partctl_table_add(t, &l1, &n, &e), 0);
+	assert_int_equal(n, 5);
+	assert_int_equal(partctl_table_add(t, &l2, &n, &e), 0);
+	assert_int_equal(n, 6);
+	assert_true(partctl_table_find(t, 6)->logical);
+	assert_int_equal(partctl_table_add(t, &p, &n, &e), 0);
+	assert_int_equal(n, 4);
+	/* four slots used: no more primaries */
+	p.start = 22 * MiB;
+	assert_int_equal(partctl_table_add(t, &p, &n, &e), -ENOSPC);
+	assert_int_equal(partctl_table_write(t, &e), 0);
+	partctl_table_free(t);
+
+	assert_int_equal(partctl_table_open(path, true, &t, &e), 0);
+	assert_int_equal(partctl_table_count(t), 6);
+	assert_string_equal(partctl_table_find(t, 6)->type, "ntfs");
+	/* the container cannot go while it holds logicals */
+	assert_int_equal(partctl_table_delete(t, 3, &e), -EBUSY);
+	/* the container cannot shrink below its logicals; it can grow */
+	assert_true(partctl_table_set_range(t, 3, 32 * MiB, 16 * MiB, &e) < 0);
+	assert_int_equal(partctl_table_delete(t, 4, &e), 0);
+	assert_int_equal(partctl_table_set_range(t, 3, 32 * MiB, 31 * MiB, &e), 0);
+	/* a logical partition may shrink in place */
+	assert_int_equal(partctl_table_set_range(t, 6, 43 * MiB, 4 * MiB, &e), 0);
+	assert_int_equal(partctl_table_write(t, &e), 0);
+	partctl_table_free(t);
+
+	assert_int_equal(partctl_table_open(path, false, &t, &e), 0);
+	assert_int_equal(partctl_table_find(t, 3)->size, 31 * MiB);
+	assert_int_equal(partctl_table_find(t, 6)->size, 4 * MiB);
+	assert_null(partctl_table_find(t, 4));
+	partctl_table_free(t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_gpt_roundtrip),
+		cmocka_unit_test(test_refusals),
+		cmocka_unit_test(test_mbr_extended),
+	};
+
+	return cmocka_run_group_tests(tests, setup, teardown);
+}
