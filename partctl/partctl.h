@@ -114,4 +114,25 @@ int partctl_move(const char *disk, unsigned n, uint64_t new_start, ip_error *e);
  * nothing to finish. */
 int partctl_resume(const char *disk, bool *did, ip_error *e);
 
+/* The same with options (the CLI's): journal elsewhere, dry run, and what
+ * was (or would be) done. */
+struct partctl_move_opts {
+	const char *journal;   /* journal file on another disk; NULL: in the gap
+				* before the first partition (see partctl/move.c) */
+	bool dry_run;          /* check and plan, write nothing */
+};
+struct partctl_move_info {
+	unsigned n;            /* partition moved */
+	uint64_t from, to;     /* old and new start, bytes */
+	uint64_t size;         /* partition size, bytes */
+	uint64_t used;         /* bytes to copy (resume: bytes left, all counted) */
+	uint64_t batch;        /* bytes per durable step */
+	bool resized;          /* resume: an interrupted shrink was finished */
+	char journal[512];     /* where the journal lives */
+};
+int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
+		    const struct partctl_move_opts *o, struct partctl_move_info *info, ip_error *e);
+int partctl_resume_ex(const char *disk, const struct partctl_move_opts *o, bool *did,
+		      struct partctl_move_info *info, ip_error *e);
+
 #endif

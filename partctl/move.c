@@ -1,0 +1,612 @@
+/* move.c — crash-safe move of a partition's data to a new start, and the
+ * resume that finishes an interrupted one.
+ *
+ * The copy.  The partition's bytes shift by D = |to - from| (a multiple of
+ * the table's grain, so at least 1 MiB).  They are copied in batches of at
+ * most D bytes, in the safe direction: moving to higher addresses, from the
+ * end of the partition backwards; to lower addresses, from the start
+ * forwards.  The destination of a batch then only overlaps source bytes of
+ * batches already finished, so the source of the current batch and of every
+ * later one is intact until it has been copied.  After each batch the data
+ * is flushed (ip_disk_flush), then a progress record ("done" bytes, counted
+ * from the end the copy started at) is written to the journal and flushed.
+ * A crash at any instant therefore leaves: the batches the journal counts
+ * as done, durably in place; the rest of the source intact.  Redoing the copy
+ * from the journal's "done" is idempotent.  Within a batch the I/O is large
+ * and sequential (chunks of up to 8 MiB of used blocks); only the blocks the
+ * filesystem uses are read and written (partctl_fs_usedmap; an unknown
+ * filesystem counts as fully used).  A resume copies every block of what is
+ * left, used or not: the source filesystem's own bitmaps may already have
+ * been overwritten, and copying a free block is harmless.
+ *
+ * The table entry changes only after the last batch is durable and the
+ * journal says so (state DATA_DONE); the journal is cleared only after the
+ * table is written and flushed.  So a resume finds the table either still
+ * at "from" (finish the copy, then write the table) or already at "to"
+ * (just clear the journal): both are handled.
+ *
+ * Where the journal lives.  By default on the disk itself, so that its
+ * writes go through the same ip_disk as the data (ordering by the same
+ * flushes, and the INPLACE_IOLOG power-cut recorder sees them): two 4 KiB
+ * slots in the alignment gap between the partition table and the first
+ * partition — GPT: the first 4 KiB boundary after the entry array (byte
+ * 20480 with the usual 128 entries); MBR: byte 4096.  No partition may start
+ * below 1 MiB (the grain), so no move, of any partition in either direction,
+ * writes there, and the table write touches only the header and entries
+ * before it: the place survives the move.  It is used only when its 8 KiB
+ * are all zeros or hold our magic: on BIOS/MBR disks GRUB's core.img lives in
+ * that gap, and then the move refuses and asks for --journal FILE on another
+ * disk.  After the move the slots are zeroed again.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "partctl/internal.h"
+
+#define MOVE_KIND "IPMOVE01"
+#define MOVE_GAP_END (1ULL << 20)            /* the journal stays below this */
+#define MOVE_CHUNK (8ULL << 20)               /* largest single read/write */
+#define MOVE_BATCH_MAX (256ULL << 20)         /* most work redone after a crash */
+#define MOVE_MERGE_GAP (256ULL << 10)         /* copy small holes rather than seek */
+
+enum move_state {
+	MOVE_COPYING = 1,   /* batches [0, done) finished, the rest to copy */
+	MOVE_DATA_DONE = 2, /* all data in place; the table may or may not show it */
+};
+
+/* The journal payload of a move.  Host byte order (little endian on x86),
+ * fixed-width fields. */
+struct move_rec {
+	char kind[8];          /* MOVE_KIND: which operation wrote the journal */
+	uint32_t state;        /* enum move_state */
+	uint32_t n;            /* partition number */
+	uint64_t disk_size;    /* bytes: a journal of another disk is refused */
+	uint32_t sector_size;
+	uint32_t pad;
+	uint8_t disk_id[16];   /* GPT disk GUID or MBR signature: the same disk */
+	uint64_t from, to;     /* old and new start, bytes */
+	uint64_t size;         /* partition size, bytes */
+	uint64_t batch;        /* batch length, <= |to - from| */
+	uint64_t done;         /* bytes finished, counted from the end the copy
+				* starts at (the partition's end when moving up) */
+};
+
+struct move_ctx {
+	ip_disk *d;
+	ip_journal *j;
+	struct move_rec rec;
+	const partctl_usedmap *map;  /* NULL: copy every block */
+	uint8_t *buf;
+	ip_progress *prog;
+	uint64_t copied;
+};
+
+static bool move_up(const struct move_rec *r) { return r->to > r->from; }
+static uint64_t move_dist(const struct move_rec *r) { return move_up(r) ? r->to - r->from : r->from - r->to; }
+
+/* ---- the journal's place ---------------------------------------------- */
+
+/* Byte offset of the on-disk journal of disk d whose table is t. */
+static int gap_journal_off(const partctl_table *t, uint64_t *off, ip_error *e)
+{
+	const char *disk = partctl_table_path(t);
+	uint64_t start = strcmp(partctl_table_label(t), "gpt") ? partctl_table_sector_size(t)
+							       : partctl_table_first_usable(t);
+
+	/* GPT: first usable LBA lies right after the entry array */
+	start = (start + 4095) / 4096 * 4096;
+	if (start < 4096)
+		start = 4096;
+	*off = start;
+	if (start + 2 * IP_JOURNAL_SLOT > MOVE_GAP_END)
+		return ip_bad(e, -ENOSPC, "%s has no room for the move journal below 1 MiB: give --journal FILE on another disk",
+			      disk);
+	for (size_t i = 0; i < partctl_table_count(t); i++) {
+		const struct partctl_part *p = partctl_table_at(t, i);
+
+		if (p->start < MOVE_GAP_END && p->start + p->size > start)
+			return ip_bad(e, -ENOSPC, "partition %u of %s starts below 1 MiB, where the move journal would live: give --journal FILE on another disk",
+				      p->n, disk);
+	}
+	return 0;
+}
+
+static bool all_zero(const uint8_t *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (p[i])
+			return false;
+	return true;
+}
+
+/* The gap may hold a boot loader (GRUB's core.img on BIOS/MBR disks): use it
+ * only when it is empty or already ours. */
+static int gap_check_free(ip_disk *d, uint64_t off, ip_error *e)
+{
+	uint8_t buf[2 * IP_JOURNAL_SLOT];
+	int r;
+
+	r = ip_disk_read(d, buf, sizeof(buf), off, e);
+	if (r < 0)
+		return r;
+	if (all_zero(buf, sizeof(buf)) || !memcmp(buf, "IPJRNL01", 8) ||
+	    !memcmp(buf + IP_JOURNAL_SLOT, "IPJRNL01", 8))
+		return 0;
+	return ip_bad(e, -EBUSY, "the gap before the first partition of %s holds data (a boot loader such as GRUB's core.img?), where the move journal would live: give --journal FILE on another disk",
+		      ip_disk_path(d));
+}
+
+static int disk_identity(ip_disk *d, const partctl_table *t, uint8_t id[16], ip_error *e)
+{
+	uint8_t sec[512];
+	unsigned ss = partctl_table_sector_size(t);
+	int r;
+
+	memset(id, 0, 16);
+	if (!strcmp(partctl_table_label(t), "gpt")) {
+		r = ip_disk_read(d, sec, sizeof(sec), ss, e);
+		if (r == 0 && !memcmp(sec, "EFI PART", 8))
+			memcpy(id, sec + 56, 16);
+		return r;
+	}
+	r = ip_disk_read(d, sec, sizeof(sec), 0, e);
+	if (r == 0)
+		memcpy(id, sec + 440, 4);
+	return r;
+}
+
+static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bool for_write,
+			ip_journal **j, char *where, size_t wlen, ip_error *e)
+{
+	uint64_t off;
+	int r;
+
+	if (file) {
+		snprintf(where, wlen, "%s", file);
+		return ip_journal_open_file(file, j, e);
+	}
+	r = gap_journal_off(t, &off, e);
+	if (r < 0)
+		return r;
+	snprintf(where, wlen, "%s bytes %llu-%llu", ip_disk_path(d), (unsigned long long)off,
+		 (unsigned long long)(off + 2 * IP_JOURNAL_SLOT - 1));
+	if (for_write && (r = gap_check_free(d, off, e)) < 0)
+		return r;
+	return ip_journal_open_disk(d, off, j, e);
+}
+
+/* ---- the copy ------------------------------------------------------------ */
+
+/* Copy partition-relative bytes [lo, hi) from the old place to the new. */
+static int copy_span(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
+{
+	int r;
+
+	while (lo < hi) {
+		size_t n = (size_t)(hi - lo < MOVE_CHUNK ? hi - lo : MOVE_CHUNK);
+
+		r = ip_disk_read(c->d, c->buf, n, c->rec.from + lo, e);
+		if (r == 0)
+			r = ip_disk_write(c->d, c->buf, n, c->rec.to + lo, e);
+		if (r < 0)
+			return r;
+		lo += n;
+		c->copied += n;
+		ip_progress_add(c->prog, n);
+	}
+	return 0;
+}
+
+/* Copy the used parts of [lo, hi).  Any order is safe inside a batch: its
+ * destination lies wholly beyond its source in the direction of the move. */
+static int copy_batch(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
+{
+	const partctl_usedmap *m = c->map;
+	unsigned ss = ip_disk_sector_size(c->d);
+	uint64_t run_lo = 0, run_hi = 0;
+	size_t a = 0, b;
+	int r;
+
+	if (!m)
+		return copy_span(c, lo, hi, e);
+	/* first extent ending after lo */
+	b = m->n;
+	while (a < b) {
+		size_t mid = a + (b - a) / 2;
+
+		if (m->ext[mid].off + m->ext[mid].len <= lo)
+			a = mid + 1;
+		else
+			b = mid;
+	}
+	for (; a < m->n && m->ext[a].off < hi; a++) {
+		uint64_t s = m->ext[a].off / ss * ss;
+		uint64_t t = (m->ext[a].off + m->ext[a].len + ss - 1) / ss * ss;
+
+		if (s < lo)
+			s = lo;
+		if (t > hi)
+			t = hi;
+		if (run_hi && s <= run_hi + MOVE_MERGE_GAP) {
+			if (t > run_hi)
+				run_hi = t;
+			continue;
+		}
+		if (run_hi && (r = copy_span(c, run_lo, run_hi, e)) < 0)
+			return r;
+		run_lo = s;
+		run_hi = t;
+	}
+	if (run_hi)
+		return copy_span(c, run_lo, run_hi, e);
+	return 0;
+}
+
+/* Copy from rec.done to the end, batch by batch, each made durable and then
+ * recorded.  On return 0 the journal says MOVE_DATA_DONE. */
+static int copy_all(struct move_ctx *c, ip_error *e)
+{
+	struct move_rec *rec = &c->rec;
+	int r;
+
+	while (rec->done < rec->size) {
+		uint64_t len = rec->size - rec->done < rec->batch ? rec->size - rec->done : rec->batch;
+		uint64_t lo = move_up(rec) ? rec->size - rec->done - len : rec->done;
+
+		r = copy_batch(c, lo, lo + len, e);
+		if (r == 0)
+			r = ip_disk_flush(c->d, e);
+		if (r < 0)
+			return r;
+		rec->done += len;
+		if (rec->done == rec->size)
+			rec->state = MOVE_DATA_DONE;
+		r = ip_journal_write(c->j, rec, sizeof(*rec), e);
+		if (r < 0)
+			return r;
+		/* keep the page cache for the filesystem's users, not for us */
+		ip_disk_drop_cache(c->d, rec->from + lo, len);
+	}
+	if (rec->state != MOVE_DATA_DONE) {
+		rec->state = MOVE_DATA_DONE;
+		return ip_journal_write(c->j, rec, sizeof(*rec), e);
+	}
+	return 0;
+}
+
+/* The last step: the table, then the journal. */
+static int finish(const char *disk, ip_disk **d, ip_journal **j, const char *jfile,
+		  const struct move_rec *rec, bool table_done, ip_error *e)
+{
+	partctl_table *t = NULL;
+	char where[512];
+	int r;
+
+	if (!table_done) {
+		/* the table is written through libfdisk's own descriptor; ours is
+		 * closed meanwhile so that no exclusive claim stands in the way */
+		ip_journal_free(*j);
+		*j = NULL;
+		ip_disk_free(*d);
+		*d = NULL;
+		r = partctl_table_open(disk, true, &t, e);
+		if (r == 0)
+			r = partctl_table_set_range(t, rec->n, rec->to, rec->size, e);
+		if (r == 0)
+			r = partctl_table_write(t, e);
+		if (r < 0) {
+			ip_error_prefix(e, "the data of partition %u is in place but the table was not updated ('inplace part resume %s' retries)",
+					rec->n, disk);
+			partctl_table_free(t);
+			return r;
+		}
+		r = ip_disk_open(disk, IP_DISK_RDWR, d, e);
+		if (r == 0)
+			r = journal_open(*d, t, jfile, false, j, where, sizeof(where), e);
+		partctl_table_free(t);
+		if (r < 0)
+			return r;
+	}
+	return ip_journal_clear(*j, e);
+}
+
+/* ---- validation ---------------------------------------------------------- */
+
+static int check_dest(const partctl_table *t, const struct partctl_part *p, uint64_t to,
+		      ip_error *e)
+{
+	const char *disk = partctl_table_path(t);
+	uint64_t grain = partctl_table_grain(t);
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ];
+
+	if (p->extended)
+		return ip_bad(e, -EINVAL, "partition %u of %s is an extended container: move its logical partitions instead",
+			      p->n, disk);
+	if (to == p->start)
+		return ip_bad(e, -EINVAL, "partition %u of %s already starts at byte %llu: give another --to",
+			      p->n, disk, (unsigned long long)to);
+	if (to % grain)
+		return ip_bad(e, -EINVAL, "start %llu is not aligned to %s: choose a multiple of %llu bytes, e.g. %llu",
+			      (unsigned long long)to, ip_format_size(grain, b1, sizeof(b1)),
+			      (unsigned long long)grain, (unsigned long long)((to + grain / 2) / grain * grain));
+	if (to < MOVE_GAP_END || to < partctl_table_first_usable(t))
+		return ip_bad(e, -ERANGE, "start %llu lies in the area reserved for the partition table and the move journal: start at %llu or later",
+			      (unsigned long long)to,
+			      (unsigned long long)(partctl_table_first_usable(t) > MOVE_GAP_END
+							   ? partctl_table_first_usable(t) : MOVE_GAP_END));
+	if (to + p->size < to || to + p->size > partctl_table_end_usable(t))
+		return ip_bad(e, -ERANGE, "partition %u (%s) at byte %llu would end past the usable end of %s (byte %llu): choose a start of at most %llu",
+			      p->n, ip_format_size(p->size, b2, sizeof(b2)), (unsigned long long)to, disk,
+			      (unsigned long long)partctl_table_end_usable(t),
+			      (unsigned long long)((partctl_table_end_usable(t) - p->size) / grain * grain));
+	for (size_t i = 0; i < partctl_table_count(t); i++) {
+		const struct partctl_part *q = partctl_table_at(t, i);
+		uint64_t qs = q->start, qe = q->start + q->size;
+
+		if (q->n == p->n)
+			continue;
+		if (q->extended) {
+			if (p->logical) {
+				if (to <= qs || to + p->size > qe)
+					return ip_bad(e, -ERANGE, "logical partition %u must stay inside extended partition %u (bytes %llu to %llu)",
+						      p->n, q->n, (unsigned long long)qs, (unsigned long long)qe);
+				continue;
+			}
+		} else if (q->logical) {
+			if (!p->logical)
+				continue; /* the container stands for them */
+			/* its boot record lies in the grain before it */
+			qs = qs > grain ? qs - grain : 0;
+		}
+		if (to < qe && qs < to + p->size)
+			return ip_bad(e, -EEXIST, "partition %u at byte %llu would overlap partition %u (bytes %llu to %llu): choose free space (see 'inplace part show %s')",
+				      p->n, (unsigned long long)to, q->n, (unsigned long long)q->start,
+				      (unsigned long long)(q->start + q->size), disk);
+	}
+	return 0;
+}
+
+static void info_fill(struct partctl_move_info *info, const struct move_rec *rec, uint64_t used,
+		      const char *where)
+{
+	if (!info)
+		return;
+	info->n = rec->n;
+	info->from = rec->from;
+	info->to = rec->to;
+	info->size = rec->size;
+	info->used = used;
+	info->batch = rec->batch;
+	snprintf(info->journal, sizeof(info->journal), "%s", where);
+}
+
+/* ---- the verbs ----------------------------------------------------------- */
+
+int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
+		    const struct partctl_move_opts *o, struct partctl_move_info *info, ip_error *e)
+{
+	static const struct partctl_move_opts none = { 0 };
+	partctl_table *t = NULL;
+	ip_disk *d = NULL;
+	ip_journal *j = NULL;
+	partctl_usedmap *map = NULL;
+	struct move_ctx c = { 0 };
+	const struct partctl_part *p;
+	char where[512], label[64];
+	uint64_t from, size;
+	struct move_rec old;
+	size_t oldlen = sizeof(old);
+	int r;
+
+	if (!o)
+		o = &none;
+	r = partctl_table_open(disk, false, &t, e);
+	if (r < 0)
+		return r;
+	p = partctl_table_find(t, n);
+	if (!p) {
+		r = ip_bad(e, -ENOENT, "%s has no partition %u: see 'inplace part show %s'", disk, n, disk);
+		goto out;
+	}
+	r = check_dest(t, p, new_start, e);
+	if (r < 0)
+		goto out;
+	from = p->start;
+	size = p->size;
+	/* the table's own rules too (logicals, limits), in memory only */
+	r = partctl_table_set_range(t, n, new_start, p->size, e);
+	if (r < 0)
+		goto out;
+	r = ip_disk_open(disk, o->dry_run ? IP_DISK_RDONLY : IP_DISK_RDWR, &d, e);
+	if (r == 0 && o->dry_run)
+		r = ip_check_unmounted(disk, e);
+	if (r < 0)
+		goto out;
+
+	memset(&c.rec, 0, sizeof(c.rec));
+	memcpy(c.rec.kind, MOVE_KIND, 8);
+	c.rec.state = MOVE_COPYING;
+	c.rec.n = n;
+	c.rec.disk_size = ip_disk_size(d);
+	c.rec.sector_size = partctl_table_sector_size(t);
+	c.rec.from = from;
+	c.rec.size = size;
+	r = disk_identity(d, t, c.rec.disk_id, e);
+	if (r < 0)
+		goto out;
+	c.rec.to = new_start;
+	c.rec.batch = move_dist(&c.rec) < MOVE_BATCH_MAX ? move_dist(&c.rec) : MOVE_BATCH_MAX;
+
+	r = journal_open(d, t, o->journal, !o->dry_run, &j, where, sizeof(where), e);
+	if (r < 0)
+		goto out;
+	if (ip_journal_read(j, &old, &oldlen, NULL) == 0) {
+		r = ip_bad(e, -EBUSY, "an interrupted operation is recorded in the journal (%s): run 'inplace part resume %s%s%s' first",
+			   where, disk, o->journal ? " --journal " : "", o->journal ? o->journal : "");
+		goto out;
+	}
+	r = partctl_fs_usedmap(d, c.rec.from, c.rec.size, &map, e);
+	if (r < 0)
+		goto out;
+	info_fill(info, &c.rec, map->used, where);
+	if (o->dry_run)
+		goto out;
+
+	c.d = d;
+	c.j = j;
+	c.map = map;
+	c.buf = malloc(MOVE_CHUNK);
+	if (!c.buf) {
+		r = ip_fail(e, -ENOMEM, "out of memory");
+		goto out;
+	}
+	/* the intent is durable before the first byte moves */
+	r = ip_journal_write(j, &c.rec, sizeof(c.rec), e);
+	if (r < 0)
+		goto out;
+	snprintf(label, sizeof(label), "moving partition %u", n);
+	c.prog = ip_progress_new(label, map->used);
+	r = copy_all(&c, e);
+	ip_progress_free(c.prog);
+	if (r < 0) {
+		ip_error_prefix(e, "move of partition %u interrupted ('inplace part resume %s' finishes it)", n, disk);
+		goto out;
+	}
+	partctl_table_free(t);
+	t = NULL;
+	r = finish(disk, &d, &j, o->journal, &c.rec, false, e);
+out:
+	free(c.buf);
+	partctl_usedmap_free(map);
+	ip_journal_free(j);
+	ip_disk_free(d);
+	partctl_table_free(t);
+	return r;
+}
+
+int partctl_move(const char *disk, unsigned n, uint64_t new_start, ip_error *e)
+{
+	return partctl_move_ex(disk, n, new_start, NULL, NULL, e);
+}
+
+/* Finish an interrupted move recorded in the journal; *did = false when
+ * there is none. */
+static int move_resume(const char *disk, const struct partctl_move_opts *o, bool *did,
+		       struct partctl_move_info *info, ip_error *e)
+{
+	partctl_table *t = NULL;
+	ip_disk *d = NULL;
+	ip_journal *j = NULL;
+	struct move_ctx c = { 0 };
+	const struct partctl_part *p;
+	char where[512], label[64];
+	size_t len = sizeof(c.rec);
+	uint8_t id[16];
+	bool table_done;
+	int r;
+
+	*did = false;
+	r = partctl_table_open(disk, false, &t, e);
+	if (r < 0)
+		return r;
+	r = ip_disk_open(disk, IP_DISK_RDWR, &d, e);
+	if (r == 0)
+		r = journal_open(d, t, o->journal, false, &j, where, sizeof(where), e);
+	if (r < 0) {
+		/* no place for an on-disk journal: then there is none to finish */
+		if (!o->journal && r == -ENOSPC) {
+			ip_error_clear(e);
+			r = 0;
+		}
+		goto out;
+	}
+	r = ip_journal_read(j, &c.rec, &len, e);
+	if (r == -ENOENT) {
+		r = 0;
+		goto out;
+	}
+	if (r < 0)
+		goto out;
+	if (len != sizeof(c.rec) || memcmp(c.rec.kind, MOVE_KIND, 8)) {
+		r = ip_fail(e, -EPROTO, "the journal (%s) holds a record inplace does not know: finish it with the version of inplace that wrote it",
+			    where);
+		goto out;
+	}
+	r = disk_identity(d, t, id, e);
+	if (r < 0)
+		goto out;
+	if (c.rec.disk_size != ip_disk_size(d) || c.rec.sector_size != partctl_table_sector_size(t) ||
+	    memcmp(id, c.rec.disk_id, sizeof(id))) {
+		r = ip_bad(e, -EINVAL, "the journal (%s) was written for another disk than %s: give the disk it belongs to",
+			   where, disk);
+		goto out;
+	}
+	p = partctl_table_find(t, c.rec.n);
+	if (p && p->start == c.rec.to && p->size == c.rec.size)
+		table_done = true;
+	else if (p && p->start == c.rec.from && p->size == c.rec.size)
+		table_done = false;
+	else {
+		r = ip_fail(e, -EINVAL, "the journal (%s) records a move of partition %u from byte %llu to %llu (%llu bytes) but the table does not show that partition at either place: restore the table as it was before the move, then resume",
+			    where, c.rec.n, (unsigned long long)c.rec.from,
+			    (unsigned long long)c.rec.to, (unsigned long long)c.rec.size);
+		goto out;
+	}
+	if (table_done && c.rec.state != MOVE_DATA_DONE) {
+		r = ip_fail(e, -EINVAL, "the table shows partition %u already moved but the journal (%s) says its data is not all copied: check the disk by hand",
+			    c.rec.n, where);
+		goto out;
+	}
+	info_fill(info, &c.rec, c.rec.size - c.rec.done, where);
+	*did = true;
+	if (!table_done && c.rec.state != MOVE_DATA_DONE) {
+		c.d = d;
+		c.j = j;
+		c.buf = malloc(MOVE_CHUNK);
+		if (!c.buf) {
+			r = ip_fail(e, -ENOMEM, "out of memory");
+			goto out;
+		}
+		snprintf(label, sizeof(label), "finishing the move of partition %u", c.rec.n);
+		c.prog = ip_progress_new(label, c.rec.size - c.rec.done);
+		r = copy_all(&c, e);
+		ip_progress_free(c.prog);
+		free(c.buf);
+		if (r < 0)
+			goto out;
+	}
+	partctl_table_free(t);
+	t = NULL;
+	r = finish(disk, &d, &j, o->journal, &c.rec, table_done, e);
+out:
+	ip_journal_free(j);
+	ip_disk_free(d);
+	partctl_table_free(t);
+	return r;
+}
+
+int partctl_resume_ex(const char *disk, const struct partctl_move_opts *o, bool *did,
+		      struct partctl_move_info *info, ip_error *e)
+{
+	static const struct partctl_move_opts none = { 0 };
+	bool did_resize = false, did_move = false;
+	int r;
+
+	if (!o)
+		o = &none;
+	*did = false;
+	/* RESIZE-RESUME: an interrupted shrink first (helper `resize`) */
+	r = partctl_resize_resume(disk, &did_resize, e);
+	if (r < 0)
+		return r;
+	r = move_resume(disk, o, &did_move, info, e);
+	if (info)
+		info->resized = did_resize;
+	*did = did_resize || did_move;
+	return r;
+}
+
+int partctl_resume(const char *disk, bool *did, ip_error *e)
+{
+	return partctl_resume_ex(disk, NULL, did, NULL, e);
+}
