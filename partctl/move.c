@@ -43,6 +43,8 @@
 
 #include "partctl/internal.h"
 
+#pragma weak partctl_resize_resume
+
 #define MOVE_KIND "IPMOVE01"
 #define MOVE_GAP_END (1ULL << 20)            /* the journal stays below this */
 #define MOVE_CHUNK (8ULL << 20)               /* largest single read/write */
@@ -86,17 +88,35 @@ static uint64_t move_dist(const struct move_rec *r) { return move_up(r) ? r->to 
 
 /* ---- the journal's place ---------------------------------------------- */
 
-/* Byte offset of the on-disk journal of disk d whose table is t. */
-static int gap_journal_off(const partctl_table *t, uint64_t *off, ip_error *e)
+/* Byte offset of the on-disk journal of disk d whose table is t: the first
+ * 4 KiB boundary after the table's own sectors (MBR: sector 0; GPT: the
+ * protective MBR, header and entry array, found from the header itself since
+ * libfdisk reports the aligned first usable LBA instead). */
+static int gap_journal_off(ip_disk *d, const partctl_table *t, uint64_t *off, ip_error *e)
 {
 	const char *disk = partctl_table_path(t);
-	uint64_t start = strcmp(partctl_table_label(t), "gpt") ? partctl_table_sector_size(t)
-							       : partctl_table_first_usable(t);
+	unsigned ss = partctl_table_sector_size(t);
+	uint64_t start = 2 * (uint64_t)ss;
+	uint8_t hdr[512];
+	int r;
 
-	/* GPT: first usable LBA lies right after the entry array */
+	if (!strcmp(partctl_table_label(t), "gpt")) {
+		r = ip_disk_read(d, hdr, sizeof(hdr), ss, e);
+		if (r < 0)
+			return r;
+		if (memcmp(hdr, "EFI PART", 8))
+			return ip_fail(e, -EUCLEAN, "the primary GPT header of %s is damaged: repair it (gdisk) first", disk);
+		uint64_t lba = 0;
+		uint32_t cnt = 0, esz = 0;
+		memcpy(&lba, hdr + 72, 8);
+		memcpy(&cnt, hdr + 80, 4);
+		memcpy(&esz, hdr + 84, 4);
+		if (lba >= 2 && lba * ss + (uint64_t)cnt * esz <= MOVE_GAP_END)
+			start = lba * ss + (uint64_t)cnt * esz;
+		else
+			start = MOVE_GAP_END; /* entries elsewhere: no room */
+	}
 	start = (start + 4095) / 4096 * 4096;
-	if (start < 4096)
-		start = 4096;
 	*off = start;
 	if (start + 2 * IP_JOURNAL_SLOT > MOVE_GAP_END)
 		return ip_bad(e, -ENOSPC, "%s has no room for the move journal below 1 MiB: give --journal FILE on another disk",
@@ -165,7 +185,7 @@ static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bo
 		snprintf(where, wlen, "%s", file);
 		return ip_journal_open_file(file, j, e);
 	}
-	r = gap_journal_off(t, &off, e);
+	r = gap_journal_off(d, t, &off, e);
 	if (r < 0)
 		return r;
 	snprintf(where, wlen, "%s bytes %llu-%llu", ip_disk_path(d), (unsigned long long)off,
@@ -595,10 +615,13 @@ int partctl_resume_ex(const char *disk, const struct partctl_move_opts *o, bool 
 	if (!o)
 		o = &none;
 	*did = false;
-	/* RESIZE-RESUME: an interrupted shrink first (helper `resize`) */
-	r = partctl_resize_resume(disk, &did_resize, e);
-	if (r < 0)
-		return r;
+	/* An interrupted shrink first (partctl/resize.c).  RESIZE-RESUME: weak
+	 * until resize.c defines it; then this pragma can go. */
+	if (partctl_resize_resume) {
+		r = partctl_resize_resume(disk, &did_resize, e);
+		if (r < 0)
+			return r;
+	}
 	r = move_resume(disk, o, &did_move, info, e);
 	if (info)
 		info->resized = did_resize;
