@@ -1,0 +1,141 @@
+#!/bin/bash
+# t-part-move.sh — `inplace part move`: forward and backward, overlapping and
+# not, 1 MiB shifts, ext4, NTFS and raw data, GPT and MBR (a logical
+# partition too); every file's hash and fsck after each move; bad input
+# leaves the image byte-for-byte unchanged.
+. "$TESTS_DIR/lib.sh"
+
+MiB=$((1024 * 1024))
+
+# Hash the filesystem's files, or the raw bytes of a partition without one.
+part_hash() {
+	local img=$1 n=$2 kind=$3 start size
+	if [ "$kind" = raw ]; then
+		read -r start size < <(fx_part_range "$img" "$n")
+		dd if="$img" bs=1M skip="$start" count="$size" iflag=skip_bytes,count_bytes status=none | sha256sum
+	else
+		fx_hashes "$img" "$n"
+	fi
+}
+
+# move_case NAME IMG N TO_MIB KIND: move, then check place, files and fsck.
+move_case() {
+	local name=$1 img=$2 n=$3 to=$4 kind=$5 before after start out
+	before=$(part_hash "$img" "$n" "$kind")
+	if ! out=$("$INPLACE" part move -q "$img" "$n" --to "${to}MiB" 2>&1); then
+		fail "$name" "move failed: $out"; return 1
+	fi
+	read -r start _ < <(fx_part_range "$img" "$n")
+	if [ "$start" -ne $((to * MiB)) ]; then fail "$name" "partition at $start, wanted $((to * MiB))"; return 1; fi
+	after=$(part_hash "$img" "$n" "$kind")
+	if [ -z "$before" ] || [ "$before" != "$after" ]; then fail "$name" "contents changed"; return 1; fi
+	if [ "$kind" != raw ] && ! fx_fsck "$img" "$n"; then fail "$name" "fsck found problems"; return 1; fi
+	pass "$name"
+}
+
+# bad_case NAME STATUS IMG ARGS...: exit STATUS and the image unchanged.
+bad_case() {
+	local name=$1 want=$2 img=$3 sum rc
+	shift 3
+	sum=$(sha256sum < "$img")
+	"$INPLACE" part move -q "$img" "$@" >/dev/null 2>&1
+	rc=$?
+	if [ "$rc" -ne "$want" ]; then fail "$name" "exit $rc, wanted $want"; return 1; fi
+	if [ "$(sha256sum < "$img")" != "$sum" ]; then fail "$name" "image changed"; return 1; fi
+	pass "$name"
+}
+
+fx_tree "$T/tree" 4 >/dev/null 2>&1
+head -c $((12 * MiB)) /dev/urandom > "$T/tree/data/more.bin"
+
+# ---- GPT: ext4, NTFS, raw ---------------------------------------------------
+G=$T/gpt.img
+fx_disk "$G" 320M 'label: gpt
+start=1MiB, size=40MiB, type=linux
+start=100MiB, size=40MiB, type=EBD0A0A2-B9E5-4433-87C0-68B6B72699C7
+start=160MiB, size=16MiB, type=linux'
+fx_mkfs "$G" 1 ext4 "$T/tree"
+if ! fx_mkfs "$G" 2 ntfs "$T/tree" 2>/dev/null; then
+	skip "ntfs moves" "mkntfs/ntfs-3g unavailable"; ntfs=0
+else ntfs=1; fi
+read -r s3 _ < <(fx_part_range "$G" 3)
+head -c $((16 * MiB)) /dev/urandom | dd of="$G" bs=1M seek="$s3" oflag=seek_bytes conv=notrunc status=none
+
+move_case "gpt ext4 forward, overlapping"        "$G" 1 20  ext4
+move_case "gpt ext4 backward, overlapping"       "$G" 1 3   ext4
+move_case "gpt ext4 forward by 1 MiB"            "$G" 1 4   ext4
+move_case "gpt ext4 backward by 1 MiB"           "$G" 1 3   ext4
+move_case "gpt ext4 forward, not overlapping"    "$G" 1 200 ext4
+move_case "gpt ext4 backward, not overlapping"   "$G" 1 1   ext4
+if [ "$ntfs" = 1 ]; then
+	move_case "gpt ntfs forward, overlapping"    "$G" 2 110 ntfs
+	move_case "gpt ntfs backward, overlapping"   "$G" 2 99  ntfs
+	move_case "gpt ntfs forward by 1 MiB"        "$G" 2 100 ntfs
+fi
+move_case "gpt raw data forward by 1 MiB"        "$G" 3 161 raw
+move_case "gpt raw data backward, overlapping"   "$G" 3 150 raw
+move_case "gpt raw data forward, not overlapping" "$G" 3 250 raw
+
+# dry run: plan only
+sum=$(sha256sum < "$G")
+if out=$("$INPLACE" part move --dry-run --json "$G" 1 --to 60MiB) &&
+   [ "$(sha256sum < "$G")" = "$sum" ] && printf '%s' "$out" | grep -q '"dry_run": true'; then
+	pass "dry run writes nothing"
+else fail "dry run writes nothing" "$out"; fi
+
+# ---- bad input: exit 2, image unchanged ----------------------------------
+bad_case "unaligned start"            2 "$G" 1 --to 1500K
+bad_case "overlapping another"        2 "$G" 1 --to 120MiB
+bad_case "past the end of the disk"   2 "$G" 1 --to 300MiB
+bad_case "into the table area"        2 "$G" 1 --to 0
+bad_case "partition out of range"     2 "$G" 9 --to 60MiB
+bad_case "partition zero"             2 "$G" 0 --to 60MiB
+bad_case "already there"              2 "$G" 1 --to 1MiB
+bad_case "garbage start"              2 "$G" 1 --to 12Q
+must_fail 2 "missing disk" "$INPLACE" part move -q "$T/nope.img" 1 --to 60MiB
+
+# the journal's place holds foreign data (GRUB's core.img on BIOS disks)
+cp --sparse=always "$G" "$T/grub.img"
+printf 'GRUB core.img stand-in' | dd of="$T/grub.img" bs=1 seek=20480 conv=notrunc status=none
+bad_case "gap holds a boot loader"    2 "$T/grub.img" 1 --to 60MiB
+if "$INPLACE" part move -q "$T/grub.img" 1 --to 60MiB --journal "$T/side.journal" >/dev/null 2>&1 &&
+   [ "$(fx_hashes "$T/grub.img" 1)" = "$(fx_hashes "$G" 1)" ] && fx_fsck "$T/grub.img" 1 &&
+   "$INPLACE" part resume -q "$T/grub.img" --journal "$T/side.journal" >/dev/null; then
+	pass "journal in a file on another disk"
+else fail "journal in a file on another disk"; fi
+rm -f "$T/grub.img"
+
+# mounted: through a loop device
+if have_loop; then
+	attach_loop "$G"
+	mkdir -p "$T/mnt"
+	if mount -o ro "${LOOP}p1" "$T/mnt" 2>/dev/null; then
+		track_mount "$T/mnt"
+		bad_case "mounted partition (image)"   2 "$G" 1 --to 60MiB
+		bad_case "mounted partition (device)"  2 "$LOOP" 1 --to 60MiB
+		umount "$T/mnt"
+	else
+		skip "mounted partition" "cannot mount ${LOOP}p1"
+	fi
+	losetup -d "$LOOP"
+else
+	skip "mounted partition" "no loop device"
+fi
+
+# ---- MBR: primary and logical ------------------------------------------
+M=$T/mbr.img
+fx_disk "$M" 320M 'label: dos
+start=1MiB, size=40MiB, type=83
+start=60MiB, size=240MiB, type=5
+start=62MiB, size=40MiB, type=83
+start=150MiB, size=20MiB, type=83'
+fx_mkfs "$M" 1 ext4 "$T/tree"
+fx_mkfs "$M" 5 ext4 "$T/tree"
+move_case "mbr primary forward, overlapping"   "$M" 1 9  ext4
+move_case "mbr primary backward by 1 MiB"      "$M" 1 8  ext4
+move_case "mbr logical forward, overlapping"   "$M" 5 80 ext4
+move_case "mbr logical forward, not overlapping" "$M" 5 190 ext4
+bad_case  "mbr logical over the next one's boot record" 2 "$M" 5 --to 130MiB
+bad_case  "mbr logical outside its container"  2 "$M" 5 --to 290MiB
+bad_case  "mbr extended container"             2 "$M" 2 --to 62MiB
+if fx_fsck "$M" 1 && fx_fsck "$M" 5; then pass "mbr neighbours intact"; else fail "mbr neighbours intact"; fi
