@@ -74,6 +74,8 @@ uint64_t partctl_table_grain(const partctl_table *t);
 uint64_t partctl_table_first_usable(const partctl_table *t);
 uint64_t partctl_table_end_usable(const partctl_table *t);
 const char *partctl_table_path(const partctl_table *t);
+/* Entries the table can hold: 4 primaries on MBR, 128 (usually) on GPT. */
+unsigned partctl_table_max_parts(const partctl_table *t);
 /* Partitions in use, sorted by number (MBR: primaries and the extended
  * container, then logicals from 5). */
 size_t partctl_table_count(const partctl_table *t);
@@ -93,6 +95,75 @@ int partctl_table_write(partctl_table *t, ip_error *e);
  * bad input).  For callers that only need where a partition lies. */
 int partctl_part_range(const char *disk, unsigned n, uint64_t *off, uint64_t *size,
 		       ip_error *e);
+
+/* Format partition n of disk with fs ("ext4", "ntfs"; "none" or "" does
+ * nothing) and label (may be NULL): mke2fs / mkntfs on the partition node of
+ * a block device, or on a loop device over the range of an image file. */
+int partctl_format(const char *disk, unsigned n, const char *fs, const char *label, ip_error *e);
+
+/* ==== making room for the storage partition (partctl/plan*.c, owner: table) */
+
+/* The planner is a pure function over this description of a disk, so that
+ * it is tested without disks; partctl_plan_describe() fills it from one. */
+struct partctl_plan_part {
+	struct partctl_part part;
+	struct partctl_fsinfo fs;  /* type "" when none or unknown */
+};
+
+struct partctl_plan_disk {
+	const char *path;          /* for messages (may be NULL) */
+	char label[8];             /* "gpt" or "dos" */
+	unsigned sector_size;
+	uint64_t size;
+	uint64_t grain;            /* alignment of new starts */
+	uint64_t first_usable, end_usable;
+	unsigned max_parts;        /* GPT: entries in the table (128); MBR: 4 */
+	size_t n;
+	struct partctl_plan_part *parts;
+};
+
+enum partctl_plan_op {
+	PARTCTL_OP_SHRINK,          /* partition: fs and entry from `from` to `to` bytes */
+	PARTCTL_OP_MOVE,            /* partition: start from `from` to `to` */
+	PARTCTL_OP_GROW_EXTENDED,   /* MBR extended container: size from `from` to `to` */
+	PARTCTL_OP_CREATE_EXTENDED, /* MBR: new extended container [start, start+size) */
+	PARTCTL_OP_CREATE,          /* the new partition [start, start+size) */
+};
+
+struct partctl_plan_step {
+	enum partctl_plan_op op;
+	unsigned partition;        /* number; for creations the expected one */
+	uint64_t from, to;
+	uint64_t start, size;
+	bool logical;              /* CREATE on MBR: a logical partition */
+};
+
+#define PARTCTL_PLAN_MAX_STEPS 16
+struct partctl_plan {
+	uint64_t need;             /* asked for, rounded up to the grain */
+	size_t n;
+	struct partctl_plan_step steps[PARTCTL_PLAN_MAX_STEPS];
+	/* the new partition, as in the last step */
+	unsigned partition;
+	uint64_t start, size;
+	bool logical;
+};
+
+/* Smallest size the planner shrinks a filesystem to: its minimum plus 5%
+ * and 64 MiB of headroom, rounded up to the grain; 0 when it cannot shrink. */
+uint64_t partctl_plan_keep(const struct partctl_fsinfo *fs, uint64_t grain);
+/* The steps that yield a partition of need bytes; bad input, naming the
+ * shortfall, when there is no way.  Writes nothing. */
+int partctl_plan_compute(const struct partctl_plan_disk *d, uint64_t need, struct partctl_plan *out,
+			 ip_error *e);
+const char *partctl_plan_op_name(enum partctl_plan_op op);
+int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_error *e);
+void partctl_plan_disk_free(struct partctl_plan_disk *d);
+/* Carry the plan out, step by step through partctl_shrink, partctl_move
+ * and the table (each journaled by its owner), then format the new
+ * partition with fs and label.  *n_out: the new partition's number. */
+int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
+			 const char *label, unsigned *n_out, ip_error *e);
 
 /* ==== resizing through the filesystem's own tool (partctl/resize.c,
  *      owner: resize) ===================================================== */

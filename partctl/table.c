@@ -263,6 +263,11 @@ uint64_t partctl_table_end_usable(const partctl_table *t) { return t->end_usable
 const char *partctl_table_path(const partctl_table *t) { return t->path; }
 size_t partctl_table_count(const partctl_table *t) { return t->n; }
 
+unsigned partctl_table_max_parts(const partctl_table *t)
+{
+	return !strcmp(t->label, "dos") ? 4 : (unsigned)fdisk_get_npartitions(t->cxt);
+}
+
 const struct partctl_part *partctl_table_at(const partctl_table *t, size_t i)
 {
 	return i < t->n ? &t->parts[i] : NULL;

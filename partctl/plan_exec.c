@@ -1,0 +1,256 @@
+/* plan_exec.c — the planner's two contacts with a real disk: describing it
+ * (table + filesystem probe of every partition) and carrying a plan out,
+ * each step through the module that owns it (partctl_shrink and
+ * partctl_move journal their own work; table changes are single writes). */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "partctl/partctl.h"
+
+/* partctl_shrink and partctl_move come from partctl/resize.c and
+ * partctl/move.c, built in parallel: weak references keep this linkable
+ * (and say so at run time) while one of them is missing. */
+#pragma weak partctl_shrink
+#pragma weak partctl_move
+
+void partctl_plan_disk_free(struct partctl_plan_disk *d)
+{
+	if (!d)
+		return;
+	free((char *)d->path);
+	free(d->parts);
+	free(d);
+}
+
+int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_error *e)
+{
+	partctl_table *t = NULL;
+	ip_disk *dk = NULL;
+	struct partctl_plan_disk *d;
+	int r;
+
+	*out = NULL;
+	r = partctl_table_open(disk, false, &t, e);
+	if (r < 0)
+		return r;
+	r = ip_disk_open(disk, IP_DISK_RDONLY, &dk, e);
+	if (r < 0) {
+		partctl_table_free(t);
+		return r;
+	}
+	d = calloc(1, sizeof(*d));
+	if (!d || !(d->parts = calloc(partctl_table_count(t) + 1, sizeof(*d->parts))) ||
+	    !(d->path = strdup(disk))) {
+		r = ip_fail(e, -ENOMEM, "out of memory");
+		goto out;
+	}
+	snprintf(d->label, sizeof(d->label), "%s", partctl_table_label(t));
+	d->sector_size = partctl_table_sector_size(t);
+	d->size = partctl_table_disk_size(t);
+	d->grain = partctl_table_grain(t);
+	d->first_usable = partctl_table_first_usable(t);
+	d->end_usable = partctl_table_end_usable(t);
+	d->max_parts = partctl_table_max_parts(t);
+	for (size_t i = 0; i < partctl_table_count(t); i++) {
+		struct partctl_plan_part *pp = &d->parts[d->n++];
+
+		pp->part = *partctl_table_at(t, i);
+		if (pp->part.extended)
+			continue;
+		/* An unreadable filesystem is one the planner leaves alone. */
+		if (partctl_fs_probe(dk, pp->part.start, pp->part.size, &pp->fs, NULL) < 0)
+			memset(&pp->fs, 0, sizeof(pp->fs));
+	}
+	*out = d;
+	d = NULL;
+out:
+	partctl_plan_disk_free(d);
+	ip_disk_free(dk);
+	partctl_table_free(t);
+	return r;
+}
+
+static int table_step(const char *disk, const struct partctl_plan_step *s, const char *type, unsigned *n_out,
+		      ip_error *e)
+{
+	partctl_table *t = NULL;
+	int r;
+
+	r = partctl_table_open(disk, true, &t, e);
+	if (r < 0)
+		return r;
+	if (s->op == PARTCTL_OP_GROW_EXTENDED) {
+		const struct partctl_part *p = partctl_table_find(t, s->partition);
+
+		r = p ? partctl_table_set_range(t, s->partition, p->start, s->to, e)
+		      : ip_fail(e, -ENOENT, "extended partition %u of %s vanished", s->partition, disk);
+	} else {
+		struct partctl_part spec = {
+			.start = s->start,
+			.size = s->size,
+			.extended = s->op == PARTCTL_OP_CREATE_EXTENDED,
+			.logical = s->logical,
+		};
+
+		snprintf(spec.type, sizeof(spec.type), "%s", type ? type : "linux");
+		r = partctl_table_add(t, &spec, n_out, e);
+	}
+	if (r == 0)
+		r = partctl_table_write(t, e);
+	partctl_table_free(t);
+	return r;
+}
+
+int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
+			 const char *label, unsigned *n_out, ip_error *e)
+{
+	unsigned n = 0;
+	int r = 0;
+
+	for (size_t i = 0; i < p->n && r == 0; i++) {
+		const struct partctl_plan_step *s = &p->steps[i];
+
+		switch (s->op) {
+		case PARTCTL_OP_SHRINK:
+			r = partctl_shrink ? partctl_shrink(disk, s->partition, s->to, e)
+					   : ip_fail(e, -ENOSYS, "this build of inplace cannot shrink partitions yet");
+			break;
+		case PARTCTL_OP_MOVE:
+			r = partctl_move ? partctl_move(disk, s->partition, s->to, e)
+					 : ip_fail(e, -ENOSYS, "this build of inplace cannot move partitions yet");
+			break;
+		case PARTCTL_OP_GROW_EXTENDED:
+		case PARTCTL_OP_CREATE_EXTENDED:
+			r = table_step(disk, s, NULL, NULL, e);
+			break;
+		case PARTCTL_OP_CREATE:
+			r = table_step(disk, s, fs && !strcmp(fs, "ntfs") ? "ntfs" : "linux", &n, e);
+			if (r == 0)
+				r = partctl_format(disk, n, fs, label, e);
+			break;
+		}
+		if (r < 0)
+			ip_error_prefix(e, "step %zu (%s partition %u)", i + 1, partctl_plan_op_name(s->op),
+					s->partition);
+	}
+	if (r == 0 && n_out)
+		*n_out = n;
+	return r;
+}
+
+/* ---- formatting --------------------------------------------------------- */
+
+static int run_mkfs(const char *fs, const char *dev, uint64_t off, uint64_t size, unsigned ssz,
+		    const char *label, bool image, ip_error *e)
+{
+	char offopt[64], sizek[32], sect[32], ssopt[16];
+	const char *argv[20];
+	size_t k = 0;
+
+	if (!strcmp(fs, "ext4")) {
+		argv[k++] = "mke2fs";
+		argv[k++] = "-q";
+		argv[k++] = "-F";
+		argv[k++] = "-t";
+		argv[k++] = "ext4";
+		if (label && *label) {
+			argv[k++] = "-L";
+			argv[k++] = label;
+		}
+		argv[k++] = "-E";
+		/* nodiscard: a discard on an image file with an offset is not
+		 * worth the risk, and a new partition needs none */
+		if (image) {
+			snprintf(offopt, sizeof(offopt), "nodiscard,offset=%llu", (unsigned long long)off);
+			argv[k++] = offopt;
+			argv[k++] = dev;
+			snprintf(sizek, sizeof(sizek), "%lluk", (unsigned long long)(size / 1024));
+			argv[k++] = sizek;
+		} else {
+			argv[k++] = "nodiscard";
+			argv[k++] = dev;
+		}
+	} else {
+		argv[k++] = "mkntfs";
+		argv[k++] = "-F";
+		argv[k++] = "-Q";
+		argv[k++] = "-q";
+		if (label && *label) {
+			argv[k++] = "-L";
+			argv[k++] = label;
+		}
+		/* the boot sector records where the partition starts */
+		snprintf(sect, sizeof(sect), "%llu", (unsigned long long)(off / ssz));
+		argv[k++] = "-p";
+		argv[k++] = sect;
+		snprintf(ssopt, sizeof(ssopt), "%u", ssz);
+		argv[k++] = "-s";
+		argv[k++] = ssopt;
+		argv[k++] = "-H";
+		argv[k++] = "255";
+		argv[k++] = "-S";
+		argv[k++] = "63";
+		argv[k++] = dev;
+	}
+	argv[k] = NULL;
+	return ip_spawn(argv, NULL, e);
+}
+
+int partctl_format(const char *disk, unsigned n, const char *fs, const char *label, ip_error *e)
+{
+	uint64_t off, size;
+	char dev[256];
+	struct stat st;
+	unsigned ssz = 512;
+	int r;
+
+	if (!fs || !*fs || !strcmp(fs, "none"))
+		return 0;
+	if (strcmp(fs, "ext4") && strcmp(fs, "ntfs"))
+		return ip_bad(e, -EPROTONOSUPPORT, "inplace formats ext4 and ntfs, not %s: choose --fs ext4, ntfs or none", fs);
+	r = partctl_part_range(disk, n, &off, &size, e);
+	if (r < 0)
+		return r;
+	r = ip_check_unmounted(disk, e);
+	if (r < 0)
+		return r;
+	if (stat(disk, &st) < 0)
+		return ip_fail(e, -errno, "cannot open %s: %s", disk, strerror(errno));
+	if (S_ISBLK(st.st_mode)) {
+		ip_disk *d = NULL;
+
+		if (ip_disk_open(disk, IP_DISK_RDONLY, &d, NULL) == 0) {
+			ssz = ip_disk_sector_size(d);
+			ip_disk_free(d);
+		}
+		r = ip_partition_node(disk, n, dev, sizeof(dev));
+		if (r == -ENOENT) {
+			r = ip_kernel_sync_partitions(disk, e);
+			if (r < 0)
+				return r;
+			r = ip_partition_node(disk, n, dev, sizeof(dev));
+		}
+		if (r < 0)
+			return ip_fail(e, r, "the kernel has no device for partition %u of %s: run partx -u %s and retry",
+				       n, disk, disk);
+		/* devtmpfs creates the node at once; give udev a moment anyway */
+		for (int i = 0; i < 50 && access(dev, F_OK) != 0; i++)
+			usleep(20000);
+		r = run_mkfs(fs, dev, off, size, ssz, label, false, e);
+	} else if (!strcmp(fs, "ext4")) {
+		r = run_mkfs(fs, disk, off, size, ssz, label, true, e);
+	} else {
+		ip_error de = { 0 };
+
+		r = ip_loop_attach(disk, off, size, false, dev, sizeof(dev), e);
+		if (r < 0)
+			return r;
+		r = run_mkfs(fs, dev, off, size, ssz, label, false, e);
+		if (ip_loop_detach(dev, &de) < 0 && r == 0)
+			r = ip_fail(e, de.code, "%s", de.msg);
+	}
+	if (r < 0)
+		ip_error_prefix(e, "cannot format partition %u of %s as %s", n, disk, fs);
+	return r;
+}
