@@ -175,6 +175,25 @@ int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
 /* Grow: the table first, then the fs.  new_size 0: as far as free space allows. */
 int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e);
 
+/* What a shrink or grow would do, computed without writing (--dry-run, and
+ * the first step of partctl_shrink/partctl_grow): the size is aligned so
+ * that the partition ends on the table's grain, checked against the
+ * filesystem's minimum (shrink) or the free space after it (grow). */
+struct partctl_resize_plan {
+	unsigned n;
+	char fstype[16];
+	uint64_t start;        /* bytes from the start of the disk */
+	uint64_t old_size;     /* the partition now */
+	uint64_t new_size;     /* the partition afterwards */
+	uint64_t fs_min;       /* the filesystem's minimum (0 if unknown) */
+	uint64_t max_size;     /* grow: the largest the partition can become */
+	bool nothing;          /* already that size: nothing to do */
+};
+int partctl_shrink_plan(const char *disk, unsigned n, uint64_t new_size,
+			struct partctl_resize_plan *out, ip_error *e);
+int partctl_grow_plan(const char *disk, unsigned n, uint64_t new_size,
+		      struct partctl_resize_plan *out, ip_error *e);
+
 /* ==== crash-safe move (partctl/move.c, owner: move) ===================== */
 
 /* Move partition n so that it starts at new_start (bytes), copying only the
