@@ -1,0 +1,107 @@
+/* imager.h — OS images: a zstd seekable stream of one partition in which
+ * the blocks its filesystem does not use are zeros, with JSON metadata, a
+ * hash per frame and an optional minisign signature.  Capture, verify and
+ * deploy (used ranges only, in parallel, resumable). */
+#ifndef INPLACE_IMAGER_H
+#define INPLACE_IMAGER_H
+
+#include <signal.h>
+
+#include "common/common.h"
+#include "partctl/partctl.h"
+
+/* Version of the image format this code writes and the newest it reads. */
+#define IMAGER_FORMAT_VERSION 1
+
+/* An opened image: its layout (seek table) and metadata, checked. */
+typedef struct imager_image imager_image;
+
+/* Open and check an image: footer magic, seek-table sizes, metadata frame,
+ * format version.  Bad input (exit 2) when it is not a valid image. */
+int imager_open(const char *path, imager_image **out, ip_error *e);
+void imager_free(imager_image *img);
+const char *imager_fs_type(const imager_image *img);
+const char *imager_name(const imager_image *img);
+uint64_t imager_part_size(const imager_image *img);   /* bytes of the captured partition */
+uint64_t imager_used_bytes(const imager_image *img);
+uint64_t imager_file_size(const imager_image *img);
+unsigned imager_frames(const imager_image *img);
+/* {"name", "fs_type", "partition_size", …}: the metadata for `image info`. */
+json_object *imager_info_json(const imager_image *img);
+
+/* Cancellation: a flag set from a signal handler (SIGINT, SIGTERM). */
+typedef volatile sig_atomic_t imager_cancel_flag;
+
+struct imager_capture_opts {
+	int level;                  /* zstd level; 0: 3 */
+	unsigned threads;           /* 0: every online CPU */
+	const char *name;           /* image name; NULL: "" */
+	const char *fs_type;        /* for the metadata; NULL: "" */
+	const char *sign_key;       /* minisign secret key file (unencrypted) or NULL */
+	imager_cancel_flag *cancel; /* may be NULL */
+};
+
+struct imager_capture_result {
+	uint64_t part_size;   /* bytes of the partition */
+	uint64_t used;        /* bytes read (the used map) */
+	uint64_t out_size;    /* bytes of the image file */
+	unsigned frames;
+	bool signed_;         /* IMAGE.minisig written */
+};
+
+/* Capture [off, off+size) of src into the image file out, reading only the
+ * ranges of map (relative to off; NULL: everything).  out is written under a
+ * temporary name, fsynced and renamed; on failure or cancel it is removed. */
+int imager_capture(ip_disk *src, uint64_t off, uint64_t size, const partctl_usedmap *map,
+		   const char *out, const struct imager_capture_opts *o,
+		   struct imager_capture_result *res, ip_error *e);
+
+/* Capture partition n of disk: refuses a read-write mount, asks partctl for
+ * the filesystem and its used blocks (unknown fs: every block, and
+ * *warn_all set). */
+int imager_capture_part(const char *disk, unsigned n, const char *out,
+			const struct imager_capture_opts *o, struct imager_capture_result *res,
+			bool *warn_all, ip_error *e);
+
+struct imager_verify_opts {
+	unsigned threads;           /* 0: every online CPU */
+	const char *pubkey;         /* minisign public key file: the signature must verify */
+};
+
+/* Check the signature (with a key), every frame's hash and the content
+ * hash.  A damaged image: bad input naming the frame and its byte offset. */
+int imager_verify(const char *path, const struct imager_verify_opts *o, ip_error *e);
+
+struct imager_deploy_opts {
+	const char *pubkey;         /* required signature, or NULL */
+	unsigned threads;           /* 0: every online CPU */
+	bool grow;                  /* grow the filesystem to the partition */
+	bool discard;               /* discard (or zero, on files) the unused ranges */
+	bool dry_run;               /* check everything, write nothing */
+	const char *state_dir;      /* NULL: $INPLACE_STATE_DIR or /var/lib/inplace */
+	imager_cancel_flag *cancel;
+};
+
+struct imager_deploy_result {
+	uint64_t part_off, part_size; /* the target partition */
+	uint64_t written;             /* bytes written in this run */
+	unsigned frames, resumed_at;  /* resumed_at: first frame of this run */
+	bool grown;
+};
+
+/* Write an image onto partition n of disk.  Before writing anything:
+ * signature, metadata, size, target unmounted.  Resumable after kill -9. */
+int imager_deploy(const char *image, const char *disk, unsigned n,
+		  const struct imager_deploy_opts *o, struct imager_deploy_result *res,
+		  ip_error *e);
+
+/* ---- minisign signatures (imager/sign.c) ------------------------------ */
+
+/* Sign file into sig_path (minisign's prehashed "ED" format) with an
+ * unencrypted minisign secret key. */
+int imager_sign_file(const char *file, const char *seckey, const char *sig_path, ip_error *e);
+/* Verify sig_path for file with a minisign public key file.  Both "ED"
+ * (prehashed) and legacy "Ed" signatures are accepted. */
+int imager_verify_sig(const char *file, const char *sig_path, const char *pubkey, ip_error *e);
+
+#endif
