@@ -1,7 +1,331 @@
-/* image.c — the `inplace image …` verbs. */
+/* image.c — the `inplace image …` verbs: capture, info, verify, deploy,
+ * import, build, apply-files. */
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
 #include "cli/cli.h"
+#include "imager/imager.h"
+
+static imager_cancel_flag cancel_flag;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	cancel_flag = 1;
+}
+
+/* SIGINT/SIGTERM ask the library to stop cleanly (remove a partial image,
+ * leave a resumable deploy). */
+static void catch_signals(void)
+{
+	struct sigaction sa = { .sa_handler = on_signal };
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+static int parse_part(const struct cli_opts *o, const char *cmd, const char *arg, unsigned *n)
+{
+	int r = cli_parse_uint(o, cmd, "partition number", arg, n);
+
+	if (r)
+		return r;
+	if (*n == 0)
+		return cli_usage(o, cmd, "partition numbers start at 1");
+	return 0;
+}
+
+/* ---- capture ----------------------------------------------------------- */
+
+static void usage_capture(void)
+{
+	fputs("Usage:\n"
+	      " inplace image capture DISK N -o IMAGE [options]\n\n"
+	      "Capture partition N of DISK (a block device or disk-image file) into IMAGE:\n"
+	      "a zstd seekable stream of the blocks the filesystem uses (the rest as zeros).\n\n"
+	      "Options:\n"
+	      " -o, --output IMAGE   the image file to write (written under a temporary name)\n"
+	      " -l, --level L        zstd level, 1-19 (default 3)\n"
+	      " -t, --threads T      compression threads (default: every CPU)\n"
+	      " -n, --name NAME      a name recorded in the metadata\n"
+	      " -s, --sign KEY       sign with a minisign secret key (unencrypted), writing IMAGE.minisig\n"
+	      "     --json           print the result as JSON\n"
+	      " -q, --quiet          no progress bar\n"
+	      " -h, --help           display this help\n", stdout);
+}
+
+static int cmd_capture(int argc, char **argv)
+{
+	enum { OPT_LEVEL = OPT_CLI_LAST };
+	static const struct option opts[] = {
+		{ "output", required_argument, NULL, 'o' },
+		{ "level", required_argument, NULL, 'l' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "name", required_argument, NULL, 'n' },
+		{ "sign", required_argument, NULL, 's' },
+		CLI_COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cmd = "image capture";
+	struct cli_opts o = { 0 };
+	struct imager_capture_opts co = { .cancel = &cancel_flag };
+	struct imager_capture_result res;
+	const char *out = NULL;
+	ip_error e = { 0 };
+	unsigned n, v;
+	bool warn_all;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "o:l:t:n:s:qh", opts, NULL)) != -1) {
+		if (cli_common_opt(&o, c))
+			continue;
+		switch (c) {
+		case 'o': out = optarg; break;
+		case 'l':
+			if ((r = cli_parse_uint(&o, cmd, "level", optarg, &v)))
+				return r;
+			if (v < 1 || v > 19)
+				return cli_usage(&o, cmd, "level %u is out of range 1-19", v);
+			co.level = (int)v;
+			break;
+		case 't':
+			if ((r = cli_parse_uint(&o, cmd, "thread count", optarg, &co.threads)))
+				return r;
+			break;
+		case 'n': co.name = optarg; break;
+		case 's': co.sign_key = optarg; break;
+		case 'h': usage_capture(); return 0;
+		default: return cli_usage(&o, cmd, "unknown option");
+		}
+	}
+	if (argc - optind != 2)
+		return cli_usage(&o, cmd, "expected DISK and N");
+	if (!out)
+		return cli_usage(&o, cmd, "missing -o IMAGE");
+	if ((r = parse_part(&o, cmd, argv[optind + 1], &n)))
+		return r;
+	if (o.dry_run)
+		return cli_usage(&o, cmd, "--dry-run is not supported: capture writes only IMAGE");
+	cli_opts_apply(&o);
+	catch_signals();
+	r = imager_capture_part(argv[optind], n, out, &co, &res, &warn_all, &e);
+	if (r < 0)
+		return cli_error(&o, cmd, &e);
+	if (warn_all)
+		fprintf(stderr, "inplace: warning: unknown filesystem on partition %u: every block was captured\n", n);
+	if (o.json) {
+		json_object *doc = ip_json_doc(cmd);
+
+		json_object_object_add(doc, "image", json_object_new_string(out));
+		json_object_object_add(doc, "partition_size", ip_json_u64(res.part_size));
+		json_object_object_add(doc, "used_bytes", ip_json_u64(res.used));
+		json_object_object_add(doc, "image_size", ip_json_u64(res.out_size));
+		json_object_object_add(doc, "frames", ip_json_u64(res.frames));
+		json_object_object_add(doc, "signed", json_object_new_boolean(res.signed_));
+		json_object_object_add(doc, "all_blocks", json_object_new_boolean(warn_all));
+		return cli_emit(doc);
+	}
+	char a[IP_SIZE_BUFSZ], b[IP_SIZE_BUFSZ], d[IP_SIZE_BUFSZ];
+	printf("captured %s used of %s into %s (%s, %u frames)%s\n", ip_format_size(res.used, a, sizeof(a)),
+	       ip_format_size(res.part_size, b, sizeof(b)), out, ip_format_size(res.out_size, d, sizeof(d)),
+	       res.frames, res.signed_ ? ", signed" : "");
+	return 0;
+}
+
+/* ---- info -------------------------------------------------------------- */
+
+static int cmd_info(int argc, char **argv)
+{
+	static const struct option opts[] = { CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
+	const char *cmd = "image info";
+	struct cli_opts o = { 0 };
+	imager_image *img;
+	ip_error e = { 0 };
+	int c;
+
+	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+		if (cli_common_opt(&o, c))
+			continue;
+		if (c == 'h') {
+			fputs("Usage:\n inplace image info IMAGE [--json]\n\n"
+			      "Show an image's metadata (checks its layout, not its frames: see verify).\n\n"
+			      "Options:\n     --json   print the metadata as JSON\n -h, --help   display this help\n",
+			      stdout);
+			return 0;
+		}
+		return cli_usage(&o, cmd, "unknown option");
+	}
+	if (argc - optind != 1)
+		return cli_usage(&o, cmd, "expected IMAGE");
+	if (imager_open(argv[optind], &img, &e) < 0)
+		return cli_error(&o, cmd, &e);
+	json_object *meta = imager_info_json(img);
+	imager_free(img);
+	if (o.json) {
+		json_object *doc = ip_json_doc(cmd);
+
+		json_object_object_add(doc, "image", json_object_new_string(argv[optind]));
+		json_object_object_foreach(meta, k, v)
+			json_object_object_add(doc, k, json_object_get(v));
+		json_object_put(meta);
+		return cli_emit(doc);
+	}
+	json_object_object_foreach(meta, k, v)
+		printf("%-16s %s\n", k, json_object_get_string(v));
+	json_object_put(meta);
+	return 0;
+}
+
+/* ---- verify ------------------------------------------------------------ */
+
+static int cmd_verify(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "key", required_argument, NULL, 'k' },
+		{ "threads", required_argument, NULL, 't' },
+		CLI_COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cmd = "image verify";
+	struct cli_opts o = { 0 };
+	struct imager_verify_opts vo = { 0 };
+	ip_error e = { 0 };
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "k:t:qh", opts, NULL)) != -1) {
+		if (cli_common_opt(&o, c))
+			continue;
+		switch (c) {
+		case 'k': vo.pubkey = optarg; break;
+		case 't':
+			if ((r = cli_parse_uint(&o, cmd, "thread count", optarg, &vo.threads)))
+				return r;
+			break;
+		case 'h':
+			fputs("Usage:\n inplace image verify IMAGE [--key PUB]\n\n"
+			      "Check every frame's hash, that it decompresses, and the content hash;\n"
+			      "with --key also the minisign signature IMAGE.minisig.\n\n"
+			      "Options:\n"
+			      " -k, --key PUB        minisign public key file: the signature must verify\n"
+			      " -t, --threads T      threads (default: every CPU)\n"
+			      "     --json           print the result as JSON\n"
+			      " -h, --help           display this help\n", stdout);
+			return 0;
+		default: return cli_usage(&o, cmd, "unknown option");
+		}
+	}
+	if (argc - optind != 1)
+		return cli_usage(&o, cmd, "expected IMAGE");
+	cli_opts_apply(&o);
+	if (imager_verify(argv[optind], &vo, &e) < 0)
+		return cli_error(&o, cmd, &e);
+	if (o.json) {
+		json_object *doc = ip_json_doc(cmd);
+
+		json_object_object_add(doc, "image", json_object_new_string(argv[optind]));
+		json_object_object_add(doc, "signature_checked", json_object_new_boolean(vo.pubkey != NULL));
+		return cli_emit(doc);
+	}
+	printf("%s: ok%s\n", argv[optind], vo.pubkey ? " (signature verified)" : "");
+	return 0;
+}
+
+/* ---- deploy ------------------------------------------------------------ */
+
+static int cmd_deploy(int argc, char **argv)
+{
+	enum { OPT_GROW = OPT_CLI_LAST, OPT_DISCARD, OPT_STATE };
+	static const struct option opts[] = {
+		{ "key", required_argument, NULL, 'k' },
+		{ "threads", required_argument, NULL, 't' },
+		{ "grow", no_argument, NULL, OPT_GROW },
+		{ "discard", no_argument, NULL, OPT_DISCARD },
+		{ "state-dir", required_argument, NULL, OPT_STATE },
+		CLI_COMMON_LONGOPTS,
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *cmd = "image deploy";
+	struct cli_opts o = { 0 };
+	struct imager_deploy_opts dopt = { .cancel = &cancel_flag };
+	struct imager_deploy_result res;
+	ip_error e = { 0 };
+	unsigned n;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "k:t:qh", opts, NULL)) != -1) {
+		if (cli_common_opt(&o, c))
+			continue;
+		switch (c) {
+		case 'k': dopt.pubkey = optarg; break;
+		case 't':
+			if ((r = cli_parse_uint(&o, cmd, "thread count", optarg, &dopt.threads)))
+				return r;
+			break;
+		case OPT_GROW: dopt.grow = true; break;
+		case OPT_DISCARD: dopt.discard = true; break;
+		case OPT_STATE: dopt.state_dir = optarg; break;
+		case 'h':
+			fputs("Usage:\n inplace image deploy IMAGE DISK N [options]\n\n"
+			      "Write IMAGE onto partition N of DISK, only the blocks its filesystem uses.\n"
+			      "Checks the signature, metadata, size and that the target is not mounted\n"
+			      "before writing anything.  Interrupted, it continues where it stopped when\n"
+			      "run again.\n\n"
+			      "Options:\n"
+			      " -k, --key PUB        require a minisign signature IMAGE.minisig by this key\n"
+			      "     --grow           grow the filesystem to fill the partition\n"
+			      "     --discard        discard the blocks the image does not use\n"
+			      " -t, --threads T      threads (default: every CPU)\n"
+			      "     --state-dir DIR  where the resume record lives\n"
+			      "                      (default: $INPLACE_STATE_DIR or /var/lib/inplace)\n"
+			      "     --dry-run        check everything, write nothing\n"
+			      "     --json           print the result as JSON\n"
+			      " -q, --quiet          no progress bar\n"
+			      " -h, --help           display this help\n", stdout);
+			return 0;
+		default: return cli_usage(&o, cmd, "unknown option");
+		}
+	}
+	if (argc - optind != 3)
+		return cli_usage(&o, cmd, "expected IMAGE DISK N");
+	if ((r = parse_part(&o, cmd, argv[optind + 2], &n)))
+		return r;
+	dopt.dry_run = o.dry_run;
+	cli_opts_apply(&o);
+	catch_signals();
+	if (imager_deploy(argv[optind], argv[optind + 1], n, &dopt, &res, &e) < 0)
+		return cli_error(&o, cmd, &e);
+	if (o.json) {
+		json_object *doc = ip_json_doc(cmd);
+
+		json_object_object_add(doc, "image", json_object_new_string(argv[optind]));
+		json_object_object_add(doc, "disk", json_object_new_string(argv[optind + 1]));
+		json_object_object_add(doc, "partition", json_object_new_int((int)n));
+		json_object_object_add(doc, "dry_run", json_object_new_boolean(o.dry_run));
+		json_object_object_add(doc, "written", ip_json_u64(res.written));
+		json_object_object_add(doc, "resumed_at_frame", ip_json_u64(res.resumed_at));
+		json_object_object_add(doc, "frames", ip_json_u64(res.frames));
+		json_object_object_add(doc, "grown", json_object_new_boolean(res.grown));
+		return cli_emit(doc);
+	}
+	if (o.dry_run) {
+		printf("would deploy %s onto partition %u of %s: every check passed\n", argv[optind], n,
+		       argv[optind + 1]);
+		return 0;
+	}
+	char a[IP_SIZE_BUFSZ];
+	printf("deployed %s onto partition %u of %s (%s written%s%s)\n", argv[optind], n, argv[optind + 1],
+	       ip_format_size(res.written, a, sizeof(a)), res.resumed_at ? ", resumed" : "",
+	       res.grown ? ", filesystem grown" : "");
+	return 0;
+}
 
 static const struct cli_verb image_verbs[] = {
+	{ "capture", cmd_capture, "capture a partition into an image (used blocks only)" },
+	{ "info",    cmd_info,    "show an image's metadata" },
+	{ "verify",  cmd_verify,  "check an image's frames, content hash and signature" },
+	{ "deploy",  cmd_deploy,  "write an image onto a partition (resumable)" },
 	{ NULL, NULL, NULL },
 };
 

@@ -5,7 +5,8 @@
  *   public key   "untrusted comment: …\n" base64("Ed" keynum[8] pk[32])
  *   secret key   "untrusted comment: …\n" base64("Ed" kdf[2] "B2" salt[32]
  *                ops[8] mem[8] keynum[8] sk[64] chk[32]); kdf "\0\0" means
- *                unencrypted (minisign -W); chk = BLAKE2b-256("Ed" keynum sk)
+ *                unencrypted (minisign -W); chk = BLAKE2b-256("Ed" keynum sk),
+ *                left zero by minisign -W
  *   signature    "untrusted comment: …\n" base64(alg[2] keynum[8] sig[64]) "\n"
  *                "trusted comment: TEXT\n" base64(global[64]) "\n"
  *                alg "ED": sig over BLAKE2b-512(file); legacy "Ed": over the
@@ -99,7 +100,8 @@ static int load_seckey(const char *path, uint8_t keynum[KEYNUM], uint8_t sk[64],
 	crypto_generichash_update(&st, kn, KEYNUM);
 	crypto_generichash_update(&st, key, 64);
 	crypto_generichash_final(&st, chk, sizeof(chk));
-	if (sodium_memcmp(chk, ck, sizeof(chk))) {
+	/* minisign -W (0.11) leaves chk zero in an unencrypted key. */
+	if (!sodium_is_zero(ck, sizeof(chk)) && sodium_memcmp(chk, ck, sizeof(chk))) {
 		sodium_memzero(blob, sizeof(blob));
 		return ip_bad(e, -EINVAL, "the secret key %s is damaged (checksum mismatch): use another copy", path);
 	}
@@ -136,7 +138,7 @@ static int hash_file(const char *path, uint8_t out[64], ip_error *e)
 int imager_sign_prehashed(const uint8_t hash[64], const char *file, const char *seckey,
 			  const char *sig_path, ip_error *e)
 {
-	uint8_t keynum[KEYNUM], sk[64], blob[SIG_BLOB], global[64];
+	uint8_t keynum[KEYNUM] = { 0 }, sk[64] = { 0 }, blob[SIG_BLOB], global[64];
 	char b64a[sodium_base64_ENCODED_LEN(SIG_BLOB, sodium_base64_VARIANT_ORIGINAL)];
 	char b64b[sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_ORIGINAL)];
 	char trusted[512], kid[17];

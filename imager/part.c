@@ -1,0 +1,93 @@
+/* part.c — where the imager meets partitions: find partition n, refuse a
+ * read-write mount, and ask partctl which blocks the filesystem uses (the
+ * imager never reads bitmaps itself). */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+
+#include "imager/imager_int.h"
+
+/* Is the block device dev mounted read-write somewhere?  (A read-only
+ * mount is fine for capture: nothing changes under us.) */
+static int mounted_rw(dev_t dev, char *where, size_t len)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096];
+
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned ma, mi;
+		char mnt[2048], opts[512];
+
+		if (sscanf(line, "%*u %*u %u:%u %*s %2047s %511s", &ma, &mi, mnt, opts) != 4)
+			continue;
+		if (makedev(ma, mi) != dev)
+			continue;
+		if (!strncmp(opts, "rw", 2) && (opts[2] == ',' || opts[2] == '\0')) {
+			snprintf(where, len, "%s", mnt);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+int imager_part_check_capture(const char *disk, unsigned n, ip_error *e)
+{
+	char node[256], where[2048];
+	struct stat sb;
+	int r;
+
+	if (stat(disk, &sb) < 0)
+		return ip_bad(e, -errno, "cannot open %s: %s", disk, strerror(errno));
+	if (!S_ISBLK(sb.st_mode))
+		/* An image file: any mount through a loop device is refused. */
+		return ip_check_unmounted(disk, e);
+	if (ip_partition_node(disk, n, node, sizeof(node)) < 0 || stat(node, &sb) < 0)
+		return 0; /* no node: the kernel cannot have it mounted */
+	r = mounted_rw(sb.st_rdev, where, sizeof(where));
+	if (r < 0)
+		return ip_fail(e, r, "cannot read /proc/self/mountinfo: %s", strerror(-r));
+	if (r > 0)
+		return ip_bad(e, -EBUSY, "%s is mounted read-write on %s: unmount it or remount it read-only (mount -o remount,ro %s) first",
+			      node, where, where);
+	return 0;
+}
+
+int imager_capture_part(const char *disk, unsigned n, const char *out,
+			const struct imager_capture_opts *o, struct imager_capture_result *res,
+			bool *warn_all, ip_error *e)
+{
+	uint64_t off, size;
+	ip_disk *d = NULL;
+	partctl_usedmap *map = NULL;
+	struct partctl_fsinfo fi;
+	struct imager_capture_opts oo = *o;
+	int r;
+
+	*warn_all = false;
+	r = partctl_part_range(disk, n, &off, &size, e);
+	if (r < 0)
+		return r;
+	r = imager_part_check_capture(disk, n, e);
+	if (r < 0)
+		return r;
+	r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e);
+	if (r < 0)
+		return r;
+	r = partctl_fs_probe(d, off, size, &fi, e);
+	if (r < 0)
+		goto out;
+	r = partctl_fs_usedmap(d, off, size, &map, e);
+	if (r < 0)
+		goto out;
+	*warn_all = !map->exact;
+	if (!oo.fs_type)
+		oo.fs_type = fi.type;
+	r = imager_capture(d, off, size, map, out, &oo, res, e);
+out:
+	partctl_usedmap_free(map);
+	ip_disk_free(d);
+	return r;
+}
