@@ -173,7 +173,8 @@ static int cmd_info(int argc, char **argv)
 		return cli_emit(doc);
 	}
 	json_object_object_foreach(meta, k, v)
-		printf("%-16s %s\n", k, json_object_get_string(v));
+		if (strcmp(k, "used"))
+			printf("%-16s %s\n", k, json_object_get_string(v));
 	json_object_put(meta);
 	return 0;
 }

@@ -19,8 +19,9 @@
 
 #include "imager/imager_int.h"
 
-/* Flush and record progress every this many frames (64 MiB). */
-#define DEPLOY_COMMIT_FRAMES 16
+/* Flush and record progress every this many frames (16 MiB): a kill loses
+ * at most that much work, and one fdatasync per 16 MiB costs little. */
+#define DEPLOY_COMMIT_FRAMES 4
 
 #define DEPLOY_MAGIC "IPDEPLY1"
 struct deploy_record {
@@ -312,6 +313,13 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 	r = ip_check_unmounted(target, e);
 	if (r < 0)
 		return r;
+	/* A signature covers every byte of the file; without one, check every
+	 * frame's hash now, so that a damaged image changes nothing. */
+	if (!o->pubkey) {
+		r = imager_verify_frames(img, o->threads, true, e);
+		if (r < 0)
+			return r;
+	}
 	if (o->dry_run)
 		return 0;
 	r = ip_disk_open(target, IP_DISK_RDWR, &c.d, e);

@@ -182,11 +182,7 @@ json_object *imager_meta_to_json(const struct imager_meta *m, bool with_hashes)
 	json_object_object_add(o, "hash", json_object_new_string("blake2b-256"));
 	imager_hex(m->content_hash, IMAGER_HASH_LEN, hex);
 	json_object_object_add(o, "content_hash", json_object_new_string(hex));
-	if (!with_hashes) {
-		json_object_object_add(o, "used_ranges", ip_json_u64(m->nused));
-		json_object_put(used);
-		return o;
-	}
+	json_object_object_add(o, "used_ranges", ip_json_u64(m->nused));
 	for (size_t i = 0; i < m->nused; i++) {
 		json_object *r = json_object_new_array();
 
@@ -195,6 +191,8 @@ json_object *imager_meta_to_json(const struct imager_meta *m, bool with_hashes)
 		json_object_array_add(used, r);
 	}
 	json_object_object_add(o, "used", used);
+	if (!with_hashes)
+		return o;
 	json_object *fh = json_object_new_array();
 	for (uint32_t i = 0; i < m->frames; i++) {
 		imager_hex(m->frame_hash[i], IMAGER_HASH_LEN, hex);

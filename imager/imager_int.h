@@ -129,7 +129,9 @@ int imager_decompress_frame(const imager_image *img, uint32_t i, void *dctx, con
 int imager_sign_prehashed(const uint8_t hash[64], const char *file, const char *seckey,
 			  const char *sig_path, ip_error *e);
 
-/* verify.c: check every frame and the content hash of an opened image. */
-int imager_verify_frames(imager_image *img, unsigned threads, ip_error *e);
+/* verify.c: check every frame and the content hash of an opened image;
+ * hash_only: only each compressed frame's hash (what deploy checks before
+ * writing anything when no signature covers the file). */
+int imager_verify_frames(imager_image *img, unsigned threads, bool hash_only, ip_error *e);
 
 #endif

@@ -15,6 +15,7 @@ struct ver {
 	pthread_mutex_t lock;
 	uint32_t next;
 	uint32_t bad_frame;     /* lowest failing frame, UINT32_MAX: none */
+	bool hash_only;         /* check the compressed hashes, do not decompress */
 	int err;
 	ip_error e;
 };
@@ -53,6 +54,10 @@ static void *ver_worker(void *arg)
 		}
 		pthread_mutex_unlock(&v->lock);
 		r = imager_read_frame(v->img, i, cbuf, &e);
+		if (r >= 0 && v->hash_only) {
+			ip_progress_add(v->prog, v->img->st.f[i].csize);
+			continue;
+		}
 		if (r >= 0)
 			r = imager_decompress_frame(v->img, i, dctx, cbuf, dbuf, &e);
 		if (r < 0) {
@@ -76,9 +81,9 @@ out:
 }
 
 /* Check every frame of an opened image; shared with deploy's preflight. */
-int imager_verify_frames(imager_image *img, unsigned threads, ip_error *e)
+int imager_verify_frames(imager_image *img, unsigned threads, bool hash_only, ip_error *e)
 {
-	struct ver v = { .img = img, .bad_frame = UINT32_MAX };
+	struct ver v = { .img = img, .bad_frame = UINT32_MAX, .hash_only = hash_only };
 	unsigned nt = imager_threads(threads), started = 0;
 	pthread_t th[256];
 	uint8_t content[IMAGER_HASH_LEN];
@@ -87,7 +92,7 @@ int imager_verify_frames(imager_image *img, unsigned threads, ip_error *e)
 	if (!v.uhash)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	pthread_mutex_init(&v.lock, NULL);
-	v.prog = ip_progress_new("verify", img->st.csum);
+	v.prog = ip_progress_new(hash_only ? "check" : "verify", img->st.csum);
 	for (; started < nt; started++)
 		if (pthread_create(&th[started], NULL, ver_worker, &v) != 0)
 			break;
@@ -102,6 +107,10 @@ int imager_verify_frames(imager_image *img, unsigned threads, ip_error *e)
 		free(v.uhash);
 		*e = v.e;
 		return v.err;
+	}
+	if (hash_only) {
+		free(v.uhash);
+		return 0;
 	}
 	imager_content_hash((const uint8_t(*)[IMAGER_HASH_LEN])v.uhash, img->st.n, content);
 	free(v.uhash);
@@ -129,5 +138,5 @@ int imager_verify(const char *path, const struct imager_verify_opts *o, ip_error
 		if (r < 0)
 			return r;
 	}
-	return imager_verify_frames(img, o->threads, e);
+	return imager_verify_frames(img, o->threads, false, e);
 }
