@@ -1,7 +1,339 @@
-/* profile.c — the `inplace profile …` verbs. */
+/* profile.c — the `inplace profile …` verbs: estimate, save, verify, list,
+ * restore.  The work is in migrate/; this file parses, prints and picks the
+ * exit status. */
+#include <errno.h>
+#include <string.h>
+
 #include "cli/cli.h"
+#include "migrate/migrate.h"
+
+enum {
+	OPT_ROOT = OPT_CLI_LAST,
+	OPT_STORE,
+	OPT_SPEC,
+	OPT_USERS,
+	OPT_TRUST_SETID,
+	OPT_NO_MACHINE,
+};
+
+static const struct option profile_longopts[] = {
+	CLI_COMMON_LONGOPTS,
+	{ "root", required_argument, NULL, OPT_ROOT },
+	{ "store", required_argument, NULL, OPT_STORE },
+	{ "spec", required_argument, NULL, OPT_SPEC },
+	{ "users", required_argument, NULL, OPT_USERS },
+	{ "trust-setid", no_argument, NULL, OPT_TRUST_SETID },
+	{ "no-machine", no_argument, NULL, OPT_NO_MACHINE },
+	{ NULL, 0, NULL, 0 },
+};
+
+struct pargs {
+	struct cli_opts o;
+	const char *root, *store, *spec, *users;
+	bool trust_setid, no_machine;
+};
+
+/* which options a verb accepts: a string of the OPT_* letters below */
+#define A_ROOT  (1u << 0)
+#define A_STORE (1u << 1)
+#define A_SPEC  (1u << 2)
+#define A_USERS (1u << 3)
+#define A_TRUST (1u << 4)
+
+static int parse(int argc, char **argv, const char *command, unsigned allowed, const char *usage, struct pargs *a)
+{
+	int c;
+
+	memset(a, 0, sizeof(*a));
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "qh", profile_longopts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(usage, stdout);
+			return -1;
+		}
+		if (cli_common_opt(&a->o, c))
+			continue;
+		switch (c) {
+		case OPT_ROOT:
+			if (!(allowed & A_ROOT))
+				goto bad;
+			a->root = optarg;
+			break;
+		case OPT_STORE:
+			if (!(allowed & A_STORE))
+				goto bad;
+			a->store = optarg;
+			break;
+		case OPT_SPEC:
+			if (!(allowed & A_SPEC))
+				goto bad;
+			a->spec = optarg;
+			break;
+		case OPT_USERS:
+			if (!(allowed & A_USERS))
+				goto bad;
+			a->users = optarg;
+			break;
+		case OPT_TRUST_SETID:
+			if (!(allowed & A_TRUST))
+				goto bad;
+			a->trust_setid = true;
+			break;
+		case OPT_NO_MACHINE:
+			if (!(allowed & A_TRUST))
+				goto bad;
+			a->no_machine = true;
+			break;
+		default:
+			goto bad;
+		}
+	}
+	if (optind < argc)
+		return cli_usage(&a->o, command, "unexpected argument '%s'", argv[optind]);
+	if ((allowed & A_ROOT) && !a->root)
+		return cli_usage(&a->o, command, "--root DIR is required");
+	if ((allowed & A_STORE) && !a->store)
+		return cli_usage(&a->o, command, "--store DIR is required");
+	cli_opts_apply(&a->o);
+	return 0;
+bad:
+	return cli_usage(&a->o, command, "unknown or misplaced option");
+}
+
+static void print_size_line(const char *label, json_object *o)
+{
+	char b[IP_SIZE_BUFSZ];
+	int64_t bytes = json_object_get_int64(json_object_object_get(o, "bytes"));
+
+	printf("%-16s %10lld files  %12s\n", label,
+	       (long long)json_object_get_int64(json_object_object_get(o, "files")),
+	       ip_format_size((uint64_t)bytes, b, sizeof(b)));
+}
+
+static void print_users(json_object *doc)
+{
+	json_object *users = json_object_object_get(doc, "users");
+
+	for (size_t i = 0; users && i < json_object_array_length(users); i++) {
+		json_object *u = json_object_array_get_idx(users, i);
+		print_size_line(json_object_get_string(json_object_object_get(u, "name")), u);
+	}
+}
+
+static int finish(const struct pargs *a, const char *command, int r, ip_error *e, json_object *doc,
+		  void (*human)(json_object *))
+{
+	if (r < 0)
+		return cli_error(&a->o, command, e);
+	if (a->o.json)
+		return cli_emit(doc);
+	human(doc);
+	json_object_put(doc);
+	return 0;
+}
+
+static void human_estimate(json_object *doc)
+{
+	char b[IP_SIZE_BUFSZ];
+
+	print_users(doc);
+	print_size_line("total", json_object_object_get(doc, "total"));
+	printf("store needs      %s\n",
+	       ip_format_size((uint64_t)json_object_get_int64(json_object_object_get(doc, "store_bytes")), b, sizeof(b)));
+}
+
+static void human_save(json_object *doc)
+{
+	char b[IP_SIZE_BUFSZ];
+	json_object *users = json_object_object_get(doc, "users");
+	uint64_t arch = 0;
+
+	for (size_t i = 0; users && i < json_object_array_length(users); i++)
+		arch += (uint64_t)json_object_get_int64(json_object_object_get(json_object_array_get_idx(users, i), "archive_bytes"));
+	print_users(doc);
+	print_size_line("total", json_object_object_get(doc, "total"));
+	printf("saved into %s (%s compressed), COMPLETE\n", json_object_get_string(json_object_object_get(doc, "store")),
+	       ip_format_size(arch, b, sizeof(b)));
+}
+
+static void human_verify(json_object *doc)
+{
+	print_users(doc);
+	printf("%s verifies: every archive matches the manifest\n", json_object_get_string(json_object_object_get(doc, "store")));
+}
+
+static void human_list(json_object *doc)
+{
+	json_object *v;
+
+	print_users(doc);
+	if (json_object_object_get_ex(doc, "hostname", &v))
+		printf("machine          %s\n", json_object_get_string(v));
+	printf("complete         %s\n", json_object_get_boolean(json_object_object_get(doc, "complete")) ? "yes" : "no");
+}
+
+static void human_restore(json_object *doc)
+{
+	json_object *users = json_object_object_get(doc, "users"), *acc = json_object_object_get(doc, "accounts");
+	json_object *mc = json_object_object_get(doc, "machine_changed");
+	bool dry = json_object_get_boolean(json_object_object_get(doc, "dry_run"));
+
+	for (size_t i = 0; acc && i < json_object_array_length(acc); i++) {
+		json_object *u = json_object_array_get_idx(acc, i);
+		int64_t o = json_object_get_int64(json_object_object_get(u, "old_uid")), n = json_object_get_int64(json_object_object_get(u, "uid"));
+		printf("account %-12s %s uid %lld%s\n", json_object_get_string(json_object_object_get(u, "name")),
+		       json_object_get_boolean(json_object_object_get(u, "created")) ? (dry ? "would be created," : "created,") : "exists,",
+		       (long long)n, o != n ? " (remapped)" : "");
+	}
+	for (size_t i = 0; users && i < json_object_array_length(users); i++) {
+		json_object *u = json_object_array_get_idx(users, i);
+		printf("home    %-12s %lld %s, %lld unchanged, %lld setid bits or capabilities dropped\n",
+		       json_object_get_string(json_object_object_get(u, "name")),
+		       (long long)json_object_get_int64(json_object_object_get(u, "written")), dry ? "to write" : "written",
+		       (long long)json_object_get_int64(json_object_object_get(u, "unchanged")),
+		       (long long)json_object_get_int64(json_object_object_get(u, "neutralised")));
+	}
+	printf("machine state: %zu files %s\n", mc ? json_object_array_length(mc) : 0, dry ? "to change" : "changed");
+}
+
+static int load_spec(const struct pargs *a, const char *command, migrate_spec **s, ip_error *e)
+{
+	int r = migrate_spec_load(a->spec, s, e);
+	if (r < 0)
+		return cli_error(&a->o, command, e);
+	return 0;
+}
+
+static int cmd_estimate(int argc, char **argv)
+{
+	static const char usage[] =
+		"\nUsage:\n inplace profile estimate --root DIR [--spec FILE] [--json]\n\n"
+		"Count the files and bytes of every profile the spec selects, and the size\n"
+		"of the store they need (what 'part plan --need' takes).\n\n"
+		"Options:\n --root DIR     the root of the installed system\n"
+		" --spec FILE    profile spec (INI); default: every user with a home and UID >= 1000\n"
+		" --json         one JSON document on stdout\n -h, --help     display this help\n";
+	struct pargs a;
+	migrate_spec *s = NULL;
+	json_object *doc = NULL;
+	ip_error e = { 0 };
+	int r = parse(argc, argv, "profile estimate", A_ROOT | A_SPEC, usage, &a);
+
+	if (r)
+		return r < 0 ? 0 : r;
+	if ((r = load_spec(&a, "profile estimate", &s, &e)))
+		return r;
+	r = migrate_estimate(a.root, s, &doc, &e);
+	migrate_spec_free(s);
+	return finish(&a, "profile estimate", r, &e, doc, human_estimate);
+}
+
+static int cmd_save(int argc, char **argv)
+{
+	static const char usage[] =
+		"\nUsage:\n inplace profile save --root DIR --store DIR [--spec FILE] [--json]\n\n"
+		"Save user profiles and machine state of the system at DIR into a store:\n"
+		"one zstd-compressed pax archive per user, manifest.json, accounts.json,\n"
+		"machine.json, and a COMPLETE marker written last.  Never writes under --root.\n"
+		"An interrupted save (no COMPLETE) is started again from scratch.\n\n"
+		"Options:\n --root DIR     the root of the installed system (may be read-only)\n"
+		" --store DIR    the store directory (created 0700)\n"
+		" --spec FILE    profile spec (INI)\n --dry-run      only estimate, write nothing\n"
+		" --json         one JSON document on stdout\n -h, --help     display this help\n";
+	struct pargs a;
+	migrate_spec *s = NULL;
+	json_object *doc = NULL;
+	ip_error e = { 0 };
+	int r = parse(argc, argv, "profile save", A_ROOT | A_STORE | A_SPEC, usage, &a);
+
+	if (r)
+		return r < 0 ? 0 : r;
+	if ((r = load_spec(&a, "profile save", &s, &e)))
+		return r;
+	if (a.o.dry_run) {
+		r = migrate_estimate(a.root, s, &doc, &e);
+		migrate_spec_free(s);
+		if (doc)
+			json_object_object_add(doc, "dry_run", json_object_new_boolean(1));
+		return finish(&a, "profile save", r, &e, doc, human_estimate);
+	}
+	r = migrate_save(a.root, a.store, s, &doc, &e);
+	migrate_spec_free(s);
+	return finish(&a, "profile save", r, &e, doc, human_save);
+}
+
+static int cmd_verify(int argc, char **argv)
+{
+	static const char usage[] =
+		"\nUsage:\n inplace profile verify --store DIR [--json]\n\n"
+		"Check every archive of a store against its manifest: entry set, sizes,\n"
+		"owners, modes and content hashes.\n\n"
+		"Options:\n --store DIR    the store directory\n --json         one JSON document on stdout\n"
+		" -h, --help     display this help\n";
+	struct pargs a;
+	json_object *doc = NULL;
+	ip_error e = { 0 };
+	int r = parse(argc, argv, "profile verify", A_STORE, usage, &a);
+
+	if (r)
+		return r < 0 ? 0 : r;
+	r = migrate_verify(a.store, &doc, &e);
+	return finish(&a, "profile verify", r, &e, doc, human_verify);
+}
+
+static int cmd_list(int argc, char **argv)
+{
+	static const char usage[] =
+		"\nUsage:\n inplace profile list --store DIR [--json]\n\n"
+		"Show the users and machine state a store holds (never a hash or a key).\n\n"
+		"Options:\n --store DIR    the store directory\n --json         one JSON document on stdout\n"
+		" -h, --help     display this help\n";
+	struct pargs a;
+	json_object *doc = NULL;
+	ip_error e = { 0 };
+	int r = parse(argc, argv, "profile list", A_STORE, usage, &a);
+
+	if (r)
+		return r < 0 ? 0 : r;
+	r = migrate_list(a.store, &doc, &e);
+	return finish(&a, "profile list", r, &e, doc, human_list);
+}
+
+static int cmd_restore(int argc, char **argv)
+{
+	static const char usage[] =
+		"\nUsage:\n inplace profile restore --store DIR --root DIR [--users a,b] [options]\n\n"
+		"Restore a complete store into the root of a new OS: create missing groups\n"
+		"and users by name (with their password hashes, remapping taken UIDs/GIDs),\n"
+		"restore homes, crontabs, mail spools and machine state.  Running it again\n"
+		"changes nothing.\n\n"
+		"Options:\n --store DIR      the store directory (must hold COMPLETE)\n"
+		" --root DIR       the root of the new OS\n --users a,b      only these users\n"
+		" --trust-setid    keep setuid/setgid bits, file capabilities and trusted.*/security.*\n"
+		"                  xattrs (only for a store nobody else could have altered)\n"
+		" --no-machine     do not apply the machine state\n"
+		" --dry-run        say what would change, write nothing\n"
+		" --json           one JSON document on stdout\n -h, --help       display this help\n";
+	struct pargs a;
+	json_object *doc = NULL;
+	ip_error e = { 0 };
+	int r = parse(argc, argv, "profile restore", A_STORE | A_ROOT | A_USERS | A_TRUST, usage, &a);
+
+	if (r)
+		return r < 0 ? 0 : r;
+	struct migrate_restore_opts o = {
+		.users = a.users, .dry_run = a.o.dry_run, .trust_setid = a.trust_setid, .no_machine = a.no_machine,
+	};
+	r = migrate_restore(a.store, a.root, &o, &doc, &e);
+	return finish(&a, "profile restore", r, &e, doc, human_restore);
+}
 
 static const struct cli_verb profile_verbs[] = {
+	{ "estimate", cmd_estimate, "count what a save would store, and the store size it needs" },
+	{ "save",     cmd_save,     "save user profiles and machine state into a store" },
+	{ "verify",   cmd_verify,   "check every archive of a store against its manifest" },
+	{ "list",     cmd_list,     "show what a store holds" },
+	{ "restore",  cmd_restore,  "restore users, homes and machine state into a new root" },
 	{ NULL, NULL, NULL },
 };
 

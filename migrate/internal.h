@@ -1,0 +1,141 @@
+/* internal.h — what the files of migrate/ share: the spec, the account
+ * databases of a root, safe path resolution, hashing, store naming. */
+#ifndef INPLACE_MIGRATE_INTERNAL_H
+#define INPLACE_MIGRATE_INTERNAL_H
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <sodium.h>
+#include <sys/types.h>
+
+#include "migrate/migrate.h"
+
+#define MIG_FORMAT "inplace-profile-store"
+#define MIG_FORMAT_VERSION 1
+#define MIG_HASH_LEN 64          /* BLAKE2b-512: the same digest as b2sum */
+#define MIG_HASH_HEX (MIG_HASH_LEN * 2 + 1)
+#define MIG_ARCHIVE_EXT ".pax.zst"
+#define MIG_PAX_OVERHEAD 1536    /* pax header bytes per entry, for estimates */
+
+/* ---- globs ---- */
+struct mig_globs {
+	char **v;
+	size_t n;
+};
+void mig_globs_clear(struct mig_globs *g);
+int mig_globs_add_list(struct mig_globs *g, const char *list);
+/* Does rel ("docs/a.txt") or one of its parent directories match? */
+bool mig_globs_match(const struct mig_globs *g, const char *rel);
+
+struct mig_user_rule {
+	char *name;
+	struct mig_globs include, exclude;
+};
+
+struct migrate_spec {
+	bool all_users;          /* users = all */
+	struct mig_globs users;  /* otherwise the names */
+	bool include_root;
+	uid_t min_uid;
+	uint64_t max_size;       /* 0: no cap */
+	bool machine;
+	unsigned level;          /* zstd level */
+	unsigned threads;        /* 0: all cores */
+	struct mig_globs include, exclude; /* every home */
+	struct mig_user_rule *rules;
+	size_t nrules;
+	struct mig_globs sys_include, sys_exclude;
+};
+const struct mig_user_rule *mig_spec_rule(const migrate_spec *s, const char *user);
+
+/* ---- colon databases: passwd (7 fields), shadow (9), group (4), gshadow (4) ---- */
+struct mig_rec {
+	char **f;        /* fields; NULL for a line kept verbatim (comment, +NIS) */
+	unsigned nf;
+	char *raw;       /* the verbatim line when f is NULL */
+};
+struct mig_db {
+	struct mig_rec *r;
+	size_t n;
+	unsigned nfields;  /* expected field count */
+};
+enum mig_db_kind { MIG_PASSWD, MIG_SHADOW, MIG_GROUP, MIG_GSHADOW, MIG_NDB };
+extern const char *const mig_db_path[MIG_NDB];   /* "etc/passwd" … */
+
+int mig_db_parse(struct mig_db *db, enum mig_db_kind kind, const char *text, ip_error *e);
+void mig_db_clear(struct mig_db *db);
+char *mig_db_format(const struct mig_db *db);        /* malloc'd file text */
+struct mig_rec *mig_db_find(const struct mig_db *db, const char *name);
+struct mig_rec *mig_db_find_id(const struct mig_db *db, unsigned long id);  /* field 2 */
+int mig_db_add(struct mig_db *db, const char *const *fields, unsigned nf);
+/* Field 2 (uid/gid) as a number; -1 when it is not one. */
+long mig_rec_id(const struct mig_rec *r);
+/* A free id in [lo, hi] for both databases a and b (b may be NULL); preferred
+ * first when free.  -1 when none. */
+long mig_db_free_id(const struct mig_db *a, const struct mig_db *b, long preferred, long lo, long hi);
+/* Is user a member (4th field) of group record g? */
+bool mig_group_has_member(const struct mig_rec *g, const char *user);
+int mig_group_add_member(struct mig_rec *g, unsigned field, const char *user);
+
+struct mig_accounts {
+	struct mig_db db[MIG_NDB];
+};
+/* Read the four files under rootfd (missing shadow/gshadow are empty). */
+int mig_accounts_load(int rootfd, struct mig_accounts *a, ip_error *e);
+void mig_accounts_clear(struct mig_accounts *a);
+const char *mig_uid_name(const struct mig_accounts *a, uid_t uid);
+const char *mig_gid_name(const struct mig_accounts *a, gid_t gid);
+
+/* ---- safe paths ---- */
+/* openat2 with RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS (and NO_MAGICLINKS). */
+int mig_openat_beneath(int dirfd, const char *rel, int flags, mode_t mode);
+/* openat2 with RESOLVE_IN_ROOT: read the old root as its own programs would. */
+int mig_openat_inroot(int rootfd, const char *rel, int flags);
+/* Read a whole file under rootfd (IN_ROOT); -ENOENT when missing. */
+int mig_read_inroot(int rootfd, const char *rel, size_t max, char **data, size_t *len);
+/* Refuse absolute paths, "..", ".", empty components. */
+bool mig_path_safe(const char *rel);
+/* Durable replace of rel under rootfd (parent resolved beneath, no
+ * symlinks): temp, fsync, renameat, fsync of the directory. */
+int mig_write_beneath(int rootfd, const char *rel, const void *data, size_t len, mode_t mode,
+		      uid_t uid, gid_t gid, ip_error *e);
+/* mkdir -p beneath dirfd; returns an O_DIRECTORY fd of the last one. */
+int mig_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, uid_t uid, gid_t gid, bool *created);
+
+/* ---- hashing ---- */
+void mig_hex(const uint8_t *h, size_t n, char *out);
+int mig_hash_fd(int fd, uint8_t out[MIG_HASH_LEN]);
+
+/* ---- store files ---- */
+int mig_store_open(const char *store, int *fd, ip_error *e);
+int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e);
+/* Check COMPLETE and the hashes it records; bad input when missing. */
+int mig_store_check_complete(int storefd, const char *store, ip_error *e);
+
+/* ---- reading a store archive against its manifest ---- */
+struct mig_areader {
+	struct archive *a;
+	int fd;
+	const char *file;          /* "alice.pax.zst" */
+	json_object *index;        /* path -> manifest entry */
+	size_t nentries, seen;
+	char want_hash[MIG_HASH_HEX];
+	crypto_generichash_state st;
+	uint8_t buf[1 << 16];
+};
+/* muser: one element of the manifest's "users". */
+int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, ip_error *e);
+/* Next entry, checked against the manifest (type, size, mode, owners,
+ * link); 1 at the end.  *ment is the manifest entry. */
+int mig_areader_next(struct mig_areader *r, struct archive_entry **en, json_object **ment, ip_error *e);
+/* Compare a content hash with the manifest entry's. */
+int mig_areader_check_hash(struct mig_areader *r, json_object *ment, const char *hex, ip_error *e);
+/* Every manifest entry seen, and the archive file's own hash. */
+int mig_areader_finish(struct mig_areader *r, ip_error *e);
+void mig_areader_close(struct mig_areader *r);
+
+/* ---- machine state ---- */
+int mig_machine_collect(int rootfd, json_object **out, ip_error *e);
+int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run, json_object *report, ip_error *e);
+
+#endif

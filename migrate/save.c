@@ -1,0 +1,803 @@
+/* save.c — choose the users of a root, walk their homes, and write one pax
+ * archive per user (users in parallel, zstd on every core), then the
+ * manifest, accounts and machine state, and the COMPLETE marker last.
+ * Nothing is ever written under the root: it may be mounted read-only. */
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "migrate/internal.h"
+
+struct mig_user {
+	const char *name;       /* points into the accounts */
+	uid_t uid;
+	gid_t gid;
+	const char *home;       /* absolute in the root: "/home/alice" */
+	const struct mig_user_rule *rule;
+	/* results */
+	uint64_t files, bytes, allocated, archive_bytes;
+	char archive_hash[MIG_HASH_HEX];
+	json_object *entries;
+	ip_error err;
+	int r;
+};
+
+struct save_ctx {
+	int rootfd, storefd;
+	const char *root;
+	const migrate_spec *spec;
+	struct mig_accounts acc;
+	struct mig_user *users;
+	size_t nusers;
+	bool write;             /* save; false: estimate */
+	unsigned zthreads;
+	atomic_size_t next;
+	atomic_int stop;
+};
+
+static bool home_usable(int rootfd, const char *home)
+{
+	int fd;
+
+	if (!home || home[0] != '/' || !home[1] || !strcmp(home, "/nonexistent"))
+		return false;
+	fd = mig_openat_inroot(rootfd, home + 1, O_RDONLY | O_DIRECTORY);
+	if (fd < 0)
+		return false;
+	close(fd);
+	return true;
+}
+
+static int select_users(struct save_ctx *c, ip_error *e)
+{
+	const struct mig_db *pw = &c->acc.db[MIG_PASSWD];
+	const migrate_spec *s = c->spec;
+
+	c->users = calloc(pw->n + 1, sizeof(*c->users));
+	if (!c->users)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	if (!s->all_users)
+		for (size_t i = 0; i < s->users.n; i++)
+			if (!mig_db_find(pw, s->users.v[i]))
+				return ip_bad(e, -ENOENT, "unknown user '%s' in the spec: %s/etc/passwd has no such account",
+					      s->users.v[i], c->root);
+	for (size_t i = 0; i < pw->n; i++) {
+		const struct mig_rec *r = &pw->r[i];
+		long uid = mig_rec_id(r);
+		bool want;
+
+		if (!r->f)
+			continue;
+		if (s->all_users)
+			want = (uid >= (long)s->min_uid && uid != 65534 && home_usable(c->rootfd, r->f[5])) ||
+			       (uid == 0 && s->include_root && home_usable(c->rootfd, r->f[5]));
+		else {
+			want = false;
+			for (size_t j = 0; j < s->users.n; j++)
+				want |= !strcmp(s->users.v[j], r->f[0]);
+			if (want && !home_usable(c->rootfd, r->f[5]))
+				return ip_bad(e, -ENOENT, "user '%s' has no home directory %s in %s: remove it from the spec",
+					      r->f[0], r->f[5], c->root);
+		}
+		if (!want)
+			continue;
+		for (size_t j = 0; j < c->nusers; j++)
+			if (!strcmp(c->users[j].name, r->f[0]))
+				want = false;
+		if (!want)
+			continue;
+		struct mig_user *u = &c->users[c->nusers++];
+		u->name = r->f[0];
+		u->uid = (uid_t)uid;
+		u->gid = (gid_t)strtoul(r->f[3], NULL, 10);
+		u->home = r->f[5];
+		u->rule = mig_spec_rule(s, u->name);
+	}
+	return 0;
+}
+
+static const char *uname_cb(void *data, la_int64_t id)
+{
+	return mig_uid_name(data, (uid_t)id);
+}
+
+static const char *gname_cb(void *data, la_int64_t id)
+{
+	return mig_gid_name(data, (gid_t)id);
+}
+
+/* ---- archive output: write + hash of the compressed stream ---- */
+struct out {
+	int fd;
+	crypto_generichash_state st;
+	uint64_t bytes;
+	int err;
+};
+
+static la_ssize_t out_write(struct archive *a, void *data, const void *buf, size_t len)
+{
+	struct out *o = data;
+	int r = ip_write_all(o->fd, buf, len);
+
+	if (r < 0) {
+		o->err = r;
+		archive_set_error(a, -r, "%s", strerror(-r));
+		return -1;
+	}
+	crypto_generichash_update(&o->st, buf, len);
+	o->bytes += len;
+	return (la_ssize_t)len;
+}
+
+static const char *type_name(mode_t m)
+{
+	switch (m & S_IFMT) {
+	case S_IFREG: return "file";
+	case S_IFDIR: return "dir";
+	case S_IFLNK: return "symlink";
+	case S_IFIFO: return "fifo";
+	case S_IFCHR: return "chardev";
+	case S_IFBLK: return "blockdev";
+	case S_IFSOCK: return "socket";
+	}
+	return "unknown";
+}
+
+static json_object *manifest_entry(struct archive_entry *en)
+{
+	json_object *o = json_object_new_object();
+	const char *hl = archive_entry_hardlink(en);
+	mode_t m = archive_entry_mode(en);
+
+	json_object_object_add(o, "path", json_object_new_string(archive_entry_pathname(en)));
+	json_object_object_add(o, "type", json_object_new_string(hl ? "hardlink" : type_name(m)));
+	json_object_object_add(o, "size", json_object_new_int64(hl || !S_ISREG(m) ? 0 : archive_entry_size(en)));
+	json_object_object_add(o, "mode", json_object_new_int((int)(m & 07777)));
+	json_object_object_add(o, "owner", json_object_new_string(archive_entry_uname(en) ? archive_entry_uname(en) : ""));
+	json_object_object_add(o, "group", json_object_new_string(archive_entry_gname(en) ? archive_entry_gname(en) : ""));
+	json_object_object_add(o, "mtime", json_object_new_int64(archive_entry_mtime(en)));
+	if (hl)
+		json_object_object_add(o, "link", json_object_new_string(hl));
+	else if (S_ISLNK(m))
+		json_object_object_add(o, "link", json_object_new_string(archive_entry_symlink(en) ? archive_entry_symlink(en) : ""));
+	return o;
+}
+
+static const uint8_t zeros[1 << 20];
+
+/* A hole: hashed as zeros, and handed to the pax writer as zeros, which it
+ * drops because the entry's sparse map marks the range as a hole (the pax
+ * writer has no block interface; bsdtar does the same). */
+static int put_zeros(crypto_generichash_state *st, struct archive *aw, uint64_t n)
+{
+	while (n) {
+		size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
+		crypto_generichash_update(st, zeros, k);
+		if (aw && archive_write_data(aw, zeros, k) < 0)
+			return -EIO;
+		n -= k;
+	}
+	return 0;
+}
+
+/* Copy the current file's data from the disk reader (sparse-aware blocks)
+ * into the archive, hashing the logical content (holes as zeros). */
+static int copy_data(struct archive *rd, struct archive *aw, int64_t size, char hex[MIG_HASH_HEX],
+		     const char *what, ip_error *e)
+{
+	crypto_generichash_state st;
+	uint8_t sum[MIG_HASH_LEN];
+	int64_t pos = 0;
+
+	crypto_generichash_init(&st, NULL, 0, MIG_HASH_LEN);
+	for (;;) {
+		const void *buf;
+		size_t len;
+		la_int64_t off;
+		int r = archive_read_data_block(rd, &buf, &len, &off);
+
+		if (r == ARCHIVE_EOF)
+			break;
+		if (r < ARCHIVE_WARN)
+			return ip_fail(e, -EIO, "cannot read %s: %s", what, archive_error_string(rd));
+		if (off > pos && put_zeros(&st, aw, (uint64_t)(off - pos)) < 0)
+			return ip_fail(e, -EIO, "cannot write the archive of %s: %s", what, archive_error_string(aw));
+		crypto_generichash_update(&st, buf, len);
+		if (aw && archive_write_data(aw, buf, len) < 0)
+			return ip_fail(e, -EIO, "cannot write the archive of %s: %s", what, archive_error_string(aw));
+		pos = off + (int64_t)len;
+	}
+	if (size > pos && put_zeros(&st, aw, (uint64_t)(size - pos)) < 0)
+		return ip_fail(e, -EIO, "cannot write the archive of %s: %s", what, archive_error_string(aw));
+	crypto_generichash_final(&st, sum, sizeof(sum));
+	mig_hex(sum, sizeof(sum), hex);
+	return 0;
+}
+
+static bool want_path(const struct save_ctx *c, const struct mig_user *u, const char *rel, bool isdir, bool *descend)
+{
+	const struct mig_globs *inc_u = u->rule ? &u->rule->include : NULL;
+	bool has_inc = c->spec->include.n || (inc_u && inc_u->n);
+
+	*descend = isdir;
+	if (!*rel)
+		return true;
+	if (mig_globs_match(&c->spec->exclude, rel) || (u->rule && mig_globs_match(&u->rule->exclude, rel))) {
+		*descend = false;
+		return false;
+	}
+	if (!has_inc)
+		return true;
+	return mig_globs_match(&c->spec->include, rel) || (inc_u && mig_globs_match(inc_u, rel));
+}
+
+/* Walk one home; with aw, archive it. */
+static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw, struct archive_entry_linkresolver *lr,
+		     ip_error *e)
+{
+	_cleanup_close_ int hfd = mig_openat_inroot(c->rootfd, u->home + 1, O_RDONLY | O_DIRECTORY);
+	struct archive *rd = archive_read_disk_new();
+	struct archive_entry *en = NULL;
+	char top[64];
+	size_t toplen;
+	int r = 0;
+
+	if (!rd)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	if (hfd < 0) {
+		archive_read_free(rd);
+		return ip_fail(e, hfd, "cannot open the home %s of %s: %s", u->home, u->name, strerror(-hfd));
+	}
+	snprintf(top, sizeof(top), "/proc/self/fd/%d", hfd);
+	toplen = strlen(top);
+	archive_read_disk_set_symlink_hybrid(rd);
+	archive_read_disk_set_uname_lookup(rd, &c->acc, uname_cb, NULL);
+	archive_read_disk_set_gname_lookup(rd, &c->acc, gname_cb, NULL);
+	archive_read_disk_set_behavior(rd, aw ? 0 : ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL | ARCHIVE_READDISK_NO_FFLAGS);
+	if (archive_read_disk_open(rd, top) != ARCHIVE_OK) {
+		r = ip_fail(e, -EIO, "cannot read the home %s of %s: %s", u->home, u->name, archive_error_string(rd));
+		goto out;
+	}
+	en = archive_entry_new();
+	for (;;) {
+		const char *p;
+		char rel[4200], name[4300];
+		bool descend, keep;
+		int k;
+
+		if (atomic_load(&c->stop))
+			break;
+		archive_entry_clear(en);
+		k = archive_read_next_header2(rd, en);
+		if (k == ARCHIVE_EOF)
+			break;
+		if (k < ARCHIVE_WARN) {
+			r = ip_fail(e, -EIO, "cannot read the home of %s: %s", u->name, archive_error_string(rd));
+			goto out;
+		}
+		p = archive_entry_pathname(en);
+		if (strncmp(p, top, toplen) || (p[toplen] && p[toplen] != '/'))
+			continue;
+		snprintf(rel, sizeof(rel), "%s", p[toplen] ? p + toplen + 1 : "");
+		keep = want_path(c, u, rel, archive_entry_filetype(en) == AE_IFDIR, &descend);
+		if (descend)
+			archive_read_disk_descend(rd);
+		if (!keep)
+			continue;
+		if (archive_entry_filetype(en) == AE_IFSOCK)
+			continue;  /* sockets are not data and cannot be archived */
+		snprintf(name, sizeof(name), "home%s%s", *rel ? "/" : "", rel);
+		archive_entry_copy_pathname(en, name);
+		if (!archive_entry_uname(en))
+			archive_entry_copy_uname(en, u->name);   /* unknown uid: give it to the user */
+		if (!archive_entry_gname(en)) {
+			const char *g = mig_gid_name(&c->acc, u->gid);
+			archive_entry_copy_gname(en, g ? g : u->name);
+		}
+		u->files++;
+		if (archive_entry_filetype(en) == AE_IFREG) {
+			u->bytes += (uint64_t)archive_entry_size(en);
+			u->allocated += (uint64_t)archive_entry_stat(en)->st_blocks * 512;
+		}
+		if (!aw)
+			continue;
+		struct archive_entry *spare = NULL, *w = en;
+		archive_entry_linkify(lr, &w, &spare);
+		json_object *m = manifest_entry(en);
+		if (archive_write_header(aw, en) < ARCHIVE_WARN) {
+			json_object_put(m);
+			r = ip_fail(e, -EIO, "cannot write the archive of %s: %s", u->name, archive_error_string(aw));
+			goto out;
+		}
+		if (archive_entry_filetype(en) == AE_IFREG && !archive_entry_hardlink(en)) {
+			char hex[MIG_HASH_HEX];
+			if ((r = copy_data(rd, aw, archive_entry_size(en), hex, p, e)) < 0) {
+				json_object_put(m);
+				goto out;
+			}
+			json_object_object_add(m, "hash", json_object_new_string(hex));
+		}
+		json_object_array_add(u->entries, m);
+	}
+out:
+	archive_entry_free(en);
+	archive_read_close(rd);
+	archive_read_free(rd);
+	return r;
+}
+
+/* crontab and mail spool: files outside the home that belong to the user. */
+static int add_extra(struct save_ctx *c, struct mig_user *u, struct archive *aw, const char *dir,
+		     const char *name, ip_error *e)
+{
+	char rel[512], top[64];
+	_cleanup_close_ int fd = -1;
+	struct archive *rd;
+	struct archive_entry *en;
+	struct stat st;
+	int r = 0;
+
+	snprintf(rel, sizeof(rel), "%s/%s", dir, u->name);
+	fd = mig_openat_inroot(c->rootfd, rel, O_RDONLY | O_NOFOLLOW);
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	u->files++;
+	u->bytes += (uint64_t)st.st_size;
+	u->allocated += (uint64_t)st.st_blocks * 512;
+	if (!aw)
+		return 0;
+	/* open through the disk reader so xattrs/ACLs come along */
+	rd = archive_read_disk_new();
+	en = archive_entry_new();
+	if (!rd || !en) {
+		r = ip_fail(e, -ENOMEM, "out of memory");
+		goto out;
+	}
+	archive_read_disk_set_uname_lookup(rd, &c->acc, uname_cb, NULL);
+	archive_read_disk_set_gname_lookup(rd, &c->acc, gname_cb, NULL);
+	archive_read_disk_set_symlink_hybrid(rd);
+	snprintf(top, sizeof(top), "/proc/self/fd/%d", fd);
+	if (archive_read_disk_open(rd, top) != ARCHIVE_OK || archive_read_next_header2(rd, en) < ARCHIVE_WARN) {
+		r = ip_fail(e, -EIO, "cannot read /%s: %s", rel, archive_error_string(rd));
+		goto out;
+	}
+	archive_entry_copy_pathname(en, name);
+	if (!archive_entry_uname(en))
+		archive_entry_copy_uname(en, u->name);
+	if (!archive_entry_gname(en))
+		archive_entry_copy_gname(en, u->name);
+	json_object *m = manifest_entry(en);
+	char hex[MIG_HASH_HEX];
+	if (archive_write_header(aw, en) < ARCHIVE_WARN) {
+		json_object_put(m);
+		r = ip_fail(e, -EIO, "cannot write the archive of %s: %s", u->name, archive_error_string(aw));
+		goto out;
+	}
+	if ((r = copy_data(rd, aw, archive_entry_size(en), hex, rel, e)) < 0) {
+		json_object_put(m);
+		goto out;
+	}
+	json_object_object_add(m, "hash", json_object_new_string(hex));
+	json_object_array_add(u->entries, m);
+out:
+	archive_entry_free(en);
+	if (rd) {
+		archive_read_close(rd);
+		archive_read_free(rd);
+	}
+	return r;
+}
+
+static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
+{
+	char tmp[300], final[300], opt[16];
+	struct out o = { .fd = -1 };
+	struct archive *aw = NULL;
+	struct archive_entry_linkresolver *lr = NULL;
+	uint8_t sum[MIG_HASH_LEN];
+	int r;
+
+	u->entries = json_object_new_array();
+	if (!c->write) {
+		if ((r = walk_home(c, u, NULL, NULL, e)) < 0)
+			return r;
+		add_extra(c, u, NULL, "var/spool/cron/crontabs", "extra/crontab", e);
+		add_extra(c, u, NULL, "var/mail", "extra/mail", e);
+		return 0;
+	}
+	snprintf(final, sizeof(final), "%s" MIG_ARCHIVE_EXT, u->name);
+	snprintf(tmp, sizeof(tmp), ".%s.tmp", final);
+	unlinkat(c->storefd, tmp, 0);
+	o.fd = openat(c->storefd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (o.fd < 0)
+		return ip_fail(e, -errno, "cannot create %s in the store: %s", tmp, strerror(errno));
+	crypto_generichash_init(&o.st, NULL, 0, MIG_HASH_LEN);
+	aw = archive_write_new();
+	lr = archive_entry_linkresolver_new();
+	if (!aw || !lr) {
+		r = ip_fail(e, -ENOMEM, "out of memory");
+		goto out;
+	}
+	archive_entry_linkresolver_set_strategy(lr, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED);
+	archive_write_set_format_pax_restricted(aw);
+	archive_write_add_filter_zstd(aw);
+	snprintf(opt, sizeof(opt), "%u", c->spec->level);
+	archive_write_set_filter_option(aw, "zstd", "compression-level", opt);
+	snprintf(opt, sizeof(opt), "%u", c->zthreads);
+	archive_write_set_filter_option(aw, "zstd", "threads", opt);  /* older libarchive: single thread */
+	archive_write_set_bytes_per_block(aw, 1 << 16);
+	archive_write_set_bytes_in_last_block(aw, 1);
+	if (archive_write_open2(aw, &o, NULL, out_write, NULL, NULL) != ARCHIVE_OK) {
+		r = ip_fail(e, -EIO, "cannot start the archive of %s: %s", u->name, archive_error_string(aw));
+		goto out;
+	}
+	if ((r = walk_home(c, u, aw, lr, e)) < 0 ||
+	    (r = add_extra(c, u, aw, "var/spool/cron/crontabs", "extra/crontab", e)) < 0 ||
+	    (r = add_extra(c, u, aw, "var/mail", "extra/mail", e)) < 0)
+		goto out;
+	if (atomic_load(&c->stop)) {
+		r = -ECANCELED;
+		goto out;
+	}
+	if (archive_write_close(aw) != ARCHIVE_OK) {
+		r = ip_fail(e, o.err ? o.err : -EIO, "cannot write the archive of %s: %s", u->name, archive_error_string(aw));
+		goto out;
+	}
+	if (fsync(o.fd) < 0 || renameat(c->storefd, tmp, c->storefd, final) < 0) {
+		r = ip_fail(e, -errno, "cannot write %s in the store: %s", final, strerror(errno));
+		goto out;
+	}
+	crypto_generichash_final(&o.st, sum, sizeof(sum));
+	mig_hex(sum, sizeof(sum), u->archive_hash);
+	u->archive_bytes = o.bytes;
+	r = 0;
+out:
+	if (aw)
+		archive_write_free(aw);
+	archive_entry_linkresolver_free(lr);
+	close(o.fd);
+	if (r < 0)
+		unlinkat(c->storefd, tmp, 0);
+	return r;
+}
+
+static void *worker(void *arg)
+{
+	struct save_ctx *c = arg;
+
+	for (;;) {
+		size_t i = atomic_fetch_add(&c->next, 1);
+		if (i >= c->nusers || atomic_load(&c->stop))
+			break;
+		c->users[i].r = archive_user(c, &c->users[i], &c->users[i].err);
+		if (c->users[i].r < 0)
+			atomic_store(&c->stop, 1);
+	}
+	return NULL;
+}
+
+static int run_users(struct save_ctx *c, ip_error *e)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t nw;
+	pthread_t th[16];
+
+	if (ncpu < 1)
+		ncpu = 1;
+	c->zthreads = c->spec->threads ? c->spec->threads : (unsigned)ncpu;
+	/* users in parallel, at most one walker per core (and at most 16) */
+	nw = c->nusers < (size_t)ncpu ? c->nusers : (size_t)ncpu;
+	if (nw > IP_ARRAY_SIZE(th))
+		nw = IP_ARRAY_SIZE(th);
+	if (!c->write)
+		nw = nw ? 1 : 0;
+	size_t started = 0;
+	for (; started < nw; started++)
+		if (pthread_create(&th[started], NULL, worker, c) != 0)
+			break;
+	if (!started && c->nusers)
+		worker(c);
+	for (size_t i = 0; i < started; i++)
+		pthread_join(th[i], NULL);
+	for (size_t i = 0; i < c->nusers; i++)
+		if (c->users[i].r < 0 && c->users[i].r != -ECANCELED) {
+			*e = c->users[i].err;
+			return c->users[i].r;
+		}
+	return 0;
+}
+
+static void ctx_clear(struct save_ctx *c)
+{
+	for (size_t i = 0; i < c->nusers; i++)
+		if (c->users[i].entries)
+			json_object_put(c->users[i].entries);
+	free(c->users);
+	mig_accounts_clear(&c->acc);
+	if (c->rootfd >= 0)
+		close(c->rootfd);
+	if (c->storefd >= 0)
+		close(c->storefd);
+}
+
+static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *spec, ip_error *e)
+{
+	memset(c, 0, sizeof(*c));
+	c->storefd = -1;
+	c->root = root;
+	c->spec = spec;
+	c->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (c->rootfd < 0)
+		return ip_bad(e, -errno, "cannot open the root %s: %s", root, strerror(errno));
+	int r = mig_accounts_load(c->rootfd, &c->acc, e);
+	if (r < 0)
+		return r;
+	return select_users(c, e);
+}
+
+static json_object *estimate_doc(struct save_ctx *c, const char *command)
+{
+	json_object *doc = ip_json_doc(command), *arr = json_object_new_array(), *tot = json_object_new_object();
+	uint64_t files = 0, bytes = 0, alloc = 0, store;
+
+	for (size_t i = 0; i < c->nusers; i++) {
+		struct mig_user *u = &c->users[i];
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(u->name));
+		json_object_object_add(o, "uid", json_object_new_int64(u->uid));
+		json_object_object_add(o, "home", json_object_new_string(u->home));
+		json_object_object_add(o, "files", ip_json_u64(u->files));
+		json_object_object_add(o, "bytes", ip_json_u64(u->bytes));
+		json_object_object_add(o, "allocated", ip_json_u64(u->allocated));
+		if (c->write) {
+			json_object_object_add(o, "archive", json_object_new_string(""));
+			json_object_object_add(o, "archive_bytes", ip_json_u64(u->archive_bytes));
+		}
+		json_object_array_add(arr, o);
+		files += u->files;
+		bytes += u->bytes;
+		alloc += u->allocated;
+	}
+	/* The store needs at most the allocated data (compression only helps),
+	 * the pax headers, and room for the JSON files: 1% and 16 MiB. */
+	store = alloc + files * MIG_PAX_OVERHEAD;
+	store += store / 100 + (16ULL << 20);
+	store = (store + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
+	json_object_object_add(doc, "root", json_object_new_string(c->root));
+	json_object_object_add(doc, "users", arr);
+	json_object_object_add(tot, "files", ip_json_u64(files));
+	json_object_object_add(tot, "bytes", ip_json_u64(bytes));
+	json_object_object_add(tot, "allocated", ip_json_u64(alloc));
+	json_object_object_add(doc, "total", tot);
+	json_object_object_add(doc, "store_bytes", ip_json_u64(store));
+	return doc;
+}
+
+int migrate_estimate(const char *root, const migrate_spec *spec, json_object **out, ip_error *e)
+{
+	struct save_ctx c;
+	int r;
+
+	if ((r = ctx_init(&c, root, spec, e)) < 0 || (r = run_users(&c, e)) < 0) {
+		ctx_clear(&c);
+		return r;
+	}
+	*out = estimate_doc(&c, "profile estimate");
+	ctx_clear(&c);
+	return 0;
+}
+
+/* Our files in a store: everything else (lost+found …) is left alone. */
+static bool store_owned_name(const char *n)
+{
+	size_t l = strlen(n), el = strlen(MIG_ARCHIVE_EXT);
+
+	return !strcmp(n, "manifest.json") || !strcmp(n, "accounts.json") || !strcmp(n, "machine.json") ||
+	       !strcmp(n, "COMPLETE") || (l > el && !strcmp(n + l - el, MIG_ARCHIVE_EXT)) ||
+	       (n[0] == '.' && l > 4 && (!strcmp(n + l - 4, ".tmp") || strstr(n, ".inplace-tmp")));
+}
+
+static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
+{
+	DIR *d;
+	struct dirent *de;
+	int fd, r;
+
+	if (mkdir(store, 0700) < 0 && errno != EEXIST)
+		return ip_fail(e, -errno, "cannot create the store %s: %s: choose a writable directory", store, strerror(errno));
+	c->storefd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (c->storefd < 0)
+		return ip_fail(e, -errno, "cannot open the store %s: %s", store, strerror(errno));
+	if (fchmod(c->storefd, 0700) < 0 || faccessat(c->storefd, ".", W_OK, AT_EACCESS) < 0)
+		return ip_fail(e, -errno, "the store %s is not writable: %s: choose a writable directory", store, strerror(errno));
+	fd = mig_openat_beneath(c->storefd, "COMPLETE", O_RDONLY, 0);
+	if (fd >= 0) {
+		close(fd);
+		return ip_bad(e, -EEXIST, "%s already holds a complete profile: choose an empty store or remove it first", store);
+	}
+	/* A store without COMPLETE is an interrupted save: start clean. */
+	if ((fd = dup(c->storefd)) < 0 || !(d = fdopendir(fd))) {
+		if (fd >= 0)
+			close(fd);
+		return ip_fail(e, -errno, "cannot list the store %s: %s", store, strerror(errno));
+	}
+	while ((de = readdir(d)))
+		if (store_owned_name(de->d_name) && unlinkat(c->storefd, de->d_name, 0) < 0 && errno != ENOENT) {
+			r = -errno;
+			closedir(d);
+			return ip_fail(e, r, "cannot clean the store %s: %s", store, strerror(-r));
+		}
+	closedir(d);
+	if (fsync(c->storefd) < 0)
+		return ip_fail(e, -errno, "cannot sync the store %s: %s", store, strerror(errno));
+	return 0;
+}
+
+static int put_json(struct save_ctx *c, const char *name, json_object *o, json_object *complete, ip_error *e)
+{
+	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	uint8_t sum[MIG_HASH_LEN];
+	char hex[MIG_HASH_HEX];
+	int r;
+
+	r = mig_write_beneath(c->storefd, name, s, strlen(s), 0600, (uid_t)-1, (gid_t)-1, e);
+	if (r < 0)
+		return r;
+	crypto_generichash(sum, sizeof(sum), (const uint8_t *)s, strlen(s), NULL, 0);
+	mig_hex(sum, sizeof(sum), hex);
+	if (complete)
+		json_object_object_add(complete, name, json_object_new_string(hex));
+	return 0;
+}
+
+static json_object *rec_json(const struct mig_rec *r)
+{
+	json_object *a = json_object_new_array();
+	for (unsigned i = 0; i < r->nf; i++)
+		json_object_array_add(a, json_object_new_string(r->f[i]));
+	return a;
+}
+
+static json_object *accounts_doc(struct save_ctx *c)
+{
+	json_object *doc = json_object_new_object(), *users = json_object_new_array(), *groups = json_object_new_array();
+	const struct mig_db *gr = &c->acc.db[MIG_GROUP];
+
+	json_object_object_add(doc, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
+	for (size_t i = 0; i < c->nusers; i++) {
+		struct mig_user *u = &c->users[i];
+		json_object *o = json_object_new_object(), *sup = json_object_new_array();
+		struct mig_rec *pw = mig_db_find(&c->acc.db[MIG_PASSWD], u->name);
+		struct mig_rec *sp = mig_db_find(&c->acc.db[MIG_SHADOW], u->name);
+		const char *pg = mig_gid_name(&c->acc, u->gid);
+
+		json_object_object_add(o, "name", json_object_new_string(u->name));
+		json_object_object_add(o, "passwd", rec_json(pw));
+		if (sp)
+			json_object_object_add(o, "shadow", rec_json(sp));
+		json_object_object_add(o, "primary_group", json_object_new_string(pg ? pg : ""));
+		for (size_t j = 0; j < gr->n; j++)
+			if (gr->r[j].f && mig_group_has_member(&gr->r[j], u->name))
+				json_object_array_add(sup, json_object_new_string(gr->r[j].f[0]));
+		json_object_object_add(o, "groups", sup);
+		json_object_array_add(users, o);
+	}
+	/* every group a saved user belongs to, primary or supplementary */
+	for (size_t j = 0; j < gr->n; j++) {
+		const struct mig_rec *g = &gr->r[j];
+		bool need = false;
+
+		if (!g->f)
+			continue;
+		for (size_t i = 0; i < c->nusers && !need; i++)
+			need = mig_rec_id(g) == (long)c->users[i].gid || mig_group_has_member(g, c->users[i].name);
+		if (!need)
+			continue;
+		json_object *o = json_object_new_object();
+		struct mig_rec *gs = mig_db_find(&c->acc.db[MIG_GSHADOW], g->f[0]);
+		json_object_object_add(o, "name", json_object_new_string(g->f[0]));
+		json_object_object_add(o, "group", rec_json(g));
+		if (gs)
+			json_object_object_add(o, "gshadow", rec_json(gs));
+		json_object_array_add(groups, o);
+	}
+	json_object_object_add(doc, "users", users);
+	json_object_object_add(doc, "groups", groups);
+	return doc;
+}
+
+int migrate_save(const char *root, const char *store, const migrate_spec *spec, json_object **out, ip_error *e)
+{
+	_cleanup_json_ json_object *accounts = NULL, *machine = NULL, *manifest = NULL, *complete = NULL;
+	struct save_ctx c;
+	json_object *musers;
+	int r;
+
+	if ((r = ctx_init(&c, root, spec, e)) < 0)
+		goto out;
+	if (spec->max_size) {
+		c.write = false;
+		if ((r = run_users(&c, e)) < 0)
+			goto out;
+		uint64_t tot = 0;
+		for (size_t i = 0; i < c.nusers; i++) {
+			tot += c.users[i].bytes;
+			c.users[i].files = c.users[i].bytes = c.users[i].allocated = 0;
+			json_object_put(c.users[i].entries);
+			c.users[i].entries = NULL;
+		}
+		if (tot > spec->max_size) {
+			char a[IP_SIZE_BUFSZ], b[IP_SIZE_BUFSZ];
+			r = ip_bad(e, -EFBIG, "the profile holds %s, above the spec's max_size of %s: raise max_size or exclude more",
+				   ip_format_size(tot, a, sizeof(a)), ip_format_size(spec->max_size, b, sizeof(b)));
+			goto out;
+		}
+		atomic_store(&c.next, 0);
+	}
+	if ((r = store_prepare(&c, store, e)) < 0)
+		goto out;
+	if (spec->machine && (r = mig_machine_collect(c.rootfd, &machine, e)) < 0)
+		goto out;
+	if (!machine)
+		machine = json_object_new_object();
+	c.write = true;
+	if ((r = run_users(&c, e)) < 0)
+		goto out;
+	accounts = accounts_doc(&c);
+	manifest = json_object_new_object();
+	complete = json_object_new_object();
+	json_object_object_add(manifest, "format", json_object_new_string(MIG_FORMAT));
+	json_object_object_add(manifest, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
+	json_object_object_add(manifest, "tool_version", json_object_new_string(IP_TOOL_VERSION));
+	json_object_object_add(manifest, "created", json_object_new_int64((int64_t)time(NULL)));
+	musers = json_object_new_array();
+	for (size_t i = 0; i < c.nusers; i++) {
+		struct mig_user *u = &c.users[i];
+		json_object *o = json_object_new_object();
+		char an[300];
+		snprintf(an, sizeof(an), "%s" MIG_ARCHIVE_EXT, u->name);
+		json_object_object_add(o, "name", json_object_new_string(u->name));
+		json_object_object_add(o, "uid", json_object_new_int64(u->uid));
+		json_object_object_add(o, "home", json_object_new_string(u->home));
+		json_object_object_add(o, "archive", json_object_new_string(an));
+		json_object_object_add(o, "archive_bytes", ip_json_u64(u->archive_bytes));
+		json_object_object_add(o, "archive_hash", json_object_new_string(u->archive_hash));
+		json_object_object_add(o, "files", ip_json_u64(u->files));
+		json_object_object_add(o, "bytes", ip_json_u64(u->bytes));
+		json_object_object_add(o, "entries", json_object_get(u->entries));
+		json_object_array_add(musers, o);
+	}
+	json_object_object_add(manifest, "users", musers);
+	if ((r = put_json(&c, "accounts.json", accounts, complete, e)) < 0 ||
+	    (r = put_json(&c, "machine.json", machine, complete, e)) < 0 ||
+	    (r = put_json(&c, "manifest.json", manifest, complete, e)) < 0)
+		goto out;
+	/* Every archive and JSON file is fsynced and renamed; the directory
+	 * sync makes the renames durable before the marker can exist. */
+	if (fsync(c.storefd) < 0) {
+		r = ip_fail(e, -errno, "cannot sync the store %s: %s", store, strerror(errno));
+		goto out;
+	}
+	json_object_object_add(complete, "format", json_object_new_string(MIG_FORMAT));
+	if ((r = put_json(&c, "COMPLETE", complete, NULL, e)) < 0)
+		goto out;
+	*out = estimate_doc(&c, "profile save");
+	json_object_object_add(*out, "store", json_object_new_string(store));
+	for (size_t i = 0; i < c.nusers; i++) {
+		json_object *uo = json_object_array_get_idx(json_object_object_get(*out, "users"), i);
+		char an[300];
+		snprintf(an, sizeof(an), "%s" MIG_ARCHIVE_EXT, c.users[i].name);
+		json_object_object_add(uo, "archive", json_object_new_string(an));
+	}
+	r = 0;
+out:
+	ctx_clear(&c);
+	return r;
+}
