@@ -34,6 +34,7 @@ struct rctx {
 	struct mig_accounts acc;     /* the new root's, updated */
 	bool acc_dirty[MIG_NDB];
 	json_object *report_users;
+	json_object *done_users;     /* accounts planned (two passes) */
 	/* per user */
 	const char *user;
 	uid_t uid;
@@ -147,7 +148,9 @@ static int plan_accounts(struct rctx *c, json_object *accounts, json_object *sel
 			json_object_array_add(rg, o);
 		}
 	}
-	/* users */
+	/* users: those whose number is free keep it; only then are the others
+	 * given new numbers, so that one remap never causes another */
+	for (int pass = 0; pass < 2; pass++)
 	for (size_t j = 0; j < json_object_array_length(users); j++) {
 		json_object *u = json_object_array_get_idx(users, j), *sg;
 		const char *f[7], *sf[9];
@@ -157,6 +160,13 @@ static int plan_accounts(struct rctx *c, json_object *accounts, json_object *sel
 			continue;
 		if (rec_from_json(json_object_object_get(u, "passwd"), 7, f) < 0 || strcmp(f[0], name))
 			return ip_fail(e, -EINVAL, "accounts.json holds a damaged user: save the profile again");
+		{
+			struct mig_rec *ex = mig_db_find(pw, name);
+			bool keeps = ex || !mig_db_find_id(pw, strtoul(f[2], NULL, 10));
+			if (json_object_object_get_ex(c->done_users, name, NULL) || (pass == 0 && !keeps))
+				continue;
+			json_object_object_add(c->done_users, name, NULL);
+		}
 		bool have_shadow = rec_from_json(json_object_object_get(u, "shadow"), 9, sf) == 0;
 		struct mig_rec *cur = mig_db_find(pw, name);
 		struct mig_rec *pg = jstr(u, "primary_group") ? mig_db_find(gr, jstr(u, "primary_group")) : NULL;
@@ -875,7 +885,12 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	json_object_object_add(doc, "dry_run", json_object_new_boolean(o->dry_run));
 	c.report_users = json_object_new_array();
 	json_object_object_add(doc, "users", c.report_users);
-	if ((r = mig_accounts_load(c.rootfd, &c.acc, e)) < 0 || (r = plan_accounts(&c, accounts, sel, doc, e)) < 0)
+	c.done_users = json_object_new_object();
+	r = mig_accounts_load(c.rootfd, &c.acc, e);
+	if (r == 0)
+		r = plan_accounts(&c, accounts, sel, doc, e);
+	json_object_put(c.done_users);
+	if (r < 0)
 		goto out;
 	bool acc_changed = false;
 	for (int k = 0; k < MIG_NDB; k++)
