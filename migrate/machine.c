@@ -262,6 +262,20 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 			snprintf(p, sizeof(p), "/proc/self/fd/%d", cfd);
 			ip_read_file(p, 16 << 20, &cur, &curlen, &ee);
 		}
+		if (kind && !strcmp(kind, "hosts") && cur) {
+			/* already merged: every old line present, no other loopback name */
+			_cleanup_free_ char *again = merge_hosts(cur, data);
+			bool stale = false;
+			for (const char *l = cur; (l = strstr(l, "127.0.1.1")); l++)
+				if (l == cur || l[-1] == '\n') {
+					size_t ll = strcspn(l, "\n");
+					char line[512];
+					snprintf(line, sizeof(line), "%.*s", (int)(ll < 500 ? ll : 500), l);
+					stale |= !strstr(data, line);
+				}
+			if (again && !strcmp(again, cur) && !stale)
+				continue;
+		}
 		_cleanup_free_ char *base = cur ? strdup(cur) : NULL;
 		if (cur && !base)
 			return ip_fail(e, -ENOMEM, "out of memory");

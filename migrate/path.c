@@ -171,24 +171,49 @@ void mig_hex(const uint8_t *h, size_t n, char *out)
 	sodium_bin2hex(out, n * 2 + 1, h, n);
 }
 
+static const uint8_t zero_buf[1 << 20];
+
+/* BLAKE2b-512 of the logical content; holes (SEEK_HOLE) are hashed from a
+ * zero buffer instead of being read through the kernel. */
 int mig_hash_fd(int fd, uint8_t out[MIG_HASH_LEN])
 {
 	crypto_generichash_state st;
 	static __thread uint8_t buf[1 << 17];
-	off_t off = 0;
+	struct stat sb;
+	off_t off = 0, end;
 
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	end = sb.st_size;
 	crypto_generichash_init(&st, NULL, 0, MIG_HASH_LEN);
-	for (;;) {
-		ssize_t n = pread(fd, buf, sizeof(buf), off);
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
+	while (off < end) {
+		off_t data = lseek(fd, off, SEEK_DATA), hole;
+
+		if (data < 0)
+			data = errno == ENXIO ? end : off;  /* ENXIO: only a hole is left */
+		for (; off < data;) {
+			size_t k = (size_t)(data - off) > sizeof(zero_buf) ? sizeof(zero_buf) : (size_t)(data - off);
+			crypto_generichash_update(&st, zero_buf, k);
+			off += (off_t)k;
 		}
-		if (n == 0)
+		if (off >= end)
 			break;
-		crypto_generichash_update(&st, buf, (size_t)n);
-		off += n;
+		hole = lseek(fd, off, SEEK_HOLE);
+		if (hole < 0 || hole > end)
+			hole = end;
+		while (off < hole) {
+			size_t want = (size_t)(hole - off) > sizeof(buf) ? sizeof(buf) : (size_t)(hole - off);
+			ssize_t n = pread(fd, buf, want, off);
+			if (n < 0) {
+				if (errno == EINTR)
+					continue;
+				return -errno;
+			}
+			if (n == 0)
+				return -EIO;   /* shrank while we read */
+			crypto_generichash_update(&st, buf, (size_t)n);
+			off += n;
+		}
 	}
 	crypto_generichash_final(&st, out, MIG_HASH_LEN);
 	return 0;
