@@ -1,0 +1,225 @@
+/* test_migrate.c — unit tests of migrate/: the profile spec parser, the
+ * colon databases (passwd, shadow, group, gshadow), id allocation for
+ * remapping, path safety and globs. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "migrate/internal.h"
+
+static void test_spec_defaults(void **state)
+{
+	migrate_spec *s = NULL;
+	ip_error e = { 0 };
+
+	(void)state;
+	assert_int_equal(migrate_spec_load(NULL, &s, &e), 0);
+	assert_true(s->all_users);
+	assert_false(s->include_root);
+	assert_int_equal(s->min_uid, 1000);
+	assert_int_equal(s->max_size, 0);
+	assert_true(s->machine);
+	assert_int_equal(s->level, 3);
+	assert_true(mig_globs_match(&s->exclude, ".cache/x/y"));
+	assert_false(mig_globs_match(&s->exclude, ".cachedir/x"));
+	assert_false(mig_globs_match(&s->exclude, "docs/.cache"));
+	migrate_spec_free(s);
+}
+
+static void test_spec_parse(void **state)
+{
+	static const char text[] =
+		"[profile]\nusers = alice, bob\ninclude_root = yes\nmin_uid = 500\nmax_size = 20G\n"
+		"exclude = *.iso, Downloads/\nlevel = 9\nthreads = 2\nmachine = false\n"
+		"[user alice]\ninclude = docs/*\nexclude = docs/tmp\n[system]\ninclude = srv/www\n";
+	migrate_spec *s = NULL;
+	ip_error e = { 0 };
+	const struct mig_user_rule *r;
+
+	(void)state;
+	assert_int_equal(migrate_spec_parse(text, "spec.ini", &s, &e), 0);
+	assert_false(s->all_users);
+	assert_int_equal(s->users.n, 2);
+	assert_string_equal(s->users.v[1], "bob");
+	assert_true(s->include_root);
+	assert_int_equal(s->min_uid, 500);
+	assert_int_equal(s->max_size, 20ULL << 30);
+	assert_int_equal(s->level, 9);
+	assert_int_equal(s->threads, 2);
+	assert_false(s->machine);
+	assert_true(mig_globs_match(&s->exclude, "a/b/c.iso"));
+	assert_true(mig_globs_match(&s->exclude, "Downloads/big/file"));
+	assert_false(mig_globs_match(&s->exclude, ".cache/x"));  /* own excludes replace the defaults */
+	r = mig_spec_rule(s, "alice");
+	assert_non_null(r);
+	assert_true(mig_globs_match(&r->include, "docs/a.txt"));
+	assert_true(mig_globs_match(&r->exclude, "docs/tmp/x"));
+	assert_null(mig_spec_rule(s, "bob"));
+	assert_int_equal(s->sys_include.n, 1);
+	migrate_spec_free(s);
+}
+
+static void test_spec_rejects(void **state)
+{
+	static const struct { const char *text, *want; } bad[] = {
+		{ "[profile]\nusers = all\nexlcude = x\n", "unknown key 'exlcude' in [profile] at t.ini line 3" },
+		{ "[profiles]\nusers = all\n", "unknown section [profiles] at t.ini line 2" },
+		{ "[user alice]\nincluded = x\n", "unknown key 'included' in [user alice] at t.ini line 2" },
+		{ "[profile]\nmin_uid = -1\n", "invalid value '-1' for key 'min_uid'" },
+		{ "[profile]\ninclude_root = maybe\n", "invalid value 'maybe'" },
+		{ "[profile]\nmax_size = lots\n", "invalid value 'lots'" },
+		{ "[profile]\nlevel = 0\n", "invalid value '0'" },
+		{ "[profile]\nusers = ,\n", "names no users" },
+		{ "[profile]\nthis is not ini\n", "syntax error at t.ini line 2" },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < IP_ARRAY_SIZE(bad); i++) {
+		migrate_spec *s = NULL;
+		ip_error e = { 0 };
+
+		assert_int_equal(migrate_spec_parse(bad[i].text, "t.ini", &s, &e), -EINVAL);
+		assert_null(s);
+		assert_int_equal(e.status, IP_EXIT_BADINPUT);
+		if (!strstr(e.msg, bad[i].want))
+			fail_msg("case %zu: '%s' lacks '%s'", i, e.msg, bad[i].want);
+	}
+}
+
+static const char passwd[] =
+	"root:x:0:0:root:/root:/bin/bash\n"
+	"# a comment kept verbatim\n"
+	"alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash\n"
+	"+nisuser::::::\n"
+	"\n"
+	"bob:x:1001:1001::/home/bob:/bin/sh\n";
+
+static void test_passwd_parse_format(void **state)
+{
+	struct mig_db db = { 0 };
+	ip_error e = { 0 };
+	struct mig_rec *r;
+	char *out;
+
+	(void)state;
+	assert_int_equal(mig_db_parse(&db, MIG_PASSWD, passwd, &e), 0);
+	assert_int_equal(db.n, 5);
+	r = mig_db_find(&db, "alice");
+	assert_non_null(r);
+	assert_int_equal(mig_rec_id(r), 1000);
+	assert_string_equal(r->f[4], "Alice,,,");
+	assert_string_equal(r->f[5], "/home/alice");
+	assert_ptr_equal(mig_db_find_id(&db, 1001), mig_db_find(&db, "bob"));
+	assert_null(mig_db_find(&db, "+nisuser"));
+	out = mig_db_format(&db);
+	/* the same text back, blank line aside */
+	assert_string_equal(out, "root:x:0:0:root:/root:/bin/bash\n# a comment kept verbatim\n"
+				 "alice:x:1000:1000:Alice,,,:/home/alice:/bin/bash\n+nisuser::::::\n"
+				 "bob:x:1001:1001::/home/bob:/bin/sh\n");
+	free(out);
+	mig_db_clear(&db);
+}
+
+static void test_passwd_rejects(void **state)
+{
+	static const char *const bad[] = {
+		"alice:x:1000:1000::/home/alice\n",          /* 6 fields */
+		"alice:x:1000:1000::/home/alice:/bin/sh:x\n", /* 8 fields */
+		"alice:x:abc:1000::/home/alice:/bin/sh\n",   /* uid not a number */
+		":x:1000:1000::/home/alice:/bin/sh\n",       /* empty name */
+	};
+
+	(void)state;
+	for (size_t i = 0; i < IP_ARRAY_SIZE(bad); i++) {
+		struct mig_db db = { 0 };
+		ip_error e = { 0 };
+
+		assert_int_equal(mig_db_parse(&db, MIG_PASSWD, bad[i], &e), -EINVAL);
+		assert_non_null(strstr(e.msg, "etc/passwd line 1"));
+		mig_db_clear(&db);
+	}
+}
+
+static void test_group_members(void **state)
+{
+	struct mig_db db = { 0 }, gs = { 0 };
+	ip_error e = { 0 };
+	struct mig_rec *g;
+	char *out;
+
+	(void)state;
+	assert_int_equal(mig_db_parse(&db, MIG_GROUP, "sudo:x:27:alice\nusers:x:100:\nproject:x:1500:alice,bob\n", &e), 0);
+	assert_int_equal(mig_db_parse(&gs, MIG_GSHADOW, "project:$6$h:alice:alice,bob\n", &e), 0);
+	g = mig_db_find(&db, "project");
+	assert_true(mig_group_has_member(g, "bob"));
+	assert_false(mig_group_has_member(g, "bo"));
+	assert_false(mig_group_has_member(mig_db_find(&db, "users"), "alice"));
+	assert_int_equal(mig_group_add_member(mig_db_find(&db, "users"), 3, "carol"), 0);
+	assert_int_equal(mig_group_add_member(mig_db_find(&db, "sudo"), 3, "carol"), 0);
+	assert_true(mig_group_has_member(mig_db_find(&db, "users"), "carol"));
+	out = mig_db_format(&db);
+	assert_string_equal(out, "sudo:x:27:alice,carol\nusers:x:100:carol\nproject:x:1500:alice,bob\n");
+	free(out);
+	assert_string_equal(mig_db_find(&gs, "project")->f[2], "alice");
+	assert_int_equal(mig_db_parse(&gs, MIG_GSHADOW, "x:y:z\n", &e), -EINVAL);
+	mig_db_clear(&db);
+	mig_db_clear(&gs);
+}
+
+static void test_remap_ids(void **state)
+{
+	struct mig_db pw = { 0 }, gr = { 0 };
+	ip_error e = { 0 };
+	const char *nf[7] = { "carol", "x", "1002", "1002", "", "/home/carol", "/bin/sh" };
+
+	(void)state;
+	assert_int_equal(mig_db_parse(&pw, MIG_PASSWD, passwd, &e), 0);
+	assert_int_equal(mig_db_parse(&gr, MIG_GROUP, "g:x:1002:\n", &e), 0);
+	/* a free preferred id is kept */
+	assert_int_equal(mig_db_free_id(&pw, NULL, 1005, 1000, 59999), 1005);
+	/* a taken one moves to the first free id of the range */
+	assert_int_equal(mig_db_free_id(&pw, NULL, 1001, 1000, 59999), 1002);
+	/* both databases are consulted when asked (user private groups) */
+	assert_int_equal(mig_db_free_id(&pw, &gr, 1001, 1000, 59999), 1003);
+	assert_int_equal(mig_db_add(&pw, nf, 7), 0);
+	assert_int_equal(mig_db_free_id(&pw, NULL, 1000, 1000, 59999), 1003);
+	/* an exhausted range says so */
+	assert_int_equal(mig_db_free_id(&pw, NULL, 0, 0, 0), -1);
+	assert_int_equal(mig_db_free_id(&pw, NULL, 1000, 1000, 1002), -1);
+	mig_db_clear(&pw);
+	mig_db_clear(&gr);
+}
+
+static void test_path_safe(void **state)
+{
+	(void)state;
+	assert_true(mig_path_safe("a"));
+	assert_true(mig_path_safe("a/b.c/..d/d.."));
+	assert_false(mig_path_safe(""));
+	assert_false(mig_path_safe("/etc/passwd"));
+	assert_false(mig_path_safe(".."));
+	assert_false(mig_path_safe("a/../b"));
+	assert_false(mig_path_safe("a/./b"));
+	assert_false(mig_path_safe("a//b"));
+	assert_false(mig_path_safe("a/"));
+	assert_false(mig_path_safe("a/.."));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_spec_defaults),
+		cmocka_unit_test(test_spec_parse),
+		cmocka_unit_test(test_spec_rejects),
+		cmocka_unit_test(test_passwd_parse_format),
+		cmocka_unit_test(test_passwd_rejects),
+		cmocka_unit_test(test_group_members),
+		cmocka_unit_test(test_remap_ids),
+		cmocka_unit_test(test_path_safe),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
