@@ -172,8 +172,8 @@ static bool try_free(struct ctx *c, struct partctl_plan *p)
 		uint64_t e = i < c->ntop ? c->top[i]->part.start : c->d->end_usable;
 
 		if (e > s) {
-			if (e - s > c->largest_free)
-				c->largest_free = e - s;
+			if (align_down(e - s, c->g) > c->largest_free)
+				c->largest_free = align_down(e - s, c->g);
 			if (ovh != UINT64_MAX && e - s >= c->need + ovh && e - s < best_len) {
 				best_len = e - s;
 				best_s = s;
@@ -197,8 +197,8 @@ static bool try_free(struct ctx *c, struct partctl_plan *p)
 		else
 			s = align_up(pend(c->log[i - 1]) + c->g, c->g);
 		e = i < c->nlog ? c->log[i]->part.start - c->g : pend(c->ext);
-		if (e > s && e - s > c->largest_free)
-			c->largest_free = e - s;
+		if (e > s && align_down(e - s, c->g) > c->largest_free)
+			c->largest_free = align_down(e - s, c->g);
 		if (e > s && e - s >= c->need && e - s < best_len) {
 			best_len = e - s;
 			best_s = s;
@@ -406,10 +406,19 @@ static int compute(struct ctx *c, struct partctl_plan *out, ip_error *e)
 	ip_format_size(c->need, b1, sizeof(b1));
 	ip_format_size(best, b2, sizeof(b2));
 	ip_format_size(c->need > best ? c->need - best : 0, b3, sizeof(b3));
-	if (!bestp)
+	if (!bestp) {
+		char why[160] = "";
+
+		/* name a filesystem that cannot shrink, so the user knows why */
+		for (size_t i = 0; i < d->n && !why[0]; i++)
+			if (d->parts[i].fs.type[0] && !d->parts[i].fs.resizable)
+				snprintf(why, sizeof(why), "; partition %u holds %s, which inplace cannot shrink%s",
+					 d->parts[i].part.n, d->parts[i].fs.type,
+					 !strcmp(d->parts[i].fs.type, "xfs") ? " (xfs cannot shrink at all)" : "");
 		return ip_bad(e, -ENOSPC,
-			      "no room for %s on %s: the largest free region is %s and no partition can shrink (inplace shrinks ext2/3/4 and NTFS): ask for %s or less, or free space",
-			      b1, c->disk, b2, b2);
+			      "no room for %s on %s: the largest free region is %s and no partition can shrink (inplace shrinks ext2/3/4 and NTFS)%s: free space or ask for less",
+			      b1, c->disk, b2, why);
+	}
 	ip_format_size(bestp->fs.min_size, b4, sizeof(b4));
 	return ip_bad(e, -ENOSPC,
 		      "no room for %s on %s: %s short; the most that shrinking (partition %u to its filesystem's minimum %s plus headroom) and moving can free is %s: delete files or ask for less",

@@ -243,6 +243,14 @@ int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_err
 		partctl_table_free(t);
 		return r;
 	}
+	/* A protective MBR alone: libfdisk found no valid GPT header. */
+	for (size_t i = 0; i < t->n && !strcmp(t->label, "dos"); i++)
+		if (!strcmp(t->parts[i].type, "ee")) {
+			partctl_table_free(t);
+			return ip_bad(e, -EUCLEAN,
+				      "%s has a protective MBR but no valid GPT (both GPT headers are damaged): repair it with gdisk or restore the table",
+				      disk);
+		}
 	if (write && fdisk_verify_disklabel(t->cxt) > 0) {
 		r = -EUCLEAN;
 		ip_bad(e, r, "the partition table of %s has errors%s%s: repair it (fdisk, gdisk) before changing it",
