@@ -19,7 +19,7 @@ D=$(mktemp -d "${TMPDIR:-/tmp}/inplace-demo.XXXXXX")
 loops=() mounts=()
 cleanup() {
 	local i
-	for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do umount "${mounts[i]}" 2>/dev/null || true; done
+	for ((i = ${#mounts[@]} - 1; i >= 0; i--)); do mountpoint -q "${mounts[i]}" && umount "${mounts[i]}"; done
 	for ((i = ${#loops[@]} - 1; i >= 0; i--)); do losetup -d "${loops[i]}" 2>/dev/null || true; done
 	rm -rf "$D"
 }
@@ -27,7 +27,7 @@ trap cleanup EXIT
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 run() { printf '$ inplace %s\n' "$*"; "$INPLACE" "$@"; }
 mnt() { mkdir -p "$2"; mount ${3:+-o "$3"} "$1" "$2"; mounts+=("$2"); }
-umnt() { umount "$1"; unset 'mounts[${#mounts[@]}-1]'; }
+umnt() { umount "$1"; }
 partloop() { # IMG N: a loop device over partition N only (as a kernel would see it)
 	local s z dev
 	read -r s z < <(fx_part_range "$1" "$2")
