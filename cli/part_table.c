@@ -593,8 +593,6 @@ static const char *storage_usage =
 	" -q, --quiet        no progress\n"
 	" -h, --help         display this help\n";
 
-#pragma weak partctl_resume
-
 static int plan_verb(int argc, char **argv, bool execute)
 {
 	static const struct option longopts[] = {
@@ -651,7 +649,7 @@ static int plan_verb(int argc, char **argv, bool execute)
 		r = ip_check_unmounted(disk, &e);
 		/* a move or shrink cut short by a crash is finished first, so
 		 * that the plan starts from a consistent disk */
-		if (r == 0 && partctl_resume)
+		if (r == 0)
 			r = partctl_resume(disk, &resumed, &e);
 		if (r == 0 && resumed) {
 			partctl_plan_disk_free(d);

@@ -8,12 +8,6 @@
 
 #include "partctl/partctl.h"
 
-/* partctl_shrink and partctl_move come from partctl/resize.c and
- * partctl/move.c, built in parallel: weak references keep this linkable
- * (and say so at run time) while one of them is missing. */
-#pragma weak partctl_shrink
-#pragma weak partctl_move
-
 void partctl_plan_disk_free(struct partctl_plan_disk *d)
 {
 	if (!d)
@@ -113,12 +107,10 @@ int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const c
 
 		switch (s->op) {
 		case PARTCTL_OP_SHRINK:
-			r = partctl_shrink ? partctl_shrink(disk, s->partition, s->to, e)
-					   : ip_fail(e, -ENOSYS, "this build of inplace cannot shrink partitions yet");
+			r = partctl_shrink(disk, s->partition, s->to, e);
 			break;
 		case PARTCTL_OP_MOVE:
-			r = partctl_move ? partctl_move(disk, s->partition, s->to, e)
-					 : ip_fail(e, -ENOSYS, "this build of inplace cannot move partitions yet");
+			r = partctl_move(disk, s->partition, s->to, e);
 			break;
 		case PARTCTL_OP_GROW_EXTENDED:
 		case PARTCTL_OP_CREATE_EXTENDED:
