@@ -43,8 +43,6 @@
 
 #include "partctl/internal.h"
 
-#pragma weak partctl_resize_resume
-
 #define MOVE_KIND "IPMOVE01"
 #define MOVE_GAP_END (1ULL << 20)            /* the journal stays below this */
 #define MOVE_CHUNK (8ULL << 20)               /* largest single read/write */
@@ -615,13 +613,11 @@ int partctl_resume_ex(const char *disk, const struct partctl_move_opts *o, bool 
 	if (!o)
 		o = &none;
 	*did = false;
-	/* An interrupted shrink first (partctl/resize.c).  RESIZE-RESUME: weak
-	 * until resize.c defines it; then this pragma can go. */
-	if (partctl_resize_resume) {
-		r = partctl_resize_resume(disk, &did_resize, e);
-		if (r < 0)
-			return r;
-	}
+	/* an interrupted shrink first (partctl/resize.c): a move never starts
+	 * while a shrink is unfinished, so at most one of them has work */
+	r = partctl_resize_resume(disk, &did_resize, e);
+	if (r < 0)
+		return r;
 	r = move_resume(disk, o, &did_move, info, e);
 	if (info)
 		info->resized = did_resize;
