@@ -39,6 +39,7 @@
  * disk.  After the move the slots are zeroed again.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
 
 #include "partctl/internal.h"
@@ -48,6 +49,7 @@
 #define MOVE_CHUNK (8ULL << 20)               /* largest single read/write */
 #define MOVE_BATCH_MAX (256ULL << 20)         /* most work redone after a crash */
 #define MOVE_MERGE_GAP (256ULL << 10)         /* copy small holes rather than seek */
+#define MOVE_READAHEAD (32ULL << 20)          /* asked of the kernel ahead of reading */
 
 enum move_state {
 	MOVE_COPYING = 1,   /* batches [0, done) finished, the rest to copy */
@@ -71,6 +73,10 @@ struct move_rec {
 				* starts at (the partition's end when moving up) */
 };
 
+struct run {
+	uint64_t lo, hi;     /* partition-relative bytes to copy */
+};
+
 struct move_ctx {
 	ip_disk *d;
 	ip_journal *j;
@@ -79,7 +85,13 @@ struct move_ctx {
 	uint8_t *buf;
 	ip_progress *prog;
 	uint64_t copied;
+	struct run *runs;    /* this batch's runs */
+	size_t nruns, runcap;
+	size_t ra_i;         /* readahead: next run to announce … */
+	uint64_t ra_end;     /* … and where the announced bytes end */
 };
+
+static void prefetch(struct move_ctx *c, uint64_t pos);
 
 static bool move_up(const struct move_rec *r) { return r->to > r->from; }
 static uint64_t move_dist(const struct move_rec *r) { return move_up(r) ? r->to - r->from : r->from - r->to; }
@@ -198,16 +210,21 @@ static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bo
 /* Copy partition-relative bytes [lo, hi) from the old place to the new. */
 static int copy_span(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
 {
+	int fd = ip_disk_fd(c->d);
 	int r;
 
 	while (lo < hi) {
 		size_t n = (size_t)(hi - lo < MOVE_CHUNK ? hi - lo : MOVE_CHUNK);
 
+		prefetch(c, lo + n);
 		r = ip_disk_read(c->d, c->buf, n, c->rec.from + lo, e);
 		if (r == 0)
 			r = ip_disk_write(c->d, c->buf, n, c->rec.to + lo, e);
 		if (r < 0)
 			return r;
+		/* start writeback now, so that the flush at the end of the batch
+		 * finds little left to do and reading never waits for it */
+		(void)sync_file_range(fd, (off64_t)(c->rec.to + lo), (off64_t)n, SYNC_FILE_RANGE_WRITE);
 		lo += n;
 		c->copied += n;
 		ip_progress_add(c->prog, n);
@@ -215,18 +232,47 @@ static int copy_span(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
 	return 0;
 }
 
-/* Copy the used parts of [lo, hi).  Any order is safe inside a batch: its
- * destination lies wholly beyond its source in the direction of the move. */
-static int copy_batch(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
+/* Ask the kernel to read ahead the next MOVE_READAHEAD bytes of the batch's
+ * runs after partition-relative position pos (asynchronously: the reads of
+ * scattered extents then overlap our writes). */
+static void prefetch(struct move_ctx *c, uint64_t pos)
+{
+	int fd = ip_disk_fd(c->d);
+
+	if (c->ra_end < pos)
+		c->ra_end = pos;
+	while (c->ra_i < c->nruns && c->ra_end < pos + MOVE_READAHEAD) {
+		struct run *u = &c->runs[c->ra_i];
+		uint64_t s = c->ra_end > u->lo ? c->ra_end : u->lo;
+		uint64_t len;
+
+		if (s >= u->hi) {
+			c->ra_i++;
+			continue;
+		}
+		len = u->hi - s < MOVE_CHUNK ? u->hi - s : MOVE_CHUNK;
+		(void)posix_fadvise(fd, (off_t)(c->rec.from + s), (off_t)len, POSIX_FADV_WILLNEED);
+		c->ra_end = s + len;
+	}
+}
+
+/* The runs to copy in [lo, hi): used extents, sector-aligned, clipped, and
+ * merged across holes smaller than MOVE_MERGE_GAP. */
+static int batch_runs(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
 {
 	const partctl_usedmap *m = c->map;
 	unsigned ss = ip_disk_sector_size(c->d);
-	uint64_t run_lo = 0, run_hi = 0;
 	size_t a = 0, b;
-	int r;
 
-	if (!m)
-		return copy_span(c, lo, hi, e);
+	c->nruns = 0;
+	c->ra_i = 0;
+	c->ra_end = lo;
+	if (!m) {
+		if (!c->runcap && !(c->runs = malloc(sizeof(*c->runs) * (c->runcap = 16))))
+			return ip_fail(e, -ENOMEM, "out of memory");
+		c->runs[c->nruns++] = (struct run){ lo, hi };
+		return 0;
+	}
 	/* first extent ending after lo */
 	b = m->n;
 	while (a < b) {
@@ -245,19 +291,34 @@ static int copy_batch(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
 			s = lo;
 		if (t > hi)
 			t = hi;
-		if (run_hi && s <= run_hi + MOVE_MERGE_GAP) {
-			if (t > run_hi)
-				run_hi = t;
+		if (c->nruns && s <= c->runs[c->nruns - 1].hi + MOVE_MERGE_GAP) {
+			if (t > c->runs[c->nruns - 1].hi)
+				c->runs[c->nruns - 1].hi = t;
 			continue;
 		}
-		if (run_hi && (r = copy_span(c, run_lo, run_hi, e)) < 0)
-			return r;
-		run_lo = s;
-		run_hi = t;
+		if (c->nruns == c->runcap) {
+			size_t cap = c->runcap ? 2 * c->runcap : 256;
+			struct run *nr = realloc(c->runs, cap * sizeof(*nr));
+
+			if (!nr)
+				return ip_fail(e, -ENOMEM, "out of memory");
+			c->runs = nr;
+			c->runcap = cap;
+		}
+		c->runs[c->nruns++] = (struct run){ s, t };
 	}
-	if (run_hi)
-		return copy_span(c, run_lo, run_hi, e);
 	return 0;
+}
+
+/* Copy the used parts of [lo, hi).  Any order is safe inside a batch: its
+ * destination lies wholly beyond its source in the direction of the move. */
+static int copy_batch(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
+{
+	int r = batch_runs(c, lo, hi, e);
+
+	for (size_t i = 0; r == 0 && i < c->nruns; i++)
+		r = copy_span(c, c->runs[i].lo, c->runs[i].hi, e);
+	return r;
 }
 
 /* Copy from rec.done to the end, batch by batch, each made durable and then
@@ -495,6 +556,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	r = finish(disk, &d, &j, o->journal, &c.rec, false, e);
 out:
 	free(c.buf);
+	free(c.runs);
 	partctl_usedmap_free(map);
 	ip_journal_free(j);
 	ip_disk_free(d);
@@ -590,6 +652,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 		r = copy_all(&c, e);
 		ip_progress_free(c.prog);
 		free(c.buf);
+		free(c.runs);
 		if (r < 0)
 			goto out;
 	}
