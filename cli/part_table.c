@@ -593,6 +593,30 @@ static const char *storage_usage =
 	" -q, --quiet        no progress\n"
 	" -h, --help         display this help\n";
 
+static int existing_storage(const struct cli_opts *o, const char *cmd, const char *disk, const char *label,
+			    const struct partctl_part *p)
+{
+	char b[IP_SIZE_BUFSZ];
+
+	if (o->json) {
+		json_object *doc = ip_json_doc(cmd);
+
+		json_object_object_add(doc, "disk", json_object_new_string(disk));
+		json_object_object_add(doc, "dry_run", json_object_new_boolean(o->dry_run));
+		json_object_object_add(doc, "existing", json_object_new_boolean(1));
+		json_object_object_add(doc, "partition", json_object_new_int((int)p->n));
+		json_object_object_add(doc, "start", ip_json_u64(p->start));
+		json_object_object_add(doc, "size", ip_json_u64(p->size));
+		json_object_object_add(doc, "logical", json_object_new_boolean(p->logical));
+		json_object_object_add(doc, "label", json_object_new_string(label));
+		json_object_object_add(doc, "steps", json_object_new_array());
+		return cli_emit(doc);
+	}
+	printf("storage partition %u (%s, ext4 labelled \"%s\") already exists on %s: nothing to do\n", p->n,
+	       hsize(p->size, b), label, disk);
+	return IP_EXIT_OK;
+}
+
 static int plan_verb(int argc, char **argv, bool execute)
 {
 	static const struct option longopts[] = {
@@ -661,6 +685,27 @@ static int plan_verb(int argc, char **argv, bool execute)
 			return cli_error(&o, cmd, &e);
 		}
 	}
+	if (execute) {
+		/* Idempotent: a storage partition made by an earlier run (one that
+		 * may have been cut short after it) is the result, not a reason to
+		 * make a second one. */
+		for (size_t i = 0; i < d->n; i++) {
+			const struct partctl_plan_part *pp = &d->parts[i];
+
+			if (strcmp(pp->fs.label, label) || strcmp(pp->fs.type, "ext4"))
+				continue;
+			if (pp->part.size < need) {
+				ip_bad(&e, -EEXIST,
+				       "partition %u of %s is already labelled %s but holds only %s: delete it or choose another --label",
+				       pp->part.n, disk, label, hsize(pp->part.size, (char[IP_SIZE_BUFSZ]){ 0 }));
+				partctl_plan_disk_free(d);
+				return cli_error(&o, cmd, &e);
+			}
+			r = existing_storage(&o, cmd, disk, label, &pp->part);
+			partctl_plan_disk_free(d);
+			return r;
+		}
+	}
 	r = partctl_plan_compute(d, need, &plan, &e);
 	partctl_plan_disk_free(d);
 	if (r < 0)
@@ -681,6 +726,7 @@ static int plan_verb(int argc, char **argv, bool execute)
 		json_object_object_add(doc, "size", ip_json_u64(plan.size));
 		json_object_object_add(doc, "logical", json_object_new_boolean(plan.logical));
 		if (execute) {
+			json_object_object_add(doc, "existing", json_object_new_boolean(0));
 			json_object_object_add(doc, "label", json_object_new_string(label));
 			json_object_object_add(doc, "resumed", json_object_new_boolean(resumed));
 		}

@@ -238,6 +238,15 @@ int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_err
 		t->grain = t->ssz;
 	t->first_usable = (uint64_t)fdisk_get_first_lba(t->cxt) * t->ssz;
 	t->end_usable = ((uint64_t)fdisk_get_last_lba(t->cxt) + 1) * t->ssz;
+	if (!strcmp(t->label, "gpt")) {
+		/* A disk that grew: opened for writing, libfdisk moves the backup
+		 * GPT to the new end; say the same when only reading. */
+		uint64_t ents = ((uint64_t)fdisk_get_npartitions(t->cxt) * 128 + t->ssz - 1) / t->ssz;
+		uint64_t end = (fdisk_get_nsectors(t->cxt) - 1 - ents) * t->ssz;
+
+		if (end > t->end_usable)
+			t->end_usable = end;
+	}
 	r = reload(t, e);
 	if (r < 0) {
 		partctl_table_free(t);

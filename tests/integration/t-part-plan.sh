@@ -19,7 +19,7 @@ ops() { "$INPLACE" part plan --json "$1" --need "$2" | jq -r '[.steps[].op] | jo
 # storage_case NAME IMG NEED "OPS" PARTS...: plan shows OPS and writes
 # nothing; make-storage carries it out; PARTS keep their files and fsck.
 storage_case() {
-	local name=$1 img=$2 need=$3 want=$4 sum got n start size label fs
+	local name=$1 img=$2 need=$3 want=$4 sum got out n start size label fs
 	shift 4
 	local parts=("$@") hashes=()
 	for n in "${parts[@]}"; do hashes+=("$(fx_hashes "$img" "$n")"); done
@@ -29,9 +29,9 @@ storage_case() {
 	"$INPLACE" part make-storage --dry-run "$img" --need "$need" >/dev/null
 	if [ "$(cksum < "$img")" != "$sum" ]; then fail "$name: plan" "plan or --dry-run wrote"; return 1; fi
 	pass "$name: plan"
-	if ! got=$("$INPLACE" part make-storage --json -q "$img" --need "$need" 2>&1); then
-		fail "$name: make-storage" "$(tail -1 <<<"$got")"; return 1; fi
-	n=$(jq -r .partition <<<"$got")
+	if ! out=$("$INPLACE" part make-storage --json -q "$img" --need "$need" 2>&1); then
+		fail "$name: make-storage" "$(tail -1 <<<"$out")"; return 1; fi
+	n=$(jq -r .partition <<<"$out")
 	read -r start size < <(fx_part_range "$img" "$n")
 	fs=$(blkid -p -O "$start" -o value -s TYPE "$img")
 	label=$(blkid -p -O "$start" -o value -s LABEL "$img")
@@ -45,6 +45,12 @@ storage_case() {
 		i=$((i + 1))
 	done
 	pass "$name: make-storage"
+	# idempotent: a second run finds the storage partition and writes nothing
+	sum=$(cksum < "$img")
+	got=$("$INPLACE" part make-storage --json -q "$img" --need "$need" 2>/dev/null | jq -r '[.existing, .partition] | @tsv')
+	if [ "$got" != "$(printf 'true\t%s' "$(jq -r .partition <<<"$out")")" ] || [ "$(cksum < "$img")" != "$sum" ]; then
+		fail "$name: make-storage again" "got '$got'"; return 1; fi
+	pass "$name: make-storage again is a no-op"
 }
 
 # refuse_case NAME IMG NEED: plan and make-storage exit 2, one line, image unchanged.
