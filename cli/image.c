@@ -237,8 +237,10 @@ static int cmd_verify(int argc, char **argv)
 
 static int cmd_deploy(int argc, char **argv)
 {
-	enum { OPT_GROW = OPT_CLI_LAST, OPT_DISCARD, OPT_STATE };
+	enum { OPT_GROW = OPT_CLI_LAST, OPT_DISCARD, OPT_STATE, OPT_MIRROR, OPT_RATE };
 	static const struct option opts[] = {
+		{ "mirror", required_argument, NULL, OPT_MIRROR },
+		{ "max-rate", required_argument, NULL, OPT_RATE },
 		{ "key", required_argument, NULL, 'k' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "grow", no_argument, NULL, OPT_GROW },
@@ -252,9 +254,12 @@ static int cmd_deploy(int argc, char **argv)
 	struct imager_deploy_opts dopt = { .cancel = &cancel_flag };
 	struct imager_deploy_result res;
 	ip_error e = { 0 };
+	const char *mirrors[33] = { NULL };
+	size_t nm = 0;
 	unsigned n;
 	int c, r;
 
+	dopt.mirrors = mirrors;
 	while ((c = getopt_long(argc, argv, "k:t:qh", opts, NULL)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
@@ -267,16 +272,30 @@ static int cmd_deploy(int argc, char **argv)
 		case OPT_GROW: dopt.grow = true; break;
 		case OPT_DISCARD: dopt.discard = true; break;
 		case OPT_STATE: dopt.state_dir = optarg; break;
+		case OPT_MIRROR:
+			if (nm == IP_ARRAY_SIZE(mirrors) - 1)
+				return cli_usage(&o, cmd, "too many --mirror (at most %zu)", nm);
+			if (strncmp(optarg, "http://", 7) && strncmp(optarg, "https://", 8))
+				return cli_usage(&o, cmd, "--mirror '%s' is not an http:// or https:// URL", optarg);
+			mirrors[nm++] = optarg;
+			break;
+		case OPT_RATE:
+			if ((r = cli_parse_size(&o, cmd, optarg, 512, &dopt.max_rate)))
+				return r;
+			break;
 		case 'h':
-			fputs("Usage:\n inplace image deploy IMAGE DISK N [options]\n\n"
+			fputs("Usage:\n inplace image deploy IMAGE|URL DISK N [options]\n\n"
 			      "Write IMAGE onto partition N of DISK, only the blocks its filesystem uses.\n"
 			      "Checks the signature, metadata, size and that the target is not mounted\n"
 			      "before writing anything.  Interrupted, it continues where it stopped when\n"
-			      "run again.\n\n"
+			      "run again.  A http:// or https:// URL is downloaded first (resumed after a\n"
+			      "cut connection, mirrors tried in order) and checked before anything is written.\n\n"
 			      "Options:\n"
 			      " -k, --key PUB        require a minisign signature IMAGE.minisig by this key\n"
 			      "     --grow           grow the filesystem to fill the partition\n"
 			      "     --discard        discard the blocks the image does not use\n"
+			      "     --mirror URL     another place to download the image from (repeatable)\n"
+			      "     --max-rate RATE  download at most RATE bytes per second (e.g. 20M)\n"
 			      " -t, --threads T      threads (default: every CPU)\n"
 			      "     --state-dir DIR  where the resume record lives\n"
 			      "                      (default: $INPLACE_STATE_DIR or /var/lib/inplace)\n"

@@ -152,16 +152,41 @@ out:
 	return NULL;
 }
 
+static const char *state_dir(const struct imager_deploy_opts *o)
+{
+	const char *dir = o->state_dir ? o->state_dir : getenv("INPLACE_STATE_DIR");
+
+	return dir && *dir ? dir : "/var/lib/inplace";
+}
+
+/* Where a downloaded image is kept until the deploy has finished. */
+static int cache_path(const struct imager_deploy_opts *o, const char *url, char **out, ip_error *e)
+{
+	char hex[33];
+	uint8_t h[16];
+	_cleanup_free_ char *dir = NULL;
+	int r;
+
+	crypto_generichash(h, sizeof(h), (const uint8_t *)url, strlen(url), NULL, 0);
+	imager_hex(h, sizeof(h), hex);
+	if (asprintf(&dir, "%s/images", state_dir(o)) < 0)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	r = ip_mkdir_p(dir, 0700, e);
+	if (r < 0)
+		return r;
+	if (asprintf(out, "%s/%s.img", dir, hex) < 0)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	return 0;
+}
+
 static int state_path(const struct imager_deploy_opts *o, const char *disk, unsigned n, char **out,
 		      ip_error *e)
 {
-	const char *dir = o->state_dir ? o->state_dir : getenv("INPLACE_STATE_DIR");
+	const char *dir = state_dir(o);
 	char rp[PATH_MAX], key[256], hex[33];
 	uint8_t h[16];
 	int r;
 
-	if (!dir || !*dir)
-		dir = "/var/lib/inplace";
 	if (!realpath(disk, rp))
 		snprintf(rp, sizeof(rp), "%s", disk);
 	snprintf(key, sizeof(key), "%s:%u", rp, n);
@@ -262,7 +287,7 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 		  ip_error *e)
 {
 	_cleanup_(imager_freep) imager_image *img = NULL;
-	_cleanup_free_ char *sig = NULL, *jpath = NULL;
+	_cleanup_free_ char *sig = NULL, *jpath = NULL, *cached = NULL;
 	char node[256], sz1[IP_SIZE_BUFSZ], sz2[IP_SIZE_BUFSZ];
 	const char *target = disk;
 	struct dep c = { 0 };
@@ -279,6 +304,22 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 	memset(res, 0, sizeof(*res));
 	if (sodium_init() < 0)
 		return ip_fail(e, -EIO, "libsodium cannot initialise");
+	/* ---- a URL is downloaded first (resumable), then deployed ---- */
+	if (imager_is_url(image)) {
+		struct imager_fetch_opts fo = { .mirrors = o->mirrors, .max_rate = o->max_rate,
+						.threads = o->threads, .want_sig = o->pubkey != NULL,
+						.cancel = o->cancel };
+
+		r = cache_path(o, image, &cached, e);
+		if (r < 0)
+			return r;
+		if (access(cached, F_OK) != 0) {
+			r = imager_fetch(image, &fo, cached, e);
+			if (r < 0)
+				return r;
+		}
+		image = cached;
+	}
 	/* ---- checks: nothing is written before all of them pass ---- */
 	r = imager_open(image, &img, e);
 	if (r < 0)
@@ -430,6 +471,11 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 	r = ip_journal_clear(j, e);
 	if (r == 0)
 		unlink(jpath);
+	if (r == 0 && cached) {
+		unlink(cached);
+		if (sig)
+			unlink(sig);
+	}
 out:
 	ip_journal_free(j);
 	ip_disk_free(c.d);

@@ -74,6 +74,8 @@ int imager_verify(const char *path, const struct imager_verify_opts *o, ip_error
 
 struct imager_deploy_opts {
 	const char *pubkey;         /* required signature, or NULL */
+	const char *const *mirrors; /* NULL-terminated: more URLs of the same image, tried in order */
+	uint64_t max_rate;          /* download bytes per second, 0: unlimited */
 	unsigned threads;           /* 0: every online CPU */
 	bool grow;                  /* grow the filesystem to the partition */
 	bool discard;               /* discard (or zero, on files) the unused ranges */
@@ -89,11 +91,27 @@ struct imager_deploy_result {
 	bool grown;
 };
 
-/* Write an image onto partition n of disk.  Before writing anything:
+/* Write an image (a path or an http(s):// URL) onto partition n of disk.  Before writing anything:
  * signature, metadata, size, target unmounted.  Resumable after kill -9. */
 int imager_deploy(const char *image, const char *disk, unsigned n,
 		  const struct imager_deploy_opts *o, struct imager_deploy_result *res,
 		  ip_error *e);
+
+/* ---- HTTP sources (imager/source.c) ----------------------------------- */
+
+struct imager_fetch_opts {
+	const char *const *mirrors; /* NULL-terminated, tried after url, in order */
+	uint64_t max_rate;          /* bytes per second, 0: unlimited */
+	unsigned threads;
+	bool want_sig;              /* also fetch URL.minisig next to dest */
+	imager_cancel_flag *cancel;
+};
+
+bool imager_is_url(const char *s);
+/* Download url into dest (through dest.part, resumed with Range requests
+ * after a cut or a kill), trying the mirrors in order; only bytes that match
+ * the image's frame hashes are kept. */
+int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char *dest, ip_error *e);
 
 /* ---- minisign signatures (imager/sign.c) ------------------------------ */
 

@@ -1,0 +1,315 @@
+/* source.c — images from http:// and https:// (libcurl): download into a
+ * local cache file with Range resume after a cut connection, several mirrors
+ * tried in order, an optional rate limit.
+ *
+ * Trust: a resumed download keeps only bytes it has hashed.  When the file
+ * is complete, every frame is checked against the metadata's hash; from the
+ * first bad frame on, the file is cut back and fetched again (from the next
+ * mirror).  With a key the signature then covers every byte. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "imager/imager_int.h"
+
+#define FETCH_ROUNDS 6        /* passes over the mirror list (about 8 s of waits) before giving up */
+
+bool imager_is_url(const char *s)
+{
+	return !strncmp(s, "http://", 7) || !strncmp(s, "https://", 8);
+}
+
+struct dl {
+	int fd;
+	uint64_t have;
+	ip_progress *prog;
+	imager_cancel_flag *cancel;
+	int werr;
+};
+
+static size_t on_data(char *p, size_t sz, size_t n, void *arg)
+{
+	struct dl *d = arg;
+	size_t len = sz * n;
+
+	if (d->cancel && *d->cancel)
+		return 0;
+	if (ip_write_all(d->fd, p, len) < 0) {
+		d->werr = errno;
+		return 0;
+	}
+	d->have += len;
+	ip_progress_set(d->prog, d->have);
+	return len;
+}
+
+static CURL *easy_new(const char *url, uint64_t max_rate, char *errbuf)
+{
+	CURL *c = curl_easy_init();
+
+	if (!c)
+		return NULL;
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
+	/* A stalled transfer (under 1 KiB/s for 30 s) counts as cut. */
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	curl_easy_setopt(c, CURLOPT_USERAGENT, "inplace/" IP_TOOL_VERSION);
+	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	if (max_rate)
+		curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)max_rate);
+	return c;
+}
+
+/* Size of the file at url (HEAD); -ENOENT style errors in *why. */
+static int remote_size(const char *url, uint64_t max_rate, uint64_t *size, char *why, size_t wlen)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	CURL *c = easy_new(url, max_rate, errbuf);
+	curl_off_t len = -1;
+	CURLcode rc;
+
+	if (!c)
+		return -ENOMEM;
+	curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	rc = curl_easy_perform(c);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
+	curl_easy_cleanup(c);
+	if (rc != CURLE_OK) {
+		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		return -EIO;
+	}
+	if (len < 0) {
+		snprintf(why, wlen, "the server does not say how large the image is");
+		return -EIO;
+	}
+	*size = (uint64_t)len;
+	return 0;
+}
+
+/* Append [have, size) of url to fd.  0 when the file is complete. */
+static int fetch_range(const char *url, int fd, uint64_t size, const struct imager_fetch_opts *o,
+		       ip_progress *prog, char *why, size_t wlen)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	struct stat sb;
+	struct dl d = { .fd = fd, .prog = prog, .cancel = o->cancel };
+	CURL *c;
+	CURLcode rc;
+
+	if (fstat(fd, &sb) < 0)
+		return -errno;
+	d.have = (uint64_t)sb.st_size;
+	if (d.have == size)
+		return 0;
+	if (lseek(fd, 0, SEEK_END) < 0)
+		return -errno;
+	c = easy_new(url, o->max_rate, errbuf);
+	if (!c)
+		return -ENOMEM;
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+	if (d.have)
+		curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.have);
+	rc = curl_easy_perform(c);
+	curl_easy_cleanup(c);
+	if (d.werr)
+		return -d.werr;
+	if (o->cancel && *o->cancel)
+		return -EINTR;
+	if (rc != CURLE_OK) {
+		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		return -EIO;
+	}
+	return d.have == size ? 0 : -EAGAIN;
+}
+
+static int fetch_small(const char *url, const char *path, const struct imager_fetch_opts *o, char *why,
+		       size_t wlen)
+{
+	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	char errbuf[CURL_ERROR_SIZE] = "";
+	struct dl d = { .fd = fd, .cancel = o->cancel };
+	CURL *c;
+	CURLcode rc;
+
+	if (fd < 0)
+		return -errno;
+	c = easy_new(url, o->max_rate, errbuf);
+	if (!c)
+		return -ENOMEM;
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
+	curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)65536);
+	rc = curl_easy_perform(c);
+	curl_easy_cleanup(c);
+	if (rc != CURLE_OK) {
+		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		return -EIO;
+	}
+	return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* The file is complete: keep what hashes right, cut from the first bad
+ * frame (or everything when the layout itself is bad).  1: all good. */
+static int keep_hashed(const char *path, int fd, unsigned threads)
+{
+	imager_image *img = NULL;
+	ip_error e = { 0 };
+	uint64_t keep = 0;
+	int r;
+
+	if (imager_open(path, &img, &e) == 0) {
+		r = imager_verify_frames(img, threads, true, &e);
+		if (r == 0) {
+			imager_free(img);
+			return 1;
+		}
+		/* the message names the frame; find the first bad one again */
+		for (uint32_t i = 0; i < img->st.n; i++) {
+			uint8_t *buf = malloc(img->st.f[i].csize + 1);
+			bool good = buf && imager_read_frame(img, i, buf, NULL) == 0;
+
+			free(buf);
+			if (!good)
+				break;
+			keep = img->st.f[i].coff + img->st.f[i].csize;
+		}
+		imager_free(img);
+	}
+	if (ftruncate(fd, (off_t)keep) < 0)
+		return -errno;
+	return 0;
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	nanosleep(&ts, NULL);
+}
+
+int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char *dest, ip_error *e)
+{
+	const char *srcs[64];
+	size_t ns = 0;
+	_cleanup_free_ char *part = NULL;
+	_cleanup_close_ int fd = -1;
+	char why[CURL_ERROR_SIZE + 64] = "no source answered";
+	static bool curl_ready;
+	ip_progress *prog = NULL;
+	uint64_t size = 0;
+	int r;
+
+	if (!curl_ready) {
+		if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
+			return ip_fail(e, -EIO, "libcurl cannot initialise");
+		curl_ready = true;
+	}
+	srcs[ns++] = url;
+	for (size_t i = 0; o->mirrors && o->mirrors[i] && ns < IP_ARRAY_SIZE(srcs); i++)
+		srcs[ns++] = o->mirrors[i];
+	if (asprintf(&part, "%s.part", dest) < 0)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	/* .part survives a kill: the next run resumes it (after hashing). */
+	fd = open(part, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	if (fd < 0)
+		return ip_fail(e, -errno, "cannot create %s: %s", part, strerror(errno));
+
+	for (int round = 0; round < FETCH_ROUNDS; round++) {
+		for (size_t s = 0; s < ns; s++) {
+			uint64_t sz;
+
+			if (o->cancel && *o->cancel)
+				return ip_fail(e, -EINTR, "interrupted: run again to resume the download");
+			r = remote_size(srcs[s], o->max_rate, &sz, why, sizeof(why));
+			if (r < 0) {
+				char w2[sizeof(why)];
+
+				snprintf(w2, sizeof(w2), "%s: %s", srcs[s], why);
+				snprintf(why, sizeof(why), "%s", w2);
+				continue;
+			}
+			if (size && sz != size) {
+				/* A mirror with another file: start over from it. */
+				if (ftruncate(fd, 0) < 0)
+					return ip_fail(e, -errno, "cannot truncate %s: %s", part, strerror(errno));
+			}
+			size = sz;
+			{
+				struct stat sb;
+
+				if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size > size && ftruncate(fd, 0) < 0)
+					return ip_fail(e, -errno, "cannot truncate %s: %s", part, strerror(errno));
+			}
+			if (!prog)
+				prog = ip_progress_new("download", size);
+			/* keep pulling from this source while it makes progress */
+			for (int tries = 0; tries < 1000; tries++) {
+				struct stat before, after;
+
+				fstat(fd, &before);
+				r = fetch_range(srcs[s], fd, size, o, prog, why, sizeof(why));
+				if (r == 0)
+					break;
+				if (r == -EINTR) {
+					ip_progress_free(prog);
+					return ip_fail(e, r, "interrupted: run again to resume the download");
+				}
+				if (r != -EIO && r != -EAGAIN) {
+					ip_progress_free(prog);
+					return ip_fail(e, r, "cannot write %s: %s", part, strerror(-r));
+				}
+				fstat(fd, &after);
+				if (after.st_size == before.st_size)
+					break; /* no progress: next source */
+			}
+			if (r != 0)
+				continue;
+			if (fsync(fd) < 0) {
+				ip_progress_free(prog);
+				return ip_fail(e, -errno, "cannot write %s: %s", part, strerror(errno));
+			}
+			r = keep_hashed(part, fd, o->threads);
+			if (r < 0) {
+				ip_progress_free(prog);
+				return ip_fail(e, r, "cannot truncate %s: %s", part, strerror(-r));
+			}
+			if (r == 0) {
+				snprintf(why, sizeof(why), "%s sent bytes that do not match the image's hashes", srcs[s]);
+				continue;
+			}
+			ip_progress_free(prog);
+			prog = NULL;
+			if (o->want_sig) {
+				_cleanup_free_ char *su = NULL, *sp = NULL;
+
+				if (asprintf(&su, "%s.minisig", srcs[s]) < 0 || asprintf(&sp, "%s.minisig", dest) < 0)
+					return ip_fail(e, -ENOMEM, "out of memory");
+				if (fetch_small(su, sp, o, why, sizeof(why)) < 0) {
+					unlink(sp);
+					/* verification will say the signature is missing */
+				}
+			}
+			if (rename(part, dest) < 0)
+				return ip_fail(e, -errno, "cannot rename %s: %s", part, strerror(errno));
+			ip_fsync_parent(dest, NULL);
+			return 0;
+		}
+		/* every source failed this round: wait a little (a restarting
+		 * server, a network coming back), then try them all again */
+		sleep_ms(250L << (round < 4 ? round : 4));
+	}
+	ip_progress_free(prog);
+	return ip_fail(e, -EHOSTUNREACH, "cannot download %s (%s): check the URL and --mirror, or download it by hand",
+		       url, why);
+}
