@@ -431,6 +431,7 @@ struct shrink_rec {
 	char fs[16];
 	char phase[24];
 	char undo[PATH_MAX];
+	char dev[64];          /* the device the resizer runs on */
 };
 
 struct shrink_state {
@@ -493,10 +494,10 @@ static int rec_write(struct shrink_state *s, struct shrink_rec *rec, const char 
 
 	snprintf(rec->phase, sizeof(rec->phase), "%s", phase);
 	len = snprintf(buf, sizeof(buf),
-		       "op=shrink\ndisk=%s\nn=%u\nstart=%llu\nold=%llu\nnew=%llu\nbs=%llu\nfs=%s\nphase=%s\nundo=%s\n",
+		       "op=shrink\ndisk=%s\nn=%u\nstart=%llu\nold=%llu\nnew=%llu\nbs=%llu\nfs=%s\nphase=%s\nundo=%s\ndev=%s\n",
 		       rec->disk, rec->n, (unsigned long long)rec->start,
 		       (unsigned long long)rec->old_size, (unsigned long long)rec->new_size,
-		       (unsigned long long)rec->block_size, rec->fs, rec->phase, rec->undo);
+		       (unsigned long long)rec->block_size, rec->fs, rec->phase, rec->undo, rec->dev);
 	if (len < 0 || (size_t)len >= sizeof(buf))
 		return ip_fail(e, -ENAMETOOLONG, "the shrink record for %s is too long", rec->disk);
 	return ip_journal_write(s->j, buf, (size_t)len, e);
@@ -543,6 +544,8 @@ static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
 			snprintf(rec->phase, sizeof(rec->phase), "%s", v);
 		else if (!strcmp(line, "undo"))
 			snprintf(rec->undo, sizeof(rec->undo), "%s", v);
+		else if (!strcmp(line, "dev"))
+			snprintf(rec->dev, sizeof(rec->dev), "%s", v);
 	}
 	if (!rec->n || !rec->new_size || !rec->old_size || !*rec->phase)
 		return ip_fail(e, -EINVAL, "the shrink record %s is incomplete: remove it if no shrink is pending",
@@ -595,6 +598,18 @@ static int shrink_finish(struct shrink_state *s, struct shrink_rec *rec, ip_erro
 	if (r < 0)
 		return r;
 	return rec_done(s, rec, e);
+}
+
+/* Did resize2fs get as far as writing its undo header?  undo_io writes and
+ * flushes the header (with its magic) before the first block it lets reach
+ * the filesystem, so an undo file without one means nothing was written. */
+static bool undo_has_header(const char *undo)
+{
+	_cleanup_close_ int fd = open(undo, O_RDONLY | O_CLOEXEC);
+	char magic[8];
+
+	return fd >= 0 && pread(fd, magic, sizeof(magic), 0) == (ssize_t)sizeof(magic) &&
+	       memcmp(magic, "E2UNDO02", sizeof(magic)) == 0;
 }
 
 static int e2undo_run(const char *undo, const char *dev, ip_error *e)
@@ -668,7 +683,7 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 
 		last_line(err, line, sizeof(line));
 		/* Put back whatever it changed, then forget the shrink. */
-		if (!rec->undo[0] || access(rec->undo, F_OK) != 0) {
+		if (!rec->undo[0] || !undo_has_header(rec->undo)) {
 			rec_done(s, rec, NULL);
 			return ip_fail(e, -EIO, "resize2fs could not shrink partition %u of %s (%s): check it with e2fsck -f",
 				       rec->n, rec->disk, line);
@@ -730,9 +745,15 @@ static int shrink_fs(struct shrink_state *s, struct shrink_rec *rec, ip_error *e
 	struct tooldev td;
 	int r;
 
+	/* Recorded before the loop device exists, so that resume can find
+	 * and detach one a kill leaves behind. */
+	r = rec_write(s, rec, "checking", e);
+	if (r < 0)
+		return r;
 	r = tooldev_get(rec->disk, rec->n, rec->start, rec->old_size, &td, e);
 	if (r < 0)
 		return r;
+	snprintf(rec->dev, sizeof(rec->dev), "%s", td.path);
 	r = is_ext(rec->fs) ? shrink_ext(s, rec, td.path, e) : shrink_ntfs(s, rec, td.path, e);
 	tooldev_put(&td);
 	if (r < 0)
@@ -780,7 +801,8 @@ int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
 	r = shrink_fs(&s, &rec, e);
 	if (r == 0)
 		r = shrink_finish(&s, &rec, e);
-	else if (!strcmp(rec.phase, "") || !strcmp(rec.phase, "checked"))
+	else if (!strcmp(rec.phase, "") || !strcmp(rec.phase, "checking") ||
+		 !strcmp(rec.phase, "checked"))
 		rec_done(&s, &rec, NULL); /* nothing changed: nothing to resume */
 	state_close(&s);
 	return r;
@@ -843,19 +865,40 @@ int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
 
 /* ---- resume ----------------------------------------------------------------- */
 
-/* Is a process still running with this string in its command line (a
- * resize2fs left behind by a killed inplace)? */
-static pid_t tool_running(const char *needle)
+/* A resizer (or checker) of a killed shrink still at work on dev: its pid,
+ * or 0.  kill -9 of inplace alone leaves its child running, and even a
+ * killed process takes a moment to exit while its I/O drains. */
+static pid_t tool_running(const char *dev, const char *undo)
 {
+	static const char *const tools[] = { "resize2fs", "ntfsresize", "e2fsck", "e2undo", "ntfsfix" };
 	_cleanup_(closedirp) DIR *dir = opendir("/proc");
 	struct dirent *de;
 
 	while (dir && (de = readdir(dir))) {
 		char path[64], buf[4096];
+		bool known = false;
 		ssize_t n;
+		pid_t pid;
 		int fd;
 
 		if (!isdigit((unsigned char)de->d_name[0]))
+			continue;
+		pid = (pid_t)atoi(de->d_name);
+		if (pid == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
+		fd = open(path, O_RDONLY | O_CLOEXEC);
+		if (fd < 0)
+			continue;
+		n = read(fd, buf, sizeof(buf) - 1);
+		close(fd);
+		if (n <= 0)
+			continue;
+		buf[n] = '\0';
+		buf[strcspn(buf, "\n")] = '\0';
+		for (size_t i = 0; i < IP_ARRAY_SIZE(tools); i++)
+			known |= !strcmp(buf, tools[i]);
+		if (!known)
 			continue;
 		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
 		fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -865,12 +908,10 @@ static pid_t tool_running(const char *needle)
 		close(fd);
 		if (n <= 0)
 			continue;
-		for (ssize_t i = 0; i < n; i++)
-			if (buf[i] == '\0')
-				buf[i] = '\n';
 		buf[n] = '\0';
-		if (strstr(buf, needle))
-			return (pid_t)atoi(de->d_name);
+		for (char *a = buf; a < buf + n; a += strlen(a) + 1)
+			if ((*dev && !strcmp(a, dev)) || (*undo && !strcmp(a, undo)))
+				return pid;
 	}
 	return 0;
 }
@@ -934,7 +975,8 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 	if (r < 0)
 		goto out;
 	*did = true;
-	pid = tool_running(is_ext(rec.fs) ? s.undo : rec.disk);
+	for (int i = 0; i < 100 && (pid = tool_running(rec.dev, rec.undo)) > 0; i++)
+		usleep(100 * 1000);
 	if (pid > 0) {
 		r = ip_fail(e, -EBUSY,
 			    "a resizer from the interrupted shrink of partition %u of %s is still running (pid %d): let it finish, then run 'inplace part resume %s' again",
@@ -942,7 +984,7 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 		goto out;
 	}
 	detach_stale_loops(rec.disk, rec.start);
-	if (!strcmp(rec.phase, "checked")) {
+	if (!strcmp(rec.phase, "checking") || !strcmp(rec.phase, "checked")) {
 		/* Only the check ran: start over. */
 		rec_done(&s, &rec, NULL);
 		return partctl_shrink(rec.disk, rec.n, rec.new_size, e);
@@ -952,7 +994,7 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 		r = tooldev_get(rec.disk, rec.n, rec.start, rec.old_size, &td, e);
 		if (r < 0)
 			goto out;
-		if (access(rec.undo, F_OK) == 0)
+		if (undo_has_header(rec.undo))
 			r = e2undo_run(rec.undo, td.path, e);
 		if (r == 0)
 			r = ext_fsck(td.path, rec.disk, rec.n, e);
@@ -975,10 +1017,18 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 		struct partctl_fsinfo fi = { 0 };
 		const char *fix = is_ext(rec.fs) ? "e2fsck -fy on it" : "chkdsk /f on it in Windows";
 
-		r = tooldev_get(rec.disk, rec.n, rec.start, rec.old_size, &td, e);
-		if (r < 0)
-			goto out;
-		if (is_ext(rec.fs)) {
+		r = ip_disk_open(rec.disk, IP_DISK_RDONLY, &d, e);
+		if (r == 0)
+			r = is_ext(rec.fs) ? partctl_ext_info(d, rec.start, rec.old_size, &fi, e)
+					   : partctl_ntfs_info(d, rec.start, rec.old_size, &fi, e);
+		ip_disk_free(d);
+		/* Check it on a device of the size it now has: ntfsfix wants
+		 * the backup boot sector at the end of the device. */
+		if (r == 0)
+			r = tooldev_get(rec.disk, rec.n, rec.start,
+					fi.size && fi.size <= rec.new_size ? rec.new_size : rec.old_size,
+					&td, e);
+		if (r == 0 && is_ext(rec.fs)) {
 			_cleanup_free_ char *err = NULL;
 			const char *argv[] = { "e2fsck", "-f", "-n", td.path, NULL };
 			int code;
@@ -986,16 +1036,11 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 			r = run_code(argv, &code, &err, e);
 			if (r == 0 && code != 0)
 				r = ip_fail(e, -EUCLEAN, "e2fsck finds it damaged");
-		} else {
+			tooldev_put(&td);
+		} else if (r == 0) {
 			r = ntfs_check(td.path, rec.disk, rec.n, e);
+			tooldev_put(&td);
 		}
-		tooldev_put(&td);
-		if (r == 0)
-			r = ip_disk_open(rec.disk, IP_DISK_RDONLY, &d, e);
-		if (r == 0)
-			r = is_ext(rec.fs) ? partctl_ext_info(d, rec.start, rec.old_size, &fi, e)
-					   : partctl_ntfs_info(d, rec.start, rec.old_size, &fi, e);
-		ip_disk_free(d);
 		if (r < 0) {
 			r = ip_fail(e, -EUCLEAN,
 				    "%s was interrupted on partition %u of %s and left it inconsistent (this resizer has no undo): run %s, then 'inplace part resume %s'",
