@@ -95,10 +95,11 @@ int mig_openat_inroot(int rootfd, const char *rel, int flags);
 int mig_read_inroot(int rootfd, const char *rel, size_t max, char **data, size_t *len);
 /* Refuse absolute paths, "..", ".", empty components. */
 bool mig_path_safe(const char *rel);
-/* Durable replace of rel under rootfd (parent resolved beneath, no
- * symlinks): temp, fsync, renameat, fsync of the directory. */
+/* Replace rel under rootfd (parent resolved beneath, no symlinks): temp,
+ * fsync, renameat, fsync of the directory.  With durable false the fsyncs
+ * are left to one syncfs() by the caller (atomic, durable later). */
 int mig_write_beneath(int rootfd, const char *rel, const void *data, size_t len, mode_t mode,
-		      uid_t uid, gid_t gid, ip_error *e);
+		      uid_t uid, gid_t gid, bool durable, ip_error *e);
 /* mkdir -p beneath dirfd; returns an O_DIRECTORY fd of the last one. */
 int mig_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, uid_t uid, gid_t gid, bool *created);
 

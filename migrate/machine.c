@@ -2,7 +2,8 @@
  * host keys, network configuration (NetworkManager, systemd-networkd,
  * ifupdown, netplan: whichever exist), timezone, locale, keyboard.  Saved as
  * file contents (base64) into machine.json, applied to the new root with
- * durable writes beneath it; /etc/hosts is merged, not replaced. */
+ * atomic writes beneath it (made durable by the restore's final syncfs);
+ * /etc/hosts is merged, not replaced. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -238,7 +239,7 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 				continue;
 			snprintf(tmp, sizeof(tmp), ".%s.inplace-tmp", slash + 1);
 			unlinkat(dfd, tmp, 0);
-			if (symlinkat(target, dfd, tmp) < 0 || renameat(dfd, tmp, dfd, slash + 1) < 0 || fsync(dfd) < 0)
+			if (symlinkat(target, dfd, tmp) < 0 || renameat(dfd, tmp, dfd, slash + 1) < 0)
 				return ip_fail(e, -errno, "cannot write /%s in the new root: %s", path, strerror(errno));
 			continue;
 		}
@@ -305,7 +306,7 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 		json_object_array_add(changed, json_object_new_string(path));
 		if (dry_run)
 			continue;
-		r = mig_write_beneath(rootfd, path, data, dl, (mode_t)mode, uid, gid, e);
+		r = mig_write_beneath(rootfd, path, data, dl, (mode_t)mode, uid, gid, false, e);
 	}
 	return r;
 }

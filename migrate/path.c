@@ -117,7 +117,7 @@ int mig_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, uid_t uid, gid_t
 }
 
 int mig_write_beneath(int rootfd, const char *rel, const void *data, size_t len, mode_t mode,
-		      uid_t uid, gid_t gid, ip_error *e)
+		      uid_t uid, gid_t gid, bool durable, ip_error *e)
 {
 	_cleanup_free_ char *dir = strdup(rel);
 	_cleanup_close_ int dfd = -1;
@@ -153,11 +153,11 @@ int mig_write_beneath(int rootfd, const char *rel, const void *data, size_t len,
 		r = -errno;
 	if (!r && fchmod(fd, mode) < 0)
 		r = -errno;
-	if (!r && fsync(fd) < 0)
+	if (!r && durable && fsync(fd) < 0)
 		r = -errno;
 	if (!r && renameat(dfd, tmp, dfd, base) < 0)
 		r = -errno;
-	if (!r && fsync(dfd) < 0)
+	if (!r && durable && fsync(dfd) < 0)
 		r = -errno;
 	if (r < 0) {
 		unlinkat(dfd, tmp, 0);

@@ -21,6 +21,8 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/acl.h>
 #include <sys/stat.h>
@@ -253,7 +255,7 @@ static int write_accounts(struct rctx *c, ip_error *e)
 			close(fd);
 		if (!(text = mig_db_format(&c->acc.db[k])))
 			return ip_fail(e, -ENOMEM, "out of memory");
-		int r = mig_write_beneath(c->rootfd, mig_db_path[k], text, strlen(text), mode, uid, gid, e);
+		int r = mig_write_beneath(c->rootfd, mig_db_path[k], text, strlen(text), mode, uid, gid, true, e);
 		if (r < 0)
 			return r;
 	}
@@ -748,6 +750,8 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 			goto out_free;
 		}
 	}
+	char *cdir = NULL;
+	int cfd = -1;
 	c->ar = &ar;
 	r = mig_areader_open(&ar, storefd, mu, e);
 	while (r == 0 && (r = mig_areader_next(&ar, &en, &m, e)) == 0) {
@@ -806,7 +810,19 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 		if (sl) {
 			*sl = '\0';
 			base = sl + 1;
-			pfd = mig_mkdirs_beneath(homefd, dir, 0700, c->uid, c->gid, NULL);
+			/* entries come directory by directory: keep the last one open */
+			if (cdir && !strcmp(cdir, dir)) {
+				pfd = dup(cfd);
+			} else {
+				pfd = mig_mkdirs_beneath(homefd, dir, 0700, c->uid, c->gid, NULL);
+				if (pfd >= 0) {
+					if (cfd >= 0)
+						close(cfd);
+					free(cdir);
+					cfd = dup(pfd);
+					cdir = strdup(dir);
+				}
+			}
 		} else {
 			base = p + 5;
 			pfd = dup(homefd);
@@ -818,6 +834,9 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 		if ((r = put_entry(c, pfd, base, p, en, m, homefd, e)) < 0)
 			break;
 	}
+	if (cfd >= 0)
+		close(cfd);
+	free(cdir);
 	if (r == 1)
 		r = mig_areader_finish(&ar, e);
 	mig_areader_close(&ar);
@@ -841,6 +860,82 @@ out_free:
 	json_object_put(c->done);
 	json_object_put(c->dirtimes);
 	c->done = c->dirtimes = NULL;
+	return r;
+}
+
+/* Homes are independent once the accounts are written: restore them in
+ * parallel, one thread per user, at most one per core. */
+struct rjob {
+	struct rctx c;
+	int storefd;
+	json_object *mu;
+	ip_error e;
+	int r;
+};
+
+struct rpool {
+	struct rjob *jobs;
+	size_t n;
+	atomic_size_t next;
+	atomic_int stop;
+};
+
+static void *restore_worker(void *arg)
+{
+	struct rpool *p = arg;
+
+	for (;;) {
+		size_t i = atomic_fetch_add(&p->next, 1);
+		if (i >= p->n || atomic_load(&p->stop))
+			break;
+		p->jobs[i].r = restore_user(&p->jobs[i].c, p->jobs[i].storefd, p->jobs[i].mu, NULL, &p->jobs[i].e);
+		if (p->jobs[i].r < 0)
+			atomic_store(&p->stop, 1);
+	}
+	return NULL;
+}
+
+static int restore_homes(struct rctx *c, int storefd, json_object *users, json_object *sel, ip_error *e)
+{
+	struct rpool p = { 0 };
+	pthread_t th[16];
+	size_t nt = 0, total = json_object_array_length(users);
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	int r = 0;
+
+	p.jobs = calloc(total + 1, sizeof(*p.jobs));
+	if (!p.jobs)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < total; i++) {
+		json_object *mu = json_object_array_get_idx(users, i);
+		if (!user_selected(sel, jstr(mu, "name")))
+			continue;
+		struct rjob *j = &p.jobs[p.n++];
+		j->c = *c;
+		j->c.report_users = json_object_new_array();
+		j->storefd = storefd;
+		j->mu = mu;
+	}
+	if (ncpu < 1)
+		ncpu = 1;
+	while (nt < p.n && nt < (size_t)ncpu && nt < IP_ARRAY_SIZE(th) &&
+	       pthread_create(&th[nt], NULL, restore_worker, &p) == 0)
+		nt++;
+	if (!nt)
+		restore_worker(&p);
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(th[i], NULL);
+	for (size_t i = 0; i < p.n; i++) {
+		struct rjob *j = &p.jobs[i];
+		if (j->r < 0 && !r) {
+			*e = j->e;
+			r = j->r;
+		}
+		for (size_t k = 0; k < json_object_array_length(j->c.report_users); k++)
+			json_object_array_add(c->report_users, json_object_get(json_object_array_get_idx(j->c.report_users, k)));
+		json_object_put(j->c.report_users);
+	}
+	free(p.jobs);
 	return r;
 }
 
@@ -898,13 +993,8 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	json_object_object_add(doc, "accounts_changed", json_object_new_boolean(acc_changed));
 	if (!o->dry_run && (r = write_accounts(&c, e)) < 0)
 		goto out;
-	for (size_t i = 0; i < json_object_array_length(users); i++) {
-		json_object *mu = json_object_array_get_idx(users, i);
-		if (!user_selected(sel, jstr(mu, "name")))
-			continue;
-		if ((r = restore_user(&c, sfd, mu, accounts, e)) < 0)
-			goto out;
-	}
+	if ((r = restore_homes(&c, sfd, users, sel, e)) < 0)
+		goto out;
 	if (!o->no_machine && (r = mig_machine_apply(c.rootfd, &c.acc, machine, o->dry_run, doc, e)) < 0)
 		goto out;
 	/* one sync for the whole tree instead of one per file */

@@ -647,7 +647,7 @@ static int put_json(struct save_ctx *c, const char *name, json_object *o, json_o
 	char hex[MIG_HASH_HEX];
 	int r;
 
-	r = mig_write_beneath(c->storefd, name, s, strlen(s), 0600, (uid_t)-1, (gid_t)-1, e);
+	r = mig_write_beneath(c->storefd, name, s, strlen(s), 0600, (uid_t)-1, (gid_t)-1, true, e);
 	if (r < 0)
 		return r;
 	crypto_generichash(sum, sizeof(sum), (const uint8_t *)s, strlen(s), NULL, 0);
