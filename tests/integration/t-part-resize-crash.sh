@@ -110,6 +110,23 @@ for i in $(seq 1 "$KILLS"); do
 done
 echo "  ($interrupted of $KILLS kills interrupted a shrink that resume then finished)"
 
+# kill -9 of inplace alone: its resize2fs runs on, orphaned; resume waits
+# for it to end before it rolls back.
+for i in 1 2; do
+	cp --sparse=always "$T/pristine.img" "$IMG"
+	start_shrink
+	for _ in $(seq 1 500); do
+		compgen -G "$INPLACE_STATE_DIR/*.e2undo" >/dev/null && break
+		kill -0 "$PID" 2>/dev/null || break
+		sleep 0.01
+	done
+	delay=$((RANDOM % (DUR / 2 + 1)))
+	sleep "$(printf '0.%03d' "$delay")" 2>/dev/null || sleep $((delay / 1000))
+	kill -9 "$PID" 2>/dev/null
+	wait "$PID" 2>/dev/null
+	resume_and_check "kill -9 of inplace alone ${delay} ms into resize2fs, resume waits for the orphan"
+done
+
 # ---- deterministic windows, through wrappers in PATH ---------------------------
 # WRAP_MODE=before: the resizer is about to run (journal says fs-resizing,
 # nothing written); after: it finished, inplace has not recorded it yet.
