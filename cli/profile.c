@@ -22,7 +22,8 @@ static const struct option profile_longopts[] = {
 	{ "store", required_argument, NULL, OPT_STORE },
 	{ "spec", required_argument, NULL, OPT_SPEC },
 	{ "users", required_argument, NULL, OPT_USERS },
-	{ "trust-setid", no_argument, NULL, OPT_TRUST_SETID },
+	{ "trusted-store", no_argument, NULL, OPT_TRUST_SETID },
+	{ "trust-setid", no_argument, NULL, OPT_TRUST_SETID },  /* older name */
 	{ "no-machine", no_argument, NULL, OPT_NO_MACHINE },
 	{ NULL, 0, NULL, 0 },
 };
@@ -186,7 +187,11 @@ static void human_restore(json_object *doc)
 		       (long long)n, o != n ? " (remapped)" : "");
 	}
 	for (size_t i = 0; users && i < json_object_array_length(users); i++) {
-		json_object *u = json_object_array_get_idx(users, i);
+		json_object *u = json_object_array_get_idx(users, i), *sk;
+		if (json_object_object_get_ex(u, "skipped", &sk)) {
+			printf("skipped %-12s %s\n", json_object_get_string(json_object_object_get(u, "name")), json_object_get_string(sk));
+			continue;
+		}
 		printf("home    %-12s %lld %s, %lld unchanged, %lld setid bits or capabilities dropped\n",
 		       json_object_get_string(json_object_object_get(u, "name")),
 		       (long long)json_object_get_int64(json_object_object_get(u, "written")), dry ? "to write" : "written",
@@ -309,8 +314,9 @@ static int cmd_restore(int argc, char **argv)
 		"changes nothing.\n\n"
 		"Options:\n --store DIR      the store directory (must hold COMPLETE)\n"
 		" --root DIR       the root of the new OS\n --users a,b      only these users\n"
-		" --trust-setid    keep setuid/setgid bits, file capabilities and trusted.*/security.*\n"
-		"                  xattrs (only for a store nobody else could have altered)\n"
+		" --trusted-store  keep setuid/setgid bits, file capabilities and trusted.*/security.*\n"
+		"                  xattrs, and restore the spec's [system] paths (only for a store\n"
+		"                  nobody else could have altered)\n"
 		" --no-machine     do not apply the machine state\n"
 		" --dry-run        say what would change, write nothing\n"
 		" --json           one JSON document on stdout\n -h, --help       display this help\n";
@@ -322,7 +328,7 @@ static int cmd_restore(int argc, char **argv)
 	if (r)
 		return r < 0 ? 0 : r;
 	struct migrate_restore_opts o = {
-		.users = a.users, .dry_run = a.o.dry_run, .trust_setid = a.trust_setid, .no_machine = a.no_machine,
+		.users = a.users, .dry_run = a.o.dry_run, .trusted = a.trust_setid, .no_machine = a.no_machine,
 	};
 	r = migrate_restore(a.store, a.root, &o, &doc, &e);
 	return finish(&a, "profile restore", r, &e, doc, human_restore);

@@ -16,6 +16,9 @@
 #define MIG_HASH_HEX (MIG_HASH_LEN * 2 + 1)
 #define MIG_ARCHIVE_EXT ".pax.zst"
 #define MIG_PAX_OVERHEAD 1536    /* pax header bytes per entry, for estimates */
+/* The [system] paths travel like a user whose "home" is the root; '@' is
+ * never part of an account name, and the entries are named root/…. */
+#define MIG_SYSTEM_USER "@system"
 
 /* ---- globs ---- */
 struct mig_globs {

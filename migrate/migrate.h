@@ -44,7 +44,9 @@ void migrate_spec_free(migrate_spec *s);
 struct migrate_restore_opts {
 	const char *users;   /* comma-separated names, NULL: every saved user */
 	bool dry_run;        /* say what would change, write nothing */
-	bool trust_setid;    /* keep setuid/setgid bits and file capabilities */
+	bool trusted;        /* the store is ours: keep setuid/setgid bits, file
+	                      * capabilities, trusted.* and security.* xattrs,
+	                      * and restore the [system] paths */
 	bool no_machine;     /* do not apply machine state */
 };
 

@@ -11,7 +11,8 @@
  * the manifest's hash, and only then renamed into place.  Device nodes are
  * refused; a hardlink may only point at a file this archive restored.
  * setuid/setgid bits, file capabilities and trusted.* / security.* xattrs
- * are dropped unless the caller trusts the store (--trust-setid): a store
+ * are dropped, and the [system] paths (which may land anywhere in the new
+ * root) skipped, unless the caller trusts the store (--trusted-store): a store
  * on a storage partition could have been altered by anyone with access to
  * the disk, and such bits turn file writes into privilege.
  * Idempotent: content, owners, modes, xattrs, ACLs and times already equal
@@ -39,6 +40,8 @@ struct rctx {
 	json_object *done_users;     /* accounts planned (two passes) */
 	/* per user */
 	const char *user;
+	bool system;                 /* the "@system" archive: root/… entries */
+	const char *prefix;          /* "home/" or "root/" (both 5 long) */
 	uid_t uid;
 	gid_t gid;
 	struct mig_areader *ar;
@@ -282,7 +285,7 @@ static bool xattr_allowed(struct rctx *c, const char *name)
 		return false;   /* carried as ACLs */
 	if (!strncmp(name, "user.", 5))
 		return true;
-	return c->o->trust_setid;  /* security.capability, trusted.*, security.* */
+	return c->o->trusted;  /* security.capability, trusted.*, security.* */
 }
 
 static acl_t build_acl(struct rctx *c, struct archive_entry *en, int type)
@@ -367,7 +370,7 @@ static int apply_meta(struct rctx *c, int fd, struct archive_entry *en, bool *ch
 			if (tag == ARCHIVE_ENTRY_ACL_MASK)
 				mode = (mode & ~(mode_t)070) | (mode_t)((perm & 7) << 3);
 	}
-	if (!c->o->trust_setid) {
+	if (!c->o->trusted) {
 		mode_t strip = S_ISDIR(st.st_mode) ? S_ISUID : (S_ISUID | S_ISGID);
 		if (mode & strip) {
 			mode &= ~strip;
@@ -548,7 +551,7 @@ static int put_entry(struct rctx *c, int pfd, const char *base, const char *rel,
 		struct stat ts;
 		_cleanup_free_ char *tdir = NULL;
 		const char *tb;
-		if (strncmp(hl, "home/", 5) || !mig_path_safe(hl + 5) || !json_object_object_get_ex(c->done, hl, NULL)) {
+		if (strncmp(hl, c->prefix, 5) || !mig_path_safe(hl + 5) || !json_object_object_get_ex(c->done, hl, NULL)) {
 			refuse(c, rel, "hardlink to a file this archive did not restore");
 			return 0;
 		}
@@ -702,7 +705,7 @@ static int set_dir_times(struct rctx *c, int homefd)
 {
 	json_object_object_foreach(c->dirtimes, path, v) {
 		struct timespec ts[2] = { { 0, UTIME_OMIT }, { json_object_get_int64(v), 0 } };
-		const char *rel = strcmp(path, "home") ? path + 5 : ".";
+		const char *rel = strlen(path) > 5 ? path + 5 : ".";
 		int fd = strcmp(rel, ".") ? mig_openat_beneath(homefd, rel, O_RDONLY | O_DIRECTORY, 0) : dup(homefd);
 		struct stat st;
 		if (fd < 0)
@@ -725,10 +728,24 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 	int r;
 
 	(void)accounts;
-	if (!pw && !c->o->dry_run)
+	c->system = !strcmp(name, MIG_SYSTEM_USER);
+	c->prefix = c->system ? "root/" : "home/";
+	if (c->system && !c->o->trusted) {
+		/* [system] paths may land anywhere in the new OS: only from a
+		 * store the caller vouches for */
+		json_object *o = json_object_new_object();
+		json_object_object_add(o, "name", json_object_new_string(name));
+		json_object_object_add(o, "skipped", json_object_new_string("system paths need --trusted-store"));
+		json_object_array_add(c->report_users, o);
+		return 0;
+	}
+	if (c->system)
+		home = "/";
+	else if (!pw && !c->o->dry_run)
 		return ip_fail(e, -ENOENT, "user %s was not created in the new root", name);
-	home = pw ? pw->f[5] : jstr(mu, "home");
-	if (!home || home[0] != '/' || !mig_path_safe(home + 1))
+	if (!c->system)
+		home = pw ? pw->f[5] : jstr(mu, "home");
+	if (!home || home[0] != '/' || (!c->system && !mig_path_safe(home + 1)))
 		return ip_fail(e, -EINVAL, "the home directory of %s is not a safe absolute path: the store is damaged or hostile", name);
 	c->user = name;
 	c->uid = pw ? (uid_t)mig_rec_id(pw) : 0;
@@ -737,7 +754,12 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 	c->first_refusal[0] = '\0';
 	c->done = json_object_new_object();
 	c->dirtimes = json_object_new_object();
-	if (!c->o->dry_run) {
+	if (c->system && !c->o->dry_run) {
+		if ((homefd = dup(c->rootfd)) < 0) {
+			r = ip_fail(e, -errno, "out of file descriptors");
+			goto out_free;
+		}
+	} else if (!c->o->dry_run) {
 		bool created;
 		homefd = mig_mkdirs_beneath(c->rootfd, home + 1, 0755, (uid_t)-1, (gid_t)-1, &created);
 		if (homefd < 0) {
@@ -763,14 +785,14 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 		if (c->o->dry_run) {
 			if (S_ISREG(archive_entry_mode(en)))
 				archive_read_data_skip(ar.a);
-			if (strcmp(p, "home") && (strncmp(p, "home/", 5) || !mig_path_safe(p + 5)) &&
+			if (strcmp(p, "home") && (strncmp(p, c->prefix, 5) || !mig_path_safe(p + 5)) &&
 			    strcmp(p, "extra/crontab") && strcmp(p, "extra/mail"))
 				refuse(c, p, "path outside the home");
 			else
 				c->written++;
 			continue;
 		}
-		if (!strcmp(p, "home")) {
+		if (!strcmp(p, "home") && !c->system) {
 			bool changed = false;
 			if (archive_entry_filetype(en) != AE_IFDIR) {
 				refuse(c, p, "the home is not a directory");
@@ -782,7 +804,7 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 				json_object_object_add(c->dirtimes, "home", json_object_new_int64(archive_entry_mtime(en)));
 			continue;
 		}
-		if (!strcmp(p, "extra/crontab") || !strcmp(p, "extra/mail")) {
+		if (!c->system && (!strcmp(p, "extra/crontab") || !strcmp(p, "extra/mail"))) {
 			bool cron = !strcmp(p, "extra/crontab");
 			if (archive_entry_filetype(en) != AE_IFREG) {
 				refuse(c, p, "not a regular file");
@@ -798,7 +820,7 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 				break;
 			continue;
 		}
-		if (strncmp(p, "home/", 5) || !mig_path_safe(p + 5)) {
+		if (strncmp(p, c->prefix, 5) || !mig_path_safe(p + 5)) {
 			refuse(c, p, "path outside the home (absolute, '..' or empty component)");
 			continue;
 		}
@@ -814,7 +836,7 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 			if (cdir && !strcmp(cdir, dir)) {
 				pfd = dup(cfd);
 			} else {
-				pfd = mig_mkdirs_beneath(homefd, dir, 0700, c->uid, c->gid, NULL);
+				pfd = mig_mkdirs_beneath(homefd, dir, c->system ? 0755 : 0700, c->uid, c->gid, NULL);
 				if (pfd >= 0) {
 					if (cfd >= 0)
 						close(cfd);

@@ -7,6 +7,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <fnmatch.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -21,6 +22,7 @@ struct mig_user {
 	gid_t gid;
 	const char *home;       /* absolute in the root: "/home/alice" */
 	const struct mig_user_rule *rule;
+	bool system;            /* the [system] paths, archived as "@system" */
 	/* results */
 	uint64_t files, bytes, allocated, archive_bytes;
 	char archive_hash[MIG_HASH_HEX];
@@ -100,7 +102,41 @@ static int select_users(struct save_ctx *c, ip_error *e)
 		u->home = r->f[5];
 		u->rule = mig_spec_rule(s, u->name);
 	}
+	if (s->sys_include.n) {
+		struct mig_user *u = &c->users[c->nusers++];
+		u->name = MIG_SYSTEM_USER;
+		u->home = "/";
+		u->system = true;
+	}
 	return 0;
+}
+
+/* Could a [system] include glob match something below directory rel?
+ * Compare rel with as many leading components of each pattern. */
+static bool sys_may_contain(const struct mig_globs *g, const char *rel)
+{
+	size_t depth = 1;
+
+	for (const char *c = rel; *c; c++)
+		depth += *c == '/';
+	for (size_t i = 0; i < g->n; i++) {
+		char pre[4096];
+		const char *p = g->v[i];
+		size_t k = 0, n = 0;
+
+		while (p[n] && k < depth) {
+			if (p[n] == '/' && ++k == depth)
+				break;
+			n++;
+		}
+		if (k < depth - 1 || n >= sizeof(pre))
+			continue;   /* the pattern is shallower than rel */
+		memcpy(pre, p, n);
+		pre[n] = '\0';
+		if (fnmatch(pre, rel, FNM_PATHNAME) == 0)
+			return true;
+	}
+	return false;
 }
 
 static const char *uname_cb(void *data, la_int64_t id)
@@ -227,6 +263,18 @@ static bool want_path(const struct save_ctx *c, const struct mig_user *u, const 
 	bool has_inc = c->spec->include.n || (inc_u && inc_u->n);
 
 	*descend = isdir;
+	if (u->system) {
+		const migrate_spec *sp = c->spec;
+		if (!*rel)
+			return false;   /* the root directory itself is the new OS's */
+		if (mig_globs_match(&sp->sys_exclude, rel)) {
+			*descend = false;
+			return false;
+		}
+		bool in = mig_globs_match(&sp->sys_include, rel);
+		*descend = isdir && (in || sys_may_contain(&sp->sys_include, rel));
+		return in;
+	}
 	if (!*rel)
 		return true;
 	if (mig_globs_match(&c->spec->exclude, rel) || (u->rule && mig_globs_match(&u->rule->exclude, rel))) {
@@ -242,7 +290,8 @@ static bool want_path(const struct save_ctx *c, const struct mig_user *u, const 
 static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw, struct archive_entry_linkresolver *lr,
 		     ip_error *e)
 {
-	_cleanup_close_ int hfd = mig_openat_inroot(c->rootfd, u->home + 1, O_RDONLY | O_DIRECTORY);
+	_cleanup_close_ int hfd = u->system ? mig_openat_inroot(c->rootfd, ".", O_RDONLY | O_DIRECTORY)
+					    : mig_openat_inroot(c->rootfd, u->home + 1, O_RDONLY | O_DIRECTORY);
 	struct archive *rd = archive_read_disk_new();
 	struct archive_entry *en = NULL;
 	char top[64];
@@ -293,13 +342,13 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 			continue;
 		if (archive_entry_filetype(en) == AE_IFSOCK)
 			continue;  /* sockets are not data and cannot be archived */
-		snprintf(name, sizeof(name), "home%s%s", *rel ? "/" : "", rel);
+		snprintf(name, sizeof(name), "%s%s%s", u->system ? "root" : "home", *rel ? "/" : "", rel);
 		archive_entry_copy_pathname(en, name);
 		if (!archive_entry_uname(en))
-			archive_entry_copy_uname(en, u->name);   /* unknown uid: give it to the user */
+			archive_entry_copy_uname(en, u->system ? "root" : u->name);   /* unknown uid: give it to the user */
 		if (!archive_entry_gname(en)) {
 			const char *g = mig_gid_name(&c->acc, u->gid);
-			archive_entry_copy_gname(en, g ? g : u->name);
+			archive_entry_copy_gname(en, g ? g : u->system ? "root" : u->name);
 		}
 		u->files++;
 		if (archive_entry_filetype(en) == AE_IFREG) {
@@ -406,7 +455,7 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 
 	u->entries = json_object_new_array();
 	if (!c->write) {
-		if ((r = walk_home(c, u, NULL, NULL, e)) < 0)
+		if ((r = walk_home(c, u, NULL, NULL, e)) < 0 || u->system)
 			return r;
 		add_extra(c, u, NULL, "var/spool/cron/crontabs", "extra/crontab", e);
 		add_extra(c, u, NULL, "var/mail", "extra/mail", e);
@@ -439,8 +488,8 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 		goto out;
 	}
 	if ((r = walk_home(c, u, aw, lr, e)) < 0 ||
-	    (r = add_extra(c, u, aw, "var/spool/cron/crontabs", "extra/crontab", e)) < 0 ||
-	    (r = add_extra(c, u, aw, "var/mail", "extra/mail", e)) < 0)
+	    (!u->system && (r = add_extra(c, u, aw, "var/spool/cron/crontabs", "extra/crontab", e)) < 0) ||
+	    (!u->system && (r = add_extra(c, u, aw, "var/mail", "extra/mail", e)) < 0))
 		goto out;
 	if (atomic_load(&c->stop)) {
 		r = -ECANCELED;
@@ -673,6 +722,8 @@ static json_object *accounts_doc(struct save_ctx *c)
 	json_object_object_add(doc, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
 	for (size_t i = 0; i < c->nusers; i++) {
 		struct mig_user *u = &c->users[i];
+		if (u->system)
+			continue;
 		json_object *o = json_object_new_object(), *sup = json_object_new_array();
 		struct mig_rec *pw = mig_db_find(&c->acc.db[MIG_PASSWD], u->name);
 		struct mig_rec *sp = mig_db_find(&c->acc.db[MIG_SHADOW], u->name);
@@ -697,7 +748,8 @@ static json_object *accounts_doc(struct save_ctx *c)
 		if (!g->f)
 			continue;
 		for (size_t i = 0; i < c->nusers && !need; i++)
-			need = mig_rec_id(g) == (long)c->users[i].gid || mig_group_has_member(g, c->users[i].name);
+			need = !c->users[i].system &&
+			       (mig_rec_id(g) == (long)c->users[i].gid || mig_group_has_member(g, c->users[i].name));
 		if (!need)
 			continue;
 		json_object *o = json_object_new_object();
@@ -771,6 +823,8 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 		json_object_object_add(o, "archive_hash", json_object_new_string(u->archive_hash));
 		json_object_object_add(o, "files", ip_json_u64(u->files));
 		json_object_object_add(o, "bytes", ip_json_u64(u->bytes));
+		if (u->system)
+			json_object_object_add(o, "system", json_object_new_boolean(1));
 		json_object_object_add(o, "entries", json_object_get(u->entries));
 		json_object_array_add(musers, o);
 	}

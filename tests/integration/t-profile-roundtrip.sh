@@ -34,7 +34,7 @@ check "store is 0700, its files 0600" sh -c '[ "$(stat -c %a "$1")" = 700 ] && [
 check "COMPLETE written" test -s "$T/store/COMPLETE"
 check "no secret in the save output" sh -c '! "$1" profile list --store "$2" --json | grep -q "\\$6\\$\|PRIVATE"' _ "$I" "$T/store"
 ok "verify" "$I" profile verify --store "$T/store"
-ok "restore" "$I" profile restore --store "$T/store" --root "$T/new" --trust-setid
+ok "restore" "$I" profile restore --store "$T/store" --root "$T/new" --trusted-store
 
 # every file equal (owners by name through each root's own passwd/group)
 for u in alice bob carol; do
@@ -69,7 +69,7 @@ check "mail spool restored to remapped bob" sh -c 'cmp -s "$1/var/mail/bob" "$2/
 # idempotent: a second restore changes nothing (ctime included)
 snap_all() { (cd "$1" && find . -printf '%p %i %m %U %G %s %T@ %C@\n' | sort); }  # ctime: any write shows
 snap_all "$T/new" > "$T/r1"
-out=$("$I" profile restore --store "$T/store" --root "$T/new" --trust-setid --json)
+out=$("$I" profile restore --store "$T/store" --root "$T/new" --trusted-store --json)
 snap_all "$T/new" > "$T/r2"
 check "second restore changes nothing" cmp -s "$T/r1" "$T/r2"
 check "second restore reports nothing written" python3 -c '
@@ -79,8 +79,8 @@ assert all(u["written"] == 0 for u in d["users"]) and not d["accounts_changed"] 
 # untrusted store: setuid and capabilities dropped, the rest equal
 cp -a "$T/new.orig" "$T/new2"
 ok "restore --users alice (untrusted)" "$I" profile restore --store "$T/store" --root "$T/new2" --users alice
-check "setuid bit dropped without --trust-setid" test "$(stat -c %a "$T/new2/home/alice/bin/ls")" = 755
-check "capability dropped without --trust-setid" sh -c '! getfattr -n security.capability "$1" >/dev/null 2>&1' _ "$T/new2/home/alice/bin/ping-ish"
+check "setuid bit dropped without --trusted-store" test "$(stat -c %a "$T/new2/home/alice/bin/ls")" = 755
+check "capability dropped without --trusted-store" sh -c '! getfattr -n security.capability "$1" >/dev/null 2>&1' _ "$T/new2/home/alice/bin/ping-ish"
 check "only alice restored" sh -c '[ -d "$1/home/alice" ] && [ ! -e "$1/home/bob" ] && ! grep -q ^bob: "$1/etc/passwd"' _ "$T/new2"
 cp -a "$T/new.orig" "$T/new3"
 ok "dry run" "$I" profile restore --store "$T/store" --root "$T/new3" --dry-run
@@ -118,3 +118,17 @@ check "altered archive fails verify naming it" sh -c '"$1" profile verify --stor
 cp -a "$T/store" "$T/trunc"
 truncate -s 100000 "$T/trunc/carol.pax.zst"
 must_fail 1 "truncated archive fails verify" "$I" profile verify --store "$T/trunc"
+
+# [system] paths: saved by glob, restored only from a trusted store
+mkdir -p "$T/old/srv/www/site" "$T/old/opt/app/data" "$T/old/opt/other"
+echo hi > "$T/old/srv/www/site/index.html"; echo tmp > "$T/old/srv/www/site/x.tmp"
+echo conf > "$T/old/etc/myapp.conf"; echo d > "$T/old/opt/app/data/x"; echo no > "$T/old/opt/other/y"
+printf '[profile]\nusers = bob\n[system]\ninclude = srv/www, etc/myapp.conf, opt/*/data\nexclude = *.tmp\n' > "$T/sys.ini"
+ok "save with [system] paths" "$I" profile save --root "$T/old" --store "$T/sys" --spec "$T/sys.ini"
+cp -a "$T/new.orig" "$T/new4"; cp -a "$T/new.orig" "$T/new5"
+ok "restore without trust" "$I" profile restore --store "$T/sys" --root "$T/new4"
+check "untrusted store: system paths skipped" test ! -e "$T/new4/srv/www/site/index.html"
+ok "restore --trusted-store" "$I" profile restore --store "$T/sys" --root "$T/new5" --trusted-store
+check "system paths restored, excludes honoured" sh -c 'cmp -s "$1/srv/www/site/index.html" "$2/srv/www/site/index.html" &&
+	cmp -s "$1/etc/myapp.conf" "$2/etc/myapp.conf" && cmp -s "$1/opt/app/data/x" "$2/opt/app/data/x" &&
+	[ ! -e "$2/srv/www/site/x.tmp" ] && [ ! -e "$2/opt/other" ]' _ "$T/old" "$T/new5"
