@@ -341,11 +341,251 @@ static int cmd_deploy(int argc, char **argv)
 	return 0;
 }
 
+/* ---- import, build ----------------------------------------------------- */
+
+static int print_capture(const struct cli_opts *o, const char *cmd, const char *out,
+			 const struct imager_capture_result *res, bool warn_all)
+{
+	char a[IP_SIZE_BUFSZ], b[IP_SIZE_BUFSZ], d[IP_SIZE_BUFSZ];
+
+	if (warn_all)
+		fprintf(stderr, "inplace: warning: unknown filesystem: every block was captured\n");
+	if (o->json) {
+		json_object *doc = ip_json_doc(cmd);
+
+		json_object_object_add(doc, "image", json_object_new_string(out));
+		json_object_object_add(doc, "partition_size", ip_json_u64(res->part_size));
+		json_object_object_add(doc, "used_bytes", ip_json_u64(res->used));
+		json_object_object_add(doc, "image_size", ip_json_u64(res->out_size));
+		json_object_object_add(doc, "frames", ip_json_u64(res->frames));
+		json_object_object_add(doc, "signed", json_object_new_boolean(res->signed_));
+		json_object_object_add(doc, "all_blocks", json_object_new_boolean(warn_all));
+		return cli_emit(doc);
+	}
+	printf("wrote %s: %s used of %s (%s, %u frames)%s\n", out, ip_format_size(res->used, a, sizeof(a)),
+	       ip_format_size(res->part_size, b, sizeof(b)), ip_format_size(res->out_size, d, sizeof(d)),
+	       res->frames, res->signed_ ? ", signed" : "");
+	return 0;
+}
+
+/* Options shared by import and build; returns 0, a status, or -1 (not one of them). */
+static int capture_opt(const struct cli_opts *o, const char *cmd, int c, struct imager_capture_opts *co,
+		       const char **out)
+{
+	unsigned v;
+	int r;
+
+	switch (c) {
+	case 'o': *out = optarg; return 0;
+	case 'l':
+		if ((r = cli_parse_uint(o, cmd, "level", optarg, &v)))
+			return r;
+		if (v < 1 || v > 19)
+			return cli_usage(o, cmd, "level %u is out of range 1-19", v);
+		co->level = (int)v;
+		return 0;
+	case 't': return cli_parse_uint(o, cmd, "thread count", optarg, &co->threads);
+	case 'n': co->name = optarg; return 0;
+	case 's': co->sign_key = optarg; return 0;
+	}
+	return -1;
+}
+
+#define CAPTURE_LONGOPTS \
+	{ "output", required_argument, NULL, 'o' }, \
+	{ "level", required_argument, NULL, 'l' }, \
+	{ "threads", required_argument, NULL, 't' }, \
+	{ "name", required_argument, NULL, 'n' }, \
+	{ "sign", required_argument, NULL, 's' }
+#define CAPTURE_HELP \
+	" -o, --output IMAGE   the image file to write\n" \
+	" -l, --level L        zstd level, 1-19 (default 3)\n" \
+	" -t, --threads T      compression threads (default: every CPU)\n" \
+	" -n, --name NAME      a name recorded in the metadata\n" \
+	" -s, --sign KEY       sign with a minisign secret key, writing IMAGE.minisig\n" \
+	"     --json           print the result as JSON\n" \
+	" -q, --quiet          no progress bar\n" \
+	" -h, --help           display this help\n"
+
+static int cmd_import(int argc, char **argv)
+{
+	static const struct option opts[] = { CAPTURE_LONGOPTS, CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
+	const char *cmd = "image import", *out = NULL;
+	struct cli_opts o = { 0 };
+	struct imager_capture_opts co = { .cancel = &cancel_flag };
+	struct imager_capture_result res;
+	ip_error e = { 0 };
+	bool warn_all = false;
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "o:l:t:n:s:qh", opts, NULL)) != -1) {
+		if (cli_common_opt(&o, c))
+			continue;
+		if (c == 'h') {
+			fputs("Usage:\n inplace image import RAW[.gz|.xz|.zst|.bz2] -o IMAGE [options]\n\n"
+			      "Turn a raw image of one filesystem (a partition image, e.g. from dd or a\n"
+			      "vendor) into an inplace image: used blocks only, compressed, hashed.\n\n"
+			      "Options:\n" CAPTURE_HELP, stdout);
+			return 0;
+		}
+		if ((r = capture_opt(&o, cmd, c, &co, &out)) >= 0) {
+			if (r)
+				return r;
+			continue;
+		}
+		return cli_usage(&o, cmd, "unknown option");
+	}
+	if (argc - optind != 1)
+		return cli_usage(&o, cmd, "expected RAW");
+	if (!out)
+		return cli_usage(&o, cmd, "missing -o IMAGE");
+	cli_opts_apply(&o);
+	catch_signals();
+	if (imager_import(argv[optind], out, &co, &res, &warn_all, &e) < 0)
+		return cli_error(&o, cmd, &e);
+	return print_capture(&o, cmd, out, &res, warn_all);
+}
+
+static int cmd_build(int argc, char **argv)
+{
+	enum { OPT_FROM = OPT_CLI_LAST, OPT_FS, OPT_SIZE };
+	static const struct option opts[] = {
+		{ "from-dir", required_argument, NULL, OPT_FROM },
+		{ "fs", required_argument, NULL, OPT_FS },
+		{ "size", required_argument, NULL, OPT_SIZE },
+		CAPTURE_LONGOPTS, CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 },
+	};
+	const char *cmd = "image build", *out = NULL, *from = NULL, *fs = "ext4";
+	struct cli_opts o = { 0 };
+	struct imager_capture_opts co = { .cancel = &cancel_flag };
+	struct imager_capture_result res;
+	uint64_t size = 0;
+	ip_error e = { 0 };
+	int c, r;
+
+	while ((c = getopt_long(argc, argv, "o:l:t:n:s:qh", opts, NULL)) != -1) {
+		if (cli_common_opt(&o, c))
+			continue;
+		switch (c) {
+		case OPT_FROM: from = optarg; continue;
+		case OPT_FS: fs = optarg; continue;
+		case OPT_SIZE:
+			if ((r = cli_parse_size(&o, cmd, optarg, 512, &size)))
+				return r;
+			continue;
+		case 'h':
+			fputs("Usage:\n inplace image build --from-dir ROOTFS --size SIZE -o IMAGE [options]\n\n"
+			      "Make an image from a directory tree (a debootstrap target, an unpacked\n"
+			      "rootfs tarball): mke2fs -d into a temporary file, then capture it.\n\n"
+			      "Options:\n"
+			      "     --from-dir DIR   the tree to put in the filesystem\n"
+			      "     --fs FS          ext4 (default), ext3 or ext2\n"
+			      "     --size SIZE      the filesystem's size (512MiB, 4G …)\n" CAPTURE_HELP, stdout);
+			return 0;
+		}
+		if ((r = capture_opt(&o, cmd, c, &co, &out)) >= 0) {
+			if (r)
+				return r;
+			continue;
+		}
+		return cli_usage(&o, cmd, "unknown option");
+	}
+	if (argc != optind)
+		return cli_usage(&o, cmd, "unexpected argument '%s'", argv[optind]);
+	if (!from || !size || !out)
+		return cli_usage(&o, cmd, "--from-dir, --size and -o are required");
+	cli_opts_apply(&o);
+	catch_signals();
+	if (imager_build(from, fs, size, out, &co, &res, &e) < 0)
+		return cli_error(&o, cmd, &e);
+	return print_capture(&o, cmd, out, &res, false);
+}
+
+/* ---- apply-files ------------------------------------------------------- */
+
+static int cmd_apply_files(int argc, char **argv)
+{
+	enum { OPT_ROOT = OPT_CLI_LAST, OPT_KEEP };
+	static const struct option opts[] = {
+		{ "root", required_argument, NULL, OPT_ROOT },
+		{ "keep", required_argument, NULL, OPT_KEEP },
+		CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 },
+	};
+	const char *cmd = "image apply-files", *root = NULL;
+	struct cli_opts o = { 0 };
+	struct imager_files_result res;
+	_cleanup_free_ char *keepbuf = NULL;
+	const char *keep[65];
+	size_t nk = 0;
+	bool have_keep = false;
+	ip_error e = { 0 };
+	int c;
+
+	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+		if (cli_common_opt(&o, c))
+			continue;
+		switch (c) {
+		case OPT_ROOT: root = optarg; break;
+		case OPT_KEEP:
+			free(keepbuf);
+			keepbuf = strdup(optarg);
+			have_keep = true;
+			nk = 0;
+			for (char *save = NULL, *t = strtok_r(keepbuf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+				if (nk == IP_ARRAY_SIZE(keep) - 1)
+					return cli_usage(&o, cmd, "too many --keep paths");
+				keep[nk++] = t;
+			}
+			break;
+		case 'h':
+			fputs("Usage:\n inplace image apply-files ARCHIVE --root DIR [--keep PATHS]\n\n"
+			      "Replace the system under DIR by the files of ARCHIVE (tar, pax, cpio …,\n"
+			      "compressed or not), without repartitioning: files the archive has are\n"
+			      "written, files it does not have are removed, kept paths are not touched.\n\n"
+			      "Options:\n"
+			      "     --root DIR       the mounted root of the system to replace (not /)\n"
+			      "     --keep PATHS     comma-separated paths left alone (default /home,/root,/srv)\n"
+			      "     --dry-run        check the archive, write nothing\n"
+			      "     --json           print the result as JSON\n"
+			      " -h, --help           display this help\n", stdout);
+			return 0;
+		default: return cli_usage(&o, cmd, "unknown option");
+		}
+	}
+	keep[nk] = NULL;
+	if (argc - optind != 1)
+		return cli_usage(&o, cmd, "expected ARCHIVE");
+	if (!root)
+		return cli_usage(&o, cmd, "missing --root DIR");
+	if (o.dry_run)
+		return cli_usage(&o, cmd, "--dry-run is not supported yet");
+	cli_opts_apply(&o);
+	if (imager_apply_files(argv[optind], root, have_keep ? keep : NULL, &res, &e) < 0)
+		return cli_error(&o, cmd, &e);
+	if (o.json) {
+		json_object *doc = ip_json_doc(cmd);
+
+		json_object_object_add(doc, "archive", json_object_new_string(argv[optind]));
+		json_object_object_add(doc, "root", json_object_new_string(root));
+		json_object_object_add(doc, "extracted", ip_json_u64(res.extracted));
+		json_object_object_add(doc, "skipped_kept", ip_json_u64(res.skipped));
+		json_object_object_add(doc, "removed", ip_json_u64(res.removed));
+		return cli_emit(doc);
+	}
+	printf("applied %s to %s: %llu entries written, %llu removed, %llu under kept paths left alone\n",
+	       argv[optind], root, (unsigned long long)res.extracted, (unsigned long long)res.removed,
+	       (unsigned long long)res.skipped);
+	return 0;
+}
+
 static const struct cli_verb image_verbs[] = {
 	{ "capture", cmd_capture, "capture a partition into an image (used blocks only)" },
 	{ "info",    cmd_info,    "show an image's metadata" },
 	{ "verify",  cmd_verify,  "check an image's frames, content hash and signature" },
 	{ "deploy",  cmd_deploy,  "write an image onto a partition (resumable)" },
+	{ "import",  cmd_import,  "make an image from a raw filesystem image (.gz, .xz, .zst too)" },
+	{ "build",   cmd_build,   "make an image from a directory tree (mke2fs -d)" },
+	{ "apply-files", cmd_apply_files, "replace a system's files from an archive, keeping /home, /root, /srv" },
 	{ NULL, NULL, NULL },
 };
 

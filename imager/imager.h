@@ -97,6 +97,29 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 		  const struct imager_deploy_opts *o, struct imager_deploy_result *res,
 		  ip_error *e);
 
+/* ---- third-party images (imager/import.c) ----------------------------- */
+
+/* A raw image of one filesystem, plain or .gz/.xz/.zst/.bz2, into an image. */
+int imager_import(const char *raw, const char *out, const struct imager_capture_opts *o,
+		  struct imager_capture_result *res, bool *warn_all, ip_error *e);
+/* A directory tree → an fs (mke2fs -d, fs ext2/3/4) of size bytes → an image. */
+int imager_build(const char *rootfs, const char *fs, uint64_t size, const char *out,
+		 const struct imager_capture_opts *o, struct imager_capture_result *res, ip_error *e);
+
+/* ---- file-level in-place deploy (imager/files.c) ----------------------- */
+
+struct imager_files_result {
+	uint64_t extracted;   /* archive entries written */
+	uint64_t skipped;     /* archive entries under a kept path, not written */
+	uint64_t removed;     /* files and directories the archive does not have */
+};
+
+/* Make root's tree the archive's, leaving the kept paths (NULL-terminated,
+ * "/home" style; NULL: /home, /root, /srv) untouched.  Refuses "/" and any
+ * archive entry that would land outside root. */
+int imager_apply_files(const char *archive, const char *root, const char *const *keep,
+		       struct imager_files_result *res, ip_error *e);
+
 /* ---- HTTP sources (imager/source.c) ----------------------------------- */
 
 struct imager_fetch_opts {
