@@ -172,6 +172,34 @@ static void test_ext4(void **state)
 	ip_disk_free(d);
 }
 
+/* 1 KiB blocks: block 0 (the boot block) is in no group's bitmap but is
+ * the filesystem's, and counted in its used blocks. */
+static void test_ext2_1k(void **state)
+{
+	char img[300], dev[340], opt[64], sz[32];
+	partctl_usedmap *m = NULL;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	_cleanup_free_ char *info = NULL;
+
+	(void)state;
+	path(img, sizeof(img), "ext2.img");
+	make_image(img);
+	snprintf(opt, sizeof(opt), "offset=%llu", PART_OFF);
+	snprintf(sz, sizeof(sz), "%lluk", PART_SIZE / 1024);
+	run((const char *const[]){ "mke2fs", "-q", "-F", "-t", "ext2", "-b", "1024", "-E", opt, img, sz, NULL });
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDONLY, &d, &e), 0);
+	assert_int_equal(partctl_fs_usedmap(d, PART_OFF, PART_SIZE, &m, &e), 0);
+	check_map_shape(m);
+	assert_int_equal(m->block_size, 1024);
+	snprintf(dev, sizeof(dev), "%s?offset=%llu", img, PART_OFF);
+	info = run_out((const char *const[]){ "dumpe2fs", "-h", dev, NULL });
+	assert_int_equal(m->used, (field(info, "Block count:") - field(info, "Free blocks:")) * 1024);
+	assert_true(in_map(m, 0, 2048)); /* boot block and superblock */
+	partctl_usedmap_free(m);
+	ip_disk_free(d);
+}
+
 static void test_ntfs(void **state)
 {
 	char img[300], side[300], src[300], file[320], opt[64];
@@ -300,6 +328,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ext4),
+		cmocka_unit_test(test_ext2_1k),
 		cmocka_unit_test(test_ntfs),
 		cmocka_unit_test(test_unknown_and_corrupt),
 	};
