@@ -2,7 +2,8 @@
 # t-part-plan.sh — `inplace part plan` and `part make-storage` on the named
 # layouts: free tail space, a full disk where shrinking the last partition
 # suffices (ext4, NTFS), a full disk where a middle partition shrinks and
-# the next one moves, MBR with an extended partition, MBR with three
+# the next one moves, MBR with an extended partition (free space inside it,
+# or after it: the container grows), MBR with three
 # primaries (a new extended one), and the refusals (four primaries, a
 # 95%-full filesystem, xfs).  After make-storage: every old filesystem
 # clean with the same files, the storage partition ext4, labelled, of the
@@ -80,6 +81,9 @@ storage_case "gpt, shrink middle and move next" "$T/middle.img" 280MiB "shrink m
 
 fx_disk_mbr_ext "$T/mbr.img"
 storage_case "mbr, logical in the extended" "$T/mbr.img" 150MiB "create" 1 2 5
+
+fx_disk_mbr_ext_end "$T/extend.img"
+storage_case "mbr, no slot: grow the extended partition" "$T/extend.img" 100MiB "grow-extended create" 5
 
 fx_disk_mbr_four "$T/three.img"
 "$INPLACE" part delete "$T/three.img" 4 >/dev/null

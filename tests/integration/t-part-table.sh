@@ -48,6 +48,10 @@ same() {
 	pass "$1"
 }
 
+for verb in show create delete plan make-storage; do
+	ok "part $verb --help" "$INPLACE" part "$verb" --help
+done
+
 # ---- GPT ----------------------------------------------------------------------
 G=$T/gpt.img
 fx_disk_gpt_free "$G" || { fail "gpt fixture" "could not build"; exit 1; }
