@@ -2,7 +2,7 @@
 # t-part-resize-crash.sh — kill -9 during `inplace part shrink`, then
 # `inplace part resume`: every file intact, fsck clean, the shrink finished.
 #
-# ext4: 22 kills at random instants (half of them spread over the whole
+# ext4: 20 kills at random instants (half of them spread over the whole
 # command, half timed from the moment resize2fs starts writing its undo
 # file), plus the kill right after resize2fs finished and before inplace
 # recorded it.  The whole process group is killed, as a crash would: a
@@ -12,7 +12,7 @@
 
 MiB=$((1024 * 1024))
 export INPLACE_STATE_DIR=$T/state
-KILLS=${CRASH_KILLS:-22}
+KILLS=${CRASH_KILLS:-20}
 
 if ! have_loop; then skip "shrink crash test" "no loop devices"; exit 0; fi
 
