@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 
@@ -57,9 +58,17 @@ static void close_fds_from(int lowest)
 }
 
 /* In the child: only async-signal-safe calls until exec. */
-static void child_exec(const ip_proc *p, char *const *envp, int in, int out, int err, int report)
+static void child_exec(const ip_proc *p, char *const *envp, int in, int out, int err, int report,
+		       pid_t parent)
 {
 	int r;
+
+	/* A tool must not outlive a killed inplace: a resize2fs still writing
+	 * while `inplace part resume` rolls its work back would corrupt the
+	 * filesystem.  (The getppid check closes the race with a parent that
+	 * died before prctl.) */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(127);
 
 	if (dup2(in, 0) < 0 || dup2(out, 1) < 0 || dup2(err, 2) < 0)
 		goto fail;
@@ -108,7 +117,7 @@ int ip_proc_run(ip_proc *p, ip_error *e)
 	struct buf err = { .max = ERR_MAX };
 	_cleanup_free_ char **envp = NULL;
 	int status, exec_errno = 0, r = 0;
-	pid_t pid;
+	pid_t pid, parent;
 
 	p->out = p->err = NULL;
 	p->exit_code = -1;
@@ -126,13 +135,14 @@ int ip_proc_run(ip_proc *p, ip_error *e)
 		r = ip_fail(e, -errno, "cannot create a pipe: %s", strerror(errno));
 		goto out_close;
 	}
+	parent = getpid();
 	pid = fork();
 	if (pid < 0) {
 		r = ip_fail(e, -errno, "cannot start %s: %s", p->argv[0], strerror(errno));
 		goto out_close;
 	}
 	if (pid == 0)
-		child_exec(p, envp, in, outp[1], errp[1], rep[1]);
+		child_exec(p, envp, in, outp[1], errp[1], rep[1], parent);
 
 	close(outp[1]);
 	close(errp[1]);
