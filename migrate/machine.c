@@ -35,7 +35,27 @@ static const struct mfile machine_files[] = {
 	{ "keyboard", "etc/vconsole.conf" },
 };
 
-static struct mig_accounts *coll_acc;
+/* Only the paths machine.json may name: a damaged or hostile store must not
+ * be able to replace /etc/shadow or /etc/sudoers through machine state. */
+static bool machine_path_allowed(const char *path)
+{
+	for (size_t i = 0; i < IP_ARRAY_SIZE(machine_files); i++) {
+		const char *m = machine_files[i].path;
+		size_t l = strlen(m);
+
+		if (m[l - 1] != '/') {
+			if (!strcmp(path, m))
+				return true;
+			continue;
+		}
+		if (strncmp(path, m, l) || !path[l] || strchr(path + l, '/'))
+			continue;
+		if (!strcmp(machine_files[i].kind, "ssh-host-keys") && strncmp(path + l, "ssh_host_", 9))
+			continue;
+		return true;
+	}
+	return false;
+}
 
 static int add_file(int rootfd, const struct mig_accounts *acc, const char *kind, const char *rel,
 		    json_object *files, ip_error *e)
@@ -104,7 +124,6 @@ int mig_machine_collect(int rootfd, json_object **out, ip_error *e)
 
 	json_object_object_add(doc, "files", files);
 	mig_accounts_load(rootfd, &acc, NULL);
-	coll_acc = &acc;
 	for (size_t i = 0; i < IP_ARRAY_SIZE(machine_files) && !r; i++) {
 		const struct mfile *m = &machine_files[i];
 		size_t l = strlen(m->path);
@@ -147,7 +166,6 @@ int mig_machine_collect(int rootfd, json_object **out, ip_error *e)
 		}
 		free(names);
 	}
-	coll_acc = NULL;
 	mig_accounts_clear(&acc);
 	if (r < 0)
 		return r;
@@ -221,7 +239,7 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 		const char *path = json_object_get_string(json_object_object_get(f, "path"));
 		const char *kind = json_object_get_string(json_object_object_get(f, "kind"));
 
-		if (!path || strncmp(path, "etc/", 4) || !mig_path_safe(path))
+		if (!path || !mig_path_safe(path) || !machine_path_allowed(path))
 			return ip_fail(e, -EINVAL, "machine.json names an unsafe path: the store is damaged or hostile");
 		if (json_object_object_get_ex(f, "link", &v)) {
 			const char *target = json_object_get_string(v);

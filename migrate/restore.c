@@ -78,6 +78,33 @@ static int rec_from_json(json_object *arr, unsigned nf, const char **f)
 	return 0;
 }
 
+/* What useradd accepts (and "@system"): never a path, never a field. */
+static bool name_valid(const char *n)
+{
+	size_t l = n ? strlen(n) : 0;
+
+	if (n && !strcmp(n, MIG_SYSTEM_USER))
+		return true;
+	if (!l || l > 32 || n[0] == '-' || n[0] == '.' || (n[0] >= '0' && n[0] <= '9'))
+		return false;
+	for (size_t i = 0; i < l; i++) {
+		char c = n[i];
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-' || c == '.' || (c == '$' && i == l - 1)))
+			return false;
+	}
+	return true;
+}
+
+/* A home from an untrusted store must be /home/NAME or /var/home/NAME: an
+ * altered accounts.json must not aim a home at /etc. */
+static bool home_plausible(const char *home)
+{
+	const char *rest = !strncmp(home, "/home/", 6) ? home + 6 : !strncmp(home, "/var/home/", 10) ? home + 10 : NULL;
+
+	return rest && *rest && !strchr(rest, '/') && mig_path_safe(home + 1);
+}
+
 static bool user_selected(json_object *sel, const char *name)
 {
 	return json_object_object_get_ex(sel, name, NULL);
@@ -185,6 +212,9 @@ static int plan_accounts(struct rctx *c, json_object *accounts, json_object *sel
 			json_object_object_add(o, "created", json_object_new_boolean(0));
 		} else {
 			char ids[16], gids[16];
+			if (!c->o->trusted && !home_plausible(f[5]))
+				return ip_fail(e, -EPERM, "accounts.json gives %s the home %s, outside /home: the store is damaged or hostile (use --trusted-store if it is yours)",
+					       name, f[5]);
 			id = mig_db_free_id(pw, NULL, old, old >= 1000 ? 1000 : 100, old >= 1000 ? 59999 : 999);
 			if (id < 0)
 				return ip_fail(e, -ENOSPC, "no free user id for '%s' in the new root", name);
@@ -977,6 +1007,9 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 		return r;
 	if (!json_object_object_get_ex(manifest, "users", &users) || !json_object_is_type(users, json_type_array))
 		return ip_fail(e, -EINVAL, "manifest.json of %s lists no users: the store is damaged", store);
+	for (size_t i = 0; i < json_object_array_length(users); i++)
+		if (!name_valid(jstr(json_object_array_get_idx(users, i), "name")))
+			return ip_fail(e, -EINVAL, "manifest.json names a user that is not a valid account name: the store is damaged or hostile");
 	sel = json_object_new_object();
 	if (o->users) {
 		_cleanup_free_ char *list = strdup(o->users);

@@ -74,6 +74,8 @@ elif case == "manifest-mode":
     add("home/mode.txt", data=b"x\n", mode=0o755, mmode=0o644)
 elif case == "unlisted":
     add("home/extra.txt", data=b"x\n", listed=False)
+elif case == "home-etc":
+    add("home/evil", data=b"pwned\n")
 buf = io.BytesIO()
 with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
     for ti, data in entries:
@@ -86,8 +88,15 @@ manifest = {"format": "inplace-profile-store", "format_version": 1, "created": i
 acc = {"format_version": 1, "users": [{"name": "alice", "passwd": ["alice", "x", "1000", "1000", "", "/home/alice", "/bin/sh"],
        "shadow": ["alice", "$6$x$y", "19000", "0", "99999", "7", "", "", ""], "primary_group": "alice", "groups": []}],
        "groups": [{"name": "alice", "group": ["alice", "x", "1000", ""]}]}
+machine = {"files": []}
+if case == "home-etc":
+    acc["users"][0]["passwd"][5] = "/etc"
+if case == "machine-shadow":
+    import base64
+    machine["files"].append({"kind": "hostname", "path": "etc/shadow", "mode": 420, "owner": "root", "group": "root",
+                             "data": base64.b64encode(b"root::0:0:pwned:::\n").decode()})
 complete = {"format": "inplace-profile-store"}
-for name, doc in (("manifest.json", manifest), ("accounts.json", acc), ("machine.json", {"files": []})):
+for name, doc in (("manifest.json", manifest), ("accounts.json", acc), ("machine.json", machine)):
     s = json.dumps(doc).encode()
     open(os.path.join(store, name), "wb").write(s)
     complete[name] = b2(s)
@@ -133,3 +142,7 @@ check "manifest-hash: the disagreeing file never landed" test ! -e "$T/manifest-
 check "manifest-hash: no temporary left" sh -c '[ -z "$(find "$1" -name "*.inplace-tmp")" ]' _ "$T/manifest-hash/root"
 run_case manifest-mode 1
 run_case unlisted 1
+run_case home-etc 1
+check "home-etc: nothing written into the new root's /etc" test ! -e "$T/home-etc/root/etc/evil"
+run_case machine-shadow 1
+check "machine-shadow: /etc/shadow untouched" cmp -s "$T/new/etc/shadow" "$T/machine-shadow/root/etc/shadow"
