@@ -3,6 +3,7 @@
  * metadata frame, and opening an image with every size checked. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <zstd.h>
@@ -55,6 +56,18 @@ unsigned imager_threads(unsigned want)
 	return n < 1 ? 1 : n > 256 ? 256 : (unsigned)n;
 }
 
+static uint8_t zero_hash[IMAGER_HASH_LEN];
+
+static void zero_hash_init(void)
+{
+	uint8_t *z = calloc(1, IMAGER_FRAME_SIZE);
+
+	if (z) {
+		crypto_generichash(zero_hash, IMAGER_HASH_LEN, z, IMAGER_FRAME_SIZE, NULL, 0);
+		free(z);
+	}
+}
+
 void imager_content_hash(const uint8_t (*uh)[IMAGER_HASH_LEN], uint32_t n, uint8_t out[IMAGER_HASH_LEN])
 {
 	crypto_generichash_state st;
@@ -63,6 +76,14 @@ void imager_content_hash(const uint8_t (*uh)[IMAGER_HASH_LEN], uint32_t n, uint8
 	for (uint32_t i = 0; i < n; i++)
 		crypto_generichash_update(&st, uh[i], IMAGER_HASH_LEN);
 	crypto_generichash_final(&st, out, IMAGER_HASH_LEN);
+}
+
+const uint8_t *imager_zero_frame_hash(void)
+{
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+	pthread_once(&once, zero_hash_init);
+	return zero_hash;
 }
 
 /* ---- seek table -------------------------------------------------------- */

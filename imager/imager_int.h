@@ -105,6 +105,8 @@ json_object *imager_meta_to_json(const struct imager_meta *m, bool with_hashes);
 void imager_content_hash(const uint8_t (*frame_uhash)[IMAGER_HASH_LEN], uint32_t n,
 			 uint8_t out[IMAGER_HASH_LEN]);
 
+/* BLAKE2b-256 of IMAGER_FRAME_SIZE zero bytes (computed once). */
+const uint8_t *imager_zero_frame_hash(void);
 void imager_hex(const uint8_t *b, size_t n, char *out);
 int imager_unhex(const char *s, uint8_t *b, size_t n);
 unsigned imager_threads(unsigned want);
