@@ -71,7 +71,17 @@ struct move_rec {
 	uint64_t batch;        /* batch length, <= |to - from| */
 	uint64_t done;         /* bytes finished, counted from the end the copy
 				* starts at (the partition's end when moving up) */
+	uint64_t map_n;        /* extents of the used map stored after the slots
+				* (0: none stored, a resume copies every block) */
+	uint8_t map_sum[16];   /* its checksum: the map belongs to this record */
 };
+
+/* The used map, stored in the gap right after the journal's slots, so that a
+ * resume copies only used blocks too (the source filesystem's own bitmaps
+ * may already be overwritten by then).  Header, then map_n pairs of u64
+ * (off, len), partition-relative.  Coarsened (holes merged) to fit. */
+#define MAP_MAGIC "IPMVMAP1"
+#define MAP_HDR 64
 
 struct run {
 	uint64_t lo, hi;     /* partition-relative bytes to copy */
@@ -87,6 +97,7 @@ struct move_ctx {
 	uint64_t copied;
 	struct run *runs;    /* this batch's runs */
 	size_t nruns, runcap;
+	uint64_t map_off;    /* on-disk map area (0: none), up to MOVE_GAP_END */
 	size_t ra_i;         /* readahead: next run to announce … */
 	uint64_t ra_end;     /* … and where the announced bytes end */
 };
@@ -166,6 +177,16 @@ static int gap_check_free(ip_disk *d, uint64_t off, ip_error *e)
 		      ip_disk_path(d));
 }
 
+/* Is the map area free for us (zeros, or a map of ours)? */
+static bool map_area_free(ip_disk *d, uint64_t off)
+{
+	_cleanup_free_ uint8_t *buf = malloc(MOVE_GAP_END - off);
+
+	if (!buf || ip_disk_read(d, buf, MOVE_GAP_END - off, off, NULL) < 0)
+		return false;
+	return !memcmp(buf, MAP_MAGIC, 8) || all_zero(buf, MOVE_GAP_END - off);
+}
+
 static int disk_identity(ip_disk *d, const partctl_table *t, uint8_t id[16], ip_error *e)
 {
 	uint8_t sec[512];
@@ -186,11 +207,12 @@ static int disk_identity(ip_disk *d, const partctl_table *t, uint8_t id[16], ip_
 }
 
 static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bool for_write,
-			ip_journal **j, char *where, size_t wlen, ip_error *e)
+			ip_journal **j, uint64_t *map_off, char *where, size_t wlen, ip_error *e)
 {
 	uint64_t off;
 	int r;
 
+	*map_off = 0;
 	if (file) {
 		snprintf(where, wlen, "%s", file);
 		return ip_journal_open_file(file, j, e);
@@ -202,6 +224,10 @@ static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bo
 		 (unsigned long long)(off + 2 * IP_JOURNAL_SLOT - 1));
 	if (for_write && (r = gap_check_free(d, off, e)) < 0)
 		return r;
+	/* the rest of the gap holds the used map, when it is free too */
+	*map_off = off + 2 * IP_JOURNAL_SLOT;
+	if (for_write && !map_area_free(d, *map_off))
+		*map_off = 0;
 	return ip_journal_open_disk(d, off, j, e);
 }
 
@@ -353,9 +379,140 @@ static int copy_all(struct move_ctx *c, ip_error *e)
 	return 0;
 }
 
+/* ---- the stored used map ------------------------------------------------ */
+
+static size_t map_cap(uint64_t map_off)
+{
+	return map_off ? (size_t)((MOVE_GAP_END - map_off - MAP_HDR) / 16) : 0;
+}
+
+/* Coarsen the filesystem's map (merge holes, wider and wider) until it fits
+ * cap extents; the result covers every used byte, sector-aligned. */
+static partctl_usedmap *map_coarse(const partctl_usedmap *m, uint64_t size, unsigned ss, size_t cap)
+{
+	partctl_usedmap *out = calloc(1, sizeof(*out));
+	uint64_t gap = MOVE_MERGE_GAP;
+
+	if (!out || !(out->ext = malloc((m->n ? m->n : 1) * sizeof(*out->ext)))) {
+		partctl_usedmap_free(out);
+		return NULL;
+	}
+	out->block_size = ss;
+	out->size = size;
+	out->exact = m->exact;
+	for (;;) {
+		out->n = 0;
+		out->used = 0;
+		for (size_t i = 0; i < m->n; i++) {
+			uint64_t s = m->ext[i].off / ss * ss;
+			uint64_t t = (m->ext[i].off + m->ext[i].len + ss - 1) / ss * ss;
+
+			if (t > size)
+				t = size;
+			if (out->n && s <= out->ext[out->n - 1].off + out->ext[out->n - 1].len + gap) {
+				partctl_extent *x = &out->ext[out->n - 1];
+
+				if (t > x->off + x->len)
+					x->len = t - x->off;
+				continue;
+			}
+			out->ext[out->n++] = (partctl_extent){ s, t - s };
+		}
+		if (out->n <= cap || !cap)
+			break;
+		gap *= 4;
+	}
+	for (size_t i = 0; i < out->n; i++)
+		out->used += out->ext[i].len;
+	return out;
+}
+
+static void map_encode(const partctl_usedmap *m, uint8_t *buf, uint8_t sum[16])
+{
+	uint64_t n = m->n;
+
+	memset(buf, 0, MAP_HDR);
+	memcpy(buf, MAP_MAGIC, 8);
+	memcpy(buf + 8, &n, 8);
+	for (size_t i = 0; i < m->n; i++) {
+		memcpy(buf + MAP_HDR + 16 * i, &m->ext[i].off, 8);
+		memcpy(buf + MAP_HDR + 16 * i + 8, &m->ext[i].len, 8);
+	}
+	ip_checksum(buf, MAP_HDR + 16 * m->n, sum);
+}
+
+/* Write the map durably before the record that names it. */
+static int map_store(struct move_ctx *c, ip_error *e)
+{
+	size_t len = MAP_HDR + 16 * c->map->n;
+	_cleanup_free_ uint8_t *buf = malloc(len);
+	int r;
+
+	if (!buf)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	map_encode(c->map, buf, c->rec.map_sum);
+	c->rec.map_n = c->map->n;
+	r = ip_disk_write(c->d, buf, len, c->map_off, e);
+	if (r == 0)
+		r = ip_disk_flush(c->d, e);
+	return r;
+}
+
+/* The map the record names, or NULL (none, or not the one: copy all). */
+static partctl_usedmap *map_load(ip_disk *d, uint64_t map_off, const struct move_rec *rec)
+{
+	partctl_usedmap *m;
+	_cleanup_free_ uint8_t *buf = NULL;
+	size_t len;
+	uint64_t n;
+
+	if (!map_off || !rec->map_n || rec->map_n > map_cap(map_off))
+		return NULL;
+	len = MAP_HDR + 16 * rec->map_n;
+	buf = malloc(len);
+	if (!buf || ip_disk_read(d, buf, len, map_off, NULL) < 0)
+		return NULL;
+	memcpy(&n, buf + 8, 8);
+	if (memcmp(buf, MAP_MAGIC, 8) || n != rec->map_n || !ip_checksum_ok(buf, len, rec->map_sum))
+		return NULL;
+	m = calloc(1, sizeof(*m));
+	if (!m || !(m->ext = malloc(n * sizeof(*m->ext)))) {
+		free(m);
+		return NULL;
+	}
+	m->n = n;
+	m->size = rec->size;
+	m->exact = true;
+	for (size_t i = 0; i < n; i++) {
+		memcpy(&m->ext[i].off, buf + MAP_HDR + 16 * i, 8);
+		memcpy(&m->ext[i].len, buf + MAP_HDR + 16 * i + 8, 8);
+		m->used += m->ext[i].len;
+	}
+	return m;
+}
+
+/* Zero the map area (before the slots: while a slot is valid, the record
+ * tells how much of the area is ours). */
+static int map_clear(ip_disk *d, uint64_t map_off, uint64_t map_n, ip_error *e)
+{
+	size_t len = MAP_HDR + 16 * map_n;
+	_cleanup_free_ uint8_t *zero = NULL;
+	int r;
+
+	if (!map_off || !map_n || map_n > map_cap(map_off))
+		return 0;
+	zero = calloc(1, len);
+	if (!zero)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	r = ip_disk_write(d, zero, len, map_off, e);
+	if (r == 0)
+		r = ip_disk_flush(d, e);
+	return r;
+}
+
 /* The last step: the table, then the journal. */
 static int finish(const char *disk, ip_disk **d, ip_journal **j, const char *jfile,
-		  const struct move_rec *rec, bool table_done, ip_error *e)
+		  uint64_t map_off, const struct move_rec *rec, bool table_done, ip_error *e)
 {
 	partctl_table *t = NULL;
 	char where[512];
@@ -381,11 +538,14 @@ static int finish(const char *disk, ip_disk **d, ip_journal **j, const char *jfi
 		}
 		r = ip_disk_open(disk, IP_DISK_RDWR, d, e);
 		if (r == 0)
-			r = journal_open(*d, t, jfile, false, j, where, sizeof(where), e);
+			r = journal_open(*d, t, jfile, false, j, &map_off, where, sizeof(where), e);
 		partctl_table_free(t);
 		if (r < 0)
 			return r;
 	}
+	r = map_clear(*d, map_off, rec->map_n, e);
+	if (r < 0)
+		return r;
 	return ip_journal_clear(*j, e);
 }
 
@@ -468,7 +628,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	partctl_table *t = NULL;
 	ip_disk *d = NULL;
 	ip_journal *j = NULL;
-	partctl_usedmap *map = NULL;
+	partctl_usedmap *map = NULL, *fsmap = NULL;
 	struct move_ctx c = { 0 };
 	const struct partctl_part *p;
 	char where[512], label[64];
@@ -516,7 +676,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	c.rec.to = new_start;
 	c.rec.batch = move_dist(&c.rec) < MOVE_BATCH_MAX ? move_dist(&c.rec) : MOVE_BATCH_MAX;
 
-	r = journal_open(d, t, o->journal, !o->dry_run, &j, where, sizeof(where), e);
+	r = journal_open(d, t, o->journal, !o->dry_run, &j, &c.map_off, where, sizeof(where), e);
 	if (r < 0)
 		goto out;
 	if (ip_journal_read(j, &old, &oldlen, NULL) == 0) {
@@ -524,9 +684,15 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 			   where, disk, o->journal ? " --journal " : "", o->journal ? o->journal : "");
 		goto out;
 	}
-	r = partctl_fs_usedmap(d, c.rec.from, c.rec.size, &map, e);
+	r = partctl_fs_usedmap(d, c.rec.from, c.rec.size, &fsmap, e);
 	if (r < 0)
 		goto out;
+	/* what is stored is what is copied, now and by a resume */
+	map = map_coarse(fsmap, c.rec.size, ip_disk_sector_size(d), map_cap(c.map_off));
+	if (!map) {
+		r = ip_fail(e, -ENOMEM, "out of memory");
+		goto out;
+	}
 	info_fill(info, &c.rec, map->used, where);
 	if (o->dry_run)
 		goto out;
@@ -539,7 +705,12 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 		r = ip_fail(e, -ENOMEM, "out of memory");
 		goto out;
 	}
-	/* the intent is durable before the first byte moves */
+	/* the map, then the intent, durable before the first byte moves */
+	if (c.map_off && map->n <= map_cap(c.map_off)) {
+		r = map_store(&c, e);
+		if (r < 0)
+			goto out;
+	}
 	r = ip_journal_write(j, &c.rec, sizeof(c.rec), e);
 	if (r < 0)
 		goto out;
@@ -553,11 +724,12 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	}
 	partctl_table_free(t);
 	t = NULL;
-	r = finish(disk, &d, &j, o->journal, &c.rec, false, e);
+	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, false, e);
 out:
 	free(c.buf);
 	free(c.runs);
 	partctl_usedmap_free(map);
+	partctl_usedmap_free(fsmap);
 	ip_journal_free(j);
 	ip_disk_free(d);
 	partctl_table_free(t);
@@ -577,6 +749,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	partctl_table *t = NULL;
 	ip_disk *d = NULL;
 	ip_journal *j = NULL;
+	partctl_usedmap *map = NULL;
 	struct move_ctx c = { 0 };
 	const struct partctl_part *p;
 	char where[512], label[64];
@@ -591,7 +764,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 		return r;
 	r = ip_disk_open(disk, IP_DISK_RDWR, &d, e);
 	if (r == 0)
-		r = journal_open(d, t, o->journal, false, &j, where, sizeof(where), e);
+		r = journal_open(d, t, o->journal, false, &j, &c.map_off, where, sizeof(where), e);
 	if (r < 0) {
 		/* no place for an on-disk journal: then there is none to finish */
 		if (!o->journal && r == -ENOSPC) {
@@ -637,18 +810,18 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 			    c.rec.n, where);
 		goto out;
 	}
-	info_fill(info, &c.rec, c.rec.size - c.rec.done, where);
 	*did = true;
 	if (!table_done && c.rec.state != MOVE_DATA_DONE) {
 		c.d = d;
 		c.j = j;
+		c.map = map = map_load(d, c.map_off, &c.rec);
 		c.buf = malloc(MOVE_CHUNK);
 		if (!c.buf) {
 			r = ip_fail(e, -ENOMEM, "out of memory");
 			goto out;
 		}
 		snprintf(label, sizeof(label), "finishing the move of partition %u", c.rec.n);
-		c.prog = ip_progress_new(label, c.rec.size - c.rec.done);
+		c.prog = ip_progress_new(label, map ? map->used : c.rec.size - c.rec.done);
 		r = copy_all(&c, e);
 		ip_progress_free(c.prog);
 		free(c.buf);
@@ -658,8 +831,10 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	}
 	partctl_table_free(t);
 	t = NULL;
-	r = finish(disk, &d, &j, o->journal, &c.rec, table_done, e);
+	info_fill(info, &c.rec, c.copied, where);
+	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, table_done, e);
 out:
+	partctl_usedmap_free(map);
 	ip_journal_free(j);
 	ip_disk_free(d);
 	partctl_table_free(t);

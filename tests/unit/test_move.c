@@ -89,7 +89,7 @@ static void fill(struct fx *f, uint64_t start)
 static void expect_at(struct fx *f, uint64_t start)
 {
 	uint64_t off = 0, size = 0;
-	uint8_t want[512], *buf = malloc(PSIZE), slots[8192] = { 0 }, zero[8192] = { 0 };
+	uint8_t want[512], *buf = malloc(PSIZE), *gap = malloc(MiB - JOFF), *zero = calloc(1, MiB - JOFF);
 	ip_disk *d;
 	ip_error e = { 0 };
 
@@ -102,9 +102,11 @@ static void expect_at(struct fx *f, uint64_t start)
 		pattern(want, s);
 		assert_memory_equal(buf + s * 512, want, 512);
 	}
-	/* the journal is cleared once the move is done */
-	assert_int_equal(ip_disk_read(d, slots, sizeof(slots), JOFF, NULL), 0);
-	assert_memory_equal(slots, zero, sizeof(slots));
+	/* the journal and the stored map are cleared once the move is done */
+	assert_int_equal(ip_disk_read(d, gap, MiB - JOFF, JOFF, NULL), 0);
+	assert_memory_equal(gap, zero, MiB - JOFF);
+	free(gap);
+	free(zero);
 	ip_disk_free(d);
 	free(buf);
 }
