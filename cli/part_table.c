@@ -411,17 +411,16 @@ int cmd_part_create(int argc, char **argv)
 	if (r < 0)
 		goto fail;
 	if (!o.dry_run) {
-		r = partctl_table_write(t, &e);
+		/* the filesystem first, the entry last: a partition appears
+		 * only with its filesystem */
+		r = partctl_format_range(disk, spec.start, spec.size, fs, label, &e);
+		if (r == 0)
+			r = partctl_table_write(t, &e);
 		if (r < 0)
 			goto fail;
 	}
 	partctl_table_free(t);
 	t = NULL;
-	if (!o.dry_run) {
-		r = partctl_format(disk, n, fs, label, &e);
-		if (r < 0)
-			return cli_error(&o, cmd, &e);
-	}
 	if (o.json) {
 		json_object *doc = ip_json_doc(cmd);
 

@@ -97,9 +97,14 @@ int partctl_part_range(const char *disk, unsigned n, uint64_t *off, uint64_t *si
 		       ip_error *e);
 
 /* Format partition n of disk with fs ("ext4", "ntfs"; "none" or "" does
- * nothing) and label (may be NULL): mke2fs / mkntfs on the partition node of
- * a block device, or on a loop device over the range of an image file. */
+ * nothing) and label (may be NULL): mke2fs / mkntfs on a loop device over
+ * the partition's range (mke2fs -E offset= on an image file). */
 int partctl_format(const char *disk, unsigned n, const char *fs, const char *label, ip_error *e);
+/* The same on a byte range that need not be a partition yet: creating
+ * verbs format first and write the table entry last, so that a partition
+ * exists only once its filesystem does. */
+int partctl_format_range(const char *disk, uint64_t off, uint64_t size, const char *fs, const char *label,
+			 ip_error *e);
 
 /* ==== making room for the storage partition (partctl/plan*.c, owner: table) */
 

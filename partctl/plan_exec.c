@@ -65,8 +65,12 @@ out:
 	return r;
 }
 
-static int table_step(const char *disk, const struct partctl_plan_step *s, const char *type, unsigned *n_out,
-		      ip_error *e)
+/* A table change; for CREATE the filesystem is made first, in the range
+ * the new entry will describe, and the entry written last: a crash before
+ * leaves free space (make-storage plans the same range again), a crash
+ * after leaves a finished storage partition. */
+static int table_step(const char *disk, const struct partctl_plan_step *s, const char *type, const char *fs,
+		      const char *label, unsigned *n_out, ip_error *e)
 {
 	partctl_table *t = NULL;
 	int r;
@@ -89,6 +93,8 @@ static int table_step(const char *disk, const struct partctl_plan_step *s, const
 
 		snprintf(spec.type, sizeof(spec.type), "%s", type ? type : "linux");
 		r = partctl_table_add(t, &spec, n_out, e);
+		if (r == 0 && s->op == PARTCTL_OP_CREATE)
+			r = partctl_format_range(disk, s->start, s->size, fs, label, e);
 	}
 	if (r == 0)
 		r = partctl_table_write(t, e);
@@ -114,12 +120,10 @@ int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const c
 			break;
 		case PARTCTL_OP_GROW_EXTENDED:
 		case PARTCTL_OP_CREATE_EXTENDED:
-			r = table_step(disk, s, NULL, NULL, e);
+			r = table_step(disk, s, NULL, NULL, NULL, NULL, e);
 			break;
 		case PARTCTL_OP_CREATE:
-			r = table_step(disk, s, fs && !strcmp(fs, "ntfs") ? "ntfs" : "linux", &n, e);
-			if (r == 0)
-				r = partctl_format(disk, n, fs, label, e);
+			r = table_step(disk, s, fs && !strcmp(fs, "ntfs") ? "ntfs" : "linux", fs, label, &n, e);
 			break;
 		}
 		if (r < 0)
@@ -189,50 +193,33 @@ static int run_mkfs(const char *fs, const char *dev, uint64_t off, uint64_t size
 	return ip_spawn(argv, NULL, e);
 }
 
-int partctl_format(const char *disk, unsigned n, const char *fs, const char *label, ip_error *e)
+int partctl_format_range(const char *disk, uint64_t off, uint64_t size, const char *fs, const char *label,
+			 ip_error *e)
 {
-	uint64_t off, size;
 	char dev[256];
 	struct stat st;
 	unsigned ssz = 512;
+	ip_disk *d = NULL;
 	int r;
 
 	if (!fs || !*fs || !strcmp(fs, "none"))
 		return 0;
 	if (strcmp(fs, "ext4") && strcmp(fs, "ntfs"))
 		return ip_bad(e, -EPROTONOSUPPORT, "inplace formats ext4 and ntfs, not %s: choose --fs ext4, ntfs or none", fs);
-	r = partctl_part_range(disk, n, &off, &size, e);
-	if (r < 0)
-		return r;
-	r = ip_check_unmounted(disk, e);
+	r = ip_check_range_unmounted(disk, off, size, e);
 	if (r < 0)
 		return r;
 	if (stat(disk, &st) < 0)
 		return ip_fail(e, -errno, "cannot open %s: %s", disk, strerror(errno));
-	if (S_ISBLK(st.st_mode)) {
-		ip_disk *d = NULL;
-
-		if (ip_disk_open(disk, IP_DISK_RDONLY, &d, NULL) == 0) {
-			ssz = ip_disk_sector_size(d);
-			ip_disk_free(d);
-		}
-		r = ip_partition_node(disk, n, dev, sizeof(dev));
-		if (r == -ENOENT) {
-			r = ip_kernel_sync_partitions(disk, e);
-			if (r < 0)
-				return r;
-			r = ip_partition_node(disk, n, dev, sizeof(dev));
-		}
-		if (r < 0)
-			return ip_fail(e, r, "the kernel has no device for partition %u of %s: run partx -u %s and retry",
-				       n, disk, disk);
-		/* devtmpfs creates the node at once; give udev a moment anyway */
-		for (int i = 0; i < 50 && access(dev, F_OK) != 0; i++)
-			usleep(20000);
-		r = run_mkfs(fs, dev, off, size, ssz, label, false, e);
-	} else if (!strcmp(fs, "ext4")) {
+	if (ip_disk_open(disk, IP_DISK_RDONLY, &d, NULL) == 0) {
+		ssz = ip_disk_sector_size(d);
+		ip_disk_free(d);
+	}
+	if (S_ISREG(st.st_mode) && !strcmp(fs, "ext4")) {
 		r = run_mkfs(fs, disk, off, size, ssz, label, true, e);
 	} else {
+		/* a loop device over the range: the tools take a device, and the
+		 * range need not be a partition yet */
 		ip_error de = { 0 };
 
 		r = ip_loop_attach(disk, off, size, false, dev, sizeof(dev), e);
@@ -243,6 +230,19 @@ int partctl_format(const char *disk, unsigned n, const char *fs, const char *lab
 			r = ip_fail(e, de.code, "%s", de.msg);
 	}
 	if (r < 0)
-		ip_error_prefix(e, "cannot format partition %u of %s as %s", n, disk, fs);
+		ip_error_prefix(e, "cannot format %s at byte %llu of %s", fs, (unsigned long long)off, disk);
 	return r;
+}
+
+int partctl_format(const char *disk, unsigned n, const char *fs, const char *label, ip_error *e)
+{
+	uint64_t off, size;
+	int r;
+
+	if (!fs || !*fs || !strcmp(fs, "none"))
+		return 0;
+	r = partctl_part_range(disk, n, &off, &size, e);
+	if (r < 0)
+		return r;
+	return partctl_format_range(disk, off, size, fs, label, e);
 }
