@@ -510,6 +510,13 @@ static int hash_fd_eq(int fd, json_object *ment)
 
 static const uint8_t zeros[1 << 16];
 
+/* A trailing hole leaves the file short: only then is ftruncate needed. */
+static bool pos_written(int fd, int64_t size)
+{
+	struct stat st;
+	return fstat(fd, &st) < 0 || st.st_size != size;
+}
+
 /* Write the entry's data into fd (sparse), checking the manifest hash. */
 static int write_data(struct rctx *c, int fd, struct archive_entry *en, json_object *ment, const char *what, ip_error *e)
 {
@@ -553,7 +560,7 @@ static int write_data(struct rctx *c, int fd, struct archive_entry *en, json_obj
 		crypto_generichash_update(&st, zeros, z);
 		pos += (int64_t)z;
 	}
-	if (ftruncate(fd, size) < 0)
+	if (pos_written(fd, size) && ftruncate(fd, size) < 0)
 		return ip_fail(e, -errno, "cannot write %s: %s", what, strerror(errno));
 	crypto_generichash_final(&st, sum, sizeof(sum));
 	mig_hex(sum, sizeof(sum), hex);
@@ -633,15 +640,24 @@ static int put_entry(struct rctx *c, int pfd, const char *base, const char *rel,
 			json_object_object_add(c->done, archive_entry_pathname(en), NULL);
 			return 0;
 		}
-		unlinkat(pfd, tmp, 0);
-		fd = openat(pfd, tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		/* Nothing there: create the file under its own name (O_EXCL, so
+		 * never through a planted link) and remove it if the content
+		 * disagrees with the manifest.  Something there: write a temporary
+		 * and rename it over, so the old file stays whole until the new
+		 * one is checked. */
+		const char *wname = have ? tmp : base;
+		fd = openat(pfd, wname, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno == EEXIST && have) {
+			unlinkat(pfd, tmp, 0);
+			fd = openat(pfd, wname, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		}
 		if (fd < 0)
 			return ip_fail(e, -errno, "cannot create %s: %s", rel, strerror(errno));
 		if ((r = write_data(c, fd, en, ment, rel, e)) < 0 || (r = apply_meta(c, fd, en, &changed, rel, e)) < 0) {
-			unlinkat(pfd, tmp, 0);
+			unlinkat(pfd, wname, 0);
 			return r;
 		}
-		if (renameat(pfd, tmp, pfd, base) < 0) {
+		if (have && renameat(pfd, tmp, pfd, base) < 0) {
 			r = -errno;
 			unlinkat(pfd, tmp, 0);
 			return ip_fail(e, r, "cannot put %s in place: %s", rel, strerror(-r));
