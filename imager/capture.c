@@ -280,7 +280,8 @@ static void *cap_writer(void *arg)
 			r = ip_fail(&e, -errno, "cannot write the image: %s", strerror(errno));
 			break;
 		}
-		crypto_generichash_update(&c->file_hash, s->out, s->clen);
+		if (c->o->sign_key) /* minisign's prehash, only when signing */
+			crypto_generichash_update(&c->file_hash, s->out, s->clen);
 		c->written += s->clen;
 		ip_progress_add(c->prog, s->len);
 		pthread_mutex_lock(&c->lock);
@@ -352,9 +353,11 @@ static int write_tail(struct cap *c, ip_error *e)
 	if (ip_write_all(c->out_fd, hdr, sizeof(hdr)) < 0 || ip_write_all(c->out_fd, json, jlen) < 0 ||
 	    ip_write_all(c->out_fd, tab, tlen) < 0)
 		return ip_fail(e, -errno, "cannot write the image: %s", strerror(errno));
-	crypto_generichash_update(&c->file_hash, hdr, sizeof(hdr));
-	crypto_generichash_update(&c->file_hash, (const uint8_t *)json, jlen);
-	crypto_generichash_update(&c->file_hash, tab, tlen);
+	if (c->o->sign_key) {
+		crypto_generichash_update(&c->file_hash, hdr, sizeof(hdr));
+		crypto_generichash_update(&c->file_hash, (const uint8_t *)json, jlen);
+		crypto_generichash_update(&c->file_hash, tab, tlen);
+	}
 	c->written += sizeof(hdr) + jlen + tlen;
 	return 0;
 }

@@ -37,6 +37,7 @@ struct dep {
 	ip_disk *d;
 	uint64_t base;            /* byte offset of the partition in d */
 	const struct imager_deploy_opts *o;
+	bool prechecked;          /* every frame's hash was checked before writing */
 	ip_progress *prog;
 	uint8_t *done;            /* per frame */
 	uint64_t written;
@@ -121,7 +122,8 @@ static void *dep_worker(void *arg)
 		pthread_mutex_unlock(&c->lock);
 		/* A frame without used blocks is never read. */
 		if (frame_has_used(&c->img->meta, c->img->st.f[i].doff, c->img->st.f[i].dsize)) {
-			r = imager_read_frame(c->img, i, cbuf, &e);
+			r = c->prechecked ? imager_read_frame_unchecked(c->img, i, cbuf, &e)
+					  : imager_read_frame(c->img, i, cbuf, &e);
 			if (r >= 0)
 				r = imager_decompress_frame(c->img, i, dctx, cbuf, dbuf, &e);
 			if (r >= 0)
@@ -200,12 +202,18 @@ static int state_path(const struct imager_deploy_opts *o, const char *disk, unsi
 	return 0;
 }
 
-static int commit(struct dep *c, ip_journal *j, struct deploy_record *rec, uint32_t next, ip_error *e)
+static int commit(struct dep *c, ip_journal *j, struct deploy_record *rec, uint32_t from, uint32_t next,
+		  ip_error *e)
 {
 	int r = ip_disk_flush(c->d, e);
 
 	if (r < 0)
 		return r;
+	/* written and durable: the page cache need not keep it (a deploy
+	 * streams gigabytes nobody reads back) */
+	if (next > from)
+		ip_disk_drop_cache(c->d, c->base + c->img->st.f[from].doff,
+				   c->img->st.f[next - 1].doff + c->img->st.f[next - 1].dsize - c->img->st.f[from].doff);
 	rec->next = next;
 	return ip_journal_write(j, rec, sizeof(*rec), e);
 }
@@ -360,6 +368,7 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 		r = imager_verify_frames(img, o->threads, true, e);
 		if (r < 0)
 			return r;
+		c.prechecked = true;
 	}
 	if (o->dry_run)
 		return 0;
@@ -417,7 +426,7 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 			uint32_t target_wm = wm;
 
 			pthread_mutex_unlock(&c.lock);
-			r = commit(&c, j, &rec, target_wm, e);
+			r = commit(&c, j, &rec, durable, target_wm, e);
 			pthread_mutex_lock(&c.lock);
 			if (r < 0) {
 				c.stop = true;

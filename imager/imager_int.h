@@ -122,6 +122,9 @@ static inline uint32_t imager_get32(const uint8_t *p)
 /* Read the compressed frame i into buf (csize bytes) and check its hash;
  * bad input naming the frame and offset on a mismatch. */
 int imager_read_frame(imager_image *img, uint32_t i, void *buf, ip_error *e);
+/* The same without the hash (deploy checked every hash just before; zstd's
+ * frame checksum still guards the decompression). */
+int imager_read_frame_unchecked(imager_image *img, uint32_t i, void *buf, ip_error *e);
 /* Decompress frame i (cbuf → dbuf of dsize); names the frame on error. */
 int imager_decompress_frame(const imager_image *img, uint32_t i, void *dctx, const void *cbuf,
 			    void *dbuf, ip_error *e);
