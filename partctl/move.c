@@ -676,10 +676,15 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	c.rec.to = new_start;
 	c.rec.batch = move_dist(&c.rec) < MOVE_BATCH_MAX ? move_dist(&c.rec) : MOVE_BATCH_MAX;
 
-	r = journal_open(d, t, o->journal, !o->dry_run, &j, &c.map_off, where, sizeof(where), e);
-	if (r < 0)
-		goto out;
-	if (ip_journal_read(j, &old, &oldlen, NULL) == 0) {
+	if (o->dry_run && o->journal && access(o->journal, F_OK) < 0) {
+		/* a dry run creates no journal file */
+		snprintf(where, sizeof(where), "%s", o->journal);
+	} else {
+		r = journal_open(d, t, o->journal, !o->dry_run, &j, &c.map_off, where, sizeof(where), e);
+		if (r < 0)
+			goto out;
+	}
+	if (j && ip_journal_read(j, &old, &oldlen, NULL) == 0) {
 		r = ip_bad(e, -EBUSY, "an interrupted operation is recorded in the journal (%s): run 'inplace part resume %s%s%s' first",
 			   where, disk, o->journal ? " --journal " : "", o->journal ? o->journal : "");
 		goto out;
