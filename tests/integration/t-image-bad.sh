@@ -111,3 +111,17 @@ ok "the good image still deploys" "$INPLACE" image deploy -q --key k.pub good.im
 check "capture to an unwritable place leaves nothing" bash -c "! '$INPLACE' image capture -q src.img 1 -o /nonexistent/dir/x.img 2>/dev/null"
 must_fail 2 "capture of a missing partition" "$INPLACE" image capture -q src.img 9 -o x.img
 must_fail 2 "bad usage" "$INPLACE" image deploy good.img
+
+# Ctrl-C during a capture removes the partial image (level 19: slow enough)
+"$INPLACE" image capture -q -t 1 -l 19 src.img 1 -o int.img >/dev/null 2>&1 &
+cap=$!
+track_pid "$cap"
+sleep 0.5
+kill -INT "$cap"
+wait "$cap"; rc=$?
+if [ "$rc" -eq 0 ]; then
+	skip "SIGINT during capture" "the capture finished before the signal"
+else
+	int_clean() { [ "$rc" -eq 1 ] && [ ! -e int.img ] && [ -z "$(ls int.img.tmp-* 2>/dev/null)" ]; }
+	check "SIGINT during capture: exit 1, no image, no temporary file" int_clean
+fi
