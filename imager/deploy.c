@@ -359,7 +359,9 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 		target = node;
 		c.base = 0;
 	}
-	r = ip_check_unmounted(target, e);
+	/* Only the target partition must be unmounted: the storage partition
+	 * of the same disk is normally mounted while the system is deployed. */
+	r = c.base ? ip_check_range_unmounted(target, off, size, e) : ip_check_unmounted(target, e);
 	if (r < 0)
 		return r;
 	/* A signature covers every byte of the file; without one, check every
@@ -372,7 +374,8 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 	}
 	if (o->dry_run)
 		return 0;
-	r = ip_disk_open(target, IP_DISK_RDWR, &c.d, e);
+	r = c.base ? ip_disk_open_range(target, IP_DISK_RDWR, off, size, &c.d, e)
+		   : ip_disk_open(target, IP_DISK_RDWR, &c.d, e);
 	if (r < 0)
 		return r;
 

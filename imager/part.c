@@ -41,9 +41,14 @@ int imager_part_check_capture(const char *disk, unsigned n, ip_error *e)
 
 	if (stat(disk, &sb) < 0)
 		return ip_bad(e, -errno, "cannot open %s: %s", disk, strerror(errno));
-	if (!S_ISBLK(sb.st_mode))
-		/* An image file: any mount through a loop device is refused. */
-		return ip_check_unmounted(disk, e);
+	if (!S_ISBLK(sb.st_mode)) {
+		/* An image file: a mount through a loop device of any part of
+		 * the partition's range is refused, other partitions may be in use. */
+		uint64_t off, size;
+
+		r = partctl_part_range(disk, n, &off, &size, e);
+		return r < 0 ? r : ip_check_range_unmounted(disk, off, size, e);
+	}
 	if (ip_partition_node(disk, n, node, sizeof(node)) < 0 || stat(node, &sb) < 0)
 		return 0; /* no node: the kernel cannot have it mounted */
 	r = mounted_rw(sb.st_rdev, where, sizeof(where));

@@ -65,9 +65,8 @@ umnt "$D/mnt/old"
 step "3. Writing the new OS image over the system partition"
 run image build --from-dir "$D/new" --fs ext4 --size 128MiB -o "$D/newos.img"
 run image info "$D/newos.img"
-umnt "$D/mnt/store"
+# The store stays mounted: only the target partition has to be free.
 run image deploy "$D/newos.img" "$DISK" 1 --grow
-mnt "$storep" "$D/mnt/store"
 
 step "4. First boot of the new OS: restoring the users"
 partloop newp "$DISK" 1  # a fresh loop device: no cached blocks of the old fs
