@@ -83,6 +83,7 @@ const struct mig_user_rule *mig_spec_rule(const migrate_spec *s, const char *use
 
 struct parse_ctx {
 	migrate_spec *s;
+	bool set_exclude;      /* [profile] exclude given: it replaces the defaults */
 	char bad[256];
 	int err;
 };
@@ -143,6 +144,7 @@ static int handler(void *user, const char *section, const char *key, const char 
 			ip_error e = { 0 };
 			r = strcmp(value, "0") ? ip_parse_size(value, 512, &s->max_size, &e) : (s->max_size = 0, 0);
 		} else if (!strcmp(key, "exclude")) {
+			c->set_exclude = true;
 			r = mig_globs_add_list(&s->exclude, value);
 		} else if (!strcmp(key, "include")) {
 			r = mig_globs_add_list(&s->include, value);
@@ -230,7 +232,7 @@ int migrate_spec_parse(const char *text, const char *name, migrate_spec **out, i
 			return ip_bad(e, -EINVAL, "%s at %s line %d: fix or remove it", c.bad, name, line);
 		return ip_bad(e, -EINVAL, "syntax error at %s line %d: expected [section] or key = value", name, line);
 	}
-	if (!c.s->exclude.n && !strstr(text, "exclude") && mig_globs_add_list(&c.s->exclude, default_exclude) < 0) {
+	if (!c.set_exclude && mig_globs_add_list(&c.s->exclude, default_exclude) < 0) {
 		migrate_spec_free(c.s);
 		return ip_fail(e, -ENOMEM, "out of memory");
 	}

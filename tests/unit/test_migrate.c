@@ -61,6 +61,13 @@ static void test_spec_parse(void **state)
 	assert_null(mig_spec_rule(s, "bob"));
 	assert_int_equal(s->sys_include.n, 1);
 	migrate_spec_free(s);
+	/* a per-user exclude keeps the default excludes; "exclude =" alone drops them */
+	assert_int_equal(migrate_spec_parse("[user bob]\nexclude = x\n", "t.ini", &s, &e), 0);
+	assert_true(mig_globs_match(&s->exclude, ".cache/a"));
+	migrate_spec_free(s);
+	assert_int_equal(migrate_spec_parse("[profile]\nexclude =\n", "t.ini", &s, &e), 0);
+	assert_false(mig_globs_match(&s->exclude, ".cache/a"));
+	migrate_spec_free(s);
 }
 
 static void test_spec_rejects(void **state)
