@@ -995,8 +995,21 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 	}
 	detach_stale_loops(rec.disk, rec.start);
 	if (!strcmp(rec.phase, "checking") || !strcmp(rec.phase, "checked")) {
-		/* Only the check ran: start over. */
+		/* Only the check ran: start over.  An e2fsck killed half way
+		 * leaves the filesystem marked as not clean, and resize2fs -P
+		 * (the minimum the new attempt needs) refuses such a
+		 * filesystem, so let e2fsck finish its repair first. */
+		if (is_ext(rec.fs)) {
+			r = tooldev_get(rec.disk, rec.n, rec.start, rec.old_size, &td, e);
+			if (r < 0)
+				goto out;
+			r = ext_fsck(td.path, rec.disk, rec.n, e);
+			tooldev_put(&td);
+			if (r < 0)
+				goto out;
+		}
 		rec_done(&s, &rec, NULL);
+		state_close(&s);
 		return partctl_shrink(rec.disk, rec.n, rec.new_size, e);
 	}
 	if (!strcmp(rec.phase, "fs-resizing") && rec.undo[0]) {
@@ -1016,6 +1029,7 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 		r = rec_done(&s, &rec, e);
 		if (r < 0)
 			goto out;
+		state_close(&s);
 		return partctl_shrink(rec.disk, rec.n, rec.new_size, e);
 	}
 	if (!strcmp(rec.phase, "fs-resizing")) {
@@ -1046,6 +1060,11 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 			r = run_code(argv, &code, &err, e);
 			if (r == 0 && code != 0)
 				r = ip_fail(e, -EUCLEAN, "e2fsck finds it damaged");
+			/* Whole, but resize2fs marks the filesystem "with errors"
+			 * while it works, and resize2fs -P, which the next
+			 * attempt needs, refuses it until e2fsck has run. */
+			if (r == 0)
+				r = ext_fsck(td.path, rec.disk, rec.n, e);
 			tooldev_put(&td);
 		} else if (r == 0) {
 			r = ntfs_check(td.path, rec.disk, rec.n, e);
@@ -1059,6 +1078,7 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 		}
 		if (fi.size > rec.new_size) {
 			rec_done(&s, &rec, NULL);
+			state_close(&s);
 			return partctl_shrink(rec.disk, rec.n, rec.new_size, e);
 		}
 		r = rec_write(&s, &rec, "fs-resized", e);

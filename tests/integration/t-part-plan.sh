@@ -131,17 +131,7 @@ for k in 1 2 3 4 5 6; do
 	rerun=ok n=""
 	out=$("$INPLACE" part make-storage --json -q "$T/crash.img" --need 280MiB 2>&1) || rerun="failed (exit $?)"
 	if [ "$rerun" != ok ]; then
-		# Known: a kill inside resize2fs leaves the ext4 flagged "with
-		# errors" (resize2fs sets the flag while it works) and part resume
-		# cannot yet finish or roll back such a shrink (partctl/resize.c
-		# learns the minimum size before its e2fsck).  A visible skip while
-		# that stands; any other failure of the rerun fails.
-		read -r s2 _ < <(fx_part_range "$T/crash.img" 2)
-		if dumpe2fs -h "$T/crash.img?offset=$s2" 2>/dev/null | grep -q '^Filesystem state:.*with errors'; then
-			skip "$name" "rerun stopped: resume after a kill inside resize2fs (fs flagged with errors) is partctl/resize.c's"
-		else
-			fail "$name" "second run $rerun: $(grep "^inplace" <<<"$out" | tail -1)"
-		fi
+		fail "$name" "second run $rerun: $(grep "^inplace" <<<"$out" | tail -1)"
 		continue
 	fi
 	n=$(jq -r .partition <<<"$out")
