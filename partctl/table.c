@@ -164,7 +164,8 @@ void partctl_table_free(partctl_table *t)
 	if (t->cxt) {
 		/* nosync: libfdisk would issue BLKRRPART, which fails on a disk
 		 * in use; partctl_table_write() tells the kernel through BLKPG. */
-		fdisk_deassign_device(t->cxt, 1);
+		if (fdisk_get_devfd(t->cxt) >= 0) /* asserts on an unassigned context */
+			fdisk_deassign_device(t->cxt, 1);
 		fdisk_unref_context(t->cxt);
 	}
 	if (t->fd >= 0)
@@ -186,6 +187,9 @@ int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_err
 		return ip_bad(e, -errno, "cannot open %s: %s", disk, strerror(errno));
 	if (!S_ISBLK(st.st_mode) && !S_ISREG(st.st_mode))
 		return ip_bad(e, -ENOTBLK, "%s is not a disk: give a block device or a disk-image file", disk);
+	if (S_ISREG(st.st_mode) && st.st_size < 4096)
+		return ip_bad(e, -EINVAL, "%s is too small to hold a partition table (%lld bytes): give a disk image",
+			      disk, (long long)st.st_size);
 	if (write) {
 		r = ip_check_unmounted(disk, e);
 		if (r < 0)

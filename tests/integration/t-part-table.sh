@@ -142,6 +142,8 @@ refuse "missing disk: create" "" "$INPLACE" part create "$T/nonexistent.img" --s
 refuse "missing disk: delete" "" "$INPLACE" part delete "$T/nonexistent.img" 1
 refuse "a directory is not a disk" "" "$INPLACE" part show "$T"
 refuse "/dev/null is not a disk" "" "$INPLACE" part show /dev/null
+: > "$T/empty.img"
+refuse "an empty file is not a disk" "$T/empty.img" "$INPLACE" part show "$T/empty.img"
 B=$T/blank.img
 truncate -s 64M "$B"
 refuse "no table: show" "$B" "$INPLACE" part show "$B"
