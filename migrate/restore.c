@@ -932,7 +932,7 @@ out_free:
 }
 
 /* Homes are independent once the accounts are written: restore them in
- * parallel, one thread per user, at most one per core. */
+ * parallel, one thread per user, at most two per core. */
 struct rjob {
 	struct rctx c;
 	int storefd;
@@ -986,7 +986,8 @@ static int restore_homes(struct rctx *c, int storefd, json_object *users, json_o
 	}
 	if (ncpu < 1)
 		ncpu = 1;
-	while (nt < p.n && nt < (size_t)ncpu && nt < IP_ARRAY_SIZE(th) &&
+	/* restoring waits on the disk as much as on the CPU: two per core */
+	while (nt < p.n && nt < (size_t)ncpu * 2 && nt < IP_ARRAY_SIZE(th) &&
 	       pthread_create(&th[nt], NULL, restore_worker, &p) == 0)
 		nt++;
 	if (!nt)
