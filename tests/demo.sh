@@ -72,8 +72,8 @@ step "4. First boot of the new OS: restoring the users"
 partloop newp "$DISK" 1  # a fresh loop device: no cached blocks of the old fs
 mnt "$newp" "$D/mnt/new"
 # The store is the one we just made, so setuid bits and file capabilities
-# may come back (--trust-setid); the default profile spec leaves caches out.
-run profile restore --store "$D/mnt/store/profile" --root "$D/mnt/new" --trust-setid
+# may come back (--trusted-store); the default profile spec leaves caches out.
+run profile restore --store "$D/mnt/store/profile" --root "$D/mnt/new" --trusted-store
 bash "$here/fixtures/profile-root.sh" snap "$D/mnt/new" home > "$D/after.snap"
 echo "accounts in the new OS (name:uid:gid:home); bob's old UID belongs to dave there:"
 grep -E '^(alice|bob|carol|dave):' "$D/mnt/new/etc/passwd" | cut -d: -f1,3,4,6 | sed 's/^/  /'
