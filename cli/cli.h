@@ -43,6 +43,11 @@ void cli_opts_apply(const struct cli_opts *o);
 /* Parse a SIZE argument, reporting bad input through cli_usage. */
 int cli_parse_size(const struct cli_opts *o, const char *command, const char *arg,
 		   unsigned sector_size, uint64_t *out);
+/* Parse a SIZE that may be given in sectors of DISK ("2048s"): opens the
+ * disk read-only to learn its logical sector size.  Returns 0 or the exit
+ * status, the error already reported. */
+int cli_parse_disk_size(const struct cli_opts *o, const char *command, const char *disk,
+			const char *arg, uint64_t *out);
 /* Parse an unsigned number (partition number, thread count …). */
 int cli_parse_uint(const struct cli_opts *o, const char *command, const char *what,
 		   const char *arg, unsigned *out);

@@ -96,6 +96,20 @@ int cli_parse_size(const struct cli_opts *o, const char *command, const char *ar
 	return 0;
 }
 
+int cli_parse_disk_size(const struct cli_opts *o, const char *command, const char *disk,
+			const char *arg, uint64_t *out)
+{
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	unsigned ss;
+
+	if (ip_disk_open(disk, IP_DISK_RDONLY, &d, &e) < 0)
+		return cli_error(o, command, &e);
+	ss = ip_disk_sector_size(d);
+	ip_disk_free(d);
+	return cli_parse_size(o, command, arg, ss, out);
+}
+
 int cli_parse_uint(const struct cli_opts *o, const char *command, const char *what,
 		   const char *arg, unsigned *out)
 {

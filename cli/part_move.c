@@ -67,9 +67,8 @@ int cmd_part_move(int argc, char **argv)
 	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ];
 	ip_error e = { 0 };
 	uint64_t to;
-	unsigned n, ss = 512;
-	ip_disk *d = NULL;
-	int c;
+	unsigned n;
+	int c, r;
 
 	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
 		if (cli_common_opt(&o, c))
@@ -96,12 +95,9 @@ int cmd_part_move(int argc, char **argv)
 	if (cli_parse_uint(&o, cmd, "partition number", argv[optind + 1], &n))
 		return IP_EXIT_BADINPUT;
 	cli_opts_apply(&o);
-	if (ip_disk_open(disk, IP_DISK_RDONLY, &d, &e) < 0)
-		return cli_error(&o, cmd, &e);
-	ss = ip_disk_sector_size(d);
-	ip_disk_free(d);
-	if (cli_parse_size(&o, cmd, to_arg, ss, &to))
-		return IP_EXIT_BADINPUT;
+	r = cli_parse_disk_size(&o, cmd, disk, to_arg, &to);
+	if (r)
+		return r;
 	mo.dry_run = o.dry_run;
 	if (partctl_move_ex(disk, n, to, &mo, &info, &e) < 0)
 		return cli_error(&o, cmd, &e);

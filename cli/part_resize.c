@@ -97,9 +97,8 @@ static int resize_verb(int argc, char **argv, bool grow)
 	const char *to_arg = NULL, *disk;
 	bool max = false;
 	ip_error e = { 0 };
-	ip_disk *d = NULL;
 	uint64_t to = 0;
-	unsigned n, ss;
+	unsigned n;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
@@ -131,12 +130,8 @@ static int resize_verb(int argc, char **argv, bool grow)
 	if (cli_parse_uint(&o, cmd, "partition number", argv[optind + 1], &n))
 		return IP_EXIT_BADINPUT;
 	cli_opts_apply(&o);
-	if (ip_disk_open(disk, IP_DISK_RDONLY, &d, &e) < 0)
-		return cli_error(&o, cmd, &e);
-	ss = ip_disk_sector_size(d);
-	ip_disk_free(d);
-	if (to_arg && cli_parse_size(&o, cmd, to_arg, ss, &to))
-		return IP_EXIT_BADINPUT;
+	if (to_arg && (r = cli_parse_disk_size(&o, cmd, disk, to_arg, &to)))
+		return r;
 	r = grow ? partctl_grow_plan(disk, n, to, &p, &e) : partctl_shrink_plan(disk, n, to, &p, &e);
 	if (r < 0)
 		return cli_error(&o, cmd, &e);

@@ -662,8 +662,9 @@ static int plan_verb(int argc, char **argv, bool execute)
 		return cli_usage(&o, cmd, "give --need SIZE");
 	if (strlen(label) > 16)
 		return cli_usage(&o, cmd, "an ext4 label has at most 16 bytes");
-	if (cli_parse_size(&o, cmd, need_s, 512, &need))
-		return IP_EXIT_BADINPUT;
+	r = cli_parse_disk_size(&o, cmd, disk, need_s, &need);
+	if (r)
+		return r;
 
 	r = partctl_plan_describe(disk, &d, &e);
 	if (r < 0)
