@@ -575,9 +575,10 @@ static void plan_print(const struct partctl_plan *p, const char *fs, const char 
 static const char *plan_usage =
 	"\nUsage:\n inplace part plan [options] DISK --need SIZE\n\n"
 	"Show the steps that would make a new partition of SIZE on DISK: use free\n"
-	"space, else shrink the filesystem with the most room (keeping 5%% and\n"
+	"space, else shrink the filesystem with the most room (keeping 5% and\n"
 	"64 MiB above its minimum) and move the partitions after it.  Writes nothing.\n\nOptions:\n"
-	"     --need SIZE    size of the new partition (512MiB, 8G, bytes)\n"
+	"     --need SIZE    size of the new partition (512MiB, 8G, bytes, or sectors\n"
+	"                    with 's')\n"
 	"     --json         one JSON document on stdout\n"
 	" -h, --help         display this help\n";
 
