@@ -17,6 +17,9 @@ TESTS_DIR=${TESTS_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 _t_name=$(basename "$0" .sh)
 _loops=() _mounts=() _pids=()
 T=$(mktemp -d "${TMPDIR:-/tmp}/inplace-$_t_name.XXXXXX")
+# Journals and resume records of the tests stay in the scratch directory,
+# never in the host's /var/lib/inplace.
+export INPLACE_STATE_DIR=$T/state
 
 cleanup() {
 	local i
