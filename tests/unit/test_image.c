@@ -219,7 +219,7 @@ static void test_meta_against_seektable(void **state)
  * verified, damaged and truncated. */
 static void test_capture_verify(void **state)
 {
-	char dir[] = "/tmp/test-image.XXXXXX", src[64], img[80], cmd[256];
+	char dir[] = "/tmp/test-image.XXXXXX", src[64], img[80];
 	uint64_t size = 10u << 20;
 	partctl_extent ext[2] = { { 4096, 1u << 20 }, { 6u << 20, 8192 } };
 	partctl_usedmap map = { .block_size = 4096, .size = size, .used = (1u << 20) + 8192, .n = 2,
@@ -272,8 +272,11 @@ static void test_capture_verify(void **state)
 	assert_true(imager_open(img, &im, &e) < 0);
 	assert_int_equal(e.status, IP_EXIT_BADINPUT);
 
-	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-	assert_int_equal(system(cmd), 0);
+	{
+		const char *rm[] = { "rm", "-rf", dir, NULL };
+
+		assert_int_equal(ip_spawn(rm, NULL, NULL), 0);
+	}
 	free(buf);
 }
 
