@@ -875,6 +875,25 @@ int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
 
 /* ---- resume ----------------------------------------------------------------- */
 
+/* Read /proc/PID/NAME into buf (NUL-terminated); its length, or -1. */
+static ssize_t read_proc(const char *pid, const char *name, char *buf, size_t len)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+
+	snprintf(path, sizeof(path), "/proc/%s/%s", pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, len - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	return n;
+}
+
 /* A resizer (or checker) of a killed shrink still at work on dev: its pid,
  * or 0.  kill -9 of inplace alone leaves its child running, and even a
  * killed process takes a moment to exit while its I/O drains. */
@@ -885,43 +904,22 @@ static pid_t tool_running(const char *dev, const char *undo)
 	struct dirent *de;
 
 	while (dir && (de = readdir(dir))) {
-		char path[64], buf[4096];
+		char buf[4096];
 		bool known = false;
 		ssize_t n;
-		pid_t pid;
-		int fd;
 
-		if (!isdigit((unsigned char)de->d_name[0]))
+		if (!isdigit((unsigned char)de->d_name[0]) || (pid_t)atoi(de->d_name) == getpid())
 			continue;
-		pid = (pid_t)atoi(de->d_name);
-		if (pid == getpid())
+		if (read_proc(de->d_name, "comm", buf, sizeof(buf)) < 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%s/comm", de->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
 		buf[strcspn(buf, "\n")] = '\0';
 		for (size_t i = 0; i < IP_ARRAY_SIZE(tools); i++)
 			known |= !strcmp(buf, tools[i]);
-		if (!known)
+		if (!known || (n = read_proc(de->d_name, "cmdline", buf, sizeof(buf))) < 0)
 			continue;
-		snprintf(path, sizeof(path), "/proc/%s/cmdline", de->d_name);
-		fd = open(path, O_RDONLY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		n = read(fd, buf, sizeof(buf) - 1);
-		close(fd);
-		if (n <= 0)
-			continue;
-		buf[n] = '\0';
 		for (char *a = buf; a < buf + n; a += strlen(a) + 1)
 			if ((*dev && !strcmp(a, dev)) || (*undo && !strcmp(a, undo)))
-				return pid;
+				return (pid_t)atoi(de->d_name);
 	}
 	return 0;
 }
