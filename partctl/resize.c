@@ -326,6 +326,25 @@ static bool fs_fits(const struct partctl_fsinfo *fi, uint64_t size)
 	return size >= fi->min_size;
 }
 
+/* The partition, its filesystem, and a refusal when inplace cannot resize
+ * that filesystem (verb: "shrunk" or "grown", for the message). */
+static int load_resizable(const char *disk, unsigned n, const char *verb,
+			  struct partctl_resize_plan *out, struct part_geom *g,
+			  struct partctl_fsinfo *fi, ip_error *e)
+{
+	int r = load_part(disk, n, out, g, e);
+
+	if (r < 0)
+		return r;
+	r = probe_part(disk, out, fi, e);
+	if (r < 0)
+		return r;
+	snprintf(out->fstype, sizeof(out->fstype), "%s", fi->type);
+	if (!fi->resizable)
+		return unsupported(fi->type, verb, disk, n, e);
+	return 0;
+}
+
 static int shrink_plan(const char *disk, unsigned n, uint64_t new_size,
 		       struct partctl_resize_plan *out, struct partctl_fsinfo *fi, ip_error *e)
 {
@@ -336,15 +355,9 @@ static int shrink_plan(const char *disk, unsigned n, uint64_t new_size,
 	memset(out, 0, sizeof(*out));
 	if (new_size == 0)
 		return ip_bad(e, -EINVAL, "a partition cannot be shrunk to 0 bytes: give --to SIZE");
-	r = load_part(disk, n, out, &g, e);
+	r = load_resizable(disk, n, "shrunk", out, &g, fi, e);
 	if (r < 0)
 		return r;
-	r = probe_part(disk, out, fi, e);
-	if (r < 0)
-		return r;
-	snprintf(out->fstype, sizeof(out->fstype), "%s", fi->type);
-	if (!fi->resizable)
-		return unsupported(fi->type, "shrunk", disk, n, e);
 	/* Rounded up: never smaller than asked, so never below a minimum the
 	 * user chose with care. */
 	out->new_size = align_end(out->start, new_size, g.grain, true);
@@ -386,15 +399,9 @@ static int grow_plan(const char *disk, unsigned n, uint64_t new_size,
 	int r;
 
 	memset(out, 0, sizeof(*out));
-	r = load_part(disk, n, out, &g, e);
+	r = load_resizable(disk, n, "grown", out, &g, fi, e);
 	if (r < 0)
 		return r;
-	r = probe_part(disk, out, fi, e);
-	if (r < 0)
-		return r;
-	snprintf(out->fstype, sizeof(out->fstype), "%s", fi->type);
-	if (!fi->resizable)
-		return unsupported(fi->type, "grown", disk, n, e);
 	out->fs_min = fi->min_size;
 	out->max_size = g.limit > out->start ? g.limit - out->start : 0;
 	if (out->max_size < out->old_size)
