@@ -124,6 +124,24 @@ static int remove_extra(const char *path, const struct stat *sb, int type, struc
 
 /* First pass, nothing written: every path stays below the root and no
  * entry goes through a symlink the archive itself creates. */
+/* The next entry of an archive being applied, with its normalised path in
+ * rel: 1, or 0 at the end; a damaged archive or a path leaving the root is
+ * bad input (both passes refuse the same way). */
+static int next_entry(struct archive *a, const char *archive, struct archive_entry **ent,
+		      char *rel, size_t len, ip_error *e)
+{
+	int k = archive_read_next_header(a, ent);
+
+	if (k == ARCHIVE_EOF)
+		return 0;
+	if (k < ARCHIVE_WARN)
+		return ip_bad(e, -EINVAL, "%s is damaged: %s", archive, archive_error_string(a));
+	if (!normalise(archive_entry_pathname(*ent), rel, len))
+		return ip_bad(e, -EINVAL, "%s holds an entry outside the root (%s): refusing the whole archive",
+			      archive, archive_entry_pathname(*ent));
+	return 1;
+}
+
 static int precheck(const char *archive, ip_error *e)
 {
 	struct archive *a = archive_read_new();
@@ -142,19 +160,14 @@ static int precheck(const char *archive, ip_error *e)
 		goto out;
 	}
 	for (;;) {
-		int k = archive_read_next_header(a, &ent);
+		int k = next_entry(a, archive, &ent, rel, sizeof(rel), e);
 
-		if (k == ARCHIVE_EOF)
+		if (k < 0) {
+			r = k;
+			goto out;
+		}
+		if (k == 0)
 			break;
-		if (k < ARCHIVE_WARN) {
-			r = ip_bad(e, -EINVAL, "%s is damaged: %s", archive, archive_error_string(a));
-			goto out;
-		}
-		if (!normalise(archive_entry_pathname(ent), rel, sizeof(rel))) {
-			r = ip_bad(e, -EINVAL, "%s holds an entry outside the root (%s): refusing the whole archive",
-				   archive, archive_entry_pathname(ent));
-			goto out;
-		}
 		for (size_t i = 0; i < nl; i++) {
 			size_t n = strlen(links[i]);
 
@@ -245,20 +258,15 @@ int imager_apply_files(const char *archive, const char *root, const char *const 
 		goto out;
 	}
 	for (;;) {
-		int k = archive_read_next_header(a, &ent);
+		int k = next_entry(a, archive, &ent, rel, sizeof(rel), e);
 		const char *hl;
 
-		if (k == ARCHIVE_EOF)
+		if (k < 0) {
+			r = k;
+			goto out;
+		}
+		if (k == 0)
 			break;
-		if (k < ARCHIVE_WARN) {
-			r = ip_bad(e, -EINVAL, "%s is damaged: %s", archive, archive_error_string(a));
-			goto out;
-		}
-		if (!normalise(archive_entry_pathname(ent), rel, sizeof(rel))) {
-			r = ip_bad(e, -EINVAL, "%s holds an entry outside the root (%s): refusing the whole archive",
-				   archive, archive_entry_pathname(ent));
-			goto out;
-		}
 		if (!*rel)
 			continue;
 		if (is_kept(&keep, rel)) {
