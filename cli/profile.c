@@ -241,7 +241,7 @@ static int cmd_save(int argc, char **argv)
 		"one zstd-compressed pax archive per user, manifest.json, accounts.json,\n"
 		"machine.json, and a COMPLETE marker written last.  Never writes under --root.\n"
 		"An interrupted save (no COMPLETE) is started again from scratch.\n\n"
-		"Options:\n --root DIR     the root of the installed system (may be read-only)\n"
+		"Options:\n --root DIR     the root of the installed OS (may be read-only)\n"
 		" --store DIR    the store directory (created 0700)\n"
 		" --spec FILE    profile spec (INI)\n --dry-run      only estimate, write nothing\n"
 		" --json         one JSON document on stdout\n -h, --help     display this help\n";
