@@ -7,18 +7,23 @@
 #include <archive_entry.h>
 #include <sodium.h>
 #include <sys/types.h>
+#define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
+#include <xxhash.h>
 
 #include "migrate/migrate.h"
 
 #define MIG_FORMAT "inplace-profile-store"
-#define MIG_FORMAT_VERSION 1
-#define MIG_HASH_LEN 64          /* BLAKE2b-512: the same digest as b2sum */
+/* 1: BLAKE2b-512 hashes, no "hash" key; 2: the algorithm named in "hash" */
+#define MIG_FORMAT_VERSION 2
+#define MIG_HASH_LEN 64          /* the longest digest: BLAKE2b-512 */
 #define MIG_HASH_HEX (MIG_HASH_LEN * 2 + 1)
 #define MIG_ARCHIVE_EXT ".pax.zst"
 #define MIG_PAX_OVERHEAD 1536    /* pax header bytes per entry, for estimates */
 /* The [system] paths travel like a user whose "home" is the root; '@' is
  * never part of an account name, and the entries are named root/…. */
 #define MIG_SYSTEM_USER "@system"
+
+enum mig_hash_alg { MIG_HASH_XXH128, MIG_HASH_BLAKE2B };
 
 /* ---- globs ---- */
 struct mig_globs {
@@ -44,6 +49,7 @@ struct migrate_spec {
 	bool machine;
 	unsigned level;          /* zstd level */
 	unsigned threads;        /* 0: all cores */
+	enum mig_hash_alg hash;
 	struct mig_globs include, exclude; /* every home */
 	struct mig_user_rule *rules;
 	size_t nrules;
@@ -106,15 +112,36 @@ int mig_write_beneath(int rootfd, const char *rel, const void *data, size_t len,
 /* mkdir -p beneath dirfd; returns an O_DIRECTORY fd of the last one. */
 int mig_mkdirs_beneath(int dirfd, const char *rel, mode_t mode, uid_t uid, gid_t gid, bool *created);
 
-/* ---- hashing ---- */
+/* ---- hashing (hash.c) ---- */
+struct mig_hash {
+	enum mig_hash_alg alg;
+	union {
+		XXH3_state_t xxh;
+		crypto_generichash_state b2;
+	} u;
+};
+const char *mig_hash_name(enum mig_hash_alg alg);   /* "xxh3-128", "blake2b-512" */
+int mig_hash_parse(const char *name, enum mig_hash_alg *alg);
+void mig_hash_init(struct mig_hash *h, enum mig_hash_alg alg);
+void mig_hash_update(struct mig_hash *h, const void *p, size_t n);
+void mig_hash_zeros(struct mig_hash *h, uint64_t n);  /* a hole of n bytes */
+void mig_hash_hex(struct mig_hash *h, char hex[MIG_HASH_HEX]);  /* final */
+void mig_hash_buf(enum mig_hash_alg alg, const void *p, size_t n, char hex[MIG_HASH_HEX]);
+/* The logical content of fd, holes as zeros. */
+int mig_hash_fd(int fd, enum mig_hash_alg alg, char hex[MIG_HASH_HEX]);
+/* The algorithm of a store document (COMPLETE): format_version 1 is
+ * BLAKE2b-512; a newer format or an unknown name is refused. */
+int mig_store_hash_alg(json_object *doc, const char *name, enum mig_hash_alg *alg, ip_error *e);
 void mig_hex(const uint8_t *h, size_t n, char *out);
-int mig_hash_fd(int fd, uint8_t out[MIG_HASH_LEN]);
 
 /* ---- store files ---- */
 int mig_store_open(const char *store, int *fd, ip_error *e);
 int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e);
-/* Check COMPLETE and the hashes it records; bad input when missing. */
-int mig_store_check_complete(int storefd, const char *store, ip_error *e);
+/* Check COMPLETE and the hashes it records; bad input when missing.
+ * *alg: the store's hash algorithm. */
+int mig_store_check_complete(int storefd, const char *store, enum mig_hash_alg *alg, ip_error *e);
+/* mig_store_check_complete, then manifest.json into *manifest. */
+int mig_store_load(int storefd, const char *store, enum mig_hash_alg *alg, json_object **manifest, ip_error *e);
 
 /* ---- reading a store archive against its manifest ---- */
 struct mig_areader {
@@ -124,11 +151,11 @@ struct mig_areader {
 	json_object *index;        /* path -> manifest entry */
 	size_t nentries, seen;
 	char want_hash[MIG_HASH_HEX];
-	crypto_generichash_state st;
+	struct mig_hash st;
 	uint8_t buf[1 << 16];
 };
 /* muser: one element of the manifest's "users". */
-int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, ip_error *e);
+int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, enum mig_hash_alg alg, ip_error *e);
 /* Next entry, checked against the manifest (type, size, mode, owners,
  * link); 1 at the end.  *ment is the manifest entry. */
 int mig_areader_next(struct mig_areader *r, struct archive_entry **en, json_object **ment, ip_error *e);

@@ -6,13 +6,15 @@
  *                   extra/crontab, extra/mail; xattrs, ACLs, sparse files,
  *                   hardlinks, file capabilities; zstd-compressed
  *   manifest.json   users, and per file: path, type, size, mode, owner and
- *                   group by name, BLAKE2b-512 of the content; the hash of
- *                   every archive file
+ *                   group by name, the hash of the content; the hash of
+ *                   every archive file; the algorithm in "hash" (XXH3-128
+ *                   unless the spec asks for BLAKE2b-512, see hash.c)
  *   accounts.json   passwd/shadow/group/gshadow entries of the saved users
  *   machine.json    hostname, hosts, machine-id, SSH host keys, network
  *                   configuration, timezone, locale, keyboard
- *   COMPLETE        written last and fsynced: the hashes of the three JSON
- *                   files; a store without it is unfinished
+ *   COMPLETE        written last and fsynced: format_version, "hash" and
+ *                   the hashes of the three JSON files; a store without it
+ *                   is unfinished
  * Every function returns 0 or a negative errno and fills e; results come
  * back as a JSON object owned by the caller. */
 #ifndef INPLACE_MIGRATE_H
@@ -30,6 +32,7 @@
  *              exclude = GLOB,GLOB…   (relative to each home; default
  *              the .cache and .local/share/Trash trees)   include = GLOB,…
  *              machine = true   level = 3   threads = 0 (all cores)
+ *              hash = xxh3-128 | blake2b-512
  *   [user NAME] include = GLOB,…   exclude = GLOB,…
  *   [system]   include = GLOB,… (paths under the root, e.g. srv/www)
  *              exclude = GLOB,… */

@@ -171,54 +171,6 @@ void mig_hex(const uint8_t *h, size_t n, char *out)
 	sodium_bin2hex(out, n * 2 + 1, h, n);
 }
 
-static const uint8_t zero_buf[1 << 20];
-
-/* BLAKE2b-512 of the logical content; holes (SEEK_HOLE) are hashed from a
- * zero buffer instead of being read through the kernel. */
-int mig_hash_fd(int fd, uint8_t out[MIG_HASH_LEN])
-{
-	crypto_generichash_state st;
-	static __thread uint8_t buf[1 << 17];
-	struct stat sb;
-	off_t off = 0, end;
-
-	if (fstat(fd, &sb) < 0)
-		return -errno;
-	end = sb.st_size;
-	crypto_generichash_init(&st, NULL, 0, MIG_HASH_LEN);
-	while (off < end) {
-		off_t data = lseek(fd, off, SEEK_DATA), hole;
-
-		if (data < 0)
-			data = errno == ENXIO ? end : off;  /* ENXIO: only a hole is left */
-		for (; off < data;) {
-			size_t k = (size_t)(data - off) > sizeof(zero_buf) ? sizeof(zero_buf) : (size_t)(data - off);
-			crypto_generichash_update(&st, zero_buf, k);
-			off += (off_t)k;
-		}
-		if (off >= end)
-			break;
-		hole = lseek(fd, off, SEEK_HOLE);
-		if (hole < 0 || hole > end)
-			hole = end;
-		while (off < hole) {
-			size_t want = (size_t)(hole - off) > sizeof(buf) ? sizeof(buf) : (size_t)(hole - off);
-			ssize_t n = pread(fd, buf, want, off);
-			if (n < 0) {
-				if (errno == EINTR)
-					continue;
-				return -errno;
-			}
-			if (n == 0)
-				return -EIO;   /* shrank while we read */
-			crypto_generichash_update(&st, buf, (size_t)n);
-			off += n;
-		}
-	}
-	crypto_generichash_final(&st, out, MIG_HASH_LEN);
-	return 0;
-}
-
 int mig_store_open(const char *store, int *fd, ip_error *e)
 {
 	*fd = open(store, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -256,7 +208,7 @@ int mig_store_read_json(int storefd, const char *name, json_object **out, ip_err
 	return 0;
 }
 
-int mig_store_check_complete(int storefd, const char *store, ip_error *e)
+int mig_store_check_complete(int storefd, const char *store, enum mig_hash_alg *alg, ip_error *e)
 {
 	_cleanup_json_ json_object *c = NULL;
 	static const char *const files[] = { "manifest.json", "accounts.json", "machine.json" };
@@ -267,19 +219,37 @@ int mig_store_check_complete(int storefd, const char *store, ip_error *e)
 	close(fd);
 	if (mig_store_read_json(storefd, "COMPLETE", &c, e) < 0)
 		return ip_error_set(e, IP_EXIT_BADINPUT, -EINVAL, "the COMPLETE marker of %s is damaged: save the profile again", store);
+	int r = mig_store_hash_alg(c, "the COMPLETE marker", alg, e);
+	if (r < 0)
+		return r;
 	for (size_t i = 0; i < IP_ARRAY_SIZE(files); i++) {
 		json_object *h;
 		_cleanup_close_ int ffd = mig_openat_beneath(storefd, files[i], O_RDONLY, 0);
-		uint8_t sum[MIG_HASH_LEN];
 		char hex[MIG_HASH_HEX];
 
 		if (ffd < 0)
 			return ip_fail(e, ffd, "%s/%s is missing: the store is damaged", store, files[i]);
-		if (!json_object_object_get_ex(c, files[i], &h) || mig_hash_fd(ffd, sum) < 0)
+		if (!json_object_object_get_ex(c, files[i], &h) || mig_hash_fd(ffd, *alg, hex) < 0)
 			return ip_fail(e, -EINVAL, "the COMPLETE marker of %s does not cover %s: the store is damaged", store, files[i]);
-		mig_hex(sum, sizeof(sum), hex);
 		if (strcmp(hex, json_object_get_string(h)))
 			return ip_fail(e, -EBADMSG, "%s/%s was altered after the save (hash mismatch): the store cannot be trusted", store, files[i]);
 	}
+	return 0;
+}
+
+int mig_store_load(int storefd, const char *store, enum mig_hash_alg *alg, json_object **manifest, ip_error *e)
+{
+	json_object *v;
+	enum mig_hash_alg malg;
+	int r;
+
+	if ((r = mig_store_check_complete(storefd, store, alg, e)) < 0 ||
+	    (r = mig_store_read_json(storefd, "manifest.json", manifest, e)) < 0)
+		return r;
+	/* COMPLETE covers manifest.json, so the two can only disagree if the
+	 * saver was broken; still, never read hashes of one kind as another */
+	if (json_object_object_get_ex(*manifest, "hash", &v) &&
+	    (mig_hash_parse(json_object_get_string(v), &malg) < 0 || malg != *alg))
+		return ip_fail(e, -EBADMSG, "manifest.json of %s names another hash algorithm than COMPLETE: the store is damaged", store);
 	return 0;
 }

@@ -34,6 +34,7 @@
 struct rctx {
 	int rootfd;
 	const struct migrate_restore_opts *o;
+	enum mig_hash_alg alg;       /* the store's */
 	struct mig_accounts acc;     /* the new root's, updated */
 	bool acc_dirty[MIG_NDB];
 	json_object *report_users;
@@ -497,18 +498,14 @@ static int apply_meta(struct rctx *c, int fd, struct archive_entry *en, bool *ch
 
 /* ---- entries ---- */
 
-static int hash_fd_eq(int fd, json_object *ment)
+static int hash_fd_eq(int fd, enum mig_hash_alg alg, json_object *ment)
 {
-	uint8_t sum[MIG_HASH_LEN];
 	char hex[MIG_HASH_HEX];
 
-	if (mig_hash_fd(fd, sum) < 0)
+	if (mig_hash_fd(fd, alg, hex) < 0)
 		return 0;
-	mig_hex(sum, sizeof(sum), hex);
 	return jstr(ment, "hash") && !strcmp(jstr(ment, "hash"), hex);
 }
-
-static const uint8_t zeros[1 << 16];
 
 /* A trailing hole leaves the file short: only then is ftruncate needed. */
 static bool pos_written(int fd, int64_t size)
@@ -520,12 +517,11 @@ static bool pos_written(int fd, int64_t size)
 /* Write the entry's data into fd (sparse), checking the manifest hash. */
 static int write_data(struct rctx *c, int fd, struct archive_entry *en, json_object *ment, const char *what, ip_error *e)
 {
-	crypto_generichash_state st;
-	uint8_t sum[MIG_HASH_LEN];
+	struct mig_hash st;
 	char hex[MIG_HASH_HEX];
 	int64_t pos = 0, size = archive_entry_size(en);
 
-	crypto_generichash_init(&st, NULL, 0, MIG_HASH_LEN);
+	mig_hash_init(&st, c->alg);
 	for (;;) {
 		const void *buf;
 		size_t len;
@@ -538,12 +534,8 @@ static int write_data(struct rctx *c, int fd, struct archive_entry *en, json_obj
 				       c->ar->file, archive_error_string(c->ar->a));
 		if (off < pos || off + (int64_t)len > size)
 			return ip_fail(e, -EBADMSG, "%s holds data outside a file's size: the store is damaged or hostile", c->ar->file);
-		while (pos < off) {
-			size_t z = (size_t)(off - pos) > sizeof(zeros) ? sizeof(zeros) : (size_t)(off - pos);
-			crypto_generichash_update(&st, zeros, z);
-			pos += (int64_t)z;
-		}
-		crypto_generichash_update(&st, buf, len);
+		mig_hash_zeros(&st, (uint64_t)(off - pos));
+		mig_hash_update(&st, buf, len);
 		for (size_t done = 0; done < len;) {
 			ssize_t n = pwrite(fd, (const char *)buf + done, len - done, off + (off_t)done);
 			if (n < 0) {
@@ -555,15 +547,10 @@ static int write_data(struct rctx *c, int fd, struct archive_entry *en, json_obj
 		}
 		pos = off + (int64_t)len;
 	}
-	while (pos < size) {
-		size_t z = (size_t)(size - pos) > sizeof(zeros) ? sizeof(zeros) : (size_t)(size - pos);
-		crypto_generichash_update(&st, zeros, z);
-		pos += (int64_t)z;
-	}
+	mig_hash_zeros(&st, (uint64_t)(size - pos));
 	if (pos_written(fd, size) && ftruncate(fd, size) < 0)
 		return ip_fail(e, -errno, "cannot write %s: %s", what, strerror(errno));
-	crypto_generichash_final(&st, sum, sizeof(sum));
-	mig_hex(sum, sizeof(sum), hex);
+	mig_hash_hex(&st, hex);
 	return mig_areader_check_hash(c->ar, ment, hex, e);
 }
 
@@ -621,7 +608,7 @@ static int put_entry(struct rctx *c, int pfd, const char *base, const char *rel,
 		_cleanup_close_ int fd = -1;
 		if (have && S_ISREG(cur.st_mode) && cur.st_size == archive_entry_size(en)) {
 			fd = mig_openat_beneath(pfd, base, O_RDONLY | O_NOFOLLOW, 0);
-			if (fd >= 0 && hash_fd_eq(fd, ment)) {
+			if (fd >= 0 && hash_fd_eq(fd, c->alg, ment)) {
 				if (!c->o->dry_run && (r = apply_meta(c, fd, en, &changed, rel, e)) < 0)
 					return r;
 				json_object_object_add(c->done, archive_entry_pathname(en), NULL);
@@ -821,7 +808,7 @@ static int restore_user(struct rctx *c, int storefd, json_object *mu, json_objec
 	char *cdir = NULL;
 	int cfd = -1;
 	c->ar = &ar;
-	r = mig_areader_open(&ar, storefd, mu, e);
+	r = mig_areader_open(&ar, storefd, mu, c->alg, e);
 	while (r == 0 && (r = mig_areader_next(&ar, &en, &m, e)) == 0) {
 		const char *p = archive_entry_pathname(en);
 		_cleanup_close_ int pfd = -1;
@@ -1017,8 +1004,7 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	struct rctx c = { .rootfd = -1, .o = o };
 	int r;
 
-	if ((r = mig_store_open(store, &sfd, e)) < 0 || (r = mig_store_check_complete(sfd, store, e)) < 0 ||
-	    (r = mig_store_read_json(sfd, "manifest.json", &manifest, e)) < 0 ||
+	if ((r = mig_store_open(store, &sfd, e)) < 0 || (r = mig_store_load(sfd, store, &c.alg, &manifest, e)) < 0 ||
 	    (r = mig_store_read_json(sfd, "accounts.json", &accounts, e)) < 0 ||
 	    (r = mig_store_read_json(sfd, "machine.json", &machine, e)) < 0)
 		return r;

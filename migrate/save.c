@@ -152,7 +152,7 @@ static const char *gname_cb(void *data, la_int64_t id)
 /* ---- archive output: write + hash of the compressed stream ---- */
 struct out {
 	int fd;
-	crypto_generichash_state st;
+	struct mig_hash st;
 	uint64_t bytes;
 	int err;
 };
@@ -167,7 +167,7 @@ static la_ssize_t out_write(struct archive *a, void *data, const void *buf, size
 		archive_set_error(a, -r, "%s", strerror(-r));
 		return -1;
 	}
-	crypto_generichash_update(&o->st, buf, len);
+	mig_hash_update(&o->st, buf, len);
 	o->bytes += len;
 	return (la_ssize_t)len;
 }
@@ -211,12 +211,12 @@ static const uint8_t zeros[1 << 20];
 /* A hole: hashed as zeros, and handed to the pax writer as zeros, which it
  * drops because the entry's sparse map marks the range as a hole (the pax
  * writer has no block interface; bsdtar does the same). */
-static int put_zeros(crypto_generichash_state *st, struct archive *aw, uint64_t n)
+static int put_zeros(struct mig_hash *st, struct archive *aw, uint64_t n)
 {
-	while (n) {
+	mig_hash_zeros(st, n);
+	while (aw && n) {
 		size_t k = n > sizeof(zeros) ? sizeof(zeros) : (size_t)n;
-		crypto_generichash_update(st, zeros, k);
-		if (aw && archive_write_data(aw, zeros, k) < 0)
+		if (archive_write_data(aw, zeros, k) < 0)
 			return -EIO;
 		n -= k;
 	}
@@ -225,14 +225,13 @@ static int put_zeros(crypto_generichash_state *st, struct archive *aw, uint64_t 
 
 /* Copy the current file's data from the disk reader (sparse-aware blocks)
  * into the archive, hashing the logical content (holes as zeros). */
-static int copy_data(struct archive *rd, struct archive *aw, int64_t size, char hex[MIG_HASH_HEX],
-		     const char *what, ip_error *e)
+static int copy_data(struct archive *rd, struct archive *aw, enum mig_hash_alg alg, int64_t size,
+		     char hex[MIG_HASH_HEX], const char *what, ip_error *e)
 {
-	crypto_generichash_state st;
-	uint8_t sum[MIG_HASH_LEN];
+	struct mig_hash st;
 	int64_t pos = 0;
 
-	crypto_generichash_init(&st, NULL, 0, MIG_HASH_LEN);
+	mig_hash_init(&st, alg);
 	for (;;) {
 		const void *buf;
 		size_t len;
@@ -245,15 +244,14 @@ static int copy_data(struct archive *rd, struct archive *aw, int64_t size, char 
 			return ip_fail(e, -EIO, "cannot read %s: %s", what, archive_error_string(rd));
 		if (off > pos && put_zeros(&st, aw, (uint64_t)(off - pos)) < 0)
 			return ip_fail(e, -EIO, "cannot write the archive of %s: %s", what, archive_error_string(aw));
-		crypto_generichash_update(&st, buf, len);
+		mig_hash_update(&st, buf, len);
 		if (aw && archive_write_data(aw, buf, len) < 0)
 			return ip_fail(e, -EIO, "cannot write the archive of %s: %s", what, archive_error_string(aw));
 		pos = off + (int64_t)len;
 	}
 	if (size > pos && put_zeros(&st, aw, (uint64_t)(size - pos)) < 0)
 		return ip_fail(e, -EIO, "cannot write the archive of %s: %s", what, archive_error_string(aw));
-	crypto_generichash_final(&st, sum, sizeof(sum));
-	mig_hex(sum, sizeof(sum), hex);
+	mig_hash_hex(&st, hex);
 	return 0;
 }
 
@@ -367,7 +365,7 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 		}
 		if (archive_entry_filetype(en) == AE_IFREG && !archive_entry_hardlink(en)) {
 			char hex[MIG_HASH_HEX];
-			if ((r = copy_data(rd, aw, archive_entry_size(en), hex, p, e)) < 0) {
+			if ((r = copy_data(rd, aw, c->spec->hash, archive_entry_size(en), hex, p, e)) < 0) {
 				json_object_put(m);
 				goto out;
 			}
@@ -429,7 +427,7 @@ static int add_extra(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 		r = ip_fail(e, -EIO, "cannot write the archive of %s: %s", u->name, archive_error_string(aw));
 		goto out;
 	}
-	if ((r = copy_data(rd, aw, archive_entry_size(en), hex, rel, e)) < 0) {
+	if ((r = copy_data(rd, aw, c->spec->hash, archive_entry_size(en), hex, rel, e)) < 0) {
 		json_object_put(m);
 		goto out;
 	}
@@ -450,7 +448,6 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 	struct out o = { .fd = -1 };
 	struct archive *aw = NULL;
 	struct archive_entry_linkresolver *lr = NULL;
-	uint8_t sum[MIG_HASH_LEN];
 	int r;
 
 	u->entries = json_object_new_array();
@@ -467,7 +464,7 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 	o.fd = openat(c->storefd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (o.fd < 0)
 		return ip_fail(e, -errno, "cannot create %s in the store: %s", tmp, strerror(errno));
-	crypto_generichash_init(&o.st, NULL, 0, MIG_HASH_LEN);
+	mig_hash_init(&o.st, c->spec->hash);
 	aw = archive_write_new();
 	lr = archive_entry_linkresolver_new();
 	if (!aw || !lr) {
@@ -503,8 +500,7 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 		r = ip_fail(e, -errno, "cannot write %s in the store: %s", final, strerror(errno));
 		goto out;
 	}
-	crypto_generichash_final(&o.st, sum, sizeof(sum));
-	mig_hex(sum, sizeof(sum), u->archive_hash);
+	mig_hash_hex(&o.st, u->archive_hash);
 	u->archive_bytes = o.bytes;
 	r = 0;
 out:
@@ -692,15 +688,13 @@ static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
 static int put_json(struct save_ctx *c, const char *name, json_object *o, json_object *complete, ip_error *e)
 {
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	uint8_t sum[MIG_HASH_LEN];
 	char hex[MIG_HASH_HEX];
 	int r;
 
 	r = mig_write_beneath(c->storefd, name, s, strlen(s), 0600, (uid_t)-1, (gid_t)-1, true, e);
 	if (r < 0)
 		return r;
-	crypto_generichash(sum, sizeof(sum), (const uint8_t *)s, strlen(s), NULL, 0);
-	mig_hex(sum, sizeof(sum), hex);
+	mig_hash_buf(c->spec->hash, s, strlen(s), hex);
 	if (complete)
 		json_object_object_add(complete, name, json_object_new_string(hex));
 	return 0;
@@ -808,6 +802,7 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 	json_object_object_add(manifest, "format", json_object_new_string(MIG_FORMAT));
 	json_object_object_add(manifest, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
 	json_object_object_add(manifest, "tool_version", json_object_new_string(IP_TOOL_VERSION));
+	json_object_object_add(manifest, "hash", json_object_new_string(mig_hash_name(spec->hash)));
 	json_object_object_add(manifest, "created", json_object_new_int64((int64_t)time(NULL)));
 	musers = json_object_new_array();
 	for (size_t i = 0; i < c.nusers; i++) {
@@ -840,6 +835,8 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 		goto out;
 	}
 	json_object_object_add(complete, "format", json_object_new_string(MIG_FORMAT));
+	json_object_object_add(complete, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
+	json_object_object_add(complete, "hash", json_object_new_string(mig_hash_name(spec->hash)));
 	if ((r = put_json(&c, "COMPLETE", complete, NULL, e)) < 0)
 		goto out;
 	*out = estimate_doc(&c, "profile save");

@@ -140,6 +140,8 @@ static int handler(void *user, const char *section, const char *key, const char 
 		} else if (!strcmp(key, "threads")) {
 			if (!(r = parse_ulong(value, 256, &n)))
 				s->threads = (unsigned)n;
+		} else if (!strcmp(key, "hash")) {
+			r = mig_hash_parse(value, &s->hash);
 		} else if (!strcmp(key, "max_size")) {
 			ip_error e = { 0 };
 			r = strcmp(value, "0") ? ip_parse_size(value, 512, &s->max_size, &e) : (s->max_size = 0, 0);
@@ -204,6 +206,7 @@ static migrate_spec *spec_defaults(void)
 	s->min_uid = 1000;
 	s->machine = true;
 	s->level = 3;
+	s->hash = MIG_HASH_XXH128;
 	if (mig_globs_add_list(&s->exclude, default_exclude) < 0) {
 		migrate_spec_free(s);
 		return NULL;

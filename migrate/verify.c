@@ -22,12 +22,12 @@ static la_ssize_t ar_read(struct archive *a, void *data, const void **buf)
 		archive_set_error(a, errno, "%s", strerror(errno));
 		return -1;
 	}
-	crypto_generichash_update(&r->st, r->buf, (size_t)n);
+	mig_hash_update(&r->st, r->buf, (size_t)n);
 	*buf = r->buf;
 	return n;
 }
 
-int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, ip_error *e)
+int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, enum mig_hash_alg alg, ip_error *e)
 {
 	json_object *entries, *v;
 	const char *file;
@@ -53,7 +53,7 @@ int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, ip_
 	r->fd = mig_openat_beneath(storefd, file, O_RDONLY, 0);
 	if (r->fd < 0)
 		return ip_fail(e, r->fd, "cannot open %s of the store: %s", file, strerror(-r->fd));
-	crypto_generichash_init(&r->st, NULL, 0, MIG_HASH_LEN);
+	mig_hash_init(&r->st, alg);
 	r->a = archive_read_new();
 	if (!r->a)
 		return ip_fail(e, -ENOMEM, "out of memory");
@@ -137,14 +137,12 @@ int mig_areader_check_hash(struct mig_areader *r, json_object *ment, const char 
 
 int mig_areader_finish(struct mig_areader *r, ip_error *e)
 {
-	uint8_t sum[MIG_HASH_LEN];
 	char hex[MIG_HASH_HEX];
 
 	/* drain what libarchive did not need (padding) into the hash */
 	while (ar_read(r->a, r, &(const void *){ NULL }) > 0)
 		;
-	crypto_generichash_final(&r->st, sum, sizeof(sum));
-	mig_hex(sum, sizeof(sum), hex);
+	mig_hash_hex(&r->st, hex);
 	if (r->seen != r->nentries)
 		return ip_fail(e, -EBADMSG, "%s lacks %zu entries the manifest lists: the store is damaged or truncated",
 			       r->file, r->nentries - r->seen);
@@ -167,16 +165,13 @@ void mig_areader_close(struct mig_areader *r)
 	r->index = NULL;
 }
 
-static const uint8_t zeros[1 << 16];
-
 /* Hash the current entry's data (holes as zeros) into hex. */
 static int hash_entry(struct mig_areader *r, struct archive_entry *en, char hex[MIG_HASH_HEX], ip_error *e)
 {
-	crypto_generichash_state st;
-	uint8_t sum[MIG_HASH_LEN];
+	struct mig_hash st;
 	int64_t pos = 0, size = archive_entry_size(en);
 
-	crypto_generichash_init(&st, NULL, 0, MIG_HASH_LEN);
+	mig_hash_init(&st, r->st.alg);
 	for (;;) {
 		const void *buf;
 		size_t len;
@@ -187,21 +182,14 @@ static int hash_entry(struct mig_areader *r, struct archive_entry *en, char hex[
 		if (k < ARCHIVE_WARN)
 			return ip_fail(e, -EBADMSG, "%s is damaged or truncated (%s): the store cannot be restored",
 				       r->file, archive_error_string(r->a));
-		for (; pos < off; ) {
-			size_t z = (size_t)(off - pos) > sizeof(zeros) ? sizeof(zeros) : (size_t)(off - pos);
-			crypto_generichash_update(&st, zeros, z);
-			pos += (int64_t)z;
-		}
-		crypto_generichash_update(&st, buf, len);
+		if (off < pos || off + (int64_t)len > size)
+			return ip_fail(e, -EBADMSG, "%s holds data outside a file's size: the store is damaged or hostile", r->file);
+		mig_hash_zeros(&st, (uint64_t)(off - pos));
+		mig_hash_update(&st, buf, len);
 		pos = off + (int64_t)len;
 	}
-	for (; pos < size; ) {
-		size_t z = (size_t)(size - pos) > sizeof(zeros) ? sizeof(zeros) : (size_t)(size - pos);
-		crypto_generichash_update(&st, zeros, z);
-		pos += (int64_t)z;
-	}
-	crypto_generichash_final(&st, sum, sizeof(sum));
-	mig_hex(sum, sizeof(sum), hex);
+	mig_hash_zeros(&st, (uint64_t)(size - pos));
+	mig_hash_hex(&st, hex);
 	return 0;
 }
 
@@ -210,10 +198,10 @@ int migrate_verify(const char *store, json_object **out, ip_error *e)
 	_cleanup_close_ int sfd = -1;
 	_cleanup_json_ json_object *manifest = NULL;
 	json_object *users, *doc, *arr;
+	enum mig_hash_alg alg;
 	int r;
 
-	if ((r = mig_store_open(store, &sfd, e)) < 0 || (r = mig_store_check_complete(sfd, store, e)) < 0 ||
-	    (r = mig_store_read_json(sfd, "manifest.json", &manifest, e)) < 0)
+	if ((r = mig_store_open(store, &sfd, e)) < 0 || (r = mig_store_load(sfd, store, &alg, &manifest, e)) < 0)
 		return r;
 	if (!json_object_object_get_ex(manifest, "users", &users) || !json_object_is_type(users, json_type_array))
 		return ip_fail(e, -EINVAL, "manifest.json of %s lists no users: the store is damaged", store);
@@ -227,7 +215,7 @@ int migrate_verify(const char *store, json_object **out, ip_error *e)
 		struct archive_entry *en;
 		uint64_t files = 0, bytes = 0;
 
-		r = mig_areader_open(&ar, sfd, mu, e);
+		r = mig_areader_open(&ar, sfd, mu, alg, e);
 		while (r == 0 && (r = mig_areader_next(&ar, &en, &m, e)) == 0) {
 			files++;
 			if (S_ISREG(archive_entry_mode(en)) && !archive_entry_hardlink(en)) {
@@ -268,8 +256,9 @@ int migrate_list(const char *store, json_object **out, ip_error *e)
 	if (cfd >= 0)
 		close(cfd);
 	if ((r = mig_store_read_json(sfd, "manifest.json", &manifest, e)) < 0) {
+		enum mig_hash_alg alg;
 		if (cfd < 0)
-			return mig_store_check_complete(sfd, store, e);
+			return mig_store_check_complete(sfd, store, &alg, e);
 		return r;
 	}
 	doc = ip_json_doc("profile list");

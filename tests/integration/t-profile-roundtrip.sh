@@ -132,3 +132,69 @@ ok "restore --trusted-store" "$I" profile restore --store "$T/sys" --root "$T/ne
 check "system paths restored, excludes honoured" sh -c 'cmp -s "$1/srv/www/site/index.html" "$2/srv/www/site/index.html" &&
 	cmp -s "$1/etc/myapp.conf" "$2/etc/myapp.conf" && cmp -s "$1/opt/app/data/x" "$2/opt/app/data/x" &&
 	[ ! -e "$2/srv/www/site/x.tmp" ] && [ ! -e "$2/opt/other" ]' _ "$T/old" "$T/new5"
+
+# hash algorithms: the manifest's digests are what xxh128sum (the default)
+# and b2sum (hash = blake2b-512) print of the saved files; a store of format
+# 1 (BLAKE2b, no "hash" key) still verifies and restores; a newer format or
+# an unknown hash is refused as bad input
+cat > "$T/sums.py" <<'PY'
+# sums.py STORE ROOT TOOL: every saved file's manifest hash against TOOL's
+import json, os, subprocess, sys
+store, root, tool = sys.argv[1:4]
+m = json.load(open(os.path.join(store, "manifest.json")))
+want = {}
+for u in m["users"]:
+    for e in u["entries"]:
+        if e["type"] == "file" and e["path"].startswith("home/") and e["size"] < 64 << 20:
+            want[os.path.join(root, u["home"].lstrip("/"), e["path"][5:])] = e["hash"]
+assert len(want) > 20, len(want)
+out = subprocess.run([tool, "--"] + sorted(want), stdout=subprocess.PIPE, check=True, text=True).stdout
+got = {l.split("  ", 1)[1]: l.split("  ", 1)[0] for l in out.splitlines()}
+bad = [p for p in want if got.get(p) != want[p]]
+assert not bad, bad[:3]
+PY
+check "format 2 store names xxh3-128" python3 -c '
+import json, sys; c = json.load(open(sys.argv[1] + "/COMPLETE")); m = json.load(open(sys.argv[1] + "/manifest.json"))
+assert c["hash"] == m["hash"] == "xxh3-128" and c["format_version"] == m["format_version"] == 2, (c, m["hash"])' "$T/store"
+check "manifest hashes are what xxh128sum prints" python3 "$T/sums.py" "$T/store" "$T/old" xxh128sum
+printf '[profile]\nusers = alice, bob\nhash = blake2b-512\n' > "$T/b2.ini"
+ok "save with hash = blake2b-512" "$I" profile save --root "$T/old" --store "$T/b2" --spec "$T/b2.ini"
+check "manifest hashes are what b2sum prints" python3 "$T/sums.py" "$T/b2" "$T/old" b2sum
+ok "verify a blake2b-512 store" "$I" profile verify --store "$T/b2"
+printf '[profile]\nhash = sha1\n' > "$T/sha1.ini"
+must_fail 2 "spec with an unknown hash" "$I" profile estimate --root "$T/old" --spec "$T/sha1.ini"
+cat > "$T/restamp.py" <<'PY'
+# restamp.py STORE KEY=VALUE...: edit COMPLETE ("c.") or manifest ("m.") keys
+# ("-" deletes), then write COMPLETE's hashes again as a saver would
+import hashlib, json, os, subprocess, sys
+store = sys.argv[1]
+docs = {f: json.load(open(os.path.join(store, f))) for f in ("COMPLETE", "manifest.json")}
+for kv in sys.argv[2:]:
+    k, v = kv.split("=", 1)
+    d = docs["COMPLETE" if k[0] == "c" else "manifest.json"]
+    if v == "-": d.pop(k[2:], None)
+    else: d[k[2:]] = json.loads(v)
+open(os.path.join(store, "manifest.json"), "w").write(json.dumps(docs["manifest.json"]))
+c = docs["COMPLETE"]
+for f in ("manifest.json", "accounts.json", "machine.json"):
+    data = open(os.path.join(store, f), "rb").read()
+    if c.get("hash", "blake2b-512") == "blake2b-512": c[f] = hashlib.blake2b(data).hexdigest()
+    else: c[f] = subprocess.run(["xxh128sum", "-"], input=data, stdout=subprocess.PIPE, check=True).stdout.split()[0].decode()
+open(os.path.join(store, "COMPLETE"), "w").write(json.dumps(c))
+PY
+cp -a "$T/b2" "$T/v1"
+python3 "$T/restamp.py" "$T/v1" c.hash=- c.format_version=- m.hash=- m.format_version=1
+ok "a format 1 store (BLAKE2b) verifies" "$I" profile verify --store "$T/v1"
+cp -a "$T/new.orig" "$T/new6"
+ok "a format 1 store restores" "$I" profile restore --store "$T/v1" --root "$T/new6" --users alice
+check "format 1 restore: alice's files equal" sh -c 'cmp -s "$1/home/alice/data/random.bin" "$2/home/alice/data/random.bin" && cmp -s "$1/home/alice/data/sparse.img" "$2/home/alice/data/sparse.img"' _ "$T/old" "$T/new6"
+cp -a "$T/store" "$T/v3"
+python3 "$T/restamp.py" "$T/v3" c.format_version=3
+must_fail 2 "a newer store format is refused" "$I" profile verify --store "$T/v3"
+check "the message says it is newer" sh -c '"$1" profile restore --store "$2" --root "$3" 2>&1 | grep -q "newer than this inplace"' _ "$I" "$T/v3" "$T/new6"
+cp -a "$T/store" "$T/md5"
+python3 "$T/restamp.py" "$T/md5" 'c.hash="md5"'
+must_fail 2 "an unknown hash is refused" "$I" profile verify --store "$T/md5"
+cp -a "$T/store" "$T/mixed"
+python3 "$T/restamp.py" "$T/mixed" 'm.hash="blake2b-512"'
+must_fail 1 "manifest and COMPLETE naming other hashes" "$I" profile verify --store "$T/mixed"

@@ -2,6 +2,9 @@
  * colon databases (passwd, shadow, group, gshadow), id allocation for
  * remapping, path safety and globs. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -216,6 +219,101 @@ static void test_path_safe(void **state)
 	assert_false(mig_path_safe("a/.."));
 }
 
+/* Digests as xxh128sum and b2sum print them, for both algorithms. */
+static void test_hash_vectors(void **state)
+{
+	char hex[MIG_HASH_HEX];
+	enum mig_hash_alg alg;
+
+	(void)state;
+	mig_hash_buf(MIG_HASH_XXH128, "abc", 3, hex);
+	assert_string_equal(hex, "06b05ab6733a618578af5f94892f3950");
+	mig_hash_buf(MIG_HASH_XXH128, "", 0, hex);
+	assert_string_equal(hex, "99aa06d3014798d86001c324468d497f");
+	mig_hash_buf(MIG_HASH_BLAKE2B, "abc", 3, hex);
+	assert_string_equal(hex, "ba80a53f981c4d0d6a2797b69f12f6e94c212f14685ac4b74b12bb6fdbffa2d1"
+				 "7d87c5392aab792dc252d5de4533cc9518d38aa8dbf1925ab92386edd4009923");
+	assert_int_equal(mig_hash_parse("xxh3-128", &alg), 0);
+	assert_int_equal(alg, MIG_HASH_XXH128);
+	assert_int_equal(mig_hash_parse("blake2b-512", &alg), 0);
+	assert_int_equal(alg, MIG_HASH_BLAKE2B);
+	assert_int_equal(mig_hash_parse("sha1", &alg), -EINVAL);
+	assert_string_equal(mig_hash_name(MIG_HASH_XXH128), "xxh3-128");
+}
+
+/* A sparse file hashes as its logical bytes: holes as zeros, at the start,
+ * between data and at the end. */
+static void test_hash_sparse_fd(void **state)
+{
+	char path[] = "/tmp/inplace-test-hash.XXXXXX";
+	size_t size = 5u << 20;
+	uint8_t *img = calloc(1, size);
+	int fd = mkstemp(path);
+
+	(void)state;
+	assert_non_null(img);
+	assert_true(fd >= 0);
+	unlink(path);
+	memset(img + (1u << 20) + 17, 'x', 70000);   /* data inside the second MiB */
+	memcpy(img + (3u << 20), "middle", 6);
+	assert_int_equal(pwrite(fd, img + (1u << 20) + 17, 70000, (1 << 20) + 17), 70000);
+	assert_int_equal(pwrite(fd, "middle", 6, 3 << 20), 6);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);   /* a hole at the end */
+	for (int a = MIG_HASH_XXH128; a <= MIG_HASH_BLAKE2B; a++) {
+		char want[MIG_HASH_HEX], got[MIG_HASH_HEX];
+		struct mig_hash h;
+
+		mig_hash_buf((enum mig_hash_alg)a, img, size, want);
+		assert_int_equal(mig_hash_fd(fd, (enum mig_hash_alg)a, got), 0);
+		assert_string_equal(got, want);
+		/* the same through mig_hash_zeros, as save hashes a sparse entry */
+		mig_hash_init(&h, (enum mig_hash_alg)a);
+		mig_hash_zeros(&h, (1u << 20) + 17);
+		mig_hash_update(&h, img + (1u << 20) + 17, 70000);
+		mig_hash_zeros(&h, (3u << 20) - ((1u << 20) + 17 + 70000));
+		mig_hash_update(&h, "middle", 6);
+		mig_hash_zeros(&h, size - (3u << 20) - 6);
+		mig_hash_hex(&h, got);
+		assert_string_equal(got, want);
+	}
+	close(fd);
+	free(img);
+}
+
+/* The algorithm of a store: format 1 is BLAKE2b; newer or unknown refused. */
+static void test_store_hash_alg(void **state)
+{
+	static const struct {
+		const char *doc;
+		int r;
+		enum mig_hash_alg alg;
+	} cases[] = {
+		{ "{\"format\":\"inplace-profile-store\"}", 0, MIG_HASH_BLAKE2B },
+		{ "{\"format_version\":1}", 0, MIG_HASH_BLAKE2B },
+		{ "{\"format_version\":2,\"hash\":\"xxh3-128\"}", 0, MIG_HASH_XXH128 },
+		{ "{\"format_version\":2,\"hash\":\"blake2b-512\"}", 0, MIG_HASH_BLAKE2B },
+		{ "{\"format_version\":2}", -EINVAL, 0 },
+		{ "{\"format_version\":2,\"hash\":\"md5\"}", -EPROTONOSUPPORT, 0 },
+		{ "{\"format_version\":2,\"hash\":7}", -EPROTONOSUPPORT, 0 },
+		{ "{\"format_version\":3,\"hash\":\"xxh3-128\"}", -EPROTONOSUPPORT, 0 },
+	};
+
+	(void)state;
+	for (size_t i = 0; i < IP_ARRAY_SIZE(cases); i++) {
+		json_object *doc = json_tokener_parse(cases[i].doc);
+		enum mig_hash_alg alg = MIG_HASH_XXH128;
+		ip_error e = { 0 };
+
+		assert_non_null(doc);
+		assert_int_equal(mig_store_hash_alg(doc, "COMPLETE", &alg, &e), cases[i].r);
+		if (!cases[i].r)
+			assert_int_equal(alg, cases[i].alg);
+		else
+			assert_int_equal(e.status, cases[i].r == -EINVAL ? IP_EXIT_FAILED : IP_EXIT_BADINPUT);
+		json_object_put(doc);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -227,6 +325,9 @@ int main(void)
 		cmocka_unit_test(test_group_members),
 		cmocka_unit_test(test_remap_ids),
 		cmocka_unit_test(test_path_safe),
+		cmocka_unit_test(test_hash_vectors),
+		cmocka_unit_test(test_hash_sparse_fd),
+		cmocka_unit_test(test_store_hash_alg),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
