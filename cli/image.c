@@ -237,10 +237,11 @@ static int cmd_verify(int argc, char **argv)
 
 static int cmd_deploy(int argc, char **argv)
 {
-	enum { OPT_GROW = OPT_CLI_LAST, OPT_DISCARD, OPT_STATE, OPT_MIRROR, OPT_RATE };
+	enum { OPT_GROW = OPT_CLI_LAST, OPT_DISCARD, OPT_STATE, OPT_MIRROR, OPT_RATE, OPT_CA };
 	static const struct option opts[] = {
 		{ "mirror", required_argument, NULL, OPT_MIRROR },
 		{ "max-rate", required_argument, NULL, OPT_RATE },
+		{ "ca-cert", required_argument, NULL, OPT_CA },
 		{ "key", required_argument, NULL, 'k' },
 		{ "threads", required_argument, NULL, 't' },
 		{ "grow", no_argument, NULL, OPT_GROW },
@@ -283,6 +284,7 @@ static int cmd_deploy(int argc, char **argv)
 			if ((r = cli_parse_size(&o, cmd, optarg, 512, &dopt.max_rate)))
 				return r;
 			break;
+		case OPT_CA: dopt.ca_file = optarg; break;
 		case 'h':
 			fputs("Usage:\n inplace image deploy IMAGE|URL DISK N [options]\n\n"
 			      "Write IMAGE onto partition N of DISK, only the blocks its filesystem uses.\n"
@@ -296,6 +298,8 @@ static int cmd_deploy(int argc, char **argv)
 			      "     --discard        discard the blocks the image does not use\n"
 			      "     --mirror URL     another place to download the image from (repeatable)\n"
 			      "     --max-rate RATE  download at most RATE bytes per second (e.g. 20M)\n"
+			      "     --ca-cert FILE   https: trust the CA certificates in FILE (PEM) instead\n"
+			      "                      of the system's\n"
 			      " -t, --threads T      threads (default: every CPU)\n"
 			      "     --state-dir DIR  where the resume record lives\n"
 			      "                      (default: $INPLACE_STATE_DIR or /var/lib/inplace)\n"

@@ -314,7 +314,7 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 		return ip_fail(e, -EIO, "libsodium cannot initialise");
 	/* ---- a URL is downloaded first (resumable), then deployed ---- */
 	if (imager_is_url(image)) {
-		struct imager_fetch_opts fo = { .mirrors = o->mirrors, .max_rate = o->max_rate,
+		struct imager_fetch_opts fo = { .mirrors = o->mirrors, .max_rate = o->max_rate, .ca_file = o->ca_file,
 						.threads = o->threads, .want_sig = o->pubkey != NULL,
 						.cancel = o->cancel };
 

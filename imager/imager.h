@@ -76,6 +76,7 @@ struct imager_deploy_opts {
 	const char *pubkey;         /* required signature, or NULL */
 	const char *const *mirrors; /* NULL-terminated: more URLs of the same image, tried in order */
 	uint64_t max_rate;          /* download bytes per second, 0: unlimited */
+	const char *ca_file;        /* https: trust only the CAs in this PEM file (NULL: the system's) */
 	unsigned threads;           /* 0: every online CPU */
 	bool grow;                  /* grow the filesystem to the partition */
 	bool discard;               /* discard (or zero, on files) the unused ranges */
@@ -125,6 +126,7 @@ int imager_apply_files(const char *archive, const char *root, const char *const 
 struct imager_fetch_opts {
 	const char *const *mirrors; /* NULL-terminated, tried after url, in order */
 	uint64_t max_rate;          /* bytes per second, 0: unlimited */
+	const char *ca_file;        /* PEM CAs for https, NULL: the system's */
 	unsigned threads;
 	bool want_sig;              /* also fetch URL.minisig next to dest */
 	imager_cancel_flag *cancel;

@@ -46,7 +46,7 @@ static size_t on_data(char *p, size_t sz, size_t n, void *arg)
 	return len;
 }
 
-static CURL *easy_new(const char *url, uint64_t max_rate, char *errbuf)
+static CURL *easy_new(const char *url, const struct imager_fetch_opts *o, char *errbuf)
 {
 	CURL *c = curl_easy_init();
 
@@ -64,16 +64,29 @@ static CURL *easy_new(const char *url, uint64_t max_rate, char *errbuf)
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "inplace/" IP_TOOL_VERSION);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	if (max_rate)
-		curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)max_rate);
+	if (o->max_rate)
+		curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)o->max_rate);
+	/* https: the system's CAs, or only those of --ca-cert; the peer and
+	 * its name are always verified (libcurl's defaults, kept explicit) */
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (o->ca_file)
+		curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
 	return c;
 }
 
 /* Size of the file at url (HEAD); -ENOENT style errors in *why. */
-static int remote_size(const char *url, uint64_t max_rate, uint64_t *size, char *why, size_t wlen)
+/* A failure no retry mends: the server's certificate is not trusted. */
+static bool tls_trust_error(CURLcode rc)
+{
+	return rc == CURLE_PEER_FAILED_VERIFICATION || rc == CURLE_SSL_CACERT_BADFILE ||
+	       rc == CURLE_SSL_ISSUER_ERROR;
+}
+
+static int remote_size(const char *url, const struct imager_fetch_opts *o, uint64_t *size, char *why, size_t wlen)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
-	CURL *c = easy_new(url, max_rate, errbuf);
+	CURL *c = easy_new(url, o, errbuf);
 	curl_off_t len = -1;
 	CURLcode rc;
 
@@ -86,7 +99,7 @@ static int remote_size(const char *url, uint64_t max_rate, uint64_t *size, char 
 	curl_easy_cleanup(c);
 	if (rc != CURLE_OK) {
 		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-		return -EIO;
+		return tls_trust_error(rc) ? -EPERM : -EIO;
 	}
 	if (len < 0) {
 		snprintf(why, wlen, "the server does not say how large the image is");
@@ -113,7 +126,7 @@ static int fetch_range(const char *url, int fd, uint64_t size, const struct imag
 		return 0;
 	if (lseek(fd, 0, SEEK_END) < 0)
 		return -errno;
-	c = easy_new(url, o->max_rate, errbuf);
+	c = easy_new(url, o, errbuf);
 	if (!c)
 		return -ENOMEM;
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
@@ -144,7 +157,7 @@ static int fetch_small(const char *url, const char *path, const struct imager_fe
 
 	if (fd < 0)
 		return -errno;
-	c = easy_new(url, o->max_rate, errbuf);
+	c = easy_new(url, o, errbuf);
 	if (!c)
 		return -ENOMEM;
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
@@ -207,9 +220,12 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 	char why[CURL_ERROR_SIZE + 64] = "no source answered";
 	static bool curl_ready;
 	ip_progress *prog = NULL;
+	const char *untrusted = NULL;
 	uint64_t size = 0;
 	int r;
 
+	if (o->ca_file && access(o->ca_file, R_OK) != 0)
+		return ip_bad(e, -errno, "cannot read the CA certificate %s: %s", o->ca_file, strerror(errno));
 	if (!curl_ready) {
 		if (curl_global_init(CURL_GLOBAL_DEFAULT) != 0)
 			return ip_fail(e, -EIO, "libcurl cannot initialise");
@@ -226,12 +242,18 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 		return ip_fail(e, -errno, "cannot create %s: %s", part, strerror(errno));
 
 	for (int round = 0; round < FETCH_ROUNDS; round++) {
+		size_t nuntrusted = 0;
+
 		for (size_t s = 0; s < ns; s++) {
 			uint64_t sz;
 
 			if (o->cancel && *o->cancel)
 				return ip_fail(e, -EINTR, "interrupted: run again to resume the download");
-			r = remote_size(srcs[s], o->max_rate, &sz, why, sizeof(why));
+			r = remote_size(srcs[s], o, &sz, why, sizeof(why));
+			if (r == -EPERM) {
+				untrusted = srcs[s];
+				nuntrusted++;
+			}
 			if (r < 0) {
 				char w2[sizeof(why)];
 
@@ -305,11 +327,17 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 			ip_fsync_parent(dest, NULL);
 			return 0;
 		}
+		/* a certificate nobody trusts stays untrusted: say so now */
+		if (nuntrusted == ns)
+			break;
 		/* every source failed this round: wait a little (a restarting
 		 * server, a network coming back), then try them all again */
 		sleep_ms(250L << (round < 4 ? round : 4));
 	}
 	ip_progress_free(prog);
+	if (untrusted && !size)
+		return ip_fail(e, -EPERM, "cannot download %s: the certificate of %s is not trusted (%s): pass its CA with --ca-cert FILE, or add the CA to the system's store",
+			       url, untrusted, why);
 	return ip_fail(e, -EHOSTUNREACH, "cannot download %s (%s): check the URL and --mirror, or download it by hand",
 		       url, why);
 }

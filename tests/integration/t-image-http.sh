@@ -1,8 +1,9 @@
 #!/bin/bash
 # t-image-http — deploy from a real web server (nginx on 127.0.0.1, started
 # here): a first mirror that is down, a connection cut mid-transfer (nginx
-# killed and restarted), a mirror serving a damaged copy; every result has
-# the source's files.
+# killed and restarted), a mirror serving a damaged copy, https with a CA of
+# the test's own (trusted only through --ca-cert; a wrong host name is
+# refused); every result has the source's files.
 . "$TESTS_DIR/lib.sh"
 cd "$T" || exit 1
 export INPLACE_STATE_DIR=$T/state
@@ -27,7 +28,15 @@ off=$(perl -e 'open F, "<", $ARGV[0] or die; binmode F; my $sz = -s F;
 	my $o = 0; for my $i (0 .. 1) { read F, my $e, 8; $o += unpack("V", $e) } print $o + 100' www/bad/os.img)
 printf 'Z' | dd of=www/bad/os.img bs=1 seek="$off" conv=notrunc status=none
 
-port=$((20000 + RANDOM % 20000)) down=$((port + 1))
+port=$((20000 + RANDOM % 20000)) down=$((port + 1)) sport=$((port + 2))
+# https: a CA of our own and a certificate for 127.0.0.1 only
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
+	-days 2 -subj "/CN=inplace test CA" >/dev/null 2>&1 &&
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr \
+	-subj "/CN=127.0.0.1" >/dev/null 2>&1 &&
+openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 \
+	-extfile <(printf 'subjectAltName=IP:127.0.0.1\n') >/dev/null 2>&1 ||
+	{ fail "fixture" "openssl could not make the test certificates"; exit 1; }
 start_nginx() {
 	mkdir -p tmp logs
 	cat > nginx.conf <<EOF
@@ -44,6 +53,12 @@ http {
 		listen 127.0.0.1:$port;
 		root $T/www;
 		limit_rate ${1:-0};
+	}
+	server {
+		listen 127.0.0.1:$sport ssl;
+		ssl_certificate $T/srv.pem;
+		ssl_certificate_key $T/srv.key;
+		root $T/www;
 	}
 }
 EOF
@@ -64,6 +79,23 @@ ok "deploy from a URL after a first mirror that is down" \
 	"$INPLACE" image deploy -q --key k.pub "http://127.0.0.1:$down/os.img" dst.img 1 --mirror "$url"
 check "files equal" cmp -s want <(fx_hashes dst.img 1)
 check "the downloaded copy is removed after the deploy" [ -z "$(ls -A state/images 2>/dev/null)" ]
+
+# https: refused while the certificate is not trusted, nothing written;
+# trusted through --ca-cert; a certificate for another name is refused
+surl=https://127.0.0.1:$sport/good/os.img
+fx_mkfs dst.img 1 ext4
+sha256sum dst.img > dst.sum
+must_fail 1 "https with an untrusted certificate is refused" "$INPLACE" image deploy -q "$surl" dst.img 1
+check "the message names --ca-cert" sh -c '"$1" image deploy -q "$2" dst.img 1 2>&1 | grep -q -- "not trusted.*--ca-cert"' _ "$INPLACE" "$surl"
+check "nothing was written" sha256sum -c --quiet dst.sum
+must_fail 2 "--ca-cert of a missing file" "$INPLACE" image deploy -q --ca-cert nonexistent.pem "$surl" dst.img 1
+ok "https deploy with --ca-cert, signature checked" "$INPLACE" image deploy -q --ca-cert ca.pem --key k.pub "$surl" dst.img 1
+check "files equal after the https deploy" cmp -s want <(fx_hashes dst.img 1)
+fx_mkfs dst.img 1 ext4
+sha256sum dst.img > dst.sum
+must_fail 1 "a certificate for another host name is refused" \
+	"$INPLACE" image deploy -q --ca-cert ca.pem "https://localhost:$sport/good/os.img" dst.img 1
+check "nothing was written after the name mismatch" sha256sum -c --quiet dst.sum
 
 fx_mkfs dst.img 1 ext4
 ok "a mirror serving a damaged copy: the bad bytes are fetched again from the next" \
