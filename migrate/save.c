@@ -42,7 +42,39 @@ struct save_ctx {
 	unsigned zthreads;
 	atomic_size_t next;
 	atomic_int stop;
+	/* libarchive's disk reader changes the process's working directory
+	 * (fchdir) and reads a directory's default ACL, and what a symlink
+	 * carries, by a path relative to it; the walkers of several users
+	 * share one working directory, so every reader call that may change
+	 * it or rely on it runs under this lock.  File data is read through
+	 * openat() and needs no lock. */
+	pthread_mutex_t cwd_lock;
 };
+
+/* The libarchive disk-reader calls that use the working directory. */
+static int rd_open(struct save_ctx *c, struct archive *rd, const char *top)
+{
+	pthread_mutex_lock(&c->cwd_lock);
+	int r = archive_read_disk_open(rd, top);
+	pthread_mutex_unlock(&c->cwd_lock);
+	return r;
+}
+
+static int rd_next(struct save_ctx *c, struct archive *rd, struct archive_entry *en)
+{
+	pthread_mutex_lock(&c->cwd_lock);
+	int r = archive_read_next_header2(rd, en);
+	pthread_mutex_unlock(&c->cwd_lock);
+	return r;
+}
+
+static void rd_free(struct save_ctx *c, struct archive *rd)
+{
+	pthread_mutex_lock(&c->cwd_lock);
+	archive_read_close(rd);
+	archive_read_free(rd);
+	pthread_mutex_unlock(&c->cwd_lock);
+}
 
 static bool home_usable(int rootfd, const char *home)
 {
@@ -308,7 +340,7 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 	archive_read_disk_set_uname_lookup(rd, &c->acc, uname_cb, NULL);
 	archive_read_disk_set_gname_lookup(rd, &c->acc, gname_cb, NULL);
 	archive_read_disk_set_behavior(rd, aw ? 0 : ARCHIVE_READDISK_NO_XATTR | ARCHIVE_READDISK_NO_ACL | ARCHIVE_READDISK_NO_FFLAGS);
-	if (archive_read_disk_open(rd, top) != ARCHIVE_OK) {
+	if (rd_open(c, rd, top) != ARCHIVE_OK) {
 		r = ip_fail(e, -EIO, "cannot read the home %s of %s: %s", u->home, u->name, archive_error_string(rd));
 		goto out;
 	}
@@ -322,7 +354,7 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 		if (atomic_load(&c->stop))
 			break;
 		archive_entry_clear(en);
-		k = archive_read_next_header2(rd, en);
+		k = rd_next(c, rd, en);
 		if (k == ARCHIVE_EOF)
 			break;
 		if (k < ARCHIVE_WARN) {
@@ -375,8 +407,7 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 	}
 out:
 	archive_entry_free(en);
-	archive_read_close(rd);
-	archive_read_free(rd);
+	rd_free(c, rd);
 	return r;
 }
 
@@ -411,7 +442,7 @@ static int add_extra(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 	archive_read_disk_set_gname_lookup(rd, &c->acc, gname_cb, NULL);
 	archive_read_disk_set_symlink_hybrid(rd);
 	snprintf(top, sizeof(top), "/proc/self/fd/%d", fd);
-	if (archive_read_disk_open(rd, top) != ARCHIVE_OK || archive_read_next_header2(rd, en) < ARCHIVE_WARN) {
+	if (rd_open(c, rd, top) != ARCHIVE_OK || rd_next(c, rd, en) < ARCHIVE_WARN) {
 		r = ip_fail(e, -EIO, "cannot read /%s: %s", rel, archive_error_string(rd));
 		goto out;
 	}
@@ -436,8 +467,7 @@ static int add_extra(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 out:
 	archive_entry_free(en);
 	if (rd) {
-		archive_read_close(rd);
-		archive_read_free(rd);
+		rd_free(c, rd);
 	}
 	return r;
 }
@@ -544,6 +574,9 @@ static int run_users(struct save_ctx *c, ip_error *e)
 	if (!c->write)
 		nw = nw ? 1 : 0;
 	size_t started = 0;
+	/* where the working directory was: libarchive's readers leave it in
+	 * whichever directory the last one to close found at its open */
+	int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	for (; started < nw; started++)
 		if (pthread_create(&th[started], NULL, worker, c) != 0)
 			break;
@@ -551,6 +584,11 @@ static int run_users(struct save_ctx *c, ip_error *e)
 		worker(c);
 	for (size_t i = 0; i < started; i++)
 		pthread_join(th[i], NULL);
+	if (cwd >= 0) {
+		int k = fchdir(cwd);   /* on failure: nothing after this opens a relative path */
+		(void)k;
+		close(cwd);
+	}
 	for (size_t i = 0; i < c->nusers; i++)
 		if (c->users[i].r < 0 && c->users[i].r != -ECANCELED) {
 			*e = c->users[i].err;
@@ -575,6 +613,7 @@ static void ctx_clear(struct save_ctx *c)
 static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *spec, ip_error *e)
 {
 	memset(c, 0, sizeof(*c));
+	c->cwd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 	c->storefd = -1;
 	c->root = root;
 	c->spec = spec;
