@@ -44,4 +44,11 @@ int partctl_ntfs_min_size(ip_disk *d, uint64_t off, uint64_t size, uint64_t *min
  * partctl_resume() calls this first. */
 int partctl_resize_resume(const char *disk, bool *did, ip_error *e);
 
+/* The state directory ($INPLACE_STATE_DIR, default /var/lib/inplace):
+ * out = DIR/KIND<disk path>-<disk size>.EXT, so that another disk that
+ * later takes the same name is not mistaken for this one. */
+int partctl_state_file(const char *disk, const char *kind, const char *ext, char *out, size_t n,
+		       ip_error *e);
+int partctl_state_mkdir(ip_error *e);
+
 #endif

@@ -40,7 +40,10 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "partctl/internal.h"
 
@@ -619,6 +622,61 @@ static void info_fill(struct partctl_move_info *info, const struct move_rec *rec
 	snprintf(info->journal, sizeof(info->journal), "%s", where);
 }
 
+/* ---- a journal kept in a file: where to find it again --------------------- */
+
+/* A move with --journal FILE leaves the path of FILE in the state directory,
+ * durable before the first byte moves, so that a plain 'part resume DISK'
+ * after a power cut finds the interrupted move instead of reporting nothing
+ * to do.  The pointer goes when the move is finished. */
+static int pointer_path(const char *disk, char *out, size_t n, ip_error *e)
+{
+	return partctl_state_file(disk, "move", "journal-path", out, n, e);
+}
+
+static int pointer_write(const char *disk, const char *jfile, ip_error *e)
+{
+	char pp[PATH_MAX], real[PATH_MAX];
+	int r;
+
+	if (!realpath(jfile, real))
+		return ip_fail(e, -errno, "cannot find the journal %s: %s", jfile, strerror(errno));
+	if ((r = pointer_path(disk, pp, sizeof(pp), e)) < 0 || (r = partctl_state_mkdir(e)) < 0)
+		return r;
+	return ip_write_file_atomic(pp, real, strlen(real), 0600, e);
+}
+
+static void pointer_remove(const char *disk)
+{
+	char pp[PATH_MAX];
+
+	if (pointer_path(disk, pp, sizeof(pp), NULL) == 0 && unlink(pp) == 0)
+		ip_fsync_parent(pp, NULL);
+}
+
+/* The journal file an interrupted move recorded for disk: 1 and *jfile
+ * (malloc'd) when there is a pointer, 0 when there is none. */
+static int pointer_read(const char *disk, char **jfile, ip_error *e)
+{
+	char pp[PATH_MAX];
+	size_t len;
+	int r;
+
+	*jfile = NULL;
+	if ((r = pointer_path(disk, pp, sizeof(pp), e)) < 0)
+		return r;
+	if (access(pp, F_OK) != 0)
+		return 0;
+	if ((r = ip_read_file(pp, PATH_MAX, jfile, &len, e)) < 0)
+		return r;
+	if (!len || (*jfile)[0] != '/') {
+		free(*jfile);
+		*jfile = NULL;
+		return ip_fail(e, -EINVAL, "%s is damaged: give 'inplace part resume %s --journal FILE' with the journal of the interrupted move",
+			       pp, disk);
+	}
+	return 1;
+}
+
 /* ---- the verbs ----------------------------------------------------------- */
 
 int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
@@ -676,6 +734,15 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	c.rec.to = new_start;
 	c.rec.batch = move_dist(&c.rec) < MOVE_BATCH_MAX ? move_dist(&c.rec) : MOVE_BATCH_MAX;
 
+	{
+		_cleanup_free_ char *pending = NULL;
+		r = pointer_read(disk, &pending, e);
+		if (r > 0)
+			r = ip_bad(e, -EBUSY, "an interrupted move of %s keeps its journal in %s: run 'inplace part resume %s' first",
+				   disk, pending, disk);
+		if (r < 0)
+			goto out;
+	}
 	if (o->dry_run && o->journal && access(o->journal, F_OK) < 0) {
 		/* a dry run creates no journal file */
 		snprintf(where, sizeof(where), "%s", o->journal);
@@ -710,7 +777,10 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 		r = ip_fail(e, -ENOMEM, "out of memory");
 		goto out;
 	}
-	/* the map, then the intent, durable before the first byte moves */
+	/* where the journal is, the map, then the intent: durable before the
+	 * first byte moves */
+	if (o->journal && (r = pointer_write(disk, o->journal, e)) < 0)
+		goto out;
 	if (c.map_off && map->n <= map_cap(c.map_off)) {
 		r = map_store(&c, e);
 		if (r < 0)
@@ -730,6 +800,8 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	partctl_table_free(t);
 	t = NULL;
 	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, false, e);
+	if (r == 0 && o->journal)
+		pointer_remove(disk);
 out:
 	free(c.buf);
 	free(c.runs);
@@ -751,6 +823,8 @@ int partctl_move(const char *disk, unsigned n, uint64_t new_start, ip_error *e)
 static int move_resume(const char *disk, const struct partctl_move_opts *o, bool *did,
 		       struct partctl_move_info *info, ip_error *e)
 {
+	struct partctl_move_opts po = *o;
+	_cleanup_free_ char *recorded = NULL;
 	partctl_table *t = NULL;
 	ip_disk *d = NULL;
 	ip_journal *j = NULL;
@@ -764,6 +838,19 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	int r;
 
 	*did = false;
+	/* a move that kept its journal in a file left its path behind */
+	if (!o->journal) {
+		r = pointer_read(disk, &recorded, e);
+		if (r < 0)
+			return r;
+		if (r > 0 && access(recorded, R_OK | W_OK) != 0)
+			return ip_bad(e, -errno, "an interrupted move of %s keeps its journal in %s, which cannot be opened (%s): mount what holds it and run resume again, or give --journal FILE",
+				      disk, recorded, strerror(errno));
+		if (r > 0) {
+			po.journal = recorded;
+			o = &po;
+		}
+	}
 	r = partctl_table_open(disk, false, &t, e);
 	if (r < 0)
 		return r;
@@ -780,6 +867,9 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	}
 	r = ip_journal_read(j, &c.rec, &len, e);
 	if (r == -ENOENT) {
+		ip_error_clear(e);
+		if (recorded)
+			pointer_remove(disk);  /* the move had finished; only the pointer was left */
 		r = 0;
 		goto out;
 	}
@@ -838,6 +928,8 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	t = NULL;
 	info_fill(info, &c.rec, c.copied, where);
 	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, table_done, e);
+	if (r == 0 && o->journal)
+		pointer_remove(disk);
 out:
 	partctl_usedmap_free(map);
 	ip_journal_free(j);

@@ -466,7 +466,8 @@ static const char *state_dir(void)
 
 /* Files are keyed by the disk's canonical path and size, so that another
  * disk that later takes the same name is not mistaken for this one. */
-static int state_open(const char *disk, struct shrink_state *s, bool create, ip_error *e)
+int partctl_state_file(const char *disk, const char *kind, const char *ext, char *out, size_t n,
+		       ip_error *e)
 {
 	char real[PATH_MAX], key[PATH_MAX];
 	ip_disk *d = NULL;
@@ -474,7 +475,6 @@ static int state_open(const char *disk, struct shrink_state *s, bool create, ip_
 	size_t k = 0;
 	int r;
 
-	memset(s, 0, sizeof(*s));
 	if (!realpath(disk, real))
 		return ip_bad(e, -errno, "cannot find %s: %s", disk, strerror(errno));
 	r = ip_disk_open(real, IP_DISK_RDONLY, &d, e);
@@ -485,13 +485,27 @@ static int state_open(const char *disk, struct shrink_state *s, bool create, ip_
 	for (const char *c = real; *c && k < sizeof(key) - 1; c++)
 		key[k++] = isalnum((unsigned char)*c) || *c == '.' || *c == '-' ? *c : '_';
 	key[k] = '\0';
-	snprintf(s->jpath, sizeof(s->jpath), "%s/shrink%s-%llu.journal", state_dir(), key,
-		 (unsigned long long)size);
-	snprintf(s->undo, sizeof(s->undo), "%s/shrink%s-%llu.e2undo", state_dir(), key,
-		 (unsigned long long)size);
+	if ((size_t)snprintf(out, n, "%s/%s%s-%llu.%s", state_dir(), kind, key, (unsigned long long)size, ext) >= n)
+		return ip_bad(e, -ENAMETOOLONG, "the state file name for %s is too long", disk);
+	return 0;
+}
+
+int partctl_state_mkdir(ip_error *e)
+{
+	return ip_mkdir_p(state_dir(), 0700, e);
+}
+
+static int state_open(const char *disk, struct shrink_state *s, bool create, ip_error *e)
+{
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	if ((r = partctl_state_file(disk, "shrink", "journal", s->jpath, sizeof(s->jpath), e)) < 0 ||
+	    (r = partctl_state_file(disk, "shrink", "e2undo", s->undo, sizeof(s->undo), e)) < 0)
+		return r;
 	if (!create && access(s->jpath, F_OK) != 0)
 		return 0;
-	r = ip_mkdir_p(state_dir(), 0700, e);
+	r = partctl_state_mkdir(e);
 	if (r < 0)
 		return r;
 	return ip_journal_open_file(s->jpath, &s->j, e);

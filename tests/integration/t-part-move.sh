@@ -103,6 +103,33 @@ if "$INPLACE" part move -q "$T/grub.img" 1 --to 60MiB --journal "$T/side.journal
    "$INPLACE" part resume -q "$T/grub.img" --journal "$T/side.journal" >/dev/null; then
 	pass "journal in a file on another disk"
 else fail "journal in a file on another disk"; fi
+
+# interrupted with --journal FILE: the state directory remembers FILE, so a
+# plain 'part resume' finishes the move instead of finding nothing to do.
+# The interruption: writes past 80 MiB of the image exceed RLIMIT_FSIZE and
+# SIGXFSZ kills the move halfway, the same instant in every run.
+interrupted_move() { # IMG: the move of partition 1 to 60 MiB, cut at 80 MiB
+	cp --sparse=always "$G" "$1"
+	printf 'GRUB core.img stand-in' | dd of="$1" bs=1 seek=20480 conv=notrunc status=none
+	rm -f "$T/side.journal"
+	(ulimit -f $((80 * 1024)); exec "$INPLACE" part move -q "$1" 1 --to 60MiB --journal "$T/side.journal") >/dev/null 2>&1
+}
+{ interrupted_move "$T/grub.img"; } 2>/dev/null; rc=$?
+check "the move was cut (status $rc)" [ "$rc" -ne 0 ]
+check "the state directory names the journal file" grep -qx "$T/side.journal" "$INPLACE_STATE_DIR"/move*.journal-path
+must_fail 2 "another move is refused until the interrupted one is finished" "$INPLACE" part move -q "$T/grub.img" 3 --to 200MiB --journal "$T/other.journal"
+mv "$T/side.journal" "$T/side.away"
+must_fail 2 "resume with the journal file gone: exit 2" "$INPLACE" part resume -q "$T/grub.img"
+check "the message names the journal file" sh -c '"$1" part resume -q "$2" 2>&1 | grep -q "journal in $3"' _ "$INPLACE" "$T/grub.img" "$T/side.journal"
+mv "$T/side.away" "$T/side.journal"
+out=$("$INPLACE" part resume --json "$T/grub.img" 2>&1)
+check "a plain 'part resume' finishes it" sh -c 'printf "%s" "$1" | grep -q "\"resumed\": true"' _ "$out"
+read -r start _ < <(fx_part_range "$T/grub.img" 1)
+check "partition 1 is at 60 MiB" [ "$start" -eq $((60 * MiB)) ]
+check "files equal after the resume" [ "$(fx_hashes "$T/grub.img" 1)" = "$(fx_hashes "$G" 1)" ]
+ok "fsck clean after the resume" fx_fsck "$T/grub.img" 1
+check "the pointer is gone" sh -c '! ls "$1"/move*.journal-path 2>/dev/null | grep -q .' _ "$INPLACE_STATE_DIR"
+check "nothing left to resume" sh -c '"$1" part resume --json "$2" | grep -q "\"resumed\": false"' _ "$INPLACE" "$T/grub.img"
 rm -f "$T/grub.img"
 
 # mounted: through a loop device
