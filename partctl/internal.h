@@ -24,6 +24,12 @@ int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 		     ip_error *e);
 int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
 			ip_error *e);
+/* An undo of the metadata of the ext filesystem at off (fs_ext_undo.c),
+ * for the shrinks resize2fs -z cannot undo: save writes path whole (temp,
+ * fsync, rename) and says how many bytes it holds; restore checks it whole,
+ * then writes every block back and flushes. */
+int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *bytes, ip_error *e);
+int partctl_ext_meta_restore(ip_disk *d, uint64_t off, const char *path, ip_error *e);
 /* `resize2fs -P`: the smallest size in bytes. */
 int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t *min,
 			 ip_error *e);

@@ -14,7 +14,10 @@
  *
  * partctl_resize_resume() reads it after kill -9 or a power cut: from
  * "fs-resizing" it rolls back and redoes the shrink, from "fs-resized" it
- * writes the table.  ntfsresize has no undo: an NTFS shrink interrupted
+ * writes the table.  resize2fs -z corrupts filesystems of 1 KiB blocks;
+ * for those, every metadata block is saved first instead
+ * (fs_ext_undo.c), and the roll back writes them back.  ntfsresize has no
+ * undo: an NTFS shrink interrupted
  * inside ntfsresize is finished only if the volume is whole and already
  * small enough; otherwise resume says so and names chkdsk. */
 #include <ctype.h>
@@ -448,12 +451,14 @@ struct shrink_rec {
 	char fs[16];
 	char phase[24];
 	char undo[PATH_MAX];
+	char meta[PATH_MAX];   /* the metadata undo of an ext fs of 1 KiB blocks */
 	char dev[64];          /* the device the resizer runs on */
 };
 
 struct shrink_state {
 	char jpath[PATH_MAX];
 	char undo[PATH_MAX];
+	char meta[PATH_MAX];
 	ip_journal *j;
 };
 
@@ -501,7 +506,8 @@ static int state_open(const char *disk, struct shrink_state *s, bool create, ip_
 
 	memset(s, 0, sizeof(*s));
 	if ((r = partctl_state_file(disk, "shrink", "journal", s->jpath, sizeof(s->jpath), e)) < 0 ||
-	    (r = partctl_state_file(disk, "shrink", "e2undo", s->undo, sizeof(s->undo), e)) < 0)
+	    (r = partctl_state_file(disk, "shrink", "e2undo", s->undo, sizeof(s->undo), e)) < 0 ||
+	    (r = partctl_state_file(disk, "shrink", "metaundo", s->meta, sizeof(s->meta), e)) < 0)
 		return r;
 	if (!create && access(s->jpath, F_OK) != 0)
 		return 0;
@@ -525,10 +531,10 @@ static int rec_write(struct shrink_state *s, struct shrink_rec *rec, const char 
 
 	snprintf(rec->phase, sizeof(rec->phase), "%s", phase);
 	len = snprintf(buf, sizeof(buf),
-		       "op=shrink\ndisk=%s\nn=%u\nstart=%llu\nold=%llu\nnew=%llu\nbs=%llu\nfs=%s\nphase=%s\nundo=%s\ndev=%s\n",
+		       "op=shrink\ndisk=%s\nn=%u\nstart=%llu\nold=%llu\nnew=%llu\nbs=%llu\nfs=%s\nphase=%s\nundo=%s\nmeta=%s\ndev=%s\n",
 		       rec->disk, rec->n, (unsigned long long)rec->start,
 		       (unsigned long long)rec->old_size, (unsigned long long)rec->new_size,
-		       (unsigned long long)rec->block_size, rec->fs, rec->phase, rec->undo, rec->dev);
+		       (unsigned long long)rec->block_size, rec->fs, rec->phase, rec->undo, rec->meta, rec->dev);
 	if (len < 0 || (size_t)len >= sizeof(buf))
 		return ip_fail(e, -ENAMETOOLONG, "the shrink record for %s is too long", rec->disk);
 	return ip_journal_write(s->j, buf, (size_t)len, e);
@@ -575,6 +581,8 @@ static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
 			snprintf(rec->phase, sizeof(rec->phase), "%s", v);
 		else if (!strcmp(line, "undo"))
 			snprintf(rec->undo, sizeof(rec->undo), "%s", v);
+		else if (!strcmp(line, "meta"))
+			snprintf(rec->meta, sizeof(rec->meta), "%s", v);
 		else if (!strcmp(line, "dev"))
 			snprintf(rec->dev, sizeof(rec->dev), "%s", v);
 	}
@@ -591,6 +599,8 @@ static int rec_done(struct shrink_state *s, const struct shrink_rec *rec, ip_err
 
 	if (rec->undo[0])
 		unlink(rec->undo);
+	if (rec->meta[0])
+		unlink(rec->meta);
 	r = ip_journal_clear(s->j, e);
 	if (r < 0)
 		return r;
@@ -670,6 +680,24 @@ static int e2undo_run(const char *undo, const char *dev, ip_error *e)
 	return 0;
 }
 
+/* Write the saved metadata back onto dev (the filesystem as it was before
+ * resize2fs began), then let e2fsck clear the "being resized" marks. */
+static int meta_roll_back(const struct shrink_rec *rec, const char *dev, ip_error *e)
+{
+	ip_disk *d = NULL;
+	int r = ip_disk_open(dev, IP_DISK_RDWR, &d, e);
+
+	if (r == 0)
+		r = partctl_ext_meta_restore(d, 0, rec->meta, e);
+	ip_disk_free(d);
+	if (r < 0) {
+		ip_error_prefix(e, "cannot roll back the interrupted resize of partition %u of %s (keep %s)",
+				rec->n, rec->disk, rec->meta);
+		return r;
+	}
+	return ext_fsck(dev, rec->disk, rec->n, e);
+}
+
 static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char *dev, ip_error *e)
 {
 	_cleanup_free_ char *err = NULL;
@@ -691,14 +719,28 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 			      (unsigned long long)(round_up(min, 1 << 20) >> 20) + 1);
 	/* resize2fs 1.47.0 with -z corrupts filesystems of 1 KiB blocks
 	 * ("Resize inode is corrupt"); those (mke2fs makes them only below
-	 * 512 MiB) are resized without an undo file, like NTFS. */
-	rec->undo[0] = '\0';
+	 * 512 MiB) get our own undo of their metadata instead, complete and
+	 * durable before resize2fs starts. */
+	rec->undo[0] = rec->meta[0] = '\0';
 	if (bs >= 4096)
 		snprintf(rec->undo, sizeof(rec->undo), "%s", s->undo);
 	unlink(s->undo);
+	unlink(s->meta);
 	r = rec_write(s, rec, "checked", e);
 	if (r < 0)
 		return r;
+	if (!rec->undo[0]) {
+		ip_disk *d = NULL;
+		uint64_t saved;
+
+		r = ip_disk_open(dev, IP_DISK_RDONLY, &d, e);
+		if (r == 0)
+			r = partctl_ext_meta_save(d, 0, s->meta, &saved, e);
+		ip_disk_free(d);
+		if (r < 0)
+			return r;
+		snprintf(rec->meta, sizeof(rec->meta), "%s", s->meta);
+	}
 	r = rec_write(s, rec, "fs-resizing", e);
 	if (r < 0)
 		return r;
@@ -714,6 +756,13 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 
 		last_line(err, line, sizeof(line));
 		/* Put back whatever it changed, then forget the shrink. */
+		if (rec->meta[0]) {
+			if (meta_roll_back(rec, dev, &e2) < 0)
+				return ip_fail(e, -EIO, "resize2fs failed (%s) and %s", line, e2.msg);
+			rec_done(s, rec, NULL);
+			return ip_fail(e, -EIO, "resize2fs could not shrink partition %u of %s (%s); it was rolled back unchanged: check it with e2fsck -f",
+				       rec->n, rec->disk, line);
+		}
 		if (!rec->undo[0] || !undo_has_header(rec->undo)) {
 			rec_done(s, rec, NULL);
 			return ip_fail(e, -EIO, "resize2fs could not shrink partition %u of %s (%s): check it with e2fsck -f",
@@ -1031,15 +1080,20 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 		state_close(&s);
 		return partctl_shrink(rec.disk, rec.n, rec.new_size, e);
 	}
-	if (!strcmp(rec.phase, "fs-resizing") && rec.undo[0]) {
-		/* Put the filesystem back as it was, then shrink again. */
+	if (!strcmp(rec.phase, "fs-resizing") && (rec.meta[0] || rec.undo[0])) {
+		/* Put the filesystem back as it was (our metadata undo, or
+		 * resize2fs's own through e2undo), then shrink again. */
 		r = tooldev_get(rec.disk, rec.n, rec.start, rec.old_size, &td, e);
 		if (r < 0)
 			goto out;
-		if (undo_has_header(rec.undo))
-			r = e2undo_run(rec.undo, td.path, e);
-		if (r == 0)
-			r = ext_fsck(td.path, rec.disk, rec.n, e);
+		if (rec.meta[0]) {
+			r = meta_roll_back(&rec, td.path, e);
+		} else {
+			if (undo_has_header(rec.undo))
+				r = e2undo_run(rec.undo, td.path, e);
+			if (r == 0)
+				r = ext_fsck(td.path, rec.disk, rec.n, e);
+		}
 		tooldev_put(&td);
 		if (r == 0)
 			r = flush_disk(rec.disk, rec.start, rec.old_size, e);
@@ -1052,7 +1106,8 @@ int partctl_resize_resume(const char *disk, bool *did, ip_error *e)
 		return partctl_shrink(rec.disk, rec.n, rec.new_size, e);
 	}
 	if (!strcmp(rec.phase, "fs-resizing")) {
-		/* No undo (NTFS, ext with 1 KiB blocks).  If the filesystem is
+		/* No undo (NTFS, and ext shrinks recorded before the metadata
+		 * undo existed).  If the filesystem is
 		 * whole and already fits, the resizer finished: go on with the
 		 * table; if it is whole and as large as before, it had not
 		 * begun: start over.  Anything else needs a repair tool. */

@@ -30,17 +30,24 @@ fx_disk "$IMG" 1100M 'label: gpt
 start=1MiB, size=1000MiB, type=linux
 start=1001MiB, size=50MiB, type=linux'
 fx_mkfs "$IMG" 1 ext4
-attach_loop "$IMG" || { skip "shrink crash test" "cannot attach a loop device"; exit 0; }
 mkdir -p "$T/mnt"
-if [ ! -b "${LOOP}p1" ] || ! mount "${LOOP}p1" "$T/mnt"; then
-	skip "shrink crash test" "cannot mount the test filesystem"; exit 0
-fi
-track_mount "$T/mnt"
-dd if=/dev/zero of="$T/mnt/filler" bs=1M count=700 status=none
-cp -a "$T/tree/." "$T/mnt/"
-rm "$T/mnt/filler"
-umount "$T/mnt"
-losetup -d "$LOOP"
+# fill_behind IMG FILLER_MIB [BLOCK_SIZE]: through the kernel, a filler
+# takes the front, the tree goes behind it, the filler goes; with
+# BLOCK_SIZE, partition 1 must have blocks of that size.
+fill_behind() {
+	attach_loop "$1" || return 1
+	if [ ! -b "${LOOP}p1" ] || { [ -n "${3:-}" ] && [ "$(dumpe2fs -h "${LOOP}p1" 2>/dev/null | sed -n 's/^Block size: *//p')" != "$3" ]; } ||
+	   ! mount "${LOOP}p1" "$T/mnt"; then
+		losetup -d "$LOOP"; return 1
+	fi
+	track_mount "$T/mnt"
+	dd if=/dev/zero of="$T/mnt/filler" bs=1M count="$2" status=none
+	cp -a "$T/tree/." "$T/mnt/"
+	rm "$T/mnt/filler"
+	umount "$T/mnt"
+	losetup -d "$LOOP"
+}
+fill_behind "$IMG" 700 || { skip "shrink crash test" "cannot attach and mount a loop device"; exit 0; }
 H0=$(fx_hashes "$IMG" 1)
 cp --sparse=always "$IMG" "$T/pristine.img"
 TO=$((400 * MiB))
@@ -78,6 +85,15 @@ kill_shrink() {
 	kill -9 -- -"$PID" 2>/dev/null
 	wait "$PID" 2>/dev/null
 }
+# wait_for GLOB: until a file matches GLOB, or the shrink ($PID) has ended.
+wait_for() {
+	for _ in $(seq 1 1000); do
+		compgen -G "$1" >/dev/null && return 0
+		kill -0 "$PID" 2>/dev/null || return 1
+		sleep 0.005
+	done
+	return 1
+}
 
 # baseline: the uninterrupted shrink, and how long it takes
 t0=$(now_ms)
@@ -95,11 +111,7 @@ for i in $(seq 1 "$KILLS"); do
 		delay=$((RANDOM % DUR)); what="at ${delay} ms"
 	else
 		# from the moment resize2fs starts its undo file
-		for _ in $(seq 1 500); do
-			compgen -G "$INPLACE_STATE_DIR/*.e2undo" >/dev/null && break
-			kill -0 "$PID" 2>/dev/null || break
-			sleep 0.01
-		done
+		wait_for "$INPLACE_STATE_DIR/*.e2undo"
 		delay=$((RANDOM % (DUR / 2 + 1))); what="${delay} ms into resize2fs"
 	fi
 	sleep "$(printf '0.%03d' "$delay")" 2>/dev/null || sleep $((delay / 1000))
@@ -115,11 +127,7 @@ echo "  ($interrupted of $KILLS kills interrupted a shrink that resume then fini
 for i in 1 2; do
 	cp --sparse=always "$T/pristine.img" "$IMG"
 	start_shrink
-	for _ in $(seq 1 500); do
-		compgen -G "$INPLACE_STATE_DIR/*.e2undo" >/dev/null && break
-		kill -0 "$PID" 2>/dev/null || break
-		sleep 0.01
-	done
+	wait_for "$INPLACE_STATE_DIR/*.e2undo"
 	delay=$((RANDOM % (DUR / 2 + 1)))
 	sleep "$(printf '0.%03d' "$delay")" 2>/dev/null || sleep $((delay / 1000))
 	kill -9 "$PID" 2>/dev/null
@@ -162,6 +170,46 @@ wrapped_kill() {
 
 cp --sparse=always "$T/pristine.img" "$IMG"
 wrapped_kill "ext4: kill -9 right after resize2fs finished, resume rolls back and redoes" after
+
+# ---- ext4 of 1 KiB blocks: resize2fs -z corrupts those, so inplace saves -----
+# every metadata block first (*.metaundo) and a resume writes them back.
+# Kills timed from the moment that undo is complete, inside resize2fs.
+IMG=$T/crash1k.img
+fx_disk "$IMG" 480M 'label: gpt
+start=1MiB, size=400MiB, type=linux'
+fx_mkfs "$IMG" 1 ext4
+fill_behind "$IMG" 280 1024 || { fail "1 KiB fixture" "not a mountable ext4 of 1 KiB blocks"; exit 1; }
+H0=$(fx_hashes "$IMG" 1)
+cp --sparse=always "$IMG" "$T/pristine.img"
+TO=$((200 * MiB))
+# the uninterrupted shrink, timed from the moment the undo is complete
+start_shrink
+wait_for "$INPLACE_STATE_DIR/*.metaundo"
+t0=$(now_ms)
+wait "$PID"; rc=$?
+DUR=$(( $(now_ms) - t0 ))
+[ "$DUR" -lt 20 ] && DUR=20
+if [ "$rc" -eq 0 ] && check_done "1 KiB blocks: uninterrupted shrink"; then
+	pass "1 KiB blocks: uninterrupted shrink"
+else fail "1 KiB blocks: uninterrupted shrink" "exit $rc"; fi
+interrupted=0 inresize=0
+for i in $(seq 1 $(( (KILLS + 1) / 2 ))); do
+	cp --sparse=always "$T/pristine.img" "$IMG"
+	start_shrink
+	wait_for "$INPLACE_STATE_DIR/*.metaundo"
+	delay=$((RANDOM % DUR))
+	sleep "$(printf '0.%03d' "$delay")" 2>/dev/null || sleep $((delay / 1000))
+	kill_shrink
+	# the journal's two slots: killed inside resize2fs when one says
+	# fs-resizing and none fs-resized yet
+	j=$(cat "$INPLACE_STATE_DIR"/*.journal 2>/dev/null | tr -d '\0')
+	case $j in *phase=fs-resized*) ;; *phase=fs-resizing*) inresize=$((inresize + 1)) ;; esac
+	RESUMED=
+	resume_and_check "1 KiB blocks: kill -9 #$i ${delay} ms after the metadata undo, resume: files intact, fsck clean, shrink done" &&
+		[ "$RESUMED" = true ] && interrupted=$((interrupted + 1))
+done
+echo "  ($interrupted 1 KiB-block shrinks interrupted and finished by resume, $inresize of them inside resize2fs)"
+check "a 1 KiB-block shrink was killed inside resize2fs and rolled back at least once" [ "$inresize" -gt 0 ]
 
 # NTFS
 IMG=$T/ntfs.img

@@ -12,7 +12,7 @@
 
 #include <cmocka.h>
 
-#include "partctl/partctl.h"
+#include "partctl/internal.h"
 
 #define MiB (1024ULL * 1024)
 #define PART_OFF MiB
@@ -324,11 +324,75 @@ static int teardown(void **state)
 	return 0;
 }
 
+/* The metadata undo of an ext4 of 1 KiB blocks: metadata overwritten
+ * after the save comes back byte for byte; an undo file with one flipped
+ * byte is refused before anything is written. */
+static void test_ext_meta_undo(void **state)
+{
+	char img[300], tree[300], undo[300], opt[64], sz[32], f[340];
+	_cleanup_free_ char *orig = NULL, *now = NULL, *data = NULL;
+	size_t olen, nlen, ulen;
+	uint64_t saved = 0;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	static uint8_t junk[64 * 1024];
+
+	(void)state;
+	path(img, sizeof(img), "undo.img");
+	path(tree, sizeof(tree), "undo-tree");
+	path(undo, sizeof(undo), "undo.meta");
+	assert_int_equal(ip_mkdir_p(tree, 0755, &e), 0);
+	for (int i = 0; i < 20; i++) {
+		snprintf(f, sizeof(f), "%s/file%d", tree, i);
+		make_marked_file(f);
+	}
+	make_image(img);
+	snprintf(opt, sizeof(opt), "offset=%llu", PART_OFF);
+	snprintf(sz, sizeof(sz), "%lluk", PART_SIZE / 1024);
+	run((const char *const[]){ "mke2fs", "-q", "-F", "-t", "ext4", "-b", "1024", "-d", tree, "-E", opt, img, sz, NULL });
+	assert_int_equal(ip_read_file(img, 1ULL << 30, &orig, &olen, &e), 0);
+
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDONLY, &d, &e), 0);
+	assert_int_equal(partctl_ext_meta_save(d, PART_OFF, undo, &saved, &e), 0);
+	ip_disk_free(d);
+	assert_true(saved > 0 && saved < PART_SIZE / 2);   /* the metadata, not the data */
+
+	/* wreck the superblock, group descriptors, bitmaps and inode table */
+	memset(junk, 0xa5, sizeof(junk));
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDWR, &d, &e), 0);
+	assert_int_equal(ip_disk_write(d, junk, sizeof(junk), PART_OFF + 1024, &e), 0);
+	ip_disk_free(d);
+	assert_int_equal(ip_read_file(img, 1ULL << 30, &now, &nlen, &e), 0);
+	assert_memory_not_equal(orig, now, olen);
+	free(TAKE_PTR(now));
+
+	/* a damaged undo: refused, nothing written */
+	assert_int_equal(ip_read_file(undo, 1ULL << 30, &data, &ulen, &e), 0);
+	data[ulen / 2] ^= 1;
+	snprintf(f, sizeof(f), "%s.bad", undo);
+	assert_int_equal(ip_write_file_atomic(f, data, ulen, 0600, &e), 0);
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDWR, &d, &e), 0);
+	assert_int_equal(partctl_ext_meta_restore(d, PART_OFF, f, &e), -EBADMSG);
+	ip_disk_free(d);
+	assert_int_equal(ip_read_file(img, 1ULL << 30, &now, &nlen, &e), 0);
+	assert_int_equal(memcmp(now + PART_OFF + 1024, junk, sizeof(junk)), 0);
+	free(TAKE_PTR(now));
+
+	/* the real one: the partition as it was */
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDWR, &d, &e), 0);
+	assert_int_equal(partctl_ext_meta_restore(d, PART_OFF, undo, &e), 0);
+	ip_disk_free(d);
+	assert_int_equal(ip_read_file(img, 1ULL << 30, &now, &nlen, &e), 0);
+	assert_int_equal(nlen, olen);
+	assert_memory_equal(orig, now, olen);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_ext4),
 		cmocka_unit_test(test_ext2_1k),
+		cmocka_unit_test(test_ext_meta_undo),
 		cmocka_unit_test(test_ntfs),
 		cmocka_unit_test(test_unknown_and_corrupt),
 	};
