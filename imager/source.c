@@ -335,6 +335,13 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 		sleep_ms(250L << (round < 4 ? round : 4));
 	}
 	ip_progress_free(prog);
+	{
+		/* nothing fetched: leave no empty .part behind */
+		struct stat sb;
+
+		if (fstat(fd, &sb) == 0 && sb.st_size == 0)
+			unlink(part);
+	}
 	if (untrusted && !size)
 		return ip_fail(e, -EPERM, "cannot download %s: the certificate of %s is not trusted (%s): pass its CA with --ca-cert FILE, or add the CA to the system's store",
 			       url, untrusted, why);

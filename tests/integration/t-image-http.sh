@@ -96,6 +96,7 @@ sha256sum dst.img > dst.sum
 must_fail 1 "a certificate for another host name is refused" \
 	"$INPLACE" image deploy -q --ca-cert ca.pem "https://localhost:$sport/good/os.img" dst.img 1
 check "nothing was written after the name mismatch" sha256sum -c --quiet dst.sum
+check "the refused downloads left no .part behind" [ -z "$(ls state/images/*.part 2>/dev/null)" ]
 
 fx_mkfs dst.img 1 ext4
 ok "a mirror serving a damaged copy: the bad bytes are fetched again from the next" \
