@@ -249,7 +249,8 @@ int mig_store_load(int storefd, const char *store, enum mig_hash_alg *alg, json_
 	/* COMPLETE covers manifest.json, so the two can only disagree if the
 	 * saver was broken; still, never read hashes of one kind as another */
 	if (json_object_object_get_ex(*manifest, "hash", &v) &&
-	    (mig_hash_parse(json_object_get_string(v), &malg) < 0 || malg != *alg))
+	    (!json_object_is_type(v, json_type_string) || mig_hash_parse(json_object_get_string(v), &malg) < 0 ||
+	     malg != *alg))
 		return ip_fail(e, -EBADMSG, "manifest.json of %s names another hash algorithm than COMPLETE: the store is damaged", store);
 	return 0;
 }

@@ -198,3 +198,6 @@ must_fail 2 "an unknown hash is refused" "$I" profile verify --store "$T/md5"
 cp -a "$T/store" "$T/mixed"
 python3 "$T/restamp.py" "$T/mixed" 'm.hash="blake2b-512"'
 must_fail 1 "manifest and COMPLETE naming other hashes" "$I" profile verify --store "$T/mixed"
+cp -a "$T/store" "$T/nullhash"
+python3 "$T/restamp.py" "$T/nullhash" 'm.hash=null'
+must_fail 1 "a manifest whose hash is null: damaged, no crash" "$I" profile verify --store "$T/nullhash"
