@@ -157,6 +157,6 @@ int mig_store_hash_alg(json_object *doc, const char *name, enum mig_hash_alg *al
 	}
 	if (!json_object_is_type(v, json_type_string) || mig_hash_parse(json_object_get_string(v), alg) < 0)
 		return ip_bad(e, -EPROTONOSUPPORT, "%s uses the hash '%.40s', which this inplace does not know: restore with the inplace that saved it",
-			       name, json_object_get_string(v));
+			       name, json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "(not a name)");
 	return 0;
 }
