@@ -109,15 +109,39 @@ static int remote_size(const char *url, const struct imager_fetch_opts *o, uint6
 	return 0;
 }
 
+/* GET url into d from byte from on (0: all of it), at most max bytes (0:
+ * no cap); -EIO with the reason in why when the transfer fails. */
+static int get_into(const char *url, const struct imager_fetch_opts *o, struct dl *d, uint64_t from, uint64_t max,
+		    char *why, size_t wlen)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	CURL *c = easy_new(url, o, errbuf);
+	CURLcode rc;
+
+	if (!c)
+		return -ENOMEM;
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, d);
+	if (from)
+		curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)from);
+	if (max)
+		curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
+	rc = curl_easy_perform(c);
+	curl_easy_cleanup(c);
+	if (rc != CURLE_OK) {
+		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		return -EIO;
+	}
+	return 0;
+}
+
 /* Append [have, size) of url to fd.  0 when the file is complete. */
 static int fetch_range(const char *url, int fd, uint64_t size, const struct imager_fetch_opts *o,
 		       ip_progress *prog, char *why, size_t wlen)
 {
-	char errbuf[CURL_ERROR_SIZE] = "";
 	struct stat sb;
 	struct dl d = { .fd = fd, .prog = prog, .cancel = o->cancel };
-	CURL *c;
-	CURLcode rc;
+	int r;
 
 	if (fstat(fd, &sb) < 0)
 		return -errno;
@@ -126,23 +150,13 @@ static int fetch_range(const char *url, int fd, uint64_t size, const struct imag
 		return 0;
 	if (lseek(fd, 0, SEEK_END) < 0)
 		return -errno;
-	c = easy_new(url, o, errbuf);
-	if (!c)
-		return -ENOMEM;
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
-	if (d.have)
-		curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)d.have);
-	rc = curl_easy_perform(c);
-	curl_easy_cleanup(c);
+	r = get_into(url, o, &d, d.have, 0, why, wlen);
 	if (d.werr)
 		return -d.werr;
 	if (o->cancel && *o->cancel)
 		return -EINTR;
-	if (rc != CURLE_OK) {
-		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-		return -EIO;
-	}
+	if (r < 0)
+		return r;
 	return d.have == size ? 0 : -EAGAIN;
 }
 
@@ -150,25 +164,14 @@ static int fetch_small(const char *url, const char *path, const struct imager_fe
 		       size_t wlen)
 {
 	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	char errbuf[CURL_ERROR_SIZE] = "";
 	struct dl d = { .fd = fd, .cancel = o->cancel };
-	CURL *c;
-	CURLcode rc;
+	int r;
 
 	if (fd < 0)
 		return -errno;
-	c = easy_new(url, o, errbuf);
-	if (!c)
-		return -ENOMEM;
-	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
-	curl_easy_setopt(c, CURLOPT_WRITEDATA, &d);
-	curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)65536);
-	rc = curl_easy_perform(c);
-	curl_easy_cleanup(c);
-	if (rc != CURLE_OK) {
-		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-		return -EIO;
-	}
+	r = get_into(url, o, &d, 0, 65536, why, wlen);
+	if (r < 0)
+		return r;
 	return fsync(fd) < 0 ? -errno : 0;
 }
 
