@@ -15,11 +15,11 @@
  * partctl_resize_resume() reads it after kill -9 or a power cut: from
  * "fs-resizing" it rolls back and redoes the shrink, from "fs-resized" it
  * writes the table.  resize2fs -z corrupts filesystems of 1 KiB blocks;
- * for those, every metadata block is saved first instead
- * (fs_ext_undo.c), and the roll back writes them back.  ntfsresize has no
- * undo: an NTFS shrink interrupted
- * inside ntfsresize is finished only if the volume is whole and already
- * small enough; otherwise resume says so and names chkdsk. */
+ * for those, every metadata block is saved first instead (fs_ext_undo.c),
+ * and the roll back writes them back.  ntfsresize has no undo: an NTFS
+ * shrink interrupted inside ntfsresize is finished only if the volume is
+ * whole and already small enough; otherwise resume says so and names
+ * chkdsk. */
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
