@@ -155,8 +155,8 @@ int mig_store_hash_alg(json_object *doc, const char *name, enum mig_hash_alg *al
 		*alg = MIG_HASH_BLAKE2B;
 		return 0;
 	}
-	if (!json_object_is_type(v, json_type_string) || mig_hash_parse(json_object_get_string(v), alg) < 0)
+	if (!mig_json_str(v) || mig_hash_parse(mig_json_str(v), alg) < 0)
 		return ip_bad(e, -EPROTONOSUPPORT, "%s uses the hash '%.40s', which this inplace does not know: restore with the inplace that saved it",
-			       name, json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "(not a name)");
+			       name, mig_json_str(v) ? mig_json_str(v) : "(not a name)");
 	return 0;
 }

@@ -25,6 +25,13 @@
 
 enum mig_hash_alg { MIG_HASH_XXH128, MIG_HASH_BLAKE2B };
 
+/* The text of a JSON string, NULL for anything else (null, a number, a
+ * missing key): what a store says is read only through this. */
+static inline const char *mig_json_str(json_object *v)
+{
+	return json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
+}
+
 /* ---- globs ---- */
 struct mig_globs {
 	char **v;

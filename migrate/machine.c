@@ -236,15 +236,17 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 	n = json_object_array_length(files);
 	for (size_t i = 0; i < n && !r; i++) {
 		json_object *f = json_object_array_get_idx(files, i), *v;
-		const char *path = json_object_get_string(json_object_object_get(f, "path"));
-		const char *kind = json_object_get_string(json_object_object_get(f, "kind"));
+		const char *path = mig_json_str(json_object_object_get(f, "path"));
+		const char *kind = mig_json_str(json_object_object_get(f, "kind"));
 
 		if (!path || !mig_path_safe(path) || !machine_path_allowed(path))
 			return ip_fail(e, -EINVAL, "machine.json names an unsafe path: the store is damaged or hostile");
 		if (json_object_object_get_ex(f, "link", &v)) {
-			const char *target = json_object_get_string(v);
+			const char *target = mig_json_str(v);
 			char cur[4096], dir[600], tmp[700];
 			const char *slash = strrchr(path, '/');
+			if (!target || !slash)
+				return ip_fail(e, -EINVAL, "machine.json holds a damaged link for /%s: the store is damaged", path);
 			snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
 			_cleanup_close_ int dfd = mig_mkdirs_beneath(rootfd, dir, 0755, (uid_t)-1, (gid_t)-1, NULL);
 			if (dfd < 0)
@@ -261,7 +263,7 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 				return ip_fail(e, -errno, "cannot write /%s in the new root: %s", path, strerror(errno));
 			continue;
 		}
-		const char *b64 = json_object_get_string(json_object_object_get(f, "data"));
+		const char *b64 = mig_json_str(json_object_object_get(f, "data"));
 		size_t bl = b64 ? strlen(b64) : 0, dl;
 		_cleanup_free_ char *data = malloc(bl + 1), *cur = NULL, *merged = NULL;
 		if (!data)
@@ -271,8 +273,8 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 			return ip_fail(e, -EINVAL, "machine.json holds damaged data for /%s: the store is damaged", path);
 		data[dl] = '\0';
 		int mode = json_object_get_int(json_object_object_get(f, "mode")) & 0777;
-		uid_t uid = (uid_t)name_id(&acc->db[MIG_PASSWD], json_object_get_string(json_object_object_get(f, "owner")));
-		gid_t gid = (gid_t)name_id(&acc->db[MIG_GROUP], json_object_get_string(json_object_object_get(f, "group")));
+		uid_t uid = (uid_t)name_id(&acc->db[MIG_PASSWD], mig_json_str(json_object_object_get(f, "owner")));
+		gid_t gid = (gid_t)name_id(&acc->db[MIG_GROUP], mig_json_str(json_object_object_get(f, "group")));
 		size_t curlen = 0;
 		_cleanup_close_ int cfd = mig_openat_beneath(rootfd, path, O_RDONLY, 0);
 		if (cfd >= 0) {

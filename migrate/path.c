@@ -231,7 +231,7 @@ int mig_store_check_complete(int storefd, const char *store, enum mig_hash_alg *
 			return ip_fail(e, ffd, "%s/%s is missing: the store is damaged", store, files[i]);
 		if (!json_object_object_get_ex(c, files[i], &h) || mig_hash_fd(ffd, *alg, hex) < 0)
 			return ip_fail(e, -EINVAL, "the COMPLETE marker of %s does not cover %s: the store is damaged", store, files[i]);
-		if (strcmp(hex, json_object_get_string(h)))
+		if (!mig_json_str(h) || strcmp(hex, mig_json_str(h)))
 			return ip_fail(e, -EBADMSG, "%s/%s was altered after the save (hash mismatch): the store cannot be trusted", store, files[i]);
 	}
 	return 0;
@@ -249,7 +249,7 @@ int mig_store_load(int storefd, const char *store, enum mig_hash_alg *alg, json_
 	/* COMPLETE covers manifest.json, so the two can only disagree if the
 	 * saver was broken; still, never read hashes of one kind as another */
 	if (json_object_object_get_ex(*manifest, "hash", &v) &&
-	    (!json_object_is_type(v, json_type_string) || mig_hash_parse(json_object_get_string(v), &malg) < 0 ||
+	    (!mig_json_str(v) || mig_hash_parse(mig_json_str(v), &malg) < 0 ||
 	     malg != *alg))
 		return ip_fail(e, -EBADMSG, "manifest.json of %s names another hash algorithm than COMPLETE: the store is damaged", store);
 	return 0;

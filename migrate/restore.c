@@ -62,7 +62,7 @@ static void refuse(struct rctx *c, const char *what, const char *why)
 static const char *jstr(json_object *o, const char *k)
 {
 	json_object *v;
-	return json_object_object_get_ex(o, k, &v) ? json_object_get_string(v) : NULL;
+	return json_object_object_get_ex(o, k, &v) ? mig_json_str(v) : NULL;
 }
 
 /* ---- accounts ---- */
@@ -72,7 +72,7 @@ static int rec_from_json(json_object *arr, unsigned nf, const char **f)
 	if (!arr || !json_object_is_type(arr, json_type_array) || json_object_array_length(arr) != nf)
 		return -EINVAL;
 	for (unsigned i = 0; i < nf; i++) {
-		f[i] = json_object_get_string(json_object_array_get_idx(arr, i));
+		f[i] = mig_json_str(json_object_array_get_idx(arr, i));
 		if (!f[i] || strchr(f[i], ':') || strchr(f[i], '\n'))
 			return -EINVAL;
 	}
@@ -146,8 +146,10 @@ static int plan_accounts(struct rctx *c, json_object *accounts, json_object *sel
 				continue;
 			needed |= jstr(u, "primary_group") && !strcmp(jstr(u, "primary_group"), f[0]);
 			if (json_object_object_get_ex(u, "groups", &sg))
-				for (size_t k = 0; k < json_object_array_length(sg); k++)
-					needed |= !strcmp(json_object_get_string(json_object_array_get_idx(sg, k)), f[0]);
+				for (size_t k = 0; k < json_object_array_length(sg); k++) {
+					const char *gn = mig_json_str(json_object_array_get_idx(sg, k));
+					needed |= gn && !strcmp(gn, f[0]);
+				}
 		}
 		if (!needed)
 			continue;
@@ -244,7 +246,9 @@ static int plan_accounts(struct rctx *c, json_object *accounts, json_object *sel
 		/* supplementary groups */
 		if (json_object_object_get_ex(u, "groups", &sg))
 			for (size_t k = 0; k < json_object_array_length(sg); k++) {
-				const char *gn = json_object_get_string(json_object_array_get_idx(sg, k));
+				const char *gn = mig_json_str(json_object_array_get_idx(sg, k));
+				if (!gn)
+					continue;
 				struct mig_rec *g = mig_db_find(gr, gn), *gsr = mig_db_find(gs, gn);
 				if (g && !mig_group_has_member(g, name)) {
 					if (mig_group_add_member(g, 3, name) < 0)

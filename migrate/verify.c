@@ -34,18 +34,18 @@ int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, enu
 
 	memset(r, 0, sizeof(*r));
 	r->fd = -1;
-	if (!json_object_object_get_ex(muser, "archive", &v) || !(file = json_object_get_string(v)) ||
+	if (!json_object_object_get_ex(muser, "archive", &v) || !(file = mig_json_str(v)) ||
 	    !mig_path_safe(file) || strchr(file, '/') ||
 	    !json_object_object_get_ex(muser, "entries", &entries) || !json_object_is_type(entries, json_type_array))
 		return ip_fail(e, -EINVAL, "manifest.json is damaged (a user without archive or entries): save the profile again");
 	r->file = file;
 	if (json_object_object_get_ex(muser, "archive_hash", &v))
-		snprintf(r->want_hash, sizeof(r->want_hash), "%s", json_object_get_string(v));
+		snprintf(r->want_hash, sizeof(r->want_hash), "%s", mig_json_str(v) ? mig_json_str(v) : "");
 	r->index = json_object_new_object();
 	r->nentries = json_object_array_length(entries);
 	for (size_t i = 0; i < r->nentries; i++) {
 		json_object *en = json_object_array_get_idx(entries, i);
-		const char *p = json_object_get_string(json_object_object_get(en, "path"));
+		const char *p = mig_json_str(json_object_object_get(en, "path"));
 		if (!p || json_object_object_get_ex(r->index, p, NULL))
 			return ip_fail(e, -EINVAL, "manifest.json is damaged (entry %zu of %s): save the profile again", i, file);
 		json_object_object_add(r->index, p, json_object_get(en));
@@ -68,7 +68,7 @@ int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, enu
 static bool meta_equal(json_object *m, const char *key, const char *val)
 {
 	json_object *v;
-	return json_object_object_get_ex(m, key, &v) && val && !strcmp(json_object_get_string(v), val);
+	return json_object_object_get_ex(m, key, &v) && val && mig_json_str(v) && !strcmp(mig_json_str(v), val);
 }
 
 int mig_areader_next(struct mig_areader *r, struct archive_entry **en, json_object **ment, ip_error *e)

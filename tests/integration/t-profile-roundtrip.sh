@@ -201,3 +201,33 @@ must_fail 1 "manifest and COMPLETE naming other hashes" "$I" profile verify --st
 cp -a "$T/store" "$T/nullhash"
 python3 "$T/restamp.py" "$T/nullhash" 'm.hash=null'
 must_fail 1 "a manifest whose hash is null: damaged, no crash" "$I" profile verify --store "$T/nullhash"
+
+# JSON nulls (and numbers) where a store holds names: refused as damaged or
+# skipped, never a crash (exit 139 before mig_json_str)
+cat > "$T/nulls.py" <<'PY'
+# nulls.py STORE CASE: put a null where a name belongs, then write COMPLETE's
+# hashes again as a saver would (except in the COMPLETE case)
+import json, os, subprocess, sys
+store, case = sys.argv[1:3]
+docs = {f: json.load(open(os.path.join(store, f))) for f in ("manifest.json", "accounts.json", "machine.json", "COMPLETE")}
+m, a, x, c = docs["manifest.json"], docs["accounts.json"], docs["machine.json"], docs["COMPLETE"]
+if case == "group": a["users"][0]["groups"] = [None, 7]
+if case == "entry": m["users"][0]["entries"][1]["type"] = None
+if case == "link":
+    links = [f for f in x["files"] if "link" in f]
+    assert links, "the fixture has a machine file that is a link"
+    links[0]["link"] = None
+for f in ("manifest.json", "accounts.json", "machine.json"):
+    data = json.dumps(docs[f]).encode()
+    open(os.path.join(store, f), "wb").write(data)
+    c[f] = subprocess.run(["xxh128sum", "-"], input=data, stdout=subprocess.PIPE, check=True).stdout.split()[0].decode()
+if case == "complete": c["manifest.json"] = None
+open(os.path.join(store, "COMPLETE"), "w").write(json.dumps(c))
+PY
+for c in group entry link complete; do
+	cp -a "$T/store" "$T/null-$c"; rm -rf "$T/new-null"; cp -a "$T/new.orig" "$T/new-null"
+	python3 "$T/nulls.py" "$T/null-$c" "$c" || { fail "null in the store ($c)" "could not edit the store"; continue; }
+	"$I" profile restore --store "$T/null-$c" --root "$T/new-null" --trusted-store >/dev/null 2>&1; rc=$?
+	case $c in group) want=0 ;; *) want=1 ;; esac
+	check "a null where a name belongs ($c): exit $want, not a crash (got $rc)" [ "$rc" -eq "$want" ]
+done
