@@ -16,7 +16,7 @@ static int ext_errno(errcode_t err)
 	return err > 0 && err < 4096 ? -(int)err : -EIO;
 }
 
-static int ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
+int partctl_ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 {
 	char opts[64];
 	errcode_t err;
@@ -39,7 +39,7 @@ int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 	int r;
 
 	(void)size;
-	r = ext_open(d, off, &fs, e);
+	r = partctl_ext_open(d, off, &fs, e);
 	if (r < 0)
 		return r;
 	fi->block_size = fs->blocksize;
@@ -62,7 +62,7 @@ int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap
 	int r;
 
 	*out = NULL;
-	r = ext_open(d, off, &fs, e);
+	r = partctl_ext_open(d, off, &fs, e);
 	if (r < 0)
 		return r;
 	if (ext2fs_has_feature_journal_needs_recovery(fs->super)) {

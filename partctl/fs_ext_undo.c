@@ -119,19 +119,6 @@ static errcode_t mark_metadata(ext2_filsys fs, ext2fs_block_bitmap map)
 	return err;
 }
 
-static int open_fs(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
-{
-	char opts[64];
-	errcode_t err;
-
-	snprintf(opts, sizeof(opts), "offset=%llu", (unsigned long long)off);
-	err = ext2fs_open2(ip_disk_path(d), opts, EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP, 0, 0, unix_io_manager, fs);
-	if (err)
-		return ip_fail(e, -EIO, "cannot read the ext filesystem at offset %llu of %s (%s)",
-			       (unsigned long long)off, ip_disk_path(d), error_message(err));
-	return 0;
-}
-
 static int put(int fd, crypto_generichash_state *st, const void *p, size_t n)
 {
 	if (st)
@@ -154,7 +141,7 @@ int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *
 	int r;
 
 	*bytes = 0;
-	if ((r = open_fs(d, off, &fs, e)) < 0)
+	if ((r = partctl_ext_open(d, off, &fs, e)) < 0)
 		return r;
 	err = ext2fs_allocate_block_bitmap(fs, "metadata", &map);
 	if (!err)

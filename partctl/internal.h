@@ -20,6 +20,9 @@ partctl_usedmap *partctl_map_end(struct partctl_map_builder *b);
 void partctl_map_abort(struct partctl_map_builder *b);
 
 /* ext2/3/4 through libext2fs (fs_ext.c). */
+struct struct_ext2_filsys;   /* ext2_filsys, without ext2fs.h here */
+/* Open the filesystem at byte off of d (the unix I/O manager's offset). */
+int partctl_ext_open(ip_disk *d, uint64_t off, struct struct_ext2_filsys **fs, ip_error *e);
 int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
 		     ip_error *e);
 int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
