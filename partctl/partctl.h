@@ -6,6 +6,24 @@
 
 #include "common/common.h"
 
+/* ==== options every writing operation takes ============================ */
+
+/* One shape for every partctl operation that writes:
+ *   int partctl_X(const char *disk, …, const struct partctl_opts *o,
+ *                 struct partctl_X_result *res, ip_error *e);
+ * o may be NULL (write, no progress callback).  The CLI is the first caller
+ * and the pipeline (bootstage) the second: everything both need (checks,
+ * order of writes, resume) lives behind these calls, never in cli/. */
+typedef void (*partctl_progress_fn)(void *data, const char *what, uint64_t done,
+				    uint64_t total);
+struct partctl_opts {
+	bool dry_run;                 /* check and plan everything, write nothing */
+	partctl_progress_fn progress; /* events for a caller that logs them (the
+				       * pipeline's status.log); NULL: none.  The
+				       * terminal bar is ip_progress's business */
+	void *progress_data;
+};
+
 /* ==== filesystem knowledge (partctl/fs*.c) ============================== */
 
 /* A byte range, relative to the start of the partition. */
