@@ -63,4 +63,14 @@ attach_loop() {
 	partx -u "$LOOP" 2>/dev/null || true
 }
 
+# A tool that mk/packages.txt installs must be there: its absence is a
+# broken setup (make deps), a failure, never a skip.
+require_tool() {
+	local t missing=""
+	for t; do command -v "$t" >/dev/null 2>&1 || missing="$missing $t"; done
+	[ -z "$missing" ] && return 0
+	fail "required tools" "missing:$missing (make deps installs them from mk/packages.txt)"
+	return 1
+}
+
 have_loop() { [ -e /dev/loop-control ] && losetup -f >/dev/null 2>&1; }

@@ -7,7 +7,7 @@
 . "$TESTS_DIR/lib.sh"
 cd "$T" || exit 1
 export INPLACE_STATE_DIR=$T/state
-command -v nginx >/dev/null || { skip "all" "nginx is not installed"; exit 0; }
+require_tool nginx curl || exit 1
 
 mkdir -p tree www/bad www/good
 fx_tree tree/mix 2 >/dev/null 2>&1
@@ -72,7 +72,7 @@ EOF
 	done
 	return 1
 }
-start_nginx || { skip "all" "nginx did not start"; exit 0; }
+start_nginx || { fail "all" "nginx did not start: $(tail -n 2 logs/nginx.out | tr "\n" " ")"; exit 1; }
 url=http://127.0.0.1:$port/good/os.img
 
 ok "deploy from a URL after a first mirror that is down" \
