@@ -79,8 +79,19 @@ struct partctl_part {
 };
 
 /* Open the table of disk (block device or image file) through libfdisk.
- * write: the disk is checked unmounted and opened for writing. */
+ * write: the disk is checked unmounted and opened for writing.  Every open
+ * checks the whole table first (partctl_table_check): a verb that opens it
+ * read-only to plan its writes is refused before its first write too. */
 int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_error *e);
+/* Read-only, for showing a table that may be damaged: the problem is kept
+ * (partctl_table_problem) instead of refused. */
+int partctl_table_inspect(const char *disk, partctl_table **out, ip_error *e);
+/* Bad input (-EUCLEAN) naming the first fault of the entries as they are:
+ * an entry outside the usable area, two entries sharing bytes, a logical
+ * partition outside its container. */
+int partctl_table_check(partctl_table *t, ip_error *e);
+/* What partctl_table_check found; "" for a sound table. */
+const char *partctl_table_problem(const partctl_table *t);
 void partctl_table_free(partctl_table *t);
 const char *partctl_table_label(const partctl_table *t); /* "gpt" or "dos" */
 unsigned partctl_table_sector_size(const partctl_table *t);
@@ -94,6 +105,22 @@ uint64_t partctl_table_end_usable(const partctl_table *t);
 const char *partctl_table_path(const partctl_table *t);
 /* Entries the table can hold: 4 primaries on MBR, 128 (usually) on GPT. */
 unsigned partctl_table_max_parts(const partctl_table *t);
+/* Where the table's own head ends (MBR: the first sector; GPT: after the
+ * primary entry array), in bytes: the gap up to the first partition is the
+ * disk's, not a partition's. */
+uint64_t partctl_table_head_end(const partctl_table *t);
+
+/* A free region where a new partition fits: start aligned to the grain,
+ * at least one grain long; inside: MBR, inside the extended container
+ * (room for a logical partition, its EBR already left out). */
+struct partctl_region {
+	uint64_t start, size;
+	bool inside;
+};
+/* The free regions, sorted by start (libfdisk's fdisk_get_freespaces, and
+ * the tail of a GPT disk that grew).  *out is malloc'd (free it). */
+int partctl_table_free_regions(const partctl_table *t, struct partctl_region **out, size_t *n,
+			       ip_error *e);
 /* Partitions in use, sorted by number (MBR: primaries and the extended
  * container, then logicals from 5). */
 size_t partctl_table_count(const partctl_table *t);
