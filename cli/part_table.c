@@ -298,11 +298,11 @@ int cmd_part_create(int argc, char **argv)
 	};
 	const char *cmd = "part create";
 	struct cli_opts o = { 0 };
-	const char *start_s = NULL, *size_s = NULL, *type = "linux", *fs = "none", *label = NULL, *disk;
-	struct partctl_part spec = { 0 };
-	partctl_table *t = NULL;
+	struct partctl_create_spec spec = { .type = "linux", .fs = "none" };
+	struct partctl_create_result res;
+	struct partctl_opts po = { 0 };
+	const char *start_s = NULL, *size_s = NULL, *disk;
 	ip_error e = { 0 };
-	unsigned n = 0;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
@@ -311,9 +311,9 @@ int cmd_part_create(int argc, char **argv)
 		switch (c) {
 		case OPT_START: start_s = optarg; break;
 		case OPT_SIZE: size_s = optarg; break;
-		case OPT_TYPE: type = optarg; break;
-		case OPT_FS: fs = optarg; break;
-		case OPT_LABEL: label = optarg; break;
+		case OPT_TYPE: spec.type = optarg; break;
+		case OPT_FS: spec.fs = optarg; break;
+		case OPT_LABEL: spec.label = optarg; break;
 		case 'h':
 			fputs(create_usage, stdout);
 			return IP_EXIT_OK;
@@ -327,77 +327,37 @@ int cmd_part_create(int argc, char **argv)
 	disk = argv[optind];
 	if (!start_s || !size_s)
 		return cli_usage(&o, cmd, "give --start and --size");
-	if (strcmp(fs, "ext4") && strcmp(fs, "ntfs") && strcmp(fs, "none"))
-		return cli_usage(&o, cmd, "unsupported --fs '%s': inplace formats ext4 and ntfs (or none)", fs);
-	if (!strcmp(type, "extended")) {
-		spec.extended = true;
-		if (strcmp(fs, "none"))
-			return cli_usage(&o, cmd, "an extended partition holds partitions, not a filesystem: drop --fs");
-	} else if (!strcmp(type, "logical")) {
-		spec.logical = true;
-		type = !strcmp(fs, "ntfs") ? "ntfs" : "linux";
-	} else if (!strcmp(type, "linux") && !strcmp(fs, "ntfs")) {
-		type = "ntfs";
-	}
-	if (label && !strcmp(fs, "ext4") && strlen(label) > 16)
-		return cli_usage(&o, cmd, "an ext4 label has at most 16 bytes");
-	snprintf(spec.type, sizeof(spec.type), "%s", type);
-	if (label)
-		snprintf(spec.name, sizeof(spec.name), "%s", label);
-
-	r = partctl_table_open(disk, !o.dry_run, &t, &e);
-	if (r < 0)
+	r = cli_parse_disk_size(&o, cmd, disk, start_s, &spec.start);
+	if (r == 0)
+		r = cli_parse_disk_size(&o, cmd, disk, size_s, &spec.size);
+	if (r)
+		return r;
+	po.dry_run = o.dry_run;
+	if (partctl_create(disk, &spec, &po, &res, &e) < 0)
 		return cli_error(&o, cmd, &e);
-	if (o.dry_run) {
-		/* the same checks, on a table that will not be written */
-		r = ip_check_unmounted(disk, &e);
-		if (r < 0)
-			goto fail;
-	}
-	if (cli_parse_size(&o, cmd, start_s, partctl_table_sector_size(t), &spec.start) ||
-	    cli_parse_size(&o, cmd, size_s, partctl_table_sector_size(t), &spec.size)) {
-		partctl_table_free(t);
-		return IP_EXIT_BADINPUT;
-	}
-	r = partctl_table_add(t, &spec, &n, &e);
-	if (r < 0)
-		goto fail;
-	if (!o.dry_run) {
-		/* the filesystem first, the entry last: a partition appears
-		 * only with its filesystem */
-		r = partctl_format_range(disk, spec.start, spec.size, fs, label, &e);
-		if (r == 0)
-			r = partctl_table_write(t, &e);
-		if (r < 0)
-			goto fail;
-	}
-	partctl_table_free(t);
-	t = NULL;
 	if (o.json) {
 		json_object *doc = ip_json_doc(cmd);
 
 		json_object_object_add(doc, "disk", json_object_new_string(disk));
 		json_object_object_add(doc, "dry_run", json_object_new_boolean(o.dry_run));
-		json_object_object_add(doc, "partition", json_object_new_int((int)n));
-		json_object_object_add(doc, "start", ip_json_u64(spec.start));
-		json_object_object_add(doc, "size", ip_json_u64(spec.size));
-		json_object_object_add(doc, "type", json_object_new_string(spec.extended ? "extended" : type));
-		json_object_object_add(doc, "logical", json_object_new_boolean(spec.logical));
-		json_object_object_add(doc, "fs", json_object_new_string(fs));
-		json_object_object_add(doc, "label", label ? json_object_new_string(label) : NULL);
+		json_object_object_add(doc, "partition", json_object_new_int((int)res.n));
+		json_object_object_add(doc, "start", ip_json_u64(res.start));
+		json_object_object_add(doc, "size", ip_json_u64(res.size));
+		json_object_object_add(doc, "type", json_object_new_string(res.type));
+		json_object_object_add(doc, "logical", json_object_new_boolean(res.logical));
+		json_object_object_add(doc, "fs", json_object_new_string(res.fs));
+		json_object_object_add(doc, "label", spec.label ? json_object_new_string(spec.label) : NULL);
 		return cli_emit(doc);
 	} else {
 		char b[IP_SIZE_BUFSZ];
+		bool fmt = strcmp(res.fs, "none");
 
-		printf("%s partition %u of %s: %s at byte %llu%s%s%s\n", o.dry_run ? "would create" : "created", n,
-		       disk, hsize(spec.size, b), (unsigned long long)spec.start,
-		       strcmp(fs, "none") ? ", formatted " : "", strcmp(fs, "none") ? fs : "",
+		printf("%s partition %u of %s: %s at byte %llu%s%s%s\n", o.dry_run ? "would create" : "created", res.n,
+		       disk, hsize(res.size, b), (unsigned long long)res.start,
+		       fmt ? ", formatted " : "", fmt ? res.fs : "",
 		       o.dry_run ? " (dry run: nothing written)" : "");
 	}
 	return IP_EXIT_OK;
-fail:
-	partctl_table_free(t);
-	return cli_error(&o, cmd, &e);
 }
 
 static const char *delete_usage =
@@ -413,10 +373,10 @@ int cmd_part_delete(int argc, char **argv)
 	static const struct option longopts[] = { CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	const char *cmd = "part delete";
 	struct cli_opts o = { 0 };
-	partctl_table *t = NULL;
+	struct partctl_opts po = { 0 };
 	ip_error e = { 0 };
 	unsigned n;
-	int c, r;
+	int c;
 
 	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
 		if (cli_common_opt(&o, c))
@@ -432,15 +392,8 @@ int cmd_part_delete(int argc, char **argv)
 		return cli_usage(&o, cmd, "give DISK and a partition number N");
 	if (cli_parse_uint(&o, cmd, "partition number", argv[optind + 1], &n))
 		return IP_EXIT_BADINPUT;
-	r = partctl_table_open(argv[optind], !o.dry_run, &t, &e);
-	if (r == 0 && o.dry_run)
-		r = ip_check_unmounted(argv[optind], &e);
-	if (r == 0)
-		r = partctl_table_delete(t, n, &e);
-	if (r == 0 && !o.dry_run)
-		r = partctl_table_write(t, &e);
-	partctl_table_free(t);
-	if (r < 0)
+	po.dry_run = o.dry_run;
+	if (partctl_delete(argv[optind], n, &po, NULL, &e) < 0)
 		return cli_error(&o, cmd, &e);
 	if (o.json) {
 		json_object *doc = ip_json_doc(cmd);

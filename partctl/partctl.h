@@ -136,6 +136,41 @@ int partctl_table_delete(partctl_table *t, unsigned n, ip_error *e);
 /* Write the table, fsync, and tell the kernel (ip_kernel_sync_partitions). */
 int partctl_table_write(partctl_table *t, ip_error *e);
 
+/* Create a partition (partctl/create.c): every check first (table sound,
+ * disk unmounted, range free and aligned, MBR slot, extended/logical
+ * rules), then the filesystem on the range, then the table entry, so that
+ * a crash leaves free space or a finished partition.  o->dry_run: the
+ * checks only; res says what was (or would be) made. */
+struct partctl_create_spec {
+	uint64_t start, size;  /* bytes; start aligned to the table's grain */
+	const char *type;      /* "linux" (NULL), "ntfs", "extended", "logical"
+				* (MBR, inside the container), a GPT type GUID
+				* or an MBR hex code */
+	const char *fs;        /* "ext4", "ntfs", "none" (NULL) */
+	const char *label;     /* filesystem label, and the GPT name; may be NULL */
+	unsigned n;            /* wanted number; 0: the lowest free one */
+};
+struct partctl_create_result {
+	unsigned n;            /* the new partition's number */
+	uint64_t start, size;
+	char type[48];         /* as partctl_part.type */
+	char fs[16];           /* "ext4", "ntfs" or "none" */
+	bool extended, logical;
+};
+int partctl_create(const char *disk, const struct partctl_create_spec *s, const struct partctl_opts *o,
+		   struct partctl_create_result *res, ip_error *e);
+/* Remove partition n's entry (its data stays).  An extended container
+ * that still holds logical partitions is refused.  res: the entry removed
+ * (or that would be). */
+struct partctl_delete_result {
+	unsigned n;
+	uint64_t start, size;
+	char type[48];
+	bool extended, logical;
+};
+int partctl_delete(const char *disk, unsigned n, const struct partctl_opts *o,
+		   struct partctl_delete_result *res, ip_error *e);
+
 /* Byte range of partition n of the disk at path (-ENOENT: no such partition,
  * bad input).  For callers that only need where a partition lies. */
 int partctl_part_range(const char *disk, unsigned n, uint64_t *off, uint64_t *size,
