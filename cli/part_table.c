@@ -340,11 +340,11 @@ int cmd_part_create(int argc, char **argv)
 
 		json_object_object_add(doc, "disk", json_object_new_string(disk));
 		json_object_object_add(doc, "dry_run", json_object_new_boolean(o.dry_run));
-		json_object_object_add(doc, "partition", json_object_new_int((int)res.n));
-		json_object_object_add(doc, "start", ip_json_u64(res.start));
-		json_object_object_add(doc, "size", ip_json_u64(res.size));
-		json_object_object_add(doc, "type", json_object_new_string(res.type));
-		json_object_object_add(doc, "logical", json_object_new_boolean(res.logical));
+		json_object_object_add(doc, "partition", json_object_new_int((int)res.part.n));
+		json_object_object_add(doc, "start", ip_json_u64(res.part.start));
+		json_object_object_add(doc, "size", ip_json_u64(res.part.size));
+		json_object_object_add(doc, "type", json_object_new_string(res.part.type));
+		json_object_object_add(doc, "logical", json_object_new_boolean(res.part.logical));
 		json_object_object_add(doc, "fs", json_object_new_string(res.fs));
 		json_object_object_add(doc, "label", spec.label ? json_object_new_string(spec.label) : NULL);
 		return cli_emit(doc);
@@ -352,8 +352,8 @@ int cmd_part_create(int argc, char **argv)
 		char b[IP_SIZE_BUFSZ];
 		bool fmt = strcmp(res.fs, "none");
 
-		printf("%s partition %u of %s: %s at byte %llu%s%s%s\n", o.dry_run ? "would create" : "created", res.n,
-		       disk, hsize(res.size, b), (unsigned long long)res.start,
+		printf("%s partition %u of %s: %s at byte %llu%s%s%s\n", o.dry_run ? "would create" : "created", res.part.n,
+		       disk, hsize(res.part.size, b), (unsigned long long)res.part.start,
 		       fmt ? ", formatted " : "", fmt ? res.fs : "",
 		       o.dry_run ? " (dry run: nothing written)" : "");
 	}

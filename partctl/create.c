@@ -67,7 +67,6 @@ int partctl_create(const char *disk, const struct partctl_create_spec *s, const 
 	struct partctl_create_result dummy;
 	struct partctl_part spec;
 	partctl_table *t = NULL;
-	const struct partctl_part *p;
 	const char *fs;
 	unsigned n = 0;
 	int r;
@@ -85,13 +84,7 @@ int partctl_create(const char *disk, const struct partctl_create_spec *s, const 
 	r = partctl_table_add(t, &spec, &n, e);
 	if (r < 0)
 		goto out;
-	p = partctl_table_find(t, n);
-	res->n = n;
-	res->start = p->start;
-	res->size = p->size;
-	res->extended = p->extended;
-	res->logical = p->logical;
-	snprintf(res->type, sizeof(res->type), "%s", p->type);
+	res->part = *partctl_table_find(t, n);
 	snprintf(res->fs, sizeof(res->fs), "%s", fs);
 	if (o && o->dry_run)
 		goto out;
@@ -126,14 +119,8 @@ int partctl_delete(const char *disk, unsigned n, const struct partctl_opts *o,
 	if (r < 0)
 		return r;
 	p = partctl_table_find(t, n);
-	if (p) {
-		res->n = n;
-		res->start = p->start;
-		res->size = p->size;
-		res->extended = p->extended;
-		res->logical = p->logical;
-		snprintf(res->type, sizeof(res->type), "%s", p->type);
-	}
+	if (p)
+		res->part = *p;
 	/* the extended-with-logicals rule and a missing n: table.c */
 	r = partctl_table_delete(t, n, e);
 	if (r == 0 && !(o && o->dry_run))

@@ -151,11 +151,8 @@ struct partctl_create_spec {
 	unsigned n;            /* wanted number; 0: the lowest free one */
 };
 struct partctl_create_result {
-	unsigned n;            /* the new partition's number */
-	uint64_t start, size;
-	char type[48];         /* as partctl_part.type */
-	char fs[16];           /* "ext4", "ntfs" or "none" */
-	bool extended, logical;
+	struct partctl_part part; /* the new entry (part.n: its number) */
+	char fs[16];              /* "ext4", "ntfs" or "none" */
 };
 int partctl_create(const char *disk, const struct partctl_create_spec *s, const struct partctl_opts *o,
 		   struct partctl_create_result *res, ip_error *e);
@@ -163,10 +160,7 @@ int partctl_create(const char *disk, const struct partctl_create_spec *s, const 
  * that still holds logical partitions is refused.  res: the entry removed
  * (or that would be). */
 struct partctl_delete_result {
-	unsigned n;
-	uint64_t start, size;
-	char type[48];
-	bool extended, logical;
+	struct partctl_part part; /* the entry removed */
 };
 int partctl_delete(const char *disk, unsigned n, const struct partctl_opts *o,
 		   struct partctl_delete_result *res, ip_error *e);

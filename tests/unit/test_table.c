@@ -273,7 +273,7 @@ static void test_create_delete(void **state)
 	(void)state;
 	make_image(img("create.img"), 128 * MiB, "label: gpt\nstart=1MiB, size=64MiB\n");
 	assert_int_equal(partctl_create(img("create.img"), &s, &dry, &res, &e), 0);
-	assert_int_equal(res.n, 2);
+	assert_int_equal(res.part.n, 2);
 	assert_string_equal(res.fs, "none");
 	assert_int_equal(partctl_part_range(img("create.img"), 2, &off, &size, &e), -ENOENT);
 	assert_int_equal(partctl_create(img("create.img"), &s, NULL, &res, &e), 0);
@@ -298,7 +298,7 @@ static void test_create_delete(void **state)
 	assert_int_equal(e.status, IP_EXIT_BADINPUT);
 
 	assert_int_equal(partctl_delete(img("create.img"), 2, &dry, &dres, &e), 0);
-	assert_int_equal(dres.start, 70 * MiB);
+	assert_int_equal(dres.part.start, 70 * MiB);
 	assert_int_equal(partctl_part_range(img("create.img"), 2, &off, &size, &e), 0);
 	assert_int_equal(partctl_delete(img("create.img"), 2, NULL, &dres, &e), 0);
 	assert_int_equal(partctl_part_range(img("create.img"), 2, &off, &size, &e), -ENOENT);
