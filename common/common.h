@@ -191,7 +191,13 @@ int ip_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 int ip_fsync_dir(const char *dir, ip_error *e);
 /* fsync the directory holding path. */
 int ip_fsync_parent(const char *path, ip_error *e);
-/* Read a whole file (at most max bytes, else -EFBIG); NUL-terminated. */
+/* Open an input that must be a regular file (an image, a key, a manifest):
+ * O_NONBLOCK so that a FIFO or device node in its place cannot hang open(),
+ * then fstat, refusing anything else with one line (bad input), then
+ * blocking again.  *fd is O_CLOEXEC. */
+int ip_open_input(const char *path, int *fd, ip_error *e);
+/* Read a whole regular file (ip_open_input; at most max bytes, else
+ * -EFBIG); NUL-terminated. */
 int ip_read_file(const char *path, size_t max, char **data, size_t *len, ip_error *e);
 /* write(2) all of buf, retrying on EINTR and short writes. */
 int ip_write_all(int fd, const void *buf, size_t len);

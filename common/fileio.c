@@ -71,14 +71,51 @@ int ip_write_file_atomic(const char *path, const void *data, size_t len, mode_t 
 	return ip_fsync_parent(path, e);
 }
 
+static const char *file_kind(mode_t m)
+{
+	switch (m & S_IFMT) {
+	case S_IFIFO: return "a FIFO";
+	case S_IFCHR: return "a character device";
+	case S_IFBLK: return "a block device";
+	case S_IFDIR: return "a directory";
+	case S_IFSOCK: return "a socket";
+	default: return "not a regular file";
+	}
+}
+
+int ip_open_input(const char *path, int *fdp, ip_error *e)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+	int fl;
+
+	*fdp = -1;
+	/* O_NONBLOCK: open() of a FIFO without a writer, or of some devices,
+	 * would wait forever; fstat on what was opened (no race with a swap
+	 * of the name) decides */
+	fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0)
+		return ip_bad(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (fstat(fd, &st) < 0)
+		return ip_fail(e, -errno, "cannot read %s: %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return ip_bad(e, -EINVAL, "%s is %s, not a file: give a regular file", path, file_kind(st.st_mode));
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
+		return ip_fail(e, -errno, "cannot read %s: %s", path, strerror(errno));
+	*fdp = TAKE_FD(fd);
+	return 0;
+}
+
 int ip_read_file(const char *path, size_t max, char **data, size_t *len, ip_error *e)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = -1;
 	_cleanup_free_ char *buf = NULL;
 	size_t n = 0, cap = 0;
+	int r = ip_open_input(path, &fd, e);
 
-	if (fd < 0)
-		return ip_fail(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (r < 0)
+		return r;
 	for (;;) {
 		ssize_t k;
 

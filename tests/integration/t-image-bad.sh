@@ -125,3 +125,23 @@ else
 	int_clean() { [ "$rc" -eq 1 ] && [ ! -e int.img ] && [ -z "$(ls int.img.tmp-* 2>/dev/null)" ]; }
 	check "SIGINT during capture: exit 1, no image, no temporary file" int_clean
 fi
+
+# A FIFO or a device node in place of an image or a key: refused at once
+# (open with O_NONBLOCK, then fstat), never a hang in open().  timeout 10
+# turns a hang into exit 124.
+mkfifo fifo.img fifo.pub
+before=$(part_sum dst.img 1)
+quick() { # NAME CMD...: exit 2 in one line, within the timeout
+	local name=$1 out rc; shift
+	out=$(timeout 10 "$@" 2>&1 >/dev/null); rc=$?
+	if [ "$rc" -ne 2 ]; then fail "$name" "exit $rc, wanted 2 (124: it hung): $out"; return; fi
+	if [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ]; then fail "$name" "not one line: $out"; return; fi
+	pass "$name"
+}
+quick "image info of a FIFO" "$INPLACE" image info fifo.img
+quick "image verify of a FIFO" "$INPLACE" image verify fifo.img
+quick "image deploy of a FIFO" "$INPLACE" image deploy -q fifo.img dst.img 1
+quick "image verify with a FIFO as the key" "$INPLACE" image verify --key fifo.pub good.img
+quick "image info of a character device" "$INPLACE" image info /dev/zero
+quick "image info of a directory" "$INPLACE" image info .
+check "a FIFO in place of an image: target unchanged" test "$(part_sum dst.img 1)" = "$before"

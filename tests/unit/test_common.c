@@ -135,6 +135,38 @@ static void test_atomic_write(void **state)
 	rmdir(dir);
 }
 
+/* Inputs: a FIFO (no writer) is refused at once instead of blocking in
+ * open(); so are devices and directories; a file opens blocking. */
+static void test_open_input(void **state)
+{
+	char dir[] = "/tmp/test_common.XXXXXX", path[600];
+	ip_error e = { 0 };
+	int fd = -1;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/fifo", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(ip_open_input(path, &fd, &e), -EINVAL);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_non_null(strstr(e.msg, "FIFO"));
+	assert_int_equal(fd, -1);
+	assert_int_equal(ip_read_file(path, 100, &(char *){ NULL }, NULL, &e), -EINVAL);
+	unlink(path);
+	assert_int_equal(ip_open_input("/dev/null", &fd, &e), -EINVAL);
+	assert_int_equal(ip_open_input(dir, &fd, &e), -EINVAL);
+	assert_int_equal(ip_open_input("/nonexistent/x", &fd, &e), -ENOENT);
+	snprintf(path, sizeof(path), "%s/file", dir);
+	assert_int_equal(ip_write_file_atomic(path, "x", 1, 0600, &e), 0);
+	assert_int_equal(ip_open_input(path, &fd, &e), 0);
+	assert_true(fd >= 0);
+	assert_false(fcntl(fd, F_GETFL) & O_NONBLOCK);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -146,6 +178,7 @@ int main(void)
 		cmocka_unit_test(test_spawn_no_fd_leak),
 		cmocka_unit_test(test_spawn_signal),
 		cmocka_unit_test(test_atomic_write),
+		cmocka_unit_test(test_open_input),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
