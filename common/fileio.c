@@ -2,7 +2,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <linux/loop.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "common/common.h"
@@ -147,6 +149,16 @@ int ip_check_distinct(const char *out, const char *in, ip_error *e)
 				      file_kind(so.st_mode));
 		if (so.st_dev == si.st_dev && so.st_ino == si.st_ino)
 			return ip_bad(e, -EEXIST, "the output %s is the input %s: give the output another name", out, in);
+		if (S_ISBLK(si.st_mode)) {
+			/* a loop device: its backing file is the disk too */
+			_cleanup_close_ int fd = open(in, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+			struct loop_info64 li;
+
+			if (fd >= 0 && ioctl(fd, LOOP_GET_STATUS64, &li) == 0 && li.lo_inode == so.st_ino &&
+			    li.lo_device == so.st_dev)
+				return ip_bad(e, -EEXIST, "the output %s is the file behind the input %s: give the output another name",
+					      out, in);
+		}
 	}
 	if (!S_ISDIR(si.st_mode))
 		return 0;

@@ -168,6 +168,7 @@ if have_loop && attach_loop src.img; then
 	clobber "capture -o a loop device of the disk" "$LOOP"
 	clobber "capture of a loop device -o itself" "$LOOP" "$LOOP"
 	clobber "capture of a loop device -o its partition" "${LOOP}p1" "$LOOP"
+	clobber "capture of a loop device -o its backing file" src.img "$LOOP"
 	losetup -d "$LOOP"
 else
 	skip "capture -o a loop device of the disk" "no loop device"
