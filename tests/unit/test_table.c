@@ -305,6 +305,50 @@ static void test_create_delete(void **state)
 	assert_int_equal(partctl_delete(img("create.img"), 2, NULL, &dres, &e), -ENOENT);
 }
 
+/* Write MBR entry i (0-3) by hand: sfdisk refuses overlapping entries. */
+static void mbr_entry(const char *path, int i, uint8_t type, uint32_t lba, uint32_t sectors)
+{
+	uint8_t ent[16] = { 0 }, sig[2] = { 0x55, 0xaa };
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	ent[4] = type;
+	memcpy(ent + 8, &lba, 4);     /* little endian on x86 */
+	memcpy(ent + 12, &sectors, 4);
+	assert_int_equal(pwrite(fd, ent, 16, 446 + 16 * i), 16);
+	assert_int_equal(pwrite(fd, sig, 2, 510), 2);
+	close(fd);
+}
+
+/* A damaged table is refused by every open, before any write, and shown
+ * by partctl_table_inspect with the fault named. */
+static void test_damaged_refused(void **state)
+{
+	partctl_table *t = NULL;
+	ip_error e = { 0 };
+	struct partctl_create_spec s = { .start = 100 * MiB, .size = 8 * MiB };
+
+	(void)state;
+	make_image(img("overlap.img"), 128 * MiB, NULL);
+	mbr_entry(img("overlap.img"), 0, 0x83, 2048, 40960);   /* 1 MiB + 20 MiB */
+	mbr_entry(img("overlap.img"), 1, 0x83, 20480, 40960);  /* 10 MiB + 20 MiB */
+	assert_int_equal(partctl_table_open(img("overlap.img"), false, &t, &e), -EUCLEAN);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_non_null(strstr(e.msg, "partitions 1 and 2"));
+	assert_int_equal(partctl_table_open(img("overlap.img"), true, &t, &e), -EUCLEAN);
+	assert_int_equal(partctl_create(img("overlap.img"), &s, NULL, NULL, &e), -EUCLEAN);
+	assert_int_equal(partctl_table_inspect(img("overlap.img"), &t, &e), 0);
+	assert_non_null(strstr(partctl_table_problem(t), "overlap"));
+	partctl_table_free(t);
+
+	/* a logical outside its container cannot be written by sfdisk either;
+	 * an entry past the end of the disk can be */
+	make_image(img("past-end.img"), 64 * MiB, NULL);
+	mbr_entry(img("past-end.img"), 0, 0x83, 2048, 262144); /* 128 MiB on a 64 MiB disk */
+	assert_int_equal(partctl_table_open(img("past-end.img"), false, &t, &e), -EUCLEAN);
+	assert_non_null(strstr(e.msg, "outside the usable area"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -313,6 +357,7 @@ int main(void)
 		cmocka_unit_test(test_mbr_extended),
 		cmocka_unit_test(test_free_regions),
 		cmocka_unit_test(test_create_delete),
+		cmocka_unit_test(test_damaged_refused),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
