@@ -59,6 +59,40 @@ int cli_error(const struct cli_opts *o, const char *command, const ip_error *e)
 	return status;
 }
 
+/* The argv of the verb being parsed, for naming a bad option. */
+static int verb_argc;
+static char **verb_argv;
+
+/* getopt_long has just returned '?' (opterr is 0, so it printed nothing):
+ * name the word it stopped at.  optopt is 0 for an unknown long option,
+ * the option's value for one missing its argument, the letter otherwise. */
+static void describe_bad_option(char *buf, size_t len)
+{
+	const char *word = optind > 0 && optind <= verb_argc ? verb_argv[optind - 1] : NULL;
+	const char *cur = optind < verb_argc ? verb_argv[optind] : NULL;
+	size_t wl;
+
+	if (optopt && optopt < 0x100 && (!word || strncmp(word, "--", 2) ||
+					 (cur && cur[0] == '-' && cur[1] != '-' && strchr(cur, optopt)))) {
+		/* a letter: unknown, or the last of its word and missing its value */
+		if (word && word[0] == '-' && word[1] != '-' && optind == verb_argc &&
+		    word[strlen(word) - 1] == optopt)
+			snprintf(buf, len, "unknown option '-%c', or it needs a value", optopt);
+		else
+			snprintf(buf, len, "unknown option '-%c'", optopt);
+		return;
+	}
+	if (!word) {
+		snprintf(buf, len, "unknown option");
+		return;
+	}
+	wl = strcspn(word, "=");
+	if (optopt)
+		snprintf(buf, len, "option '%.*s' needs a value", (int)wl, word);
+	else
+		snprintf(buf, len, "unknown option '%.*s'", (int)wl, word);
+}
+
 int cli_usage(const struct cli_opts *o, const char *command, const char *fmt, ...)
 {
 	char msg[768], line[1024];
@@ -67,6 +101,24 @@ int cli_usage(const struct cli_opts *o, const char *command, const char *fmt, ..
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
+	/* every verb's getopt loop ends in cli_usage(…, "unknown option"):
+	 * name the option here, once, instead of in each verb */
+	if (!strcmp(msg, "unknown option")) {
+		describe_bad_option(msg, sizeof(msg));
+	} else if (!strcmp(msg, "unknown or misplaced option") && optind > 0 && optind <= verb_argc) {
+		/* profile's parser also lands here for a known option another
+		 * verb takes: getopt then set no optopt (reset at dispatch) and
+		 * the option is the word before its value */
+		const char *word = verb_argv[optind - 1];
+
+		if (optopt)
+			describe_bad_option(msg, sizeof(msg));
+		else {
+			if (word[0] != '-' && optind >= 2 && !strncmp(verb_argv[optind - 2], "--", 2))
+				word = verb_argv[optind - 2];
+			snprintf(msg, sizeof(msg), "unknown or misplaced option '%.*s'", (int)strcspn(word, "="), word);
+		}
+	}
 	snprintf(line, sizeof(line), "%s: see 'inplace %s --help'", msg, command);
 	fprintf(stderr, "inplace %s: %s\n", command, line);
 	if (o && o->json)
@@ -144,8 +196,12 @@ int cli_dispatch(const char *prefix, const struct cli_verb *verbs, int argc, cha
 		return IP_EXIT_OK;
 	}
 	for (const struct cli_verb *v = verbs; v->name; v++)
-		if (!strcmp(argv[1], v->name))
+		if (!strcmp(argv[1], v->name)) {
+			verb_argc = argc - 1;
+			verb_argv = argv + 1;
+			optopt = 0;
 			return v->fn(argc - 1, argv + 1);
+		}
 	fprintf(stderr, "inplace: '%s%s%s' is not an inplace command: see 'inplace %s%s--help'\n",
 		prefix, *prefix ? " " : "", argv[1], prefix, *prefix ? " " : "");
 	return IP_EXIT_BADINPUT;
@@ -155,6 +211,9 @@ int main(int argc, char **argv)
 {
 	int r;
 
+	/* getopt's own message would be a second line before ours, which
+	 * names the option (cli_usage) */
+	opterr = 0;
 	if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
 		printf("inplace %s\n", IP_TOOL_VERSION);
 		return 0;

@@ -26,65 +26,6 @@ static char *hsize(uint64_t v, char *buf)
 
 /* ---- show ---------------------------------------------------------------- */
 
-struct region {
-	uint64_t start, size;
-	bool inside;        /* inside the extended container */
-};
-
-/* Free regions of at least one grain, aligned as a new partition would be:
- * at top level and inside the extended container. */
-static size_t free_regions(const partctl_table *t, struct region *out, size_t max)
-{
-	uint64_t g = partctl_table_grain(t), cur = partctl_table_first_usable(t);
-	const struct partctl_part *ext = NULL;
-	size_t n = partctl_table_count(t), k = 0;
-	const struct partctl_part **v = calloc(n + 1, sizeof(*v));
-	size_t nv = 0;
-
-	if (!v)
-		return 0;
-	for (int pass = 0; pass < 2; pass++) {
-		uint64_t end;
-
-		nv = 0;
-		for (size_t i = 0; i < n; i++) {
-			const struct partctl_part *p = partctl_table_at(t, i);
-
-			if (p->extended)
-				ext = p;
-			if (p->logical == (pass == 1))
-				v[nv++] = p;
-		}
-		if (pass == 1) {
-			if (!ext)
-				break;
-			cur = ext->start + g; /* the first EBR */
-		}
-		/* sort by start (few entries) */
-		for (size_t i = 1; i < nv; i++)
-			for (size_t j = i; j > 0 && v[j - 1]->start > v[j]->start; j--) {
-				const struct partctl_part *x = v[j];
-
-				v[j] = v[j - 1];
-				v[j - 1] = x;
-			}
-		end = pass ? ext->start + ext->size : partctl_table_end_usable(t);
-		for (size_t i = 0; i <= nv && k < max; i++) {
-			uint64_t s = (cur + g - 1) / g * g;
-			uint64_t e = i < nv ? v[i]->start : end;
-
-			if (pass && i < nv)
-				e = e > g ? e - g : 0; /* the EBR before a logical */
-			if (e > s && e - s >= g)
-				out[k++] = (struct region){ s, e - s, pass == 1 };
-			if (i < nv && v[i]->start + v[i]->size > cur)
-				cur = v[i]->start + v[i]->size;
-		}
-	}
-	free(v);
-	return k;
-}
-
 static const char *show_usage =
 	"\nUsage:\n inplace part show [options] DISK\n\n"
 	"Show the partition table of DISK (a block device or a disk-image file):\n"
@@ -113,7 +54,7 @@ static void set_size_cell(struct libscols_line *ln, int col, uint64_t v)
 }
 
 static int print_show_human(const partctl_table *t, const struct partctl_fsinfo *fsv,
-			    const struct region *fr, size_t nfr)
+			    const struct partctl_region *fr, size_t nfr)
 {
 	struct libscols_table *tb = scols_new_table();
 	struct libscols_line **lines;
@@ -154,7 +95,7 @@ static int print_show_human(const partctl_table *t, const struct partctl_fsinfo 
 		for (;;) {
 			/* next item at or after cur in this level */
 			const struct partctl_part *bp = NULL;
-			const struct region *br = NULL;
+			const struct partctl_region *br = NULL;
 			uint64_t bs = UINT64_MAX;
 			struct libscols_line *ln;
 
@@ -224,8 +165,8 @@ int cmd_part_show(int argc, char **argv)
 	partctl_table *t = NULL;
 	ip_disk *d = NULL;
 	struct partctl_fsinfo *fsv = NULL;
-	struct region fr[256];
-	size_t nfr;
+	struct partctl_region *fr = NULL;
+	size_t nfr = 0;
 	ip_error e = { 0 };
 	const char *disk;
 	int c, r, rc;
@@ -244,17 +185,26 @@ int cmd_part_show(int argc, char **argv)
 		return cli_usage(&o, "part show", "give one DISK");
 	disk = argv[optind];
 
-	r = partctl_table_open(disk, false, &t, &e);
+	/* a damaged table is shown, with its fault, so that it can be repaired */
+	r = partctl_table_inspect(disk, &t, &e);
 	if (r < 0)
 		return cli_error(&o, "part show", &e);
-	r = ip_disk_open(disk, IP_DISK_RDONLY, &d, &e);
+	if (partctl_table_problem(t)[0])
+		fprintf(stderr, "inplace: warning: the partition table is damaged: %s: repair it (gdisk, fdisk) before changing this disk\n",
+			partctl_table_problem(t));
+	else
+		r = partctl_table_free_regions(t, &fr, &nfr, &e);
+	if (r == 0)
+		r = ip_disk_open(disk, IP_DISK_RDONLY, &d, &e);
 	if (r < 0) {
+		free(fr);
 		partctl_table_free(t);
 		return cli_error(&o, "part show", &e);
 	}
 	fsv = calloc(partctl_table_count(t) + 1, sizeof(*fsv));
 	if (!fsv) {
 		ip_disk_free(d);
+		free(fr);
 		partctl_table_free(t);
 		ip_fail(&e, -ENOMEM, "out of memory");
 		return cli_error(&o, "part show", &e);
@@ -266,7 +216,6 @@ int cmd_part_show(int argc, char **argv)
 			(void)partctl_fs_probe(d, p->start, p->size, &fsv[i], NULL);
 	}
 	ip_disk_free(d);
-	nfr = free_regions(t, fr, IP_ARRAY_SIZE(fr));
 
 	if (o.json) {
 		json_object *doc = ip_json_doc("part show");
@@ -280,6 +229,8 @@ int cmd_part_show(int argc, char **argv)
 		json_object_object_add(doc, "grain", ip_json_u64(partctl_table_grain(t)));
 		json_object_object_add(doc, "first_usable", ip_json_u64(partctl_table_first_usable(t)));
 		json_object_object_add(doc, "end_usable", ip_json_u64(partctl_table_end_usable(t)));
+		json_object_object_add(doc, "problem", partctl_table_problem(t)[0]
+				       ? json_object_new_string(partctl_table_problem(t)) : NULL);
 		for (size_t i = 0; i < partctl_table_count(t); i++) {
 			const struct partctl_part *p = partctl_table_at(t, i);
 			json_object *o2 = json_object_new_object();
@@ -312,6 +263,7 @@ int cmd_part_show(int argc, char **argv)
 		rc = print_show_human(t, fsv, fr, nfr);
 	}
 	free(fsv);
+	free(fr);
 	partctl_table_free(t);
 	return rc;
 }
@@ -346,11 +298,11 @@ int cmd_part_create(int argc, char **argv)
 	};
 	const char *cmd = "part create";
 	struct cli_opts o = { 0 };
-	const char *start_s = NULL, *size_s = NULL, *type = "linux", *fs = "none", *label = NULL, *disk;
-	struct partctl_part spec = { 0 };
-	partctl_table *t = NULL;
+	struct partctl_create_spec spec = { .type = "linux", .fs = "none" };
+	struct partctl_create_result res;
+	struct partctl_opts po = { 0 };
+	const char *start_s = NULL, *size_s = NULL, *disk;
 	ip_error e = { 0 };
-	unsigned n = 0;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
@@ -359,9 +311,9 @@ int cmd_part_create(int argc, char **argv)
 		switch (c) {
 		case OPT_START: start_s = optarg; break;
 		case OPT_SIZE: size_s = optarg; break;
-		case OPT_TYPE: type = optarg; break;
-		case OPT_FS: fs = optarg; break;
-		case OPT_LABEL: label = optarg; break;
+		case OPT_TYPE: spec.type = optarg; break;
+		case OPT_FS: spec.fs = optarg; break;
+		case OPT_LABEL: spec.label = optarg; break;
 		case 'h':
 			fputs(create_usage, stdout);
 			return IP_EXIT_OK;
@@ -375,77 +327,37 @@ int cmd_part_create(int argc, char **argv)
 	disk = argv[optind];
 	if (!start_s || !size_s)
 		return cli_usage(&o, cmd, "give --start and --size");
-	if (strcmp(fs, "ext4") && strcmp(fs, "ntfs") && strcmp(fs, "none"))
-		return cli_usage(&o, cmd, "unsupported --fs '%s': inplace formats ext4 and ntfs (or none)", fs);
-	if (!strcmp(type, "extended")) {
-		spec.extended = true;
-		if (strcmp(fs, "none"))
-			return cli_usage(&o, cmd, "an extended partition holds partitions, not a filesystem: drop --fs");
-	} else if (!strcmp(type, "logical")) {
-		spec.logical = true;
-		type = !strcmp(fs, "ntfs") ? "ntfs" : "linux";
-	} else if (!strcmp(type, "linux") && !strcmp(fs, "ntfs")) {
-		type = "ntfs";
-	}
-	if (label && !strcmp(fs, "ext4") && strlen(label) > 16)
-		return cli_usage(&o, cmd, "an ext4 label has at most 16 bytes");
-	snprintf(spec.type, sizeof(spec.type), "%s", type);
-	if (label)
-		snprintf(spec.name, sizeof(spec.name), "%s", label);
-
-	r = partctl_table_open(disk, !o.dry_run, &t, &e);
-	if (r < 0)
+	r = cli_parse_disk_size(&o, cmd, disk, start_s, &spec.start);
+	if (r == 0)
+		r = cli_parse_disk_size(&o, cmd, disk, size_s, &spec.size);
+	if (r)
+		return r;
+	po.dry_run = o.dry_run;
+	if (partctl_create(disk, &spec, &po, &res, &e) < 0)
 		return cli_error(&o, cmd, &e);
-	if (o.dry_run) {
-		/* the same checks, on a table that will not be written */
-		r = ip_check_unmounted(disk, &e);
-		if (r < 0)
-			goto fail;
-	}
-	if (cli_parse_size(&o, cmd, start_s, partctl_table_sector_size(t), &spec.start) ||
-	    cli_parse_size(&o, cmd, size_s, partctl_table_sector_size(t), &spec.size)) {
-		partctl_table_free(t);
-		return IP_EXIT_BADINPUT;
-	}
-	r = partctl_table_add(t, &spec, &n, &e);
-	if (r < 0)
-		goto fail;
-	if (!o.dry_run) {
-		/* the filesystem first, the entry last: a partition appears
-		 * only with its filesystem */
-		r = partctl_format_range(disk, spec.start, spec.size, fs, label, &e);
-		if (r == 0)
-			r = partctl_table_write(t, &e);
-		if (r < 0)
-			goto fail;
-	}
-	partctl_table_free(t);
-	t = NULL;
 	if (o.json) {
 		json_object *doc = ip_json_doc(cmd);
 
 		json_object_object_add(doc, "disk", json_object_new_string(disk));
 		json_object_object_add(doc, "dry_run", json_object_new_boolean(o.dry_run));
-		json_object_object_add(doc, "partition", json_object_new_int((int)n));
-		json_object_object_add(doc, "start", ip_json_u64(spec.start));
-		json_object_object_add(doc, "size", ip_json_u64(spec.size));
-		json_object_object_add(doc, "type", json_object_new_string(spec.extended ? "extended" : type));
-		json_object_object_add(doc, "logical", json_object_new_boolean(spec.logical));
-		json_object_object_add(doc, "fs", json_object_new_string(fs));
-		json_object_object_add(doc, "label", label ? json_object_new_string(label) : NULL);
+		json_object_object_add(doc, "partition", json_object_new_int((int)res.part.n));
+		json_object_object_add(doc, "start", ip_json_u64(res.part.start));
+		json_object_object_add(doc, "size", ip_json_u64(res.part.size));
+		json_object_object_add(doc, "type", json_object_new_string(res.part.type));
+		json_object_object_add(doc, "logical", json_object_new_boolean(res.part.logical));
+		json_object_object_add(doc, "fs", json_object_new_string(res.fs));
+		json_object_object_add(doc, "label", spec.label ? json_object_new_string(spec.label) : NULL);
 		return cli_emit(doc);
 	} else {
 		char b[IP_SIZE_BUFSZ];
+		bool fmt = strcmp(res.fs, "none");
 
-		printf("%s partition %u of %s: %s at byte %llu%s%s%s\n", o.dry_run ? "would create" : "created", n,
-		       disk, hsize(spec.size, b), (unsigned long long)spec.start,
-		       strcmp(fs, "none") ? ", formatted " : "", strcmp(fs, "none") ? fs : "",
+		printf("%s partition %u of %s: %s at byte %llu%s%s%s\n", o.dry_run ? "would create" : "created", res.part.n,
+		       disk, hsize(res.part.size, b), (unsigned long long)res.part.start,
+		       fmt ? ", formatted " : "", fmt ? res.fs : "",
 		       o.dry_run ? " (dry run: nothing written)" : "");
 	}
 	return IP_EXIT_OK;
-fail:
-	partctl_table_free(t);
-	return cli_error(&o, cmd, &e);
 }
 
 static const char *delete_usage =
@@ -461,10 +373,10 @@ int cmd_part_delete(int argc, char **argv)
 	static const struct option longopts[] = { CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	const char *cmd = "part delete";
 	struct cli_opts o = { 0 };
-	partctl_table *t = NULL;
+	struct partctl_opts po = { 0 };
 	ip_error e = { 0 };
 	unsigned n;
-	int c, r;
+	int c;
 
 	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
 		if (cli_common_opt(&o, c))
@@ -480,15 +392,8 @@ int cmd_part_delete(int argc, char **argv)
 		return cli_usage(&o, cmd, "give DISK and a partition number N");
 	if (cli_parse_uint(&o, cmd, "partition number", argv[optind + 1], &n))
 		return IP_EXIT_BADINPUT;
-	r = partctl_table_open(argv[optind], !o.dry_run, &t, &e);
-	if (r == 0 && o.dry_run)
-		r = ip_check_unmounted(argv[optind], &e);
-	if (r == 0)
-		r = partctl_table_delete(t, n, &e);
-	if (r == 0 && !o.dry_run)
-		r = partctl_table_write(t, &e);
-	partctl_table_free(t);
-	if (r < 0)
+	po.dry_run = o.dry_run;
+	if (partctl_delete(argv[optind], n, &po, NULL, &e) < 0)
 		return cli_error(&o, cmd, &e);
 	if (o.json) {
 		json_object *doc = ip_json_doc(cmd);

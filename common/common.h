@@ -185,13 +185,45 @@ const char *ip_proc_describe(const ip_proc *p, char *buf, size_t len);
 
 /* ---- durable files ----------------------------------------------------- */
 
+/* A file that appears whole or not at all: written under a temporary name
+ * in the same directory (path.tmp-PID-XXXXXX), then ip_outfile_commit() =
+ * fsync, close, rename, fsync of the directory, every error reported.
+ * in (may be NULL): the input the output is made from; ip_check_distinct()
+ * refuses an output that would destroy it. */
+typedef struct ip_outfile {
+	int fd;              /* write here; -1 once committed or aborted */
+	char path[4096];     /* the final name */
+	char tmp[4096 + 32]; /* the temporary one; "" when there is none */
+} ip_outfile;
+int ip_outfile_open(const char *path, const char *in, mode_t mode, ip_outfile *of, ip_error *e);
+/* On failure the temporary file is removed and nothing replaced path. */
+int ip_outfile_commit(ip_outfile *of, ip_error *e);
+/* Close and unlink the temporary file; a no-op after commit or a second
+ * abort.  Async-signal-safe (close and unlink only), for a signal handler
+ * or an atexit cleanup. */
+void ip_outfile_abort(ip_outfile *of);
+/* rename tmp to path, then fsync the directory (errors never dropped):
+ * the last step of every durable replacement, also of one whose temporary
+ * file is kept across runs (a resumable download). */
+int ip_rename_durable(const char *tmp, const char *path, ip_error *e);
+/* Bad input when writing out would destroy in: out exists and is not a
+ * regular file (a disk, partition or loop device), or is in itself (the
+ * same inode: a hardlink, a symlink, the same name), or lies inside the
+ * directory in (a tree being read). */
+int ip_check_distinct(const char *out, const char *in, ip_error *e);
 /* Replace path by temp + fsync + rename + fsync of the directory. */
 int ip_write_file_atomic(const char *path, const void *data, size_t len, mode_t mode,
 			 ip_error *e);
 int ip_fsync_dir(const char *dir, ip_error *e);
 /* fsync the directory holding path. */
 int ip_fsync_parent(const char *path, ip_error *e);
-/* Read a whole file (at most max bytes, else -EFBIG); NUL-terminated. */
+/* Open an input that must be a regular file (an image, a key, a manifest):
+ * O_NONBLOCK so that a FIFO or device node in its place cannot hang open(),
+ * then fstat, refusing anything else with one line (bad input), then
+ * blocking again.  *fd is O_CLOEXEC. */
+int ip_open_input(const char *path, int *fd, ip_error *e);
+/* Read a whole regular file (ip_open_input; at most max bytes, else
+ * -EFBIG); NUL-terminated. */
 int ip_read_file(const char *path, size_t max, char **data, size_t *len, ip_error *e);
 /* write(2) all of buf, retrying on EINTR and short writes. */
 int ip_write_all(int fd, const void *buf, size_t len);

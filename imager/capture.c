@@ -367,7 +367,8 @@ int imager_capture(ip_disk *src, uint64_t off, uint64_t size, const partctl_used
 		   struct imager_capture_result *res, ip_error *e)
 {
 	struct cap c = { 0 };
-	_cleanup_free_ char *tmp = NULL, *sig = NULL;
+	_cleanup_free_ char *sig = NULL;
+	ip_outfile of = { .fd = -1 };
 	unsigned nt = imager_threads(o->threads);
 	pthread_t *th = NULL, reader, writer;
 	unsigned started = 0;
@@ -407,17 +408,15 @@ int imager_capture(ip_disk *src, uint64_t off, uint64_t size, const partctl_used
 			goto out_free;
 		}
 	}
-	if (asprintf(&tmp, "%s.tmp-%d", out, (int)getpid()) < 0)
-		tmp = NULL;
-	if (!c.csize || !c.dsize || !c.chash || !c.uhash || !th || !tmp) {
+	if (!c.csize || !c.dsize || !c.chash || !c.uhash || !th) {
 		r = ip_fail(e, -ENOMEM, "out of memory");
 		goto out_free;
 	}
-	c.out_fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (c.out_fd < 0) {
-		r = ip_fail(e, -errno, "cannot create %s: %s", tmp, strerror(errno));
+	/* refuses an output that is the disk being read (-o DISK) */
+	r = ip_outfile_open(out, ip_disk_path(src), 0644, &of, e);
+	if (r < 0)
 		goto out_free;
-	}
+	c.out_fd = of.fd;
 	crypto_generichash_init(&c.file_hash, NULL, 0, sizeof(fhash));
 	pthread_mutex_init(&c.lock, NULL);
 	pthread_cond_init(&c.turn, NULL);
@@ -456,10 +455,6 @@ int imager_capture(ip_disk *src, uint64_t off, uint64_t size, const partctl_used
 	r = write_tail(&c, e);
 	if (r < 0)
 		goto out_unlink;
-	if (fsync(c.out_fd) < 0) {
-		r = ip_fail(e, -errno, "cannot write %s to disk: %s", tmp, strerror(errno));
-		goto out_unlink;
-	}
 	crypto_generichash_final(&c.file_hash, fhash, sizeof(fhash));
 	if (o->sign_key) {
 		if (asprintf(&sig, "%s.minisig", out) < 0) {
@@ -471,23 +466,21 @@ int imager_capture(ip_disk *src, uint64_t off, uint64_t size, const partctl_used
 			goto out_unlink;
 		res->signed_ = true;
 	}
-	if (rename(tmp, out) < 0) {
-		r = ip_fail(e, -errno, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
-		goto out_unlink;
+	r = ip_outfile_commit(&of, e);
+	c.out_fd = -1;
+	if (r < 0) {
+		if (sig)
+			unlink(sig);
+		goto out_free;
 	}
-	ip_fsync_parent(out, NULL);
 	res->part_size = size;
 	res->used = map ? map->used : size;
 	res->out_size = c.written;
 	res->frames = c.nframes;
-	close(c.out_fd);
-	c.out_fd = -1;
 	goto out_free;
 
 out_unlink:
-	unlink(tmp);
-	if (c.out_fd >= 0)
-		close(c.out_fd);
+	ip_outfile_abort(&of);
 	c.out_fd = -1;
 out_free:
 	for (unsigned i = 0; c.slots && i < c.nslots; i++) {

@@ -421,15 +421,15 @@ int imager_open(const char *path, imager_image **out, ip_error *e)
 		free(img);
 		return ip_fail(e, -ENOMEM, "out of memory");
 	}
-	img->fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (img->fd < 0) {
+	r = ip_open_input(path, &img->fd, e);
+	if (r < 0) {
+		imager_free(img);
+		return r;
+	}
+	if (fstat(img->fd, &sb) < 0) {
 		r = -errno;
 		imager_free(img);
-		return ip_bad(e, r, "cannot open %s: %s", path, strerror(-r));
-	}
-	if (fstat(img->fd, &sb) < 0 || !S_ISREG(sb.st_mode)) {
-		imager_free(img);
-		return ip_bad(e, -EINVAL, "%s is not a regular file: give an image file", path);
+		return ip_fail(e, r, "cannot read %s: %s", path, strerror(-r));
 	}
 	img->file_size = (uint64_t)sb.st_size;
 	if (img->file_size < 8 + IMAGER_SEEK_FOOTER ||

@@ -123,6 +123,10 @@ int imager_import(const char *raw, const char *out, const struct imager_capture_
 		return ip_bad(e, -errno, "cannot open %s: %s", raw, strerror(errno));
 	if (!S_ISREG(sb.st_mode) && !S_ISBLK(sb.st_mode))
 		return ip_bad(e, -EINVAL, "%s is not a file: give a raw partition image", raw);
+	/* before decompressing: -o RAW would replace the input */
+	r = ip_check_distinct(out, raw, e);
+	if (r < 0)
+		return r;
 	if (!has_suffix(raw, ".gz") && !has_suffix(raw, ".xz") && !has_suffix(raw, ".zst") &&
 	    !has_suffix(raw, ".bz2"))
 		return capture_file(raw, out, o, res, warn_all, e);
@@ -152,6 +156,10 @@ int imager_build(const char *rootfs, const char *fs, uint64_t size, const char *
 		return ip_bad(e, -ENOTDIR, "%s is not a directory: give the root of the tree (a debootstrap target or an unpacked rootfs)", rootfs);
 	if (size < (8u << 20))
 		return ip_bad(e, -EINVAL, "--size must be at least 8 MiB");
+	/* an output inside the tree would be read into the filesystem */
+	r = ip_check_distinct(out, rootfs, e);
+	if (r < 0)
+		return r;
 	if (asprintf(&tmp, "%s.fs-%d", out, (int)getpid()) < 0)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

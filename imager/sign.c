@@ -113,13 +113,14 @@ static int load_seckey(const char *path, uint8_t keynum[KEYNUM], uint8_t sk[64],
 
 static int hash_file(const char *path, uint8_t out[64], ip_error *e)
 {
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	_cleanup_close_ int fd = -1;
 	crypto_generichash_state st;
 	_cleanup_free_ uint8_t *buf = malloc(1 << 20);
 	ssize_t n;
+	int r = ip_open_input(path, &fd, e);
 
-	if (fd < 0)
-		return ip_bad(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (r < 0)
+		return r;
 	if (!buf)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -227,12 +228,15 @@ int imager_verify_sig(const char *file, const char *sig_path, const char *pubkey
 			return r;
 		r = crypto_sign_verify_detached(blob + 2 + KEYNUM, h, 64, pk);
 	} else if (!memcmp(blob, "Ed", 2)) {
-		_cleanup_close_ int fd = open(file, O_RDONLY | O_CLOEXEC);
+		_cleanup_close_ int fd = -1;
 		struct stat sb;
 		void *map;
 
-		if (fd < 0 || fstat(fd, &sb) < 0)
-			return ip_bad(e, -errno, "cannot open %s: %s", file, strerror(errno));
+		r = ip_open_input(file, &fd, e);
+		if (r < 0)
+			return r;
+		if (fstat(fd, &sb) < 0)
+			return ip_fail(e, -errno, "cannot read %s: %s", file, strerror(errno));
 		map = sb.st_size ? mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0) : (void *)"";
 		if (map == MAP_FAILED)
 			return ip_fail(e, -errno, "cannot map %s: %s", file, strerror(errno));

@@ -163,16 +163,23 @@ static int fetch_range(const char *url, int fd, uint64_t size, const struct imag
 static int fetch_small(const char *url, const char *path, const struct imager_fetch_opts *o, char *why,
 		       size_t wlen)
 {
-	_cleanup_close_ int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	struct dl d = { .fd = fd, .cancel = o->cancel };
-	int r;
+	ip_outfile of;
+	ip_error e = { 0 };
+	struct dl d = { .cancel = o->cancel };
+	int r = ip_outfile_open(path, NULL, 0644, &of, &e);
 
-	if (fd < 0)
-		return -errno;
-	r = get_into(url, o, &d, 0, 65536, why, wlen);
 	if (r < 0)
 		return r;
-	return fsync(fd) < 0 ? -errno : 0;
+	d.fd = of.fd;
+	r = get_into(url, o, &d, 0, 65536, why, wlen);
+	if (r < 0) {
+		ip_outfile_abort(&of);
+		return r;
+	}
+	r = ip_outfile_commit(&of, &e);
+	if (r < 0)
+		snprintf(why, wlen, "%s", e.msg);
+	return r;
 }
 
 /* The file is complete: keep what hashes right, cut from the first bad
@@ -325,10 +332,7 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 					/* verification will say the signature is missing */
 				}
 			}
-			if (rename(part, dest) < 0)
-				return ip_fail(e, -errno, "cannot rename %s: %s", part, strerror(errno));
-			ip_fsync_parent(dest, NULL);
-			return 0;
+			return ip_rename_durable(part, dest, e);
 		}
 		/* a certificate nobody trusts stays untrusted: say so now */
 		if (nuntrusted == ns)

@@ -60,4 +60,31 @@ int partctl_state_file(const char *disk, const char *kind, const char *ext, char
 		       ip_error *e);
 int partctl_state_mkdir(ip_error *e);
 
+/* ==== partition tables (owner: table; table.c and geometry.c) =========== */
+
+struct fdisk_context;
+struct partctl_table {
+	struct fdisk_context *cxt;
+	char *path;
+	int fd;
+	bool write;
+	bool blockdev;
+	char label[8];
+	unsigned ssz;
+	uint64_t size;
+	uint64_t grain;
+	uint64_t first_usable, end_usable;
+	struct partctl_part *parts; /* sorted by number */
+	size_t n;
+	char warn[256];             /* libfdisk's first warning, for messages */
+	char problem[512];          /* what partctl_table_check() found ("" sound) */
+};
+
+/* The MBR extended container, or NULL. */
+const struct partctl_part *partctl_geom_extended(const partctl_table *t);
+/* Can [start, start+size) hold partition n (0: a new one) of the given
+ * kind without overlapping its neighbours?  Bad input naming the clash. */
+int partctl_geom_check_range(const partctl_table *t, unsigned n, uint64_t start, uint64_t size,
+			     bool logical, bool extended, ip_error *e);
+
 #endif

@@ -79,8 +79,19 @@ struct partctl_part {
 };
 
 /* Open the table of disk (block device or image file) through libfdisk.
- * write: the disk is checked unmounted and opened for writing. */
+ * write: the disk is checked unmounted and opened for writing.  Every open
+ * checks the whole table first (partctl_table_check): a verb that opens it
+ * read-only to plan its writes is refused before its first write too. */
 int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_error *e);
+/* Read-only, for showing a table that may be damaged: the problem is kept
+ * (partctl_table_problem) instead of refused. */
+int partctl_table_inspect(const char *disk, partctl_table **out, ip_error *e);
+/* Bad input (-EUCLEAN) naming the first fault of the entries as they are:
+ * an entry outside the usable area, two entries sharing bytes, a logical
+ * partition outside its container. */
+int partctl_table_check(partctl_table *t, ip_error *e);
+/* What partctl_table_check found; "" for a sound table. */
+const char *partctl_table_problem(const partctl_table *t);
 void partctl_table_free(partctl_table *t);
 const char *partctl_table_label(const partctl_table *t); /* "gpt" or "dos" */
 unsigned partctl_table_sector_size(const partctl_table *t);
@@ -94,6 +105,22 @@ uint64_t partctl_table_end_usable(const partctl_table *t);
 const char *partctl_table_path(const partctl_table *t);
 /* Entries the table can hold: 4 primaries on MBR, 128 (usually) on GPT. */
 unsigned partctl_table_max_parts(const partctl_table *t);
+/* Where the table's own head ends (MBR: the first sector; GPT: after the
+ * primary entry array), in bytes: the gap up to the first partition is the
+ * disk's, not a partition's. */
+uint64_t partctl_table_head_end(const partctl_table *t);
+
+/* A free region where a new partition fits: start aligned to the grain,
+ * at least one grain long; inside: MBR, inside the extended container
+ * (room for a logical partition, its EBR already left out). */
+struct partctl_region {
+	uint64_t start, size;
+	bool inside;
+};
+/* The free regions, sorted by start (libfdisk's fdisk_get_freespaces, and
+ * the tail of a GPT disk that grew).  *out is malloc'd (free it). */
+int partctl_table_free_regions(const partctl_table *t, struct partctl_region **out, size_t *n,
+			       ip_error *e);
 /* Partitions in use, sorted by number (MBR: primaries and the extended
  * container, then logicals from 5). */
 size_t partctl_table_count(const partctl_table *t);
@@ -108,6 +135,35 @@ int partctl_table_add(partctl_table *t, const struct partctl_part *spec, unsigne
 int partctl_table_delete(partctl_table *t, unsigned n, ip_error *e);
 /* Write the table, fsync, and tell the kernel (ip_kernel_sync_partitions). */
 int partctl_table_write(partctl_table *t, ip_error *e);
+
+/* Create a partition (partctl/create.c): every check first (table sound,
+ * disk unmounted, range free and aligned, MBR slot, extended/logical
+ * rules), then the filesystem on the range, then the table entry, so that
+ * a crash leaves free space or a finished partition.  o->dry_run: the
+ * checks only; res says what was (or would be) made. */
+struct partctl_create_spec {
+	uint64_t start, size;  /* bytes; start aligned to the table's grain */
+	const char *type;      /* "linux" (NULL), "ntfs", "extended", "logical"
+				* (MBR, inside the container), a GPT type GUID
+				* or an MBR hex code */
+	const char *fs;        /* "ext4", "ntfs", "none" (NULL) */
+	const char *label;     /* filesystem label, and the GPT name; may be NULL */
+	unsigned n;            /* wanted number; 0: the lowest free one */
+};
+struct partctl_create_result {
+	struct partctl_part part; /* the new entry (part.n: its number) */
+	char fs[16];              /* "ext4", "ntfs" or "none" */
+};
+int partctl_create(const char *disk, const struct partctl_create_spec *s, const struct partctl_opts *o,
+		   struct partctl_create_result *res, ip_error *e);
+/* Remove partition n's entry (its data stays).  An extended container
+ * that still holds logical partitions is refused.  res: the entry removed
+ * (or that would be). */
+struct partctl_delete_result {
+	struct partctl_part part; /* the entry removed */
+};
+int partctl_delete(const char *disk, unsigned n, const struct partctl_opts *o,
+		   struct partctl_delete_result *res, ip_error *e);
 
 /* Byte range of partition n of the disk at path (-ENOENT: no such partition,
  * bad input).  For callers that only need where a partition lies. */

@@ -15,23 +15,8 @@
 
 #include <libfdisk.h>
 
-#include "partctl/partctl.h"
+#include "partctl/internal.h"
 
-struct partctl_table {
-	struct fdisk_context *cxt;
-	char *path;
-	int fd;
-	bool write;
-	bool blockdev;
-	char label[8];
-	unsigned ssz;
-	uint64_t size;
-	uint64_t grain;
-	uint64_t first_usable, end_usable;
-	struct partctl_part *parts; /* sorted by number */
-	size_t n;
-	char warn[256];             /* libfdisk's last warning, for messages */
-};
 
 /* Short names for the types inplace creates or reports; anything else is
  * shown as the GPT type GUID or the MBR hex code. */
@@ -65,7 +50,9 @@ static int ask_cb(struct fdisk_context *cxt, struct fdisk_ask *ask, void *data)
 	case FDISK_ASKTYPE_WARN:
 	case FDISK_ASKTYPE_WARNX:
 		msg = fdisk_ask_print_get_mesg(ask);
-		if (msg) {
+		/* the first warning names the fault; later ones sum up ("1 error
+		 * detected") */
+		if (msg && !t->warn[0]) {
 			size_t l;
 
 			snprintf(t->warn, sizeof(t->warn), "%s", msg);
@@ -175,7 +162,7 @@ void partctl_table_free(partctl_table *t)
 	free(t);
 }
 
-int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_error *e)
+static int table_open(const char *disk, bool write, bool check, partctl_table **out, ip_error *e)
 {
 	partctl_table *t;
 	struct stat st;
@@ -264,6 +251,17 @@ int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_err
 				      "%s has a protective MBR but no valid GPT (both GPT headers are damaged): repair it with gdisk or restore the table",
 				      disk);
 		}
+	/* The whole table is checked before anything is written, by every
+	 * opener (read-only ones plan the writes of shrink, move, deploy):
+	 * overlapping entries are refused before resize2fs or a copy runs. */
+	if (check) {
+		r = partctl_table_check(t, e);
+		if (r < 0) {
+			partctl_table_free(t);
+			return r;
+		}
+	}
+	t->warn[0] = '\0';
 	if (write && fdisk_verify_disklabel(t->cxt) > 0) {
 		r = -EUCLEAN;
 		ip_bad(e, r, "the partition table of %s has errors%s%s: repair it (fdisk, gdisk) before changing it",
@@ -273,6 +271,20 @@ int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_err
 	}
 	*out = t;
 	return 0;
+}
+
+int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_error *e)
+{
+	return table_open(disk, write, true, out, e);
+}
+
+int partctl_table_inspect(const char *disk, partctl_table **out, ip_error *e)
+{
+	int r = table_open(disk, false, false, out, e);
+
+	if (r == 0)
+		(void)partctl_table_check(*out, NULL); /* fills the problem */
+	return r;
 }
 
 const char *partctl_table_label(const partctl_table *t) { return t->label; }
@@ -302,76 +314,6 @@ const struct partctl_part *partctl_table_find(const partctl_table *t, unsigned n
 	return NULL;
 }
 
-static const struct partctl_part *extended_of(const partctl_table *t)
-{
-	for (size_t i = 0; i < t->n; i++)
-		if (t->parts[i].extended)
-			return &t->parts[i];
-	return NULL;
-}
-
-static bool overlaps(uint64_t a, uint64_t alen, uint64_t b, uint64_t blen)
-{
-	return a < b + blen && b < a + alen;
-}
-
-/* Check that [start, start+size) can hold partition n (0: a new one) of the
- * given kind without overlapping its neighbours. */
-static int check_range(const partctl_table *t, unsigned n, uint64_t start, uint64_t size,
-		       bool logical, bool extended, ip_error *e)
-{
-	const struct partctl_part *ext = extended_of(t);
-	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ];
-
-	if (!size)
-		return ip_bad(e, -EINVAL, "a partition cannot be empty: give a size");
-	if (start % t->ssz || size % t->ssz)
-		return ip_bad(e, -EINVAL, "start %llu and size %llu must be multiples of the sector size (%u bytes)",
-			      (unsigned long long)start, (unsigned long long)size, t->ssz);
-	if (start < t->first_usable)
-		return ip_bad(e, -ERANGE, "start %s lies before the first usable byte of %s (%s): start at %s or later",
-			      ip_format_size(start, b1, sizeof(b1)), t->path,
-			      ip_format_size(t->first_usable, b2, sizeof(b2)), b2);
-	if (start + size < start || start + size > t->end_usable)
-		return ip_bad(e, -ERANGE, "a partition of %s at %llu does not fit on %s (usable space ends at byte %llu): choose a smaller size",
-			      ip_format_size(size, b1, sizeof(b1)), (unsigned long long)start, t->path,
-			      (unsigned long long)t->end_usable);
-	if (logical) {
-		if (!ext)
-			return ip_bad(e, -EINVAL, "%s has no extended partition to hold a logical one: create an extended partition first",
-				      t->path);
-		if (start <= ext->start || start + size > ext->start + ext->size)
-			return ip_bad(e, -ERANGE, "a logical partition must lie inside the extended partition %u (bytes %llu to %llu)",
-				      ext->n, (unsigned long long)ext->start,
-				      (unsigned long long)(ext->start + ext->size));
-	}
-	for (size_t i = 0; i < t->n; i++) {
-		const struct partctl_part *p = &t->parts[i];
-
-		if (p->n == n)
-			continue;
-		/* A logical partition lies inside the extended container. */
-		if (p->extended && logical)
-			continue;
-		if (extended && p->logical && n && p->n != n)
-			continue; /* resizing the container: checked below */
-		if (!logical && !extended && p->logical)
-			continue; /* the container stands for its logicals */
-		if (overlaps(start, size, p->start, p->size))
-			return ip_bad(e, -EEXIST, "the range %s at byte %llu overlaps partition %u: choose free space (see 'inplace part show')",
-				      ip_format_size(size, b1, sizeof(b1)), (unsigned long long)start, p->n);
-	}
-	if (extended) {
-		for (size_t i = 0; i < t->n; i++) {
-			const struct partctl_part *p = &t->parts[i];
-
-			if (p->logical && (p->start < start || p->start + p->size > start + size))
-				return ip_bad(e, -ERANGE, "the extended partition must still hold logical partition %u", p->n);
-		}
-	}
-	return 0;
-}
-
 int partctl_table_set_range(partctl_table *t, unsigned n, uint64_t start, uint64_t size, ip_error *e)
 {
 	const struct partctl_part *p = partctl_table_find(t, n);
@@ -387,7 +329,7 @@ int partctl_table_set_range(partctl_table *t, unsigned n, uint64_t start, uint64
 	if (p->logical && start < p->start)
 		return ip_bad(e, -EINVAL, "cannot move logical partition %u of %s towards the start of the disk: its boot record lies there",
 			      n, t->path);
-	r = check_range(t, n, start, size, p->logical, p->extended, e);
+	r = partctl_geom_check_range(t, n, start, size, p->logical, p->extended, e);
 	if (r < 0)
 		return r;
 	pa = fdisk_new_partition();
@@ -447,14 +389,14 @@ int partctl_table_add(partctl_table *t, const struct partctl_part *spec, unsigne
 
 	if (!dos && (spec->extended || spec->logical))
 		return ip_bad(e, -EINVAL, "%s has a GPT table: extended and logical partitions exist only on MBR", t->path);
-	if (spec->extended && extended_of(t))
+	if (spec->extended && partctl_geom_extended(t))
 		return ip_bad(e, -EEXIST, "%s already has an extended partition (%u): an MBR holds only one",
-			      t->path, extended_of(t)->n);
+			      t->path, partctl_geom_extended(t)->n);
 	if (spec->start % t->grain)
 		return ip_bad(e, -EINVAL, "start %llu is not aligned to %s: use a multiple of %llu bytes",
 			      (unsigned long long)spec->start, ip_format_size(t->grain, b, sizeof(b)),
 			      (unsigned long long)t->grain);
-	r = check_range(t, 0, spec->start, spec->size, spec->logical, spec->extended, e);
+	r = partctl_geom_check_range(t, 0, spec->start, spec->size, spec->logical, spec->extended, e);
 	if (r < 0)
 		return r;
 	if (!spec->logical) {

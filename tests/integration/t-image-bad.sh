@@ -125,3 +125,52 @@ else
 	int_clean() { [ "$rc" -eq 1 ] && [ ! -e int.img ] && [ -z "$(ls int.img.tmp-* 2>/dev/null)" ]; }
 	check "SIGINT during capture: exit 1, no image, no temporary file" int_clean
 fi
+
+# A FIFO or a device node in place of an image or a key: refused at once
+# (open with O_NONBLOCK, then fstat), never a hang in open().  timeout 10
+# turns a hang into exit 124.
+mkfifo fifo.img fifo.pub
+before=$(part_sum dst.img 1)
+quick() { # NAME CMD...: exit 2 in one line, within the timeout
+	local name=$1 out rc; shift
+	out=$(timeout 10 "$@" 2>&1 >/dev/null); rc=$?
+	if [ "$rc" -ne 2 ]; then fail "$name" "exit $rc, wanted 2 (124: it hung): $out"; return; fi
+	if [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ]; then fail "$name" "not one line: $out"; return; fi
+	pass "$name"
+}
+quick "image info of a FIFO" "$INPLACE" image info fifo.img
+quick "image verify of a FIFO" "$INPLACE" image verify fifo.img
+quick "image deploy of a FIFO" "$INPLACE" image deploy -q fifo.img dst.img 1
+quick "image verify with a FIFO as the key" "$INPLACE" image verify --key fifo.pub good.img
+quick "image info of a character device" "$INPLACE" image info /dev/zero
+quick "image info of a directory" "$INPLACE" image info .
+check "a FIFO in place of an image: target unchanged" test "$(part_sum dst.img 1)" = "$before"
+
+# An output that is the input (issue 11 item 9): the same name, a hardlink,
+# a symlink, a loop device of it.  Refused before anything is written:
+# exit 2, one line, the disk byte for byte as it was.
+src_sum=$(sha256sum < src.img)
+ln src.img hard.img
+ln -s src.img soft.img
+clobber() { # NAME OUT [DISK]: capture DISK 1 -o OUT refused, src.img unchanged
+	local name=$1 out rc; shift
+	out=$(timeout 60 "$INPLACE" image capture -q "${2:-src.img}" 1 -o "$1" 2>&1 >/dev/null); rc=$?
+	if [ "$rc" -ne 2 ]; then fail "$name" "exit $rc, wanted 2: $out"; return; fi
+	if [ "$(printf '%s\n' "$out" | wc -l)" -ne 1 ]; then fail "$name" "not one line: $out"; return; fi
+	if [ "$(sha256sum < src.img)" != "$src_sum" ]; then fail "$name" "the disk changed"; return; fi
+	pass "$name"
+}
+clobber "capture -o the disk itself" src.img
+clobber "capture -o a hardlink of the disk" hard.img
+clobber "capture -o a symlink to the disk" soft.img
+clobber "capture -o ./the disk" ./src.img
+if have_loop && attach_loop src.img; then
+	clobber "capture -o a loop device of the disk" "$LOOP"
+	clobber "capture of a loop device -o itself" "$LOOP" "$LOOP"
+	clobber "capture of a loop device -o its partition" "${LOOP}p1" "$LOOP"
+	clobber "capture of a loop device -o its backing file" src.img "$LOOP"
+	losetup -d "$LOOP"
+else
+	skip "capture -o a loop device of the disk" "no loop device"
+fi
+check "no temporary file left next to the disk" test -z "$(ls src.img.tmp-* hard.img.tmp-* 2>/dev/null)"

@@ -76,3 +76,18 @@ if [ -s evil.tar ]; then
 	check "nothing written outside the root" grep -qx safe victim/file
 fi
 must_fail 2 "apply-files refuses the running root" "$INPLACE" image apply-files new-os.tar.gz --root /
+
+# An output that is the input (issue 11 item 9): refused before anything is
+# written, exit 2, the input byte for byte as it was.
+for f in fs.raw fs.raw.zst; do
+	sum=$(sha256sum < "$f")
+	must_fail 2 "import $f -o $f is refused" "$INPLACE" image import -q "$f" -o "$f"
+	check "import $f -o $f: the input is unchanged" test "$(sha256sum < "$f")" = "$sum"
+done
+ln -sf fs.raw.gz link.gz
+sum=$(sha256sum < fs.raw.gz)
+must_fail 2 "import -o a symlink to the input is refused" "$INPLACE" image import -q fs.raw.gz -o link.gz
+check "import -o a symlink: the input is unchanged" test "$(sha256sum < fs.raw.gz)" = "$sum"
+must_fail 2 "build -o inside the tree is refused" "$INPLACE" image build -q --from-dir tree --fs ext4 --size 40M -o tree/data/x.img
+check "build -o inside the tree: the tree is unchanged" cmp -s want.tree <(fx_hash_tree tree)
+must_fail 2 "build -o the tree itself is refused" "$INPLACE" image build -q --from-dir tree --fs ext4 --size 40M -o tree

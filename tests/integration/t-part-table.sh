@@ -159,3 +159,44 @@ refuse "damaged table: show" "$C" "$INPLACE" part show "$C"
 refuse "damaged table: create" "$C" "$INPLACE" part create "$C" --start 20MiB --size 8MiB
 refuse "damaged table: delete" "$C" "$INPLACE" part delete "$C" 1
 check "damaged table: sha256 unchanged" test "$(sha256sum < "$C")" = "$SHA_C"
+
+# ---- a GPT whose entries overlap (issue 11 item 10) ----------------------------------
+# sfdisk refuses to write overlapping entries: move entry N's first LBA in
+# both entry arrays and fix the header CRCs, as a damaged disk would have it.
+gpt_set_first_lba() {
+	python3 - "$@" <<'PY'
+import struct, sys, zlib
+img, n, lba = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(img, 'r+b') as f:
+    f.seek(0, 2)
+    for hdr in (1, f.tell() // 512 - 1):
+        f.seek(hdr * 512); h = bytearray(f.read(92))
+        assert h[:8] == b'EFI PART'
+        elba, nent, esz = struct.unpack_from('<QII', h, 72)
+        f.seek(elba * 512); ents = bytearray(f.read(nent * esz))
+        struct.pack_into('<Q', ents, (n - 1) * esz + 32, lba)
+        f.seek(elba * 512); f.write(ents)
+        struct.pack_into('<I', h, 88, zlib.crc32(ents))
+        struct.pack_into('<I', h, 16, 0)
+        struct.pack_into('<I', h, 16, zlib.crc32(bytes(h)))
+        f.seek(hdr * 512); f.write(h)
+PY
+}
+O=$T/overlap.img
+fx_disk "$O" 256M 'label: gpt
+start=1MiB, size=100MiB, type=linux
+start=101MiB, size=50MiB, type=linux'
+fx_mkfs "$O" 1 ext4 "$FX_SRC" ROOT
+if gpt_set_first_lba "$O" 2 $((80 * 2048)); then
+	sha_begin "$O"
+	refuse "overlapping GPT: shrink refused before resize2fs" "$O" "$INPLACE" part shrink "$O" 1 --to 60MiB
+	refuse "overlapping GPT: create refused" "$O" "$INPLACE" part create "$O" --start 200MiB --size 16MiB
+	refuse "overlapping GPT: move refused" "$O" "$INPLACE" part move "$O" 2 --to 200MiB
+	refuse "overlapping GPT: delete refused" "$O" "$INPLACE" part delete "$O" 2
+	refuse "overlapping GPT: make-storage refused" "$O" "$INPLACE" part make-storage "$O" --need 32MiB
+	sha_end "overlapping GPT" "$O"
+	check "overlapping GPT: show names the overlap" test \
+		"$("$INPLACE" part show --json "$O" 2>/dev/null | jq -r .problem)" != null
+else
+	fail "overlapping GPT fixture" "python3 could not rewrite the entries"
+fi

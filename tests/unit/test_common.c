@@ -135,6 +135,103 @@ static void test_atomic_write(void **state)
 	rmdir(dir);
 }
 
+/* Inputs: a FIFO (no writer) is refused at once instead of blocking in
+ * open(); so are devices and directories; a file opens blocking. */
+static void test_open_input(void **state)
+{
+	char dir[] = "/tmp/test_common.XXXXXX", path[600];
+	ip_error e = { 0 };
+	int fd = -1;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/fifo", dir);
+	assert_int_equal(mkfifo(path, 0600), 0);
+	assert_int_equal(ip_open_input(path, &fd, &e), -EINVAL);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_non_null(strstr(e.msg, "FIFO"));
+	assert_int_equal(fd, -1);
+	assert_int_equal(ip_read_file(path, 100, &(char *){ NULL }, NULL, &e), -EINVAL);
+	unlink(path);
+	assert_int_equal(ip_open_input("/dev/null", &fd, &e), -EINVAL);
+	assert_int_equal(ip_open_input(dir, &fd, &e), -EINVAL);
+	assert_int_equal(ip_open_input("/nonexistent/x", &fd, &e), -ENOENT);
+	snprintf(path, sizeof(path), "%s/file", dir);
+	assert_int_equal(ip_write_file_atomic(path, "x", 1, 0600, &e), 0);
+	assert_int_equal(ip_open_input(path, &fd, &e), 0);
+	assert_true(fd >= 0);
+	assert_false(fcntl(fd, F_GETFL) & O_NONBLOCK);
+	assert_true(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+	close(fd);
+	unlink(path);
+	rmdir(dir);
+}
+
+/* Durable outputs: nothing at the final name before commit, the content
+ * after it, nothing left by abort; outputs that would destroy their input
+ * are refused before any file is made. */
+static void test_outfile(void **state)
+{
+	char dir[] = "/tmp/test_outfile.XXXXXX", out[600], in[600], lnk[600], sub[600];
+	ip_outfile of;
+	ip_error e = { 0 };
+	char *data = NULL;
+	struct stat st;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(out, sizeof(out), "%s/out.img", dir);
+	assert_int_equal(ip_outfile_open(out, NULL, 0640, &of, &e), 0);
+	assert_int_equal(ip_write_all(of.fd, "hello", 5), 0);
+	assert_int_equal(stat(out, &st), -1);
+	assert_int_equal(ip_outfile_commit(&of, &e), 0);
+	assert_int_equal(of.fd, -1);
+	assert_int_equal(ip_read_file(out, 100, &data, NULL, &e), 0);
+	assert_string_equal(data, "hello");
+	free(data);
+	assert_int_equal(stat(out, &st), 0);
+	assert_int_equal(st.st_mode & 07777, 0640);
+	ip_outfile_abort(&of); /* after commit: a no-op */
+	assert_int_equal(stat(out, &st), 0);
+
+	/* abort: the old file stays, the temporary goes */
+	assert_int_equal(ip_outfile_open(out, NULL, 0600, &of, &e), 0);
+	assert_int_equal(ip_write_all(of.fd, "bye", 3), 0);
+	assert_int_equal(stat(of.tmp, &st), 0);
+	snprintf(sub, sizeof(sub), "%s", of.tmp);
+	ip_outfile_abort(&of);
+	ip_outfile_abort(&of);
+	assert_int_equal(stat(sub, &st), -1);
+	assert_int_equal(ip_read_file(out, 100, &data, NULL, &e), 0);
+	assert_string_equal(data, "hello");
+	free(data);
+
+	/* the input itself, by name, hardlink and symlink; a device; a
+	 * directory tree being read */
+	snprintf(in, sizeof(in), "%s/disk.img", dir);
+	assert_int_equal(ip_write_file_atomic(in, "disk", 4, 0600, &e), 0);
+	assert_int_equal(ip_outfile_open(in, in, 0644, &of, &e), -EEXIST);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	snprintf(lnk, sizeof(lnk), "%s/hard.img", dir);
+	assert_int_equal(link(in, lnk), 0);
+	assert_int_equal(ip_check_distinct(lnk, in, &e), -EEXIST);
+	unlink(lnk);
+	assert_int_equal(symlink("disk.img", lnk), 0);
+	assert_int_equal(ip_check_distinct(lnk, in, &e), -EEXIST);
+	unlink(lnk);
+	assert_int_equal(ip_check_distinct("/dev/null", in, &e), -EEXIST);
+	assert_int_equal(ip_check_distinct(out, in, &e), 0);
+	snprintf(sub, sizeof(sub), "%s/tree", dir);
+	assert_int_equal(mkdir(sub, 0700), 0);
+	snprintf(lnk, sizeof(lnk), "%s/tree/x.img", dir);
+	assert_int_equal(ip_check_distinct(lnk, sub, &e), -EEXIST);
+	assert_int_equal(ip_check_distinct(out, sub, &e), 0);
+	rmdir(sub);
+	unlink(in);
+	unlink(out);
+	assert_int_equal(rmdir(dir), 0); /* nothing else was left behind */
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -146,6 +243,8 @@ int main(void)
 		cmocka_unit_test(test_spawn_no_fd_leak),
 		cmocka_unit_test(test_spawn_signal),
 		cmocka_unit_test(test_atomic_write),
+		cmocka_unit_test(test_open_input),
+		cmocka_unit_test(test_outfile),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

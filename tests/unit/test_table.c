@@ -213,12 +213,151 @@ static void test_mbr_extended(void **state)
 	partctl_table_free(t);
 }
 
+/* Free regions come from libfdisk: aligned starts, the EBR left out before
+ * a new logical, and the tail of a GPT disk that grew after it was made. */
+static void test_free_regions(void **state)
+{
+	partctl_table *t = NULL;
+	struct partctl_region *r = NULL;
+	ip_error e = { 0 };
+	size_t n = 0;
+	int fd;
+
+	(void)state;
+	make_image(img("free-mbr.img"), 256 * MiB,
+		   "label: dos\nstart=1MiB, size=64MiB, type=83\nstart=100MiB, size=100MiB, type=5\nstart=101MiB, size=20MiB, type=83\n");
+	assert_int_equal(partctl_table_open(img("free-mbr.img"), false, &t, &e), 0);
+	assert_int_equal(partctl_table_head_end(t), 512);
+	assert_int_equal(partctl_table_free_regions(t, &r, &n, &e), 0);
+	assert_int_equal(n, 3);
+	/* between 1 and the container, inside it after 5 and its next EBR's
+	 * grain, after the container */
+	assert_int_equal(r[0].start, 65 * MiB);
+	assert_int_equal(r[0].size, 35 * MiB);
+	assert_false(r[0].inside);
+	assert_int_equal(r[1].start, 122 * MiB);
+	assert_int_equal(r[1].start + r[1].size, 200 * MiB);
+	assert_true(r[1].inside);
+	assert_int_equal(r[2].start, 200 * MiB);
+	assert_false(r[2].inside);
+	free(r);
+	partctl_table_free(t);
+
+	make_image(img("free-gpt.img"), 64 * MiB, "label: gpt\nstart=1MiB, size=10MiB\n");
+	fd = open(img("free-gpt.img"), O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)(128 * MiB)), 0); /* the disk grew */
+	close(fd);
+	assert_int_equal(partctl_table_open(img("free-gpt.img"), false, &t, &e), 0);
+	assert_int_equal(partctl_table_head_end(t), 34 * 512);
+	assert_int_equal(partctl_table_free_regions(t, &r, &n, &e), 0);
+	assert_int_equal(n, 1);
+	assert_int_equal(r[0].start, 11 * MiB);
+	assert_int_equal(r[0].start + r[0].size, partctl_table_end_usable(t));
+	assert_true(partctl_table_end_usable(t) > 127 * MiB);
+	free(r);
+	partctl_table_free(t);
+}
+
+/* partctl_create/partctl_delete: the rules before any write, dry runs
+ * that write nothing, the number of the new partition. */
+static void test_create_delete(void **state)
+{
+	struct partctl_create_spec s = { .start = 70 * MiB, .size = 8 * MiB };
+	struct partctl_create_result res;
+	struct partctl_delete_result dres;
+	struct partctl_opts dry = { .dry_run = true };
+	ip_error e = { 0 };
+	uint64_t off, size;
+
+	(void)state;
+	make_image(img("create.img"), 128 * MiB, "label: gpt\nstart=1MiB, size=64MiB\n");
+	assert_int_equal(partctl_create(img("create.img"), &s, &dry, &res, &e), 0);
+	assert_int_equal(res.part.n, 2);
+	assert_string_equal(res.fs, "none");
+	assert_int_equal(partctl_part_range(img("create.img"), 2, &off, &size, &e), -ENOENT);
+	assert_int_equal(partctl_create(img("create.img"), &s, NULL, &res, &e), 0);
+	assert_int_equal(partctl_part_range(img("create.img"), 2, &off, &size, &e), 0);
+	assert_int_equal(off, 70 * MiB);
+	assert_int_equal(size, 8 * MiB);
+
+	/* refusals: exit-2 bad input */
+	s.type = "extended";
+	assert_int_equal(partctl_create(img("create.img"), &s, NULL, &res, &e), -EINVAL);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	s.type = NULL;
+	s.fs = "xfs";
+	assert_int_equal(partctl_create(img("create.img"), &s, NULL, &res, &e), -EINVAL);
+	s.fs = "ext4";
+	s.label = "a-label-longer-than-16";
+	assert_int_equal(partctl_create(img("create.img"), &s, NULL, &res, &e), -EINVAL);
+	s.label = NULL;
+	s.fs = NULL;
+	s.start = 4 * MiB; /* inside partition 1 */
+	assert_int_equal(partctl_create(img("create.img"), &s, NULL, &res, &e), -EEXIST);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+
+	assert_int_equal(partctl_delete(img("create.img"), 2, &dry, &dres, &e), 0);
+	assert_int_equal(dres.part.start, 70 * MiB);
+	assert_int_equal(partctl_part_range(img("create.img"), 2, &off, &size, &e), 0);
+	assert_int_equal(partctl_delete(img("create.img"), 2, NULL, &dres, &e), 0);
+	assert_int_equal(partctl_part_range(img("create.img"), 2, &off, &size, &e), -ENOENT);
+	assert_int_equal(partctl_delete(img("create.img"), 2, NULL, &dres, &e), -ENOENT);
+}
+
+/* Write MBR entry i (0-3) by hand: sfdisk refuses overlapping entries. */
+static void mbr_entry(const char *path, int i, uint8_t type, uint32_t lba, uint32_t sectors)
+{
+	uint8_t ent[16] = { 0 }, sig[2] = { 0x55, 0xaa };
+	int fd = open(path, O_RDWR | O_CLOEXEC);
+
+	assert_true(fd >= 0);
+	ent[4] = type;
+	memcpy(ent + 8, &lba, 4);     /* little endian on x86 */
+	memcpy(ent + 12, &sectors, 4);
+	assert_int_equal(pwrite(fd, ent, 16, 446 + 16 * i), 16);
+	assert_int_equal(pwrite(fd, sig, 2, 510), 2);
+	close(fd);
+}
+
+/* A damaged table is refused by every open, before any write, and shown
+ * by partctl_table_inspect with the fault named. */
+static void test_damaged_refused(void **state)
+{
+	partctl_table *t = NULL;
+	ip_error e = { 0 };
+	struct partctl_create_spec s = { .start = 100 * MiB, .size = 8 * MiB };
+
+	(void)state;
+	make_image(img("overlap.img"), 128 * MiB, NULL);
+	mbr_entry(img("overlap.img"), 0, 0x83, 2048, 40960);   /* 1 MiB + 20 MiB */
+	mbr_entry(img("overlap.img"), 1, 0x83, 20480, 40960);  /* 10 MiB + 20 MiB */
+	assert_int_equal(partctl_table_open(img("overlap.img"), false, &t, &e), -EUCLEAN);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_non_null(strstr(e.msg, "partitions 1 and 2"));
+	assert_int_equal(partctl_table_open(img("overlap.img"), true, &t, &e), -EUCLEAN);
+	assert_int_equal(partctl_create(img("overlap.img"), &s, NULL, NULL, &e), -EUCLEAN);
+	assert_int_equal(partctl_table_inspect(img("overlap.img"), &t, &e), 0);
+	assert_non_null(strstr(partctl_table_problem(t), "overlap"));
+	partctl_table_free(t);
+
+	/* a logical outside its container cannot be written by sfdisk either;
+	 * an entry past the end of the disk can be */
+	make_image(img("past-end.img"), 64 * MiB, NULL);
+	mbr_entry(img("past-end.img"), 0, 0x83, 2048, 262144); /* 128 MiB on a 64 MiB disk */
+	assert_int_equal(partctl_table_open(img("past-end.img"), false, &t, &e), -EUCLEAN);
+	assert_non_null(strstr(e.msg, "outside the usable area"));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_gpt_roundtrip),
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_mbr_extended),
+		cmocka_unit_test(test_free_regions),
+		cmocka_unit_test(test_create_delete),
+		cmocka_unit_test(test_damaged_refused),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);
