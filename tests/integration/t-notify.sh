@@ -1,0 +1,158 @@
+#!/bin/bash
+# t-notify — `inplace notify` in a real terminal (a tmux pane, keys sent
+# with send-keys, the --json answer written to a file): install now,
+# postpone within and beyond the maximum, decline allowed and not allowed,
+# countdown expiry, the terminal restored after SIGTERM; the message reaches
+# a login terminal listed in utmp and a user's session bus.
+. "$(dirname "$0")/../lib.sh"
+I=$INPLACE
+command -v tmux >/dev/null || { skip "all" "tmux is not installed (mk/packages.txt)"; exit 0; }
+command -v jq >/dev/null || { skip "all" "jq is not installed (mk/packages.txt)"; exit 0; }
+
+# A tmux server of our own; its pid is tracked so that the EXIT trap ends it
+# and every session in it.
+TM=(tmux -L "inplace-notify-$$" -f /dev/null)
+"${TM[@]}" new-session -d -s idle -x 200 -y 40 "sleep 3600" || { fail "tmux" "cannot start a tmux server"; exit 1; }
+track_pid "$("${TM[@]}" display-message -p -t idle '#{pid}')"
+# no users are told during the prompt cases: an empty utmp and no buses
+: > "$T/utmp.empty"
+mkdir -p "$T/norun"
+export INPLACE_UTMP=$T/utmp.empty INPLACE_RUN_USER_DIR=$T/norun
+
+# Polls, bounded (not timing assertions): a non-empty file, a socket, a
+# text on a pane.
+wait_file() { local i; for ((i = 0; i < 300; i++)); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
+wait_sock() { local i; for ((i = 0; i < 300; i++)); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
+wait_pane() { # SESSION TEXT
+	local i
+	for ((i = 0; i < 300; i++)); do
+		"${TM[@]}" capture-pane -p -t "$1" 2>/dev/null | grep -qF -- "$2" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+# start NAME ARGS…: run `inplace notify ARGS --json` in a new pane; the JSON
+# goes to $T/NAME.json and the exit status to $T/NAME.rc; stdin and stderr
+# stay on the terminal, where the prompt is.
+start() {
+	local name=$1; shift
+	printf '%q ' "$I" notify --json "$@" > "$T/$name.cmd"
+	"${TM[@]}" new-session -d -s "$name" -x 200 -y 40 \
+		"$(cat "$T/$name.cmd") > $T/$name.json; echo \$? > $T/$name.rc; sleep 3600"
+}
+keys() { # NAME KEY…: one key at a time, each after the previous was taken
+	local name=$1 k; shift
+	for k in "$@"; do "${TM[@]}" send-keys -t "$name" -l "$k"; sleep 0.3; done
+}
+answer_is() { # NAME JQ-EXPR
+	wait_file "$T/$1.rc" && [ "$(cat "$T/$1.rc")" = 0 ] && jq -e "$2" "$T/$1.json" >/dev/null
+}
+
+start install --countdown 60
+wait_pane install "Reimaging starts in" && keys install i
+check "install now: 'i' answers install at once" answer_is install \
+	'.answer == "install" and .answered and .prompted'
+
+start within --countdown 60 --max-postpone 8h
+wait_pane within "[p]ostpone" && keys within p 2
+check "postpone within the maximum: 4h of 8h" answer_is within \
+	'.answer == "postpone" and .postpone_s == 14400 and .rearmed == false and (.rerun_at | length) > 0'
+
+start beyond --countdown 60 --max-postpone 2h --postponed 30m
+wait_pane beyond "[p]ostpone" && keys beyond p 2 3
+check "postpone beyond the maximum is refused and says how much is left" \
+	wait_pane beyond "only 1h 30m of the 2h allowed is left"
+keys beyond 1
+check "then another answer: 1h is taken" answer_is beyond '.answer == "postpone" and .postpone_s == 3600'
+
+start usedup --countdown 60 --max-postpone 1h --postponed 1h
+wait_pane usedup "Reimaging starts in" && keys usedup p
+check "no postponement left: 'p' is refused" wait_pane usedup "no postponement left"
+keys usedup i
+check "and install is still the answer" answer_is usedup '.answer == "install" and .answered'
+
+start decline --countdown 60 --allow-decline
+wait_pane decline "[d]ecline" && keys decline d
+check "decline when allowed" answer_is decline '.answer == "decline" and .answered'
+
+start nodecline --countdown 60
+wait_pane nodecline "Reimaging starts in" && keys nodecline d
+check "decline not allowed: the key is refused and says so" \
+	wait_pane nodecline "declining is not allowed by this job"
+check "decline not allowed: no answer yet after 'd'" test ! -s "$T/nodecline.rc"
+keys nodecline i
+check "decline not allowed: the next key decides" answer_is nodecline '.answer == "install" and .answered'
+
+start expiry --countdown 2 --allow-decline --allow-postpone
+check "countdown expiry: no answer means install" answer_is expiry \
+	'.answer == "install" and (.answered | not) and .prompted'
+
+# SIGTERM at the prompt: the terminal gets its settings back, exit 1
+"${TM[@]}" new-session -d -s term -x 200 -y 40 \
+	"stty -g > $T/stty.before; sh -c 'echo \$\$ > $T/term.pid; exec \"\$0\" notify --countdown 60' $(printf '%q' "$I"); echo \$? > $T/term.rc; stty -g > $T/stty.after; sleep 3600"
+wait_pane term "Reimaging starts in"
+term_pty=$("${TM[@]}" display-message -p -t term '#{pane_tty}')
+check "the prompt takes single keys without echo" sh -c 'stty -F "$1" -a | grep -qw -- -icanon && stty -F "$1" -a | grep -qw -- -echo' _ "$term_pty"
+kill -TERM "$(cat "$T/term.pid")"
+check "SIGTERM at the prompt: exit 1" sh -c 'f=$1; i=0; while [ ! -s "$f" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; [ "$(cat "$f")" = 1 ]' _ "$T/term.rc"
+check "SIGTERM at the prompt: the terminal settings are restored" \
+	sh -c 'i=0; while [ ! -s "$2" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; cmp -s "$1" "$2"' _ "$T/stty.before" "$T/stty.after"
+
+# Non-interactive (no terminal): no prompt, install after the countdown
+check "no terminal: install after telling users, without a prompt" \
+	sh -c '"$1" notify --countdown 1 --allow-decline --json < /dev/null | jq -e ".answer == \"install\" and (.prompted | not)" >/dev/null' _ "$I"
+must_fail 2 "a bad duration is bad input" "$I" notify --countdown 5x
+must_fail 2 "an empty message is bad input" "$I" notify --message "" --countdown 0 --no-prompt
+
+# ---- telling users -------------------------------------------------------
+# A login terminal: a tmux pane entered in a utmp file of our own (tmux
+# records its panes through utempter only where the system keeps a utmp),
+# plus an entry whose terminal does not exist.
+"${TM[@]}" new-session -d -s victim -x 200 -y 40 "sleep 3600"
+pty=$("${TM[@]}" display-message -p -t victim '#{pane_tty}')
+now=$(date -u +%Y-%m-%dT%H:%M:%S,000000+00:00)
+{
+	printf '[7] [00001] [ts/a] [alice   ] [%-12s] [                    ] [0.0.0.0        ] [%s]\n' "${pty#/dev/}" "$now"
+	printf '[7] [00002] [ts/b] [bob     ] [%-12s] [                    ] [0.0.0.0        ] [%s]\n' "pts/9999" "$now"
+	printf '[8] [00003] [ts/c] [carol   ] [%-12s] [                    ] [0.0.0.0        ] [%s]\n' "${pty#/dev/}" "$now"
+} | utmpdump -r -o "$T/utmp" 2>/dev/null
+token="notify-test-$$-$RANDOM"
+INPLACE_UTMP=$T/utmp "$I" notify --countdown 0 --no-prompt --message "save your work $token" --json > "$T/wall.json"
+check "utmp: one live login terminal told, the dead one found but not told" \
+	jq -e '.terminals.found == 2 and .terminals.told == 1' "$T/wall.json"
+check "the message reached the login terminal" wait_pane victim "save your work $token"
+
+# The system's own utmp, when it has the pane (not in containers without one)
+if [ -s /var/run/utmp ] && who | grep -q "${pty#/dev/}"; then
+	"$I" notify --countdown 0 --no-prompt --message "system utmp $token" > /dev/null
+	check "the message reached a terminal listed in the system's utmp" wait_pane victim "system utmp $token"
+else
+	skip "system utmp" "no utmp entry for a tmux pane here (/var/run/utmp missing or utempter not allowed)"
+fi
+
+# A user's session bus: a dbus-daemon running as nobody at RUN/UID/bus, the
+# way systemd-logind lays out /run/user; a monitor (as nobody too: a session
+# bus only talks to its owner) sees the Notify call.  No notification server
+# runs here, so the call is found but not answered.
+if command -v dbus-daemon >/dev/null && command -v dbus-monitor >/dev/null && command -v gdbus >/dev/null; then
+	nob=$(id -u nobody) nog=$(id -g nobody)
+	rd=$T/run/$nob
+	mkdir -p "$rd" && chown "$nob:$nog" "$rd" && chmod 700 "$rd"
+	chmod 755 "$T"
+	setpriv --reuid="$nob" --regid="$nog" --clear-groups \
+		dbus-daemon --session --nofork --address="unix:path=$rd/bus" 2>/dev/null &
+	track_pid $!
+	wait_sock "$rd/bus" || true
+	touch "$T/monitor.log" && chown "$nob" "$T/monitor.log"
+	DBUS_SESSION_BUS_ADDRESS=unix:path=$rd/bus setpriv --reuid="$nob" --regid="$nog" --clear-groups \
+		dbus-monitor --session "interface='org.freedesktop.Notifications'" > "$T/monitor.log" 2>/dev/null &
+	track_pid $!
+	sleep 0.5 # the monitor subscribes asynchronously; a late one only makes the check below fail
+	INPLACE_RUN_USER_DIR=$T/run "$I" notify --countdown 0 --no-prompt --message "desktop $token" --json > "$T/bus.json"
+	check "one user session bus found" jq -e '.desktops.found == 1' "$T/bus.json"
+	check "the desktop notification was sent on it, as its user" \
+		sh -c 'i=0; while ! grep -q "desktop $2" "$1" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; grep -q "member=Notify" "$1" && grep -q "desktop $2" "$1"' _ "$T/monitor.log" "$token"
+else
+	skip "desktop notification" "dbus-daemon, dbus-monitor or gdbus missing (mk/packages.txt)"
+fi
