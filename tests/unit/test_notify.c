@@ -1,0 +1,327 @@
+/* test_notify.c — unit tests of bootstage/notify.c: durations, the prompt's
+ * state machine, the prompt on a pseudo-terminal, the message on a login
+ * terminal listed in a utmp file. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <string.h>
+#include <termios.h>
+#include <utmpx.h>
+
+#include <cmocka.h>
+
+#include "bootstage/notify.h"
+
+static void test_durations(void **state)
+{
+	unsigned v = 0;
+	char b[32];
+	const char *bad[] = { "", "x", "-1", "1x", "1hh", "5000000000", "4294967296", "49711d", " 1" };
+
+	(void)state;
+	assert_int_equal(bootstage_parse_duration("90", &v, NULL), 0);
+	assert_int_equal(v, 90);
+	assert_int_equal(bootstage_parse_duration("90s", &v, NULL), 0);
+	assert_int_equal(v, 90);
+	assert_int_equal(bootstage_parse_duration("15m", &v, NULL), 0);
+	assert_int_equal(v, 900);
+	assert_int_equal(bootstage_parse_duration("4h", &v, NULL), 0);
+	assert_int_equal(v, 14400);
+	assert_int_equal(bootstage_parse_duration("1d", &v, NULL), 0);
+	assert_int_equal(v, 86400);
+	for (size_t i = 0; i < IP_ARRAY_SIZE(bad); i++) {
+		ip_error e = { 0 };
+
+		assert_true(bootstage_parse_duration(bad[i], &v, &e) < 0);
+		assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	}
+	assert_string_equal(bootstage_format_duration(0, b, sizeof(b)), "0s");
+	assert_string_equal(bootstage_format_duration(45, b, sizeof(b)), "45s");
+	assert_string_equal(bootstage_format_duration(5400, b, sizeof(b)), "1h 30m");
+	assert_string_equal(bootstage_format_duration(86400 + 7200, b, sizeof(b)), "1d 2h");
+}
+
+static void test_postpone_left(void **state)
+{
+	struct bootstage_notify_opts o = { .allow_postpone = true, .max_postpone_s = 7200,
+					   .postponed_so_far_s = 1800 };
+
+	(void)state;
+	assert_int_equal(bootstage_postpone_left(&o), 5400);
+	o.postponed_so_far_s = 9000; /* more than allowed: none left, no wrap */
+	assert_int_equal(bootstage_postpone_left(&o), 0);
+	o.postponed_so_far_s = 0;
+	o.allow_postpone = false;
+	assert_int_equal(bootstage_postpone_left(&o), 0);
+}
+
+static void test_prompt_answers(void **state)
+{
+	struct bootstage_notify_opts o = { .countdown_s = 60, .allow_postpone = true,
+					   .max_postpone_s = 7200, .postponed_so_far_s = 1800 };
+	struct bootstage_prompt p;
+	char line[512];
+
+	(void)state;
+	bootstage_prompt_init(&p, &o);
+	bootstage_prompt_line(&p, line, sizeof(line));
+	assert_non_null(strstr(line, "1:00"));
+	assert_non_null(strstr(line, "[p]ostpone (1h 30m left)"));
+	assert_null(strstr(line, "[d]ecline"));
+
+	/* decline not allowed: refused, said, still undecided */
+	bootstage_prompt_key(&p, 'd');
+	assert_false(p.done);
+	assert_non_null(strstr(p.notice, "not allowed"));
+
+	/* 4h is beyond the 1h 30m left: refused with what is left */
+	bootstage_prompt_key(&p, 'P');
+	assert_int_equal(p.mode, BOOTSTAGE_PROMPT_POSTPONE);
+	bootstage_prompt_line(&p, line, sizeof(line));
+	assert_non_null(strstr(line, "[r] the 1h 30m left"));
+	bootstage_prompt_key(&p, '2');
+	assert_false(p.done);
+	assert_non_null(strstr(p.notice, "only 1h 30m of the 2h allowed is left"));
+	/* cancel returns to the main choice; then 1h is taken */
+	bootstage_prompt_key(&p, 27);
+	assert_int_equal(p.mode, BOOTSTAGE_PROMPT_MAIN);
+	bootstage_prompt_key(&p, 'p');
+	bootstage_prompt_key(&p, '1');
+	assert_true(p.done);
+	assert_true(p.answered);
+	assert_int_equal(p.answer, BOOTSTAGE_POSTPONE);
+	assert_int_equal(p.postpone_s, 3600);
+	/* a decided prompt takes no more keys nor ticks */
+	bootstage_prompt_key(&p, 'i');
+	bootstage_prompt_tick(&p, 0);
+	assert_int_equal(p.answer, BOOTSTAGE_POSTPONE);
+	assert_true(p.answered);
+
+	/* the rest of the allowance */
+	bootstage_prompt_init(&p, &o);
+	bootstage_prompt_key(&p, 'p');
+	bootstage_prompt_key(&p, 'r');
+	assert_int_equal(p.answer, BOOTSTAGE_POSTPONE);
+	assert_int_equal(p.postpone_s, 5400);
+
+	/* decline allowed */
+	o.allow_decline = true;
+	bootstage_prompt_init(&p, &o);
+	bootstage_prompt_key(&p, 'd');
+	assert_true(p.done);
+	assert_int_equal(p.answer, BOOTSTAGE_DECLINE);
+
+	/* postponing used up */
+	o.postponed_so_far_s = 7200;
+	bootstage_prompt_init(&p, &o);
+	bootstage_prompt_line(&p, line, sizeof(line));
+	assert_null(strstr(line, "[p]ostpone"));
+	bootstage_prompt_key(&p, 'p');
+	assert_int_equal(p.mode, BOOTSTAGE_PROMPT_MAIN);
+	assert_non_null(strstr(p.notice, "no postponement left"));
+}
+
+static void test_prompt_countdown(void **state)
+{
+	struct bootstage_notify_opts o = { .countdown_s = 3700, .allow_decline = true };
+	struct bootstage_prompt p;
+	char line[512];
+
+	(void)state;
+	bootstage_prompt_init(&p, &o);
+	bootstage_prompt_line(&p, line, sizeof(line));
+	assert_non_null(strstr(line, "1:01:40"));
+	bootstage_prompt_key(&p, 'x'); /* unknown keys change nothing */
+	assert_false(p.done);
+	assert_string_equal(p.notice, "");
+	bootstage_prompt_tick(&p, 57);
+	bootstage_prompt_line(&p, line, sizeof(line));
+	assert_non_null(strstr(line, "0:57"));
+	bootstage_prompt_tick(&p, 0);
+	assert_true(p.done);
+	assert_false(p.answered);
+	assert_int_equal(p.answer, BOOTSTAGE_INSTALL);
+}
+
+static void test_noninteractive(void **state)
+{
+	struct bootstage_notify_opts o = { .countdown_s = 0, .allow_decline = true, .quiet_users = true };
+	struct bootstage_notify_result r;
+	ip_error e = { 0 };
+
+	(void)state;
+	assert_int_equal(bootstage_notify(&o, &r, &e), 0);
+	assert_int_equal(r.answer, BOOTSTAGE_INSTALL);
+	assert_false(r.prompted);
+	assert_false(r.answered);
+	o.message = "";
+	assert_true(bootstage_notify(&o, &r, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+}
+
+/* ---- on a pseudo-terminal ------------------------------------------------ */
+
+struct pty {
+	int master, slave;
+	char name[64];
+};
+
+static void pty_open(struct pty *t)
+{
+	t->master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+	assert_true(t->master >= 0);
+	assert_int_equal(grantpt(t->master), 0);
+	assert_int_equal(unlockpt(t->master), 0);
+	assert_int_equal(ptsname_r(t->master, t->name, sizeof(t->name)), 0);
+	t->slave = open(t->name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+	assert_true(t->slave >= 0);
+}
+
+static void pty_close(struct pty *t)
+{
+	close(t->slave);
+	close(t->master);
+}
+
+/* Read the master side until text shows up (bounded). */
+static bool pty_wait(int master, const char *text)
+{
+	static char seen[65536];
+	static size_t n;
+
+	if (!text) {
+		n = 0;
+		return true;
+	}
+	for (int i = 0; i < 100; i++) {
+		struct pollfd pfd = { .fd = master, .events = POLLIN };
+		ssize_t r;
+
+		seen[n] = '\0';
+		if (strstr(seen, text))
+			return true;
+		if (poll(&pfd, 1, 100) <= 0)
+			continue;
+		r = read(master, seen + n, sizeof(seen) - 1 - n);
+		if (r > 0)
+			n += (size_t)r;
+	}
+	return false;
+}
+
+struct keys_arg {
+	int master;
+	bool ok;
+};
+
+/* The admin: waits for each question before answering it, since the prompt
+ * drops keys typed before it showed. */
+static void *admin(void *arg)
+{
+	struct keys_arg *k = arg;
+
+	k->ok = pty_wait(k->master, "[p]ostpone") && write(k->master, "p", 1) == 1 &&
+		pty_wait(k->master, "postpone for") && write(k->master, "3", 1) == 1 &&
+		pty_wait(k->master, "allowed is left") && write(k->master, "1", 1) == 1;
+	return NULL;
+}
+
+static void test_prompt_on_pty(void **state)
+{
+	struct pty t;
+	struct termios before, after;
+	struct bootstage_notify_opts o = { .countdown_s = 30, .allow_postpone = true,
+					   .max_postpone_s = 7200, .interactive = true,
+					   .quiet_users = true };
+	const char *rearm[] = { "true", NULL };
+	struct bootstage_notify_result r;
+	struct keys_arg k;
+	ip_error e = { 0 };
+	pthread_t th;
+	time_t now = time(NULL);
+
+	(void)state;
+	pty_open(&t);
+	pty_wait(0, NULL);
+	o.prompt_in = o.prompt_out = t.slave;
+	o.rearm_argv = rearm;
+	assert_int_equal(tcgetattr(t.slave, &before), 0);
+	k.master = t.master;
+	assert_int_equal(pthread_create(&th, NULL, admin, &k), 0);
+	assert_int_equal(bootstage_notify(&o, &r, &e), 0);
+	pthread_join(th, NULL);
+	assert_true(k.ok);
+	assert_true(r.prompted);
+	assert_true(r.answered);
+	assert_int_equal(r.answer, BOOTSTAGE_POSTPONE);
+	assert_int_equal(r.postpone_s, 3600);
+	assert_true(r.rerun_at >= now + 3600 && r.rerun_at <= now + 3600 + 60);
+	/* no systemd as PID 1 here: the caller gets rerun_at, no timer */
+	if (access("/run/systemd/system", F_OK) < 0)
+		assert_false(r.rearmed);
+	/* the terminal is as it was */
+	assert_int_equal(tcgetattr(t.slave, &after), 0);
+	assert_int_equal(before.c_lflag, after.c_lflag);
+	assert_memory_equal(before.c_cc, after.c_cc, sizeof(before.c_cc));
+	pty_close(&t);
+}
+
+static void test_tell_tty_from_utmp(void **state)
+{
+	char utmp[] = "/tmp/test_notify_utmp.XXXXXX", rundir[] = "/tmp/test_notify_run.XXXXXX";
+	struct bootstage_notify_opts o = { 0 };
+	struct bootstage_notify_result r = { 0 };
+	struct utmpx u = { .ut_type = USER_PROCESS, .ut_pid = 1 };
+	struct pty t;
+	int fd;
+
+	(void)state;
+	pty_open(&t);
+	pty_wait(0, NULL);
+	fd = mkstemp(utmp);
+	assert_true(fd >= 0);
+	close(fd);
+	assert_non_null(mkdtemp(rundir));
+	snprintf(u.ut_line, sizeof(u.ut_line), "%s", t.name + strlen("/dev/"));
+	snprintf(u.ut_user, sizeof(u.ut_user), "alice");
+	snprintf(u.ut_id, sizeof(u.ut_id), "tn1");
+	assert_int_equal(utmpxname(utmp), 0);
+	setutxent();
+	assert_non_null(pututxline(&u));
+	/* a second login on the same terminal is told once */
+	snprintf(u.ut_id, sizeof(u.ut_id), "tn2");
+	assert_non_null(pututxline(&u));
+	endutxent();
+
+	o.utmp_path = utmp;
+	o.run_user_dir = rundir;
+	bootstage_notify_users(&o, "save your work\033[2J now", &r);
+	assert_int_equal(r.ttys_found, 1);
+	assert_int_equal(r.ttys_told, 1);
+	assert_int_equal(r.buses_found, 0);
+	/* the escape sequence arrives defused */
+	assert_true(pty_wait(t.master, "save your work?[2J now"));
+	assert_true(pty_wait(t.master, "Broadcast message from inplace@"));
+	unlink(utmp);
+	rmdir(rundir);
+	pty_close(&t);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_durations),
+		cmocka_unit_test(test_postpone_left),
+		cmocka_unit_test(test_prompt_answers),
+		cmocka_unit_test(test_prompt_countdown),
+		cmocka_unit_test(test_noninteractive),
+		cmocka_unit_test(test_prompt_on_pty),
+		cmocka_unit_test(test_tell_tty_from_utmp),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
