@@ -518,7 +518,15 @@ static int prompt_at_terminal(const struct bootstage_notify_opts *o, struct boot
 	uint64_t deadline;
 	char line[512];
 
+	pid_t fg;
+
+	/* Only the foreground job may ask: a background one would be stopped
+	 * by SIGTTOU as soon as it set the terminal up.  (A terminal that is
+	 * not our controlling one has no foreground for us: -1.) */
 	if (tcgetattr(in, &old) < 0)
+		return 1;
+	fg = tcgetpgrp(in);
+	if (fg >= 0 && fg != getpgrp())
 		return 1;
 	/* No SA_RESTART: the signal must wake poll() so that the terminal
 	 * is restored before the process goes. */

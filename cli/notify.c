@@ -52,7 +52,6 @@ static const char notify_usage[] =
 	" --allow-decline      offer to decline\n"
 	" --no-prompt          never ask, even at a terminal\n"
 	" --json               one JSON document: {\"version\":1,\"answer\":…}\n"
-	" -q, --quiet          no countdown line\n"
 	" -h, --help           this text\n"
 	"\n"
 	"Durations are seconds, or a number with s, m, h or d.  The prompt needs\n"
@@ -74,7 +73,7 @@ static void iso_time(time_t t, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 }
 
-static json_object *result_doc(const struct bootstage_notify_result *r)
+static json_object *result_doc(const struct bootstage_notify_result *r, unsigned so_far)
 {
 	json_object *doc = ip_json_doc("notify"), *ttys, *desk;
 	char at[40];
@@ -85,6 +84,9 @@ static json_object *result_doc(const struct bootstage_notify_result *r)
 	if (r->answer == BOOTSTAGE_POSTPONE) {
 		iso_time(r->rerun_at, at, sizeof(at));
 		json_object_object_add(doc, "postpone_s", json_object_new_int64(r->postpone_s));
+		/* what the next run passes as --postponed */
+		json_object_object_add(doc, "postponed_total_s",
+				       json_object_new_int64((int64_t)so_far + r->postpone_s));
 		json_object_object_add(doc, "rerun_at", json_object_new_string(at));
 		json_object_object_add(doc, "rearmed", json_object_new_boolean(r->rearmed));
 		if (r->rearmed)
@@ -182,14 +184,14 @@ int cmd_notify(int argc, char **argv)
 	cli_opts_apply(&o);
 	/* The prompt takes keys from stdin and draws on stderr, so stdout can
 	 * carry the --json result to a file or a pipe meanwhile. */
-	if (o.quiet || !isatty(STDIN_FILENO) || !isatty(STDERR_FILENO))
+	if (!isatty(STDIN_FILENO) || !isatty(STDERR_FILENO))
 		no.interactive = false;
 
 	r = bootstage_notify(&no, &res, &e);
 	if (r < 0)
 		return cli_error(&o, "notify", &e);
 	if (o.json)
-		return cli_emit(result_doc(&res));
+		return cli_emit(result_doc(&res, no.postponed_so_far_s));
 	human(&res);
 	return IP_EXIT_OK;
 }

@@ -64,7 +64,8 @@ wait_pane beyond "[p]ostpone" && keys beyond p 2 3
 check "postpone beyond the maximum is refused and says how much is left" \
 	wait_pane beyond "only 1h 30m of the 2h allowed is left"
 keys beyond 1
-check "then another answer: 1h is taken" answer_is beyond '.answer == "postpone" and .postpone_s == 3600'
+check "then another answer: 1h is taken, 1h 30m used in total" answer_is beyond \
+	'.answer == "postpone" and .postpone_s == 3600 and .postponed_total_s == 5400'
 
 start usedup --countdown 60 --max-postpone 1h --postponed 1h
 wait_pane usedup "Reimaging starts in" && keys usedup p
