@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <termios.h>
 #include <utmpx.h>
 
@@ -213,61 +214,136 @@ static bool pty_wait(int master, const char *text)
 	return false;
 }
 
+/* The admin: a script of (text to wait for, key to press) pairs; each key
+ * waits for its question, since the prompt drops keys typed before it
+ * showed. */
+struct step {
+	const char *wait, *key;
+};
 struct keys_arg {
 	int master;
+	const struct step *steps;
 	bool ok;
 };
 
-/* The admin: waits for each question before answering it, since the prompt
- * drops keys typed before it showed. */
 static void *admin(void *arg)
 {
 	struct keys_arg *k = arg;
 
-	k->ok = pty_wait(k->master, "[p]ostpone") && write(k->master, "p", 1) == 1 &&
-		pty_wait(k->master, "postpone for") && write(k->master, "3", 1) == 1 &&
-		pty_wait(k->master, "allowed is left") && write(k->master, "1", 1) == 1;
+	k->ok = true;
+	for (const struct step *s = k->steps; s->wait && k->ok; s++)
+		k->ok = pty_wait(k->master, s->wait) && write(k->master, s->key, 1) == 1;
 	return NULL;
 }
 
-static void test_prompt_on_pty(void **state)
+/* Run bootstage_notify with the prompt on a fresh pty, keys from steps;
+ * checks the terminal comes back as it was.  Returns bootstage_notify's. */
+static int notify_on_pty(struct bootstage_notify_opts *o, const struct step *steps,
+			 struct bootstage_notify_result *r, ip_error *e)
 {
-	struct pty t;
 	struct termios before, after;
-	struct bootstage_notify_opts o = { .countdown_s = 30, .allow_postpone = true,
-					   .max_postpone_s = 7200, .interactive = true,
-					   .quiet_users = true };
-	const char *rearm[] = { "true", NULL };
-	struct bootstage_notify_result r;
-	struct keys_arg k;
-	ip_error e = { 0 };
+	struct keys_arg k = { .steps = steps };
+	struct pty t;
 	pthread_t th;
-	time_t now = time(NULL);
+	int ret;
 
-	(void)state;
 	pty_open(&t);
 	pty_wait(0, NULL);
-	o.prompt_in = o.prompt_out = t.slave;
-	o.rearm_argv = rearm;
+	o->interactive = true;
+	o->quiet_users = true;
+	o->prompt_in = o->prompt_out = t.slave;
 	assert_int_equal(tcgetattr(t.slave, &before), 0);
 	k.master = t.master;
 	assert_int_equal(pthread_create(&th, NULL, admin, &k), 0);
-	assert_int_equal(bootstage_notify(&o, &r, &e), 0);
+	ret = bootstage_notify(o, r, e);
 	pthread_join(th, NULL);
 	assert_true(k.ok);
+	assert_int_equal(tcgetattr(t.slave, &after), 0);
+	assert_int_equal(before.c_lflag, after.c_lflag);
+	assert_memory_equal(before.c_cc, after.c_cc, sizeof(before.c_cc));
+	pty_close(&t);
+	return ret;
+}
+
+static const struct step postpone_1d_refused_then_1h[] = {
+	{ "[p]ostpone", "p" }, { "postpone for", "3" }, { "allowed is left", "1" }, { NULL, NULL },
+};
+
+static void test_prompt_on_pty(void **state)
+{
+	struct bootstage_notify_opts o = { .countdown_s = 30, .allow_postpone = true,
+					   .max_postpone_s = 7200 };
+	const char *rearm[] = { "true", NULL };
+	struct bootstage_notify_result r;
+	ip_error e = { 0 };
+	time_t now = time(NULL);
+
+	(void)state;
+	o.rearm_argv = rearm;
+	setenv("INPLACE_SYSTEMD_BOOTED", "0", 1);
+	assert_int_equal(notify_on_pty(&o, postpone_1d_refused_then_1h, &r, &e), 0);
+	unsetenv("INPLACE_SYSTEMD_BOOTED");
 	assert_true(r.prompted);
 	assert_true(r.answered);
 	assert_int_equal(r.answer, BOOTSTAGE_POSTPONE);
 	assert_int_equal(r.postpone_s, 3600);
 	assert_true(r.rerun_at >= now + 3600 && r.rerun_at <= now + 3600 + 60);
-	/* no systemd as PID 1 here: the caller gets rerun_at, no timer */
-	if (access("/run/systemd/system", F_OK) < 0)
-		assert_false(r.rearmed);
-	/* the terminal is as it was */
-	assert_int_equal(tcgetattr(t.slave, &after), 0);
-	assert_int_equal(before.c_lflag, after.c_lflag);
-	assert_memory_equal(before.c_cc, after.c_cc, sizeof(before.c_cc));
-	pty_close(&t);
+	/* no systemd: the caller gets rerun_at, no timer */
+	assert_false(r.rearmed);
+}
+
+/* With systemd, the postpone becomes a transient timer running the job's
+ * argv: a stand-in systemd-run on PATH records what it was asked. */
+static void test_rearm(void **state)
+{
+	char dir[] = "/tmp/test_notify_bin.XXXXXX", tool[128], args[128], path[4096];
+	const char *rearm[] = { "inplace", "run", "/etc/inplace/job.ini", NULL };
+	struct bootstage_notify_opts o = { .countdown_s = 30, .allow_postpone = true,
+					   .max_postpone_s = 7200, .rearm_argv = rearm };
+	struct bootstage_notify_result r;
+	char *got = NULL, *old_path = getenv("PATH");
+	ip_error e = { 0 };
+	FILE *f;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(tool, sizeof(tool), "%s/systemd-run", dir);
+	snprintf(args, sizeof(args), "%s/args", dir);
+	f = fopen(tool, "w");
+	assert_non_null(f);
+	fprintf(f, "#!/bin/sh\nprintf '%%s\\n' \"$@\" > %s\nexec test ! -e %s/fail\n", args, dir);
+	fclose(f);
+	assert_int_equal(chmod(tool, 0755), 0);
+	old_path = strdup(old_path ? old_path : "/usr/bin:/bin");
+	snprintf(path, sizeof(path), "%s:%s", dir, old_path);
+	setenv("PATH", path, 1);
+	setenv("INPLACE_SYSTEMD_BOOTED", "1", 1);
+
+	assert_int_equal(notify_on_pty(&o, postpone_1d_refused_then_1h, &r, &e), 0);
+	assert_true(r.rearmed);
+	assert_string_equal(r.rearm_unit, "inplace-postpone.timer");
+	assert_int_equal(ip_read_file(args, 65536, &got, NULL, &e), 0);
+	assert_non_null(strstr(got, "--unit=inplace-postpone\n"));
+	assert_non_null(strstr(got, "--on-active=3600s\n"));
+	assert_non_null(strstr(got, "\n--\ninplace\nrun\n/etc/inplace/job.ini\n"));
+	free(got);
+
+	/* a timer that cannot be made is an error: the postpone would be lost */
+	snprintf(tool, sizeof(tool), "%s/fail", dir);
+	f = fopen(tool, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_true(notify_on_pty(&o, postpone_1d_refused_then_1h, &r, &e) < 0);
+	assert_non_null(strstr(e.msg, "cannot re-arm the postponed job"));
+
+	setenv("PATH", old_path, 1);
+	unsetenv("INPLACE_SYSTEMD_BOOTED");
+	free(old_path);
+	unlink(tool);
+	unlink(args);
+	snprintf(tool, sizeof(tool), "%s/systemd-run", dir);
+	unlink(tool);
+	rmdir(dir);
 }
 
 static void test_tell_tty_from_utmp(void **state)
@@ -320,6 +396,7 @@ int main(void)
 		cmocka_unit_test(test_prompt_countdown),
 		cmocka_unit_test(test_noninteractive),
 		cmocka_unit_test(test_prompt_on_pty),
+		cmocka_unit_test(test_rearm),
 		cmocka_unit_test(test_tell_tty_from_utmp),
 	};
 
