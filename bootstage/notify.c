@@ -11,6 +11,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <termios.h>
 #include <utmpx.h>
@@ -230,12 +231,11 @@ void bootstage_prompt_line(const struct bootstage_prompt *p, char *buf, size_t l
 		for (size_t i = 0; i < IP_ARRAY_SIZE(postpone_choices) && n < len; i++)
 			n += (size_t)snprintf(buf + n, len - n, " [%zu] %s,", i + 1,
 					      bootstage_format_duration(postpone_choices[i], d, sizeof(d)));
+		bootstage_format_duration(left, d, sizeof(d));
 		if (rest_is_extra_choice(left) && n < len)
-			n += (size_t)snprintf(buf + n, len - n, " [r] the %s left,",
-					      bootstage_format_duration(left, d, sizeof(d)));
-		if (n < len)
-			snprintf(buf + n, len - n, " [c]ancel (%s left)",
-				 bootstage_format_duration(left, d, sizeof(d)));
+			snprintf(buf + n, len - n, " [r] the %s left, [c]ancel", d);
+		else if (n < len)
+			snprintf(buf + n, len - n, " [c]ancel (%s left)", d);
 		return;
 	}
 	n += (size_t)snprintf(buf + n, len - n, "[i]nstall now");
@@ -334,6 +334,7 @@ static void tell_ttys(const char *utmp, const char *text, struct bootstage_notif
 			res->ttys_told++;
 	}
 	endutxent();
+	utmpxname(_PATH_UTMPX); /* later readers in this process get the system's */
 }
 
 /* A GVariant text literal of s, so that gdbus never reads a message that
@@ -483,6 +484,17 @@ static void draw(int fd, const char *a, const char *b, const char *c)
 	(void)!ip_write_all(fd, c, strlen(c));
 }
 
+/* A line that wrapped could not be redrawn in place (\r goes back to the
+ * start of its last row only): cut it to the terminal's width.  The line
+ * is ASCII, one column a byte. */
+static void fit_width(int fd, char *line)
+{
+	struct winsize ws;
+
+	if (ioctl(fd, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 && strlen(line) >= ws.ws_col)
+		line[ws.ws_col - 2] = '\0';
+}
+
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
@@ -558,6 +570,7 @@ static int prompt_at_terminal(const struct bootstage_notify_opts *o, struct boot
 			p->notice[0] = '\0';
 		}
 		bootstage_prompt_line(p, line, sizeof(line));
+		fit_width(out, line);
 		draw(out, "\r\033[K", line, " ");
 		/* Wake at the next whole second of the countdown. */
 		timeout = (int)(rem % 1000 ? rem % 1000 : 1000);

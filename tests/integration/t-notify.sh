@@ -100,6 +100,22 @@ check "SIGTERM at the prompt: exit 1" sh -c 'f=$1; i=0; while [ ! -s "$f" ] && [
 check "SIGTERM at the prompt: the terminal settings are restored" \
 	sh -c 'i=0; while [ ! -s "$2" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; cmp -s "$1" "$2"' _ "$T/stty.before" "$T/stty.after"
 
+# Ctrl-C at the prompt: the same
+"${TM[@]}" new-session -d -s intr -x 200 -y 40 \
+	"stty -g > $T/intr.before; $(printf '%q' "$I") notify --countdown 60; echo \$? > $T/intr.rc; stty -g > $T/intr.after; sleep 3600"
+wait_pane intr "Reimaging starts in" && "${TM[@]}" send-keys -t intr C-c
+check "Ctrl-C at the prompt: exit 1, the terminal settings restored" \
+	sh -c 'i=0; while [ ! -s "$3" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; [ "$(cat "$1")" = 1 ] && cmp -s "$2" "$3"' \
+	_ "$T/intr.rc" "$T/intr.before" "$T/intr.after"
+
+# A terminal narrower than the prompt: the line is cut to fit, so each
+# second's redraw replaces it instead of piling wrapped rows up.
+start narrow --countdown 60 --allow-postpone --allow-decline
+"${TM[@]}" resize-window -t narrow -x 40 -y 20 2>/dev/null || "${TM[@]}" kill-session -t narrow
+wait_pane narrow "starts in 0:57"
+check "a narrow terminal keeps one prompt line" \
+	sh -c '[ "$("$@" capture-pane -p -t narrow | grep -c "Reimaging starts")" = 1 ]' _ "${TM[@]}"
+
 # Non-interactive (no terminal): no prompt, install after the countdown
 check "no terminal: install after telling users, without a prompt" \
 	sh -c '"$1" notify --countdown 1 --allow-decline --json < /dev/null | jq -e ".answer == \"install\" and (.prompted | not)" >/dev/null' _ "$I"
