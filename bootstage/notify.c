@@ -521,13 +521,12 @@ static void outcome_line(const struct bootstage_prompt *p, char *buf, size_t len
 /* Returns 0 with p done, 1 when prompt_in is no terminal (the caller waits
  * without asking), or -EINTR after a signal; the terminal is restored on
  * every path. */
-static int prompt_at_terminal(const struct bootstage_notify_opts *o, struct bootstage_prompt *p,
-			      ip_error *e)
+static int prompt_at_terminal(const struct bootstage_notify_opts *o, uint64_t deadline,
+			      struct bootstage_prompt *p, ip_error *e)
 {
 	struct sigaction sa = { .sa_handler = on_prompt_signal }, old_sa[IP_ARRAY_SIZE(prompt_signals)];
 	struct termios old, raw;
 	int in = o->prompt_in, out = o->prompt_out, sig;
-	uint64_t deadline;
 	char line[512];
 	pid_t fg;
 
@@ -556,7 +555,6 @@ static int prompt_at_terminal(const struct bootstage_notify_opts *o, struct boot
 	tcsetattr(in, TCSAFLUSH, &raw);
 
 	bootstage_prompt_init(p, o);
-	deadline = now_ms() + (uint64_t)o->countdown_s * 1000;
 	while (!prompt_signal) {
 		uint64_t now = now_ms(), rem = deadline > now ? deadline - now : 0;
 		struct pollfd pfd = { .fd = in, .events = POLLIN };
@@ -606,12 +604,11 @@ static int prompt_at_terminal(const struct bootstage_notify_opts *o, struct boot
 
 /* Without a terminal nobody can answer: users get their countdown, then the
  * job goes on (fleet runs). */
-static void wait_countdown(unsigned s)
+static void wait_until(uint64_t deadline)
 {
-	struct timespec until;
+	struct timespec until = { .tv_sec = (time_t)(deadline / 1000),
+				  .tv_nsec = (long)(deadline % 1000) * 1000000 };
 
-	clock_gettime(CLOCK_MONOTONIC, &until);
-	until.tv_sec += s;
 	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
 		;
 }
@@ -687,12 +684,16 @@ int bootstage_notify(const struct bootstage_notify_opts *o, struct bootstage_not
 	struct bootstage_notify_result later = { 0 };
 	struct bootstage_prompt p;
 	char text[MESSAGE_MAX + 256], d[32], at[64];
+	uint64_t deadline;
 	int r;
 
 	memset(res, 0, sizeof(*res));
 	r = check_opts(o, e);
 	if (r < 0)
 		return r;
+	/* The countdown users are told about starts now, however long telling
+	 * them takes (a session whose notification server hangs costs 5s). */
+	deadline = now_ms() + (uint64_t)o->countdown_s * 1000;
 	if (o->countdown_s) {
 		format_at(time(NULL) + o->countdown_s, at, sizeof(at));
 		snprintf(text, sizeof(text), "%s\nReimaging starts in %s, at %s.", msg,
@@ -702,11 +703,11 @@ int bootstage_notify(const struct bootstage_notify_opts *o, struct bootstage_not
 	}
 	bootstage_notify_users(o, text, res);
 
-	r = o->interactive ? prompt_at_terminal(o, &p, e) : 1;
+	r = o->interactive ? prompt_at_terminal(o, deadline, &p, e) : 1;
 	if (r < 0)
 		return r;
 	if (r > 0) {
-		wait_countdown(o->countdown_s);
+		wait_until(deadline);
 		bootstage_prompt_init(&p, o);
 		bootstage_prompt_tick(&p, 0);
 	} else {
