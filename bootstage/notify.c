@@ -617,7 +617,7 @@ static void wait_until(uint64_t deadline)
 
 /* sd_booted()'s test.  INPLACE_SYSTEMD_BOOTED=1|0 overrides it, so that
  * tests on machines without systemd reach the re-arm with a stand-in
- * systemd-run on PATH. */
+ * systemctl on PATH. */
 static bool systemd_booted(void)
 {
 	const char *force = getenv("INPLACE_SYSTEMD_BOOTED");
@@ -627,41 +627,171 @@ static bool systemd_booted(void)
 	return access("/run/systemd/system", F_OK) == 0;
 }
 
-/* systemd-run --on-active: a transient timer that runs the job again.  Only
- * when systemd is PID 1 (sd_booted()'s test); in a container or a test the
- * caller gets rerun_at instead. */
+/* An ExecStart= word: double-quoted, with systemd's C-style escapes, and
+ * % and $ doubled so that systemd expands neither specifiers nor variables
+ * in a job path. */
+static int unit_quote(FILE *f, const char *arg)
+{
+	fputc('"', f);
+	for (const char *c = arg; *c; c++) {
+		if (*c == '\n' || *c == '\r')
+			return -EINVAL;
+		if (*c == '"' || *c == '\\')
+			fputc('\\', f);
+		else if (*c == '%' || *c == '$')
+			fputc(*c, f);
+		fputc(*c, f);
+	}
+	fputc('"', f);
+	return 0;
+}
+
+/* argv[0] as an absolute path: ExecStart= does not search PATH. */
+static int resolve_program(const char *name, char *buf, size_t len, ip_error *e)
+{
+	const char *path = getenv("PATH");
+
+	if (strchr(name, '/')) {
+		if (name[0] == '/') {
+			snprintf(buf, len, "%s", name);
+			return 0;
+		}
+		if (!realpath(name, buf))
+			return ip_fail(e, -errno, "cannot find %s to re-run the job: %s", name,
+				       strerror(errno));
+		return 0;
+	}
+	for (const char *p = path ? path : "/usr/sbin:/usr/bin:/sbin:/bin"; *p;) {
+		size_t n = strcspn(p, ":");
+
+		if (n && (size_t)snprintf(buf, len, "%.*s/%s", (int)n, p, name) < len &&
+		    buf[0] == '/' && access(buf, X_OK) == 0)
+			return 0;
+		p += n + (p[n] == ':');
+	}
+	return ip_fail(e, -ENOENT, "cannot find %s in PATH to re-run the job: give its full path",
+		       name);
+}
+
+static int systemctl(const char *a, const char *b, ip_error *e)
+{
+	const char *argv[] = { "systemctl", a, b, NULL };
+
+	return ip_spawn(argv, NULL, e);
+}
+
+static const char *unit_dir(const struct bootstage_notify_opts *o)
+{
+	const char *d = o && o->unit_dir ? o->unit_dir : getenv("INPLACE_UNIT_DIR");
+
+	return d && *d ? d : "/etc/systemd/system";
+}
+
+/* The postponed job comes back through a timer whose unit files are on
+ * disk, so a reboot in the meantime does not lose it: OnCalendar= at the
+ * due time with Persistent=true runs it at the next boot when the machine
+ * was off then.  Service first, timer second (the timer names the
+ * service); each file replaced atomically, so a re-postpone or a rerun
+ * after kill -9 just writes them again. */
 static int rearm(const struct bootstage_notify_opts *o, struct bootstage_notify_result *res,
 		 ip_error *e)
 {
-	char active[40];
-	const char *head[] = {
-		"systemd-run", "--unit=" REARM_UNIT, "--description=inplace: postponed reimaging",
-		active, "--timer-property=AccuracySec=1s", "--",
-	};
-	_cleanup_free_ const char **argv = NULL;
-	size_t n = 0, k = 0;
-	int r;
+	const char *dir = unit_dir(o);
+	char exe[PATH_MAX], path[PATH_MAX], when[64];
+	_cleanup_free_ char *svc = NULL, *tmr = NULL;
+	size_t svc_len = 0, tmr_len = 0;
+	FILE *f;
+	struct tm tm;
+	int r = 0;
 
 	if (!o->rearm_argv || !o->rearm_argv[0] || !systemd_booted())
 		return 0;
-	while (o->rearm_argv[n])
-		n++;
-	argv = calloc(IP_ARRAY_SIZE(head) + n + 1, sizeof(*argv));
-	if (!argv)
+	r = resolve_program(o->rearm_argv[0], exe, sizeof(exe), e);
+	if (r < 0)
+		return r;
+	f = open_memstream(&svc, &svc_len);
+	if (!f)
 		return ip_fail(e, -ENOMEM, "out of memory");
-	snprintf(active, sizeof(active), "--on-active=%us", res->postpone_s);
-	for (size_t i = 0; i < IP_ARRAY_SIZE(head); i++)
-		argv[k++] = head[i];
-	for (size_t i = 0; i < n; i++)
-		argv[k++] = o->rearm_argv[i];
-	r = ip_spawn(argv, NULL, e);
+	fprintf(f, "# Written by inplace: runs a postponed reimaging job again; removed when\n"
+		   "# the job ends.\n[Unit]\nDescription=inplace: postponed reimaging\n"
+		   /* the job may fetch its image */
+		   "Wants=network-online.target\nAfter=network-online.target\n\n"
+		   "[Service]\nType=exec\nExecStart=");
+	r = unit_quote(f, exe);
+	for (size_t i = 1; o->rearm_argv[i] && !r; i++) {
+		fputc(' ', f);
+		r = unit_quote(f, o->rearm_argv[i]);
+	}
+	fputc('\n', f);
+	if (fclose(f) != 0 || r < 0)
+		return r < 0 ? ip_bad(e, r, "cannot re-arm the job: a line break in its command line")
+			     : ip_fail(e, -ENOMEM, "out of memory");
+	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&res->rerun_at, &tm));
+	r = asprintf(&tmr, "# Written by inplace: when the postponed reimaging job runs again.\n"
+		     "[Unit]\nDescription=inplace: postponed reimaging, due %s\n\n"
+		     "[Timer]\nOnCalendar=%s\nPersistent=true\nAccuracySec=1s\nUnit=%s.service\n\n"
+		     "[Install]\nWantedBy=timers.target\n", when, when, REARM_UNIT);
 	if (r < 0) {
-		ip_error_prefix(e, "cannot re-arm the postponed job (a leftover timer? "
-				"'systemctl stop %s.timer')", REARM_UNIT);
+		tmr = NULL;
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	tmr_len = (size_t)r;
+
+	snprintf(path, sizeof(path), "%s/%s.service", dir, REARM_UNIT);
+	r = ip_write_file_atomic(path, svc, svc_len, 0644, e);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/%s.timer", dir, REARM_UNIT);
+	r = ip_write_file_atomic(path, tmr, tmr_len, 0644, e);
+	if (r < 0)
+		return r;
+	/* restart, not start: a timer already running from an earlier
+	 * postpone must take the new due time */
+	if ((r = systemctl("daemon-reload", NULL, e)) < 0 ||
+	    (r = systemctl("enable", REARM_UNIT ".timer", e)) < 0 ||
+	    (r = systemctl("restart", REARM_UNIT ".timer", e)) < 0) {
+		ip_error_prefix(e, "cannot re-arm the postponed job");
 		return r;
 	}
 	res->rearmed = true;
 	snprintf(res->rearm_unit, sizeof(res->rearm_unit), "%s.timer", REARM_UNIT);
+	return 0;
+}
+
+int bootstage_notify_disarm(const struct bootstage_notify_opts *o, ip_error *e)
+{
+	const char *stop[] = { "systemctl", "--no-block", "stop", REARM_UNIT ".timer", NULL };
+	const char *dir = unit_dir(o);
+	char svc[PATH_MAX], tmr[PATH_MAX];
+	bool had;
+	int r;
+
+	snprintf(svc, sizeof(svc), "%s/%s.service", dir, REARM_UNIT);
+	snprintf(tmr, sizeof(tmr), "%s/%s.timer", dir, REARM_UNIT);
+	had = access(tmr, F_OK) == 0 || access(svc, F_OK) == 0;
+	if (!had)
+		return 0;
+	/* Disable before the files go: systemctl needs the unit to find the
+	 * timers.target.wants link it made.  Without systemd running there is
+	 * nothing to stop, only files to remove. */
+	if (systemd_booted()) {
+		r = systemctl("disable", REARM_UNIT ".timer", e);
+		if (r < 0)
+			return r;
+		/* --no-block: stopping may wait on the service, which may be
+		 * the very job that calls this (the timer started it). */
+		r = ip_spawn(stop, NULL, e);
+		if (r < 0)
+			return r;
+	}
+	if ((unlink(tmr) < 0 && errno != ENOENT) || (unlink(svc) < 0 && errno != ENOENT))
+		return ip_fail(e, -errno, "cannot remove the postpone timer from %s: %s", dir,
+			       strerror(errno));
+	r = ip_fsync_dir(dir, e);
+	if (r < 0)
+		return r;
+	if (systemd_booted())
+		return systemctl("daemon-reload", NULL, e);
 	return 0;
 }
 

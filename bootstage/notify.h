@@ -33,10 +33,13 @@ struct bootstage_notify_opts {
 	 * stderr for the CLI).  The only output this library makes. */
 	bool interactive;
 	int prompt_in, prompt_out;
-	/* Postpone re-arms the job: systemd-run --on-active runs this argv
-	 * ("inplace", "run", JOB) later.  NULL, or systemd not running as PID
-	 * 1: no timer, the caller gets result.rerun_at to act on. */
+	/* Postpone re-arms the job: a timer (inplace-postpone.timer and
+	 * .service, unit files in unit_dir, enabled, Persistent=true so that
+	 * a reboot does not lose it) runs this argv ("inplace", "run", JOB) at
+	 * the due time.  NULL, or systemd not running as PID 1: no timer, the
+	 * caller gets result.rerun_at to act on. */
 	const char *const *rearm_argv;
+	const char *unit_dir;        /* NULL: $INPLACE_UNIT_DIR or /etc/systemd/system */
 	bool quiet_users;            /* tell nobody (tests of the prompt alone) */
 	/* Where sessions are found; NULL: $INPLACE_UTMP or the system's utmp,
 	 * $INPLACE_RUN_USER_DIR or /run/user (the variables exist for tests). */
@@ -62,6 +65,11 @@ struct bootstage_notify_result {
  * returns -EINTR; a failed re-arm is an error (the postpone would be lost). */
 int bootstage_notify(const struct bootstage_notify_opts *o, struct bootstage_notify_result *res,
 		     ip_error *e);
+
+/* Remove the postpone timer (disable, stop without waiting, delete its unit
+ * files): for the job's end, and before a run that was not started by it.
+ * Nothing to do is no error.  Only o->unit_dir is read; o may be NULL. */
+int bootstage_notify_disarm(const struct bootstage_notify_opts *o, ip_error *e);
 
 /* Tell every login terminal (utmp) and every user session bus; counts go into
  * res.  Used by bootstage_notify before and after the prompt. */

@@ -292,58 +292,100 @@ static void test_prompt_on_pty(void **state)
 	assert_false(r.rearmed);
 }
 
-/* With systemd, the postpone becomes a transient timer running the job's
- * argv: a stand-in systemd-run on PATH records what it was asked. */
+/* path holds want (whole: exactly; else somewhere). */
+static void assert_file(const char *path, const char *want, bool whole)
+{
+	char *data = NULL;
+
+	assert_int_equal(ip_read_file(path, 65536, &data, NULL, NULL), 0);
+	if (whole)
+		assert_string_equal(data, want);
+	else
+		assert_non_null(strstr(data, want));
+	free(data);
+}
+
+static void write_script(const char *path, const char *body)
+{
+	FILE *f = fopen(path, "w");
+
+	assert_non_null(f);
+	fputs(body, f);
+	fclose(f);
+	assert_int_equal(chmod(path, 0755), 0);
+}
+
+/* With systemd, the postpone becomes a timer whose unit files run the job's
+ * argv: unit files go to a scratch INPLACE_UNIT_DIR, and a stand-in
+ * systemctl on PATH records what it was asked. */
 static void test_rearm(void **state)
 {
-	char dir[] = "/tmp/test_notify_bin.XXXXXX", tool[128], args[128], path[4096];
-	const char *rearm[] = { "inplace", "run", "/etc/inplace/job.ini", NULL };
+	char dir[] = "/tmp/test_notify_bin.XXXXXX", p[256], calls[256], script[512], path[4096],
+	     want[512], at[64];
+	const char *rearm[] = { "inplace", "run", "/etc/inplace/job 100%.ini", NULL };
 	struct bootstage_notify_opts o = { .countdown_s = 30, .allow_postpone = true,
 					   .max_postpone_s = 7200, .rearm_argv = rearm };
 	struct bootstage_notify_result r;
-	char *got = NULL, *old_path = getenv("PATH");
+	char *old_path = getenv("PATH");
 	ip_error e = { 0 };
-	FILE *f;
+	struct tm tm;
 
 	(void)state;
 	assert_non_null(mkdtemp(dir));
-	snprintf(tool, sizeof(tool), "%s/systemd-run", dir);
-	snprintf(args, sizeof(args), "%s/args", dir);
-	f = fopen(tool, "w");
-	assert_non_null(f);
-	fprintf(f, "#!/bin/sh\nprintf '%%s\\n' \"$@\" > %s\nexec test ! -e %s/fail\n", args, dir);
-	fclose(f);
-	assert_int_equal(chmod(tool, 0755), 0);
+	snprintf(calls, sizeof(calls), "%s/calls", dir);
+	snprintf(p, sizeof(p), "%s/systemctl", dir);
+	snprintf(script, sizeof(script), "#!/bin/sh\necho \"$*\" >> %s\nexec test ! -e %s/fail\n",
+		 calls, dir);
+	write_script(p, script);
+	snprintf(p, sizeof(p), "%s/inplace", dir);
+	write_script(p, "#!/bin/sh\n");
 	old_path = strdup(old_path ? old_path : "/usr/bin:/bin");
 	snprintf(path, sizeof(path), "%s:%s", dir, old_path);
 	setenv("PATH", path, 1);
 	setenv("INPLACE_SYSTEMD_BOOTED", "1", 1);
+	setenv("INPLACE_UNIT_DIR", dir, 1);
 
 	assert_int_equal(notify_on_pty(&o, postpone_1d_refused_then_1h, &r, &e), 0);
 	assert_true(r.rearmed);
 	assert_string_equal(r.rearm_unit, "inplace-postpone.timer");
-	assert_int_equal(ip_read_file(args, 65536, &got, NULL, &e), 0);
-	assert_non_null(strstr(got, "--unit=inplace-postpone\n"));
-	assert_non_null(strstr(got, "--on-active=3600s\n"));
-	assert_non_null(strstr(got, "\n--\ninplace\nrun\n/etc/inplace/job.ini\n"));
-	free(got);
+	snprintf(p, sizeof(p), "%s/inplace-postpone.service", dir);
+	/* the program by its full path, % doubled for systemd */
+	snprintf(want, sizeof(want), "ExecStart=\"%s/inplace\" \"run\" \"/etc/inplace/job 100%%%%.ini\"\n", dir);
+	assert_file(p, want, false);
+	snprintf(p, sizeof(p), "%s/inplace-postpone.timer", dir);
+	strftime(at, sizeof(at), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&r.rerun_at, &tm));
+	snprintf(want, sizeof(want), "OnCalendar=%s\nPersistent=true\n", at);
+	assert_file(p, want, false);
+	assert_file(calls, "daemon-reload\nenable inplace-postpone.timer\nrestart inplace-postpone.timer\n", true);
+
+	/* disarm: disabled, stopped, files gone; a second time is a no-op */
+	unlink(calls);
+	assert_int_equal(bootstage_notify_disarm(NULL, &e), 0);
+	assert_int_equal(access(p, F_OK), -1);
+	assert_file(calls, "disable inplace-postpone.timer\n--no-block stop inplace-postpone.timer\n"
+		    "daemon-reload\n", true);
+	unlink(calls);
+	assert_int_equal(bootstage_notify_disarm(NULL, &e), 0);
+	assert_int_equal(access(calls, F_OK), -1);
 
 	/* a timer that cannot be made is an error: the postpone would be lost */
-	snprintf(tool, sizeof(tool), "%s/fail", dir);
-	f = fopen(tool, "w");
-	assert_non_null(f);
-	fclose(f);
+	snprintf(p, sizeof(p), "%s/fail", dir);
+	write_script(p, "");
 	assert_true(notify_on_pty(&o, postpone_1d_refused_then_1h, &r, &e) < 0);
 	assert_non_null(strstr(e.msg, "cannot re-arm the postponed job"));
 
 	setenv("PATH", old_path, 1);
 	unsetenv("INPLACE_SYSTEMD_BOOTED");
+	unsetenv("INPLACE_UNIT_DIR");
 	free(old_path);
-	unlink(tool);
-	unlink(args);
-	snprintf(tool, sizeof(tool), "%s/systemd-run", dir);
-	unlink(tool);
-	rmdir(dir);
+	unlink(p);
+	unlink(calls);
+	const char *left[] = { "systemctl", "inplace", "inplace-postpone.service", "inplace-postpone.timer" };
+	for (size_t i = 0; i < IP_ARRAY_SIZE(left); i++) {
+		snprintf(p, sizeof(p), "%s/%s", dir, left[i]);
+		unlink(p);
+	}
+	assert_int_equal(rmdir(dir), 0);
 }
 
 static void test_tell_tty_from_utmp(void **state)
