@@ -307,7 +307,8 @@ static bool tell_tty(const char *line, const char *text)
 	return off == len;
 }
 
-static void tell_ttys(const char *utmp, const char *text, struct bootstage_notify_result *res)
+static void tell_ttys(const char *utmp, const char *text, bool dry_run,
+		      struct bootstage_notify_result *res)
 {
 	char seen[64][sizeof(((struct utmpx *)0)->ut_line) + 1];
 	size_t nseen = 0;
@@ -330,7 +331,7 @@ static void tell_ttys(const char *utmp, const char *text, struct bootstage_notif
 		if (nseen < IP_ARRAY_SIZE(seen))
 			memcpy(seen[nseen++], line, sizeof(line));
 		res->ttys_found++;
-		if (tell_tty(line, text))
+		if (!dry_run && tell_tty(line, text))
 			res->ttys_told++;
 	}
 	endutxent();
@@ -401,7 +402,8 @@ static bool tell_bus(const char *dir, uid_t uid, gid_t gid, const char *body)
 	return ok;
 }
 
-static void tell_buses(const char *root, const char *text, struct bootstage_notify_result *res)
+static void tell_buses(const char *root, const char *text, bool dry_run,
+		       struct bootstage_notify_result *res)
 {
 	DIR *d = opendir(root);
 	struct dirent *de;
@@ -428,7 +430,7 @@ static void tell_buses(const char *root, const char *text, struct bootstage_noti
 		    !S_ISSOCK(bst.st_mode))
 			continue;
 		res->buses_found++;
-		if (tell_bus(dir, (uid_t)uid, st.st_gid, text))
+		if (!dry_run && tell_bus(dir, (uid_t)uid, st.st_gid, text))
 			res->buses_told++;
 	}
 	closedir(d);
@@ -452,8 +454,8 @@ void bootstage_notify_users(const struct bootstage_notify_opts *o, const char *t
 	snprintf(banner, sizeof(banner), "\nBroadcast message from inplace@%s (%s):\n\n", host, when);
 	tty = tty_text(banner, text);
 	if (tty)
-		tell_ttys(utmp && *utmp ? utmp : _PATH_UTMPX, tty, res);
-	tell_buses(run_user && *run_user ? run_user : "/run/user", text, res);
+		tell_ttys(utmp && *utmp ? utmp : _PATH_UTMPX, tty, o->dry_run, res);
+	tell_buses(run_user && *run_user ? run_user : "/run/user", text, o->dry_run, res);
 }
 
 /* "at 14:05 (Sun 29 Nov)": a local time users can read. */
@@ -832,6 +834,8 @@ int bootstage_notify(const struct bootstage_notify_opts *o, struct bootstage_not
 		snprintf(text, sizeof(text), "%s\nReimaging starts now.", msg);
 	}
 	bootstage_notify_users(o, text, res);
+	if (o->dry_run)
+		return 0; /* res->answer is install */
 
 	r = o->interactive ? prompt_at_terminal(o, deadline, &p, e) : 1;
 	if (r < 0)

@@ -41,6 +41,9 @@ struct bootstage_notify_opts {
 	const char *const *rearm_argv;
 	const char *unit_dir;        /* NULL: $INPLACE_UNIT_DIR or /etc/systemd/system */
 	bool quiet_users;            /* tell nobody (tests of the prompt alone) */
+	/* Find the sessions (counted as found), tell nobody, ask nothing, wait
+	 * for nothing, re-arm nothing: the answer is install. */
+	bool dry_run;
 	/* Where sessions are found; NULL: $INPLACE_UTMP or the system's utmp,
 	 * $INPLACE_RUN_USER_DIR or /run/user (the variables exist for tests). */
 	const char *utmp_path;

@@ -51,6 +51,7 @@ static const char notify_usage[] =
 	" --postponed D        postponement already used by earlier answers\n"
 	" --allow-decline      offer to decline\n"
 	" --no-prompt          never ask, even at a terminal\n"
+	" --dry-run            count the sessions that would be told; tell and ask nobody\n"
 	" --json               one JSON document: {\"version\":1,\"answer\":…}\n"
 	" -h, --help           this text\n"
 	"\n"
@@ -73,7 +74,7 @@ static void iso_time(time_t t, char *buf, size_t len)
 	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&t, &tm));
 }
 
-static json_object *result_doc(const struct bootstage_notify_result *r, unsigned so_far)
+static json_object *result_doc(const struct bootstage_notify_result *r, unsigned so_far, bool dry_run)
 {
 	json_object *doc = ip_json_doc("notify"), *ttys, *desk;
 	char at[40];
@@ -81,6 +82,8 @@ static json_object *result_doc(const struct bootstage_notify_result *r, unsigned
 	json_object_object_add(doc, "answer", json_object_new_string(bootstage_answer_name(r->answer)));
 	json_object_object_add(doc, "answered", json_object_new_boolean(r->answered));
 	json_object_object_add(doc, "prompted", json_object_new_boolean(r->prompted));
+	if (dry_run)
+		json_object_object_add(doc, "dry_run", json_object_new_boolean(1));
 	if (r->answer == BOOTSTAGE_POSTPONE) {
 		iso_time(r->rerun_at, at, sizeof(at));
 		json_object_object_add(doc, "postpone_s", json_object_new_int64(r->postpone_s));
@@ -103,11 +106,16 @@ static json_object *result_doc(const struct bootstage_notify_result *r, unsigned
 	return doc;
 }
 
-static void human(const struct bootstage_notify_result *r)
+static void human(const struct bootstage_notify_result *r, bool dry_run)
 {
 	char d[32], at[64];
 	struct tm tm;
 
+	if (dry_run) {
+		printf("would tell %u terminals and %u desktop sessions (dry run: nobody told, "
+		       "nothing asked)\n", r->ttys_found, r->buses_found);
+		return;
+	}
 	switch (r->answer) {
 	case BOOTSTAGE_INSTALL:
 		printf("answer: install%s\n", r->answered ? "" : " (no answer before the countdown ended)");
@@ -179,8 +187,7 @@ int cmd_notify(int argc, char **argv)
 	}
 	if (optind < argc)
 		return cli_usage(&o, "notify", "unexpected argument '%s'", argv[optind]);
-	if (o.dry_run)
-		return cli_usage(&o, "notify", "--dry-run does not apply: notify writes nothing");
+	no.dry_run = o.dry_run;
 	cli_opts_apply(&o);
 	/* The prompt takes keys from stdin and draws on stderr, so stdout can
 	 * carry the --json result to a file or a pipe meanwhile. */
@@ -191,7 +198,7 @@ int cmd_notify(int argc, char **argv)
 	if (r < 0)
 		return cli_error(&o, "notify", &e);
 	if (o.json)
-		return cli_emit(result_doc(&res, no.postponed_so_far_s));
-	human(&res);
+		return cli_emit(result_doc(&res, no.postponed_so_far_s, no.dry_run));
+	human(&res, no.dry_run);
 	return IP_EXIT_OK;
 }

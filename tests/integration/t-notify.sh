@@ -135,10 +135,14 @@ now=$(date -u +%Y-%m-%dT%H:%M:%S,000000+00:00)
 	printf '[8] [00003] [ts/c] [carol   ] [%-12s] [                    ] [0.0.0.0        ] [%s]\n' "${pty#/dev/}" "$now"
 } | utmpdump -r -o "$T/utmp" 2>/dev/null
 token="notify-test-$$-$RANDOM"
+INPLACE_UTMP=$T/utmp "$I" notify --dry-run --countdown 60 --message "dry $token" --json > "$T/dry.json"
+check "--dry-run: the terminals are counted, none told, the answer is install" \
+	jq -e '.terminals.found == 2 and .terminals.told == 0 and .dry_run and .answer == "install"' "$T/dry.json"
 INPLACE_UTMP=$T/utmp "$I" notify --countdown 0 --no-prompt --message "save your work $token" --json > "$T/wall.json"
 check "utmp: one live login terminal told, the dead one found but not told" \
 	jq -e '.terminals.found == 2 and .terminals.told == 1' "$T/wall.json"
 check "the message reached the login terminal" wait_pane victim "save your work $token"
+check "--dry-run told it nothing" sh -c '! "${@:2}" capture-pane -p -t victim | grep -qF "dry $1"' _ "$token" "${TM[@]}"
 
 # The system's own utmp, when it has the pane (not in containers without one)
 if [ -s /var/run/utmp ] && who | grep -q "${pty#/dev/}"; then
