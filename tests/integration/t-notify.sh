@@ -21,8 +21,8 @@ export INPLACE_UTMP=$T/utmp.empty INPLACE_RUN_USER_DIR=$T/norun
 
 # Polls, bounded (not timing assertions): a non-empty file, a socket, a
 # text on a pane.
-wait_file() { local i; for ((i = 0; i < 300; i++)); do [ -s "$1" ] && return 0; sleep 0.1; done; return 1; }
-wait_sock() { local i; for ((i = 0; i < 300; i++)); do [ -S "$1" ] && return 0; sleep 0.1; done; return 1; }
+wait_until() { local i; for ((i = 0; i < 300; i++)); do "$@" && return 0; sleep 0.1; done; return 1; }
+wait_file() { wait_until test -s "$1"; }
 wait_pane() { # SESSION TEXT
 	local i
 	for ((i = 0; i < 300; i++)); do
@@ -152,28 +152,64 @@ else
 	skip "system utmp" "no utmp entry for a tmux pane here (/var/run/utmp missing or utempter not allowed)"
 fi
 
-# A user's session bus: a dbus-daemon running as nobody at RUN/UID/bus, the
-# way systemd-logind lays out /run/user; a monitor (as nobody too: a session
-# bus only talks to its owner) sees the Notify call.  No notification server
-# runs here, so the call is found but not answered.
-if command -v dbus-daemon >/dev/null && command -v dbus-monitor >/dev/null && command -v gdbus >/dev/null; then
+# Users' session buses, laid out the way systemd-logind makes /run/user:
+# RUN/65534 with a dbus-daemon running as nobody and, when python3-dbus is
+# there, a stand-in notification server on it (as nobody too: a session bus
+# only talks to its owner); RUN/65533 with a dead socket (a session whose
+# bus is gone: found, not told, no error); RUN/65532 with no bus at all.
+if command -v dbus-daemon >/dev/null && command -v gdbus >/dev/null && command -v dbus-monitor >/dev/null; then
 	nob=$(id -u nobody) nog=$(id -g nobody)
 	rd=$T/run/$nob
-	mkdir -p "$rd" && chown "$nob:$nog" "$rd" && chmod 700 "$rd"
+	mkdir -p "$rd" "$T/run/65533" "$T/run/65532" && chown "$nob:$nog" "$rd" && chmod 700 "$rd"
+	chown 65533:65533 "$T/run/65533" && chown 65532:65532 "$T/run/65532"
+	/usr/bin/python3 -c 'import socket, sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' "$T/run/65533/bus"
 	chmod 755 "$T"
-	setpriv --reuid="$nob" --regid="$nog" --clear-groups \
-		dbus-daemon --session --nofork --address="unix:path=$rd/bus" 2>/dev/null &
+	# exec: a background function is a subshell, and the pid tracked for
+	# the EXIT trap must be the daemon's own
+	as_nobody() { DBUS_SESSION_BUS_ADDRESS=unix:path=$rd/bus exec setpriv --reuid="$nob" --regid="$nog" --clear-groups "$@"; }
+	as_nobody dbus-daemon --session --nofork --address="unix:path=$rd/bus" 2>/dev/null &
 	track_pid $!
-	wait_sock "$rd/bus" || true
-	touch "$T/monitor.log" && chown "$nob" "$T/monitor.log"
-	DBUS_SESSION_BUS_ADDRESS=unix:path=$rd/bus setpriv --reuid="$nob" --regid="$nog" --clear-groups \
-		dbus-monitor --session "interface='org.freedesktop.Notifications'" > "$T/monitor.log" 2>/dev/null &
-	track_pid $!
-	sleep 0.5 # the monitor subscribes asynchronously; a late one only makes the check below fail
-	INPLACE_RUN_USER_DIR=$T/run "$I" notify --countdown 0 --no-prompt --message "desktop $token" --json > "$T/bus.json"
-	check "one user session bus found" jq -e '.desktops.found == 1' "$T/bus.json"
-	check "the desktop notification was sent on it, as its user" \
-		sh -c 'i=0; while ! grep -q "desktop $2" "$1" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; grep -q "member=Notify" "$1" && grep -q "desktop $2" "$1"' _ "$T/monitor.log" "$token"
+	wait_until test -S "$rd/bus" || true
+	msg="desktop $token: it's \"quoted\", [1, 2] {x}"
+	if /usr/bin/python3 -c 'import dbus, dbus.mainloop.glib, gi' 2>/dev/null; then
+		cat > "$T/server.py" <<'PY'
+# A stand-in org.freedesktop.Notifications server: logs each Notify call
+# (typed as the specification says, so a wrongly typed call fails).
+import sys, dbus, dbus.service, dbus.mainloop.glib
+from gi.repository import GLib
+dbus.mainloop.glib.DBusGMainLoop(set_as_default=True)
+bus = dbus.SessionBus()
+log = open(sys.argv[1], "a")
+class Server(dbus.service.Object):
+    @dbus.service.method("org.freedesktop.Notifications", in_signature="susssasa{sv}i", out_signature="u")
+    def Notify(self, app, replaces, icon, summary, body, actions, hints, timeout):
+        log.write("%s|%s|%s|%d\n" % (app, summary, body.replace("\n", "\\n"), int(hints.get("urgency", -1))))
+        log.flush()
+        return 1
+name = dbus.service.BusName("org.freedesktop.Notifications", bus)
+Server(bus, "/org/freedesktop/Notifications")
+open(sys.argv[2], "w").close()
+GLib.MainLoop().run()
+PY
+		as_nobody /usr/bin/python3 "$T/server.py" "$rd/notes.log" "$rd/ready" 2>/dev/null &
+		track_pid $!
+		wait_until test -e "$rd/ready" || true
+		INPLACE_RUN_USER_DIR=$T/run "$I" notify --countdown 0 --no-prompt --message "$msg" --json > "$T/bus.json"
+		check "two session buses found, the live one told" jq -e '.desktops.found == 2 and .desktops.told == 1' "$T/bus.json"
+		check "the notification server got the message, critical, from inplace" \
+			grep -qF "inplace|Reimaging|$msg\\nReimaging starts now.|2" "$rd/notes.log"
+	else
+		# No python3-dbus: a monitor at least sees the call go out.
+		touch "$T/monitor.log" && chown "$nob" "$T/monitor.log"
+		as_nobody dbus-monitor --session "interface='org.freedesktop.Notifications'" > "$T/monitor.log" 2>/dev/null &
+		track_pid $!
+		sleep 0.5 # the monitor subscribes asynchronously; a late one only makes the check below fail
+		INPLACE_RUN_USER_DIR=$T/run "$I" notify --countdown 0 --no-prompt --message "$msg" --json > "$T/bus.json"
+		check "two session buses found" jq -e '.desktops.found == 2' "$T/bus.json"
+		check "the desktop notification was sent on the live one" \
+			sh -c 'i=0; while ! grep -qF "$2" "$1" && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; grep -q "member=Notify" "$1"' _ "$T/monitor.log" "desktop $token"
+		skip "desktop notification accepted" "python3-dbus or python3-gi missing for a stand-in notification server (mk/packages.txt)"
+	fi
 else
 	skip "desktop notification" "dbus-daemon, dbus-monitor or gdbus missing (mk/packages.txt)"
 fi
