@@ -550,6 +550,9 @@ static int prompt_at_terminal(const struct bootstage_notify_opts *o, uint64_t de
 	/* Single keys without echo; ISIG stays so that Ctrl-C interrupts,
 	 * but Ctrl-Z would leave a stopped job holding the terminal raw. */
 	raw.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+	/* Ctrl-S would stop our output, and a blocked write would stop the
+	 * countdown with it: flow control is off while asking. */
+	raw.c_iflag &= ~(tcflag_t)IXON;
 	raw.c_cc[VMIN] = 1;
 	raw.c_cc[VTIME] = 0;
 	raw.c_cc[VSUSP] = _POSIX_VDISABLE;

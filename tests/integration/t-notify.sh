@@ -89,6 +89,12 @@ start expiry --countdown 2 --allow-decline --allow-postpone
 check "countdown expiry: no answer means install" answer_is expiry \
 	'.answer == "install" and (.answered | not) and .prompted'
 
+# Ctrl-S would stop the terminal's output, and the countdown with a blocked
+# write: flow control is off while asking, so the countdown still ends.
+start xoff --countdown 2
+wait_pane xoff "Reimaging starts in" && "${TM[@]}" send-keys -t xoff C-s
+check "Ctrl-S at the prompt does not stop the countdown" answer_is xoff '.answer == "install" and (.answered | not)'
+
 # SIGTERM at the prompt: the terminal gets its settings back, exit 1
 "${TM[@]}" new-session -d -s term -x 200 -y 40 \
 	"stty -g > $T/stty.before; sh -c 'echo \$\$ > $T/term.pid; exec \"\$0\" notify --countdown 60' $(printf '%q' "$I"); echo \$? > $T/term.rc; stty -g > $T/stty.after; sleep 3600"

@@ -260,6 +260,7 @@ static int notify_on_pty(struct bootstage_notify_opts *o, const struct step *ste
 	assert_true(k.ok);
 	assert_int_equal(tcgetattr(t.slave, &after), 0);
 	assert_int_equal(before.c_lflag, after.c_lflag);
+	assert_int_equal(before.c_iflag, after.c_iflag);
 	assert_memory_equal(before.c_cc, after.c_cc, sizeof(before.c_cc));
 	pty_close(&t);
 	return ret;
