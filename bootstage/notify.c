@@ -520,6 +520,20 @@ static void outcome_line(const struct bootstage_prompt *p, char *buf, size_t len
 		snprintf(buf, len, "Declined: the job stops");
 }
 
+/* The prompt's own open file description of its terminal, non-blocking: a
+ * stalled ssh connection fills the terminal's buffer, and a blocked write
+ * must not stop the countdown (a line lost is redrawn a second later).
+ * Opening anew leaves the flags of the caller's descriptor alone. */
+static int own_nonblocking(int fd)
+{
+	char name[PATH_MAX];
+	int r = -1;
+
+	if (ttyname_r(fd, name, sizeof(name)) == 0)
+		r = open(name, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	return r >= 0 ? r : fcntl(fd, F_DUPFD_CLOEXEC, 3);
+}
+
 /* Returns 0 with p done, 1 when prompt_in is no terminal (the caller waits
  * without asking), or -EINTR after a signal; the terminal is restored on
  * every path. */
@@ -528,7 +542,8 @@ static int prompt_at_terminal(const struct bootstage_notify_opts *o, uint64_t de
 {
 	struct sigaction sa = { .sa_handler = on_prompt_signal }, old_sa[IP_ARRAY_SIZE(prompt_signals)];
 	struct termios old, raw;
-	int in = o->prompt_in, out = o->prompt_out, sig;
+	int in = o->prompt_in, sig;
+	_cleanup_close_ int out = own_nonblocking(o->prompt_out);
 	char line[512];
 	pid_t fg;
 
@@ -556,8 +571,11 @@ static int prompt_at_terminal(const struct bootstage_notify_opts *o, uint64_t de
 	raw.c_cc[VMIN] = 1;
 	raw.c_cc[VTIME] = 0;
 	raw.c_cc[VSUSP] = _POSIX_VDISABLE;
-	/* TCSAFLUSH drops keys typed before the question was shown. */
-	tcsetattr(in, TCSAFLUSH, &raw);
+	/* Drop keys typed before the question was shown.  (Not TCSAFLUSH:
+	 * it first waits for pending output to drain, forever on a stalled
+	 * connection.) */
+	tcsetattr(in, TCSANOW, &raw);
+	tcflush(in, TCIFLUSH);
 
 	bootstage_prompt_init(p, o);
 	while (!prompt_signal) {

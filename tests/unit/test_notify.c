@@ -293,6 +293,36 @@ static void test_prompt_on_pty(void **state)
 	assert_false(r.rearmed);
 }
 
+/* A terminal nobody reads (a stalled ssh connection): its output buffer is
+ * full before the prompt starts.  The countdown must still end; a blocking
+ * write or a drain would hang here, and the alarm fails the test. */
+static void test_prompt_stalled_terminal(void **state)
+{
+	struct bootstage_notify_opts o = { .countdown_s = 2, .interactive = true, .quiet_users = true };
+	struct bootstage_notify_result r;
+	ip_error e = { 0 };
+	char junk[4096];
+	struct pty t;
+	int fill;
+
+	(void)state;
+	pty_open(&t);
+	memset(junk, 'x', sizeof(junk));
+	fill = open(t.name, O_WRONLY | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+	assert_true(fill >= 0);
+	while (write(fill, junk, sizeof(junk)) > 0)
+		;
+	close(fill);
+	o.prompt_in = o.prompt_out = t.slave;
+	alarm(20);
+	assert_int_equal(bootstage_notify(&o, &r, &e), 0);
+	alarm(0);
+	assert_true(r.prompted);
+	assert_false(r.answered);
+	assert_int_equal(r.answer, BOOTSTAGE_INSTALL);
+	pty_close(&t);
+}
+
 /* path holds want (whole: exactly; else somewhere). */
 static void assert_file(const char *path, const char *want, bool whole)
 {
@@ -440,6 +470,7 @@ int main(void)
 		cmocka_unit_test(test_noninteractive),
 		cmocka_unit_test(test_prompt_on_pty),
 		cmocka_unit_test(test_rearm),
+		cmocka_unit_test(test_prompt_stalled_terminal),
 		cmocka_unit_test(test_tell_tty_from_utmp),
 	};
 
