@@ -56,6 +56,7 @@ int cli_parse_uint(const struct cli_opts *o, const char *command, const char *wh
 int cmd_part(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
+int cmd_notify(int argc, char **argv);
 
 /* getopt_long long-option ids shared by verbs. */
 enum {

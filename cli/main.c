@@ -9,6 +9,7 @@ static const struct cli_verb top_verbs[] = {
 	{ "part",    cmd_part,    "partitions: show, create, shrink, grow, move, plan, make-storage" },
 	{ "image",   cmd_image,   "OS images: capture, info, verify, deploy, import, build, apply-files" },
 	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore" },
+	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline" },
 	{ NULL, NULL, NULL },
 };
 
