@@ -1,0 +1,23 @@
+/* internal.h — what the files of bootstage/ share and nobody else sees. */
+#ifndef INPLACE_BOOTSTAGE_INTERNAL_H
+#define INPLACE_BOOTSTAGE_INTERNAL_H
+
+#include "bootstage/bootstage.h"
+
+#define BOOTSTAGE_STATE_FILE "state.json"
+#define BOOTSTAGE_LOG_FILE "status.log"
+#define BOOTSTAGE_CURSOR_FILE "report.cursor"
+#define BOOTSTAGE_JOB_FILE "job.ini"
+
+/* Room the bundle of the next issue (binary, libraries, tools) takes in the
+ * store, until `inplace bundle` exists and can be measured. */
+#define BOOTSTAGE_BUNDLE_BYTES (64ULL << 20)
+
+/* dir + "/" + name into buf; -ENAMETOOLONG when it does not fit. */
+int bs_path(char *buf, size_t len, const char *dir, const char *name);
+/* The same disk: one block device (st_rdev), or one image file. */
+bool bs_same_disk(const char *a, const char *b);
+/* "2026-11-29T10:52:11Z" */
+void bs_now(char *buf, size_t len);
+
+#endif
