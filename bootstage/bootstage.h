@@ -11,6 +11,7 @@
 
 #include "common/common.h"
 #include "migrate/migrate.h"
+#include "partctl/partctl.h"
 
 /* ==== the job file (bootstage/job.c) ==================================== */
 
@@ -155,6 +156,12 @@ int bootstage_state_load(const char *dir, const char *job_hash, bootstage_state 
  * copy of the job file as dir/job.ini for the later boots. */
 int bootstage_state_create(const char *dir, const bootstage_job *job, bootstage_state **out,
 			   ip_error *e);
+/* What `run` does: the state of job in dir, created when there is none.
+ * A state of another job is refused (as bootstage_state_load does) unless
+ * that run never left preflight, which changed nothing: then it is
+ * replaced.  *fresh: a new state was written. */
+int bootstage_state_begin(const char *dir, const bootstage_job *job, bootstage_state **out,
+			  bool *fresh, ip_error *e);
 void bootstage_state_free(bootstage_state *st);
 
 enum bootstage_phase bootstage_state_phase(const bootstage_state *st);
@@ -233,14 +240,33 @@ struct bootstage_preflight_opts {
 	bootstage_log *log;         /* events of each check, or NULL (dry run) */
 };
 
+struct bootstage_preflight_result {
+	bool image_url;             /* the image is a URL (metadata and signature
+	                             * are checked when it is downloaded) */
+	uint64_t image_bytes;       /* the image file (a URL: its Content-Length) */
+	uint64_t image_part_bytes;  /* the partition size the image needs (0: URL) */
+	const char *image_name;     /* static text or "" */
+	bool signature_checked;     /* a good signature was seen */
+	uint64_t system_bytes;      /* the system partition now */
+	uint64_t system_bytes_after;/* … after the plan (the plan may shrink it) */
+	uint64_t profile_bytes;     /* migrate_estimate's store_bytes; 0 with store_size */
+	uint64_t store_bytes;       /* what the store needs */
+	uint64_t store_free;        /* store = DIR: its free bytes */
+	bool planned;               /* store = partition: plan holds the steps */
+	struct partctl_plan plan;
+	json_object *estimate;      /* migrate_estimate's document, or NULL */
+};
+void bootstage_preflight_result_clear(struct bootstage_preflight_result *r);
+
 /* Every check of the preflight phase, read-only: the image is reachable
- * (file, or URL answering HEAD), its signature is good when required, its
- * metadata fits the system partition; the store size is known (store_size,
- * or migrate_estimate of the system partition's root + 10% + the image +
- * the bundle); room is planned (partctl_plan_compute) or the store
- * directory has it.  *out: {"image", "image_bytes", "signature", "disk",
- * "system_partition", "store", "store_bytes", "estimate", "plan"}. */
+ * (file, or URL answering HEAD, trying the mirrors), its signature is good
+ * when required, its metadata fits the system partition (as the plan
+ * leaves it); the store size is known (store_size, or migrate_estimate of
+ * the system partition's root, mounted read-only when it is not mounted,
+ * + 10% + the image + the bundle); room is planned (partctl_plan_compute)
+ * or the store directory has it.  Bad input (exit 2) for what the job or
+ * the disk gets wrong; failure (1) for an unreachable URL. */
 int bootstage_preflight(const bootstage_job *job, const struct bootstage_preflight_opts *o,
-			json_object **out, ip_error *e);
+			struct bootstage_preflight_result *res, ip_error *e);
 
 #endif

@@ -2,6 +2,8 @@
 #ifndef INPLACE_BOOTSTAGE_INTERNAL_H
 #define INPLACE_BOOTSTAGE_INTERNAL_H
 
+#include <curl/curl.h>
+
 #include "bootstage/bootstage.h"
 
 #define BOOTSTAGE_STATE_FILE "state.json"
@@ -17,6 +19,10 @@
 int bs_path(char *buf, size_t len, const char *dir, const char *name);
 /* The same disk: one block device (st_rdev), or one image file. */
 bool bs_same_disk(const char *a, const char *b);
+/* An easy handle with the options every request of bootstage shares:
+ * short timeouts, http(s) only, peer and host verified (against ca_cert
+ * alone when given).  errbuf: CURL_ERROR_SIZE bytes. */
+CURL *bs_curl_new(const char *url, const char *ca_cert, char *errbuf);
 /* "2026-11-29T10:52:11Z" */
 void bs_now(char *buf, size_t len);
 

@@ -52,7 +52,7 @@ int bootstage_log_open(const char *dir, const struct bootstage_report_cfg *repor
 		free(l);
 		return ip_fail(e, -ENOMEM, "out of memory");
 	}
-	l->fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	l->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (l->fd < 0) {
 		r = ip_fail(e, -errno, "cannot open %s: %s", path, strerror(errno));
 		bootstage_log_free(l);

@@ -41,28 +41,39 @@ static size_t discard_body(char *p, size_t size, size_t n, void *data)
 	return size * n;
 }
 
-static CURL *post_handle(const struct bootstage_report_cfg *cfg, struct curl_slist **hdr, char *errbuf)
+CURL *bs_curl_new(const char *url, const char *ca_cert, char *errbuf)
 {
 	CURL *c = curl_easy_init();
 
 	if (!c)
 		return NULL;
-	*hdr = curl_slist_append(NULL, "Content-Type: application/json");
-	curl_easy_setopt(c, CURLOPT_URL, cfg->url);
-	curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdr);
+	curl_easy_setopt(c, CURLOPT_URL, url);
+	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
 	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-	/* reporting must not hold the pipeline up: a server that does not
-	 * answer soon is down, and the events wait in the spool */
+	/* a check or a report must not hold the pipeline up: a server that
+	 * does not answer soon is down */
 	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
 	curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
 	curl_easy_setopt(c, CURLOPT_USERAGENT, "inplace/" IP_TOOL_VERSION);
 	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
 	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (cfg->ca_cert)
-		curl_easy_setopt(c, CURLOPT_CAINFO, cfg->ca_cert);
+	if (ca_cert)
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca_cert);
+	return c;
+}
+
+static CURL *post_handle(const struct bootstage_report_cfg *cfg, struct curl_slist **hdr, char *errbuf)
+{
+	CURL *c = bs_curl_new(cfg->url, cfg->ca_cert, errbuf);
+
+	if (!c)
+		return NULL;
+	*hdr = curl_slist_append(NULL, "Content-Type: application/json");
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, *hdr);
 	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard_body);
 	return c;
 }

@@ -213,6 +213,31 @@ int bootstage_state_create(const char *dir, const bootstage_job *job, bootstage_
 	return 0;
 }
 
+int bootstage_state_begin(const char *dir, const bootstage_job *job, bootstage_state **out,
+			  bool *fresh, ip_error *e)
+{
+	bootstage_state *st = NULL;
+	int r;
+
+	*fresh = false;
+	r = bootstage_state_load(dir, NULL, &st, e);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (st && !strcmp(bootstage_state_job_hash(st), job->hash)) {
+		*out = st;
+		return 0;
+	}
+	/* another job's run that never got past its checks changed nothing:
+	 * a corrected job may take its place */
+	if (st && bootstage_state_phase(st) != BOOTSTAGE_PHASE_PREFLIGHT) {
+		bootstage_state_free(st);
+		return bootstage_state_load(dir, job->hash, out, e);
+	}
+	bootstage_state_free(st);
+	*fresh = true;
+	return bootstage_state_create(dir, job, out, e);
+}
+
 void bootstage_state_free(bootstage_state *st)
 {
 	if (!st)
