@@ -9,6 +9,8 @@ static const struct cli_verb top_verbs[] = {
 	{ "part",    cmd_part,    "partitions: show, create, shrink, grow, move, plan, make-storage" },
 	{ "image",   cmd_image,   "OS images: capture, info, verify, deploy, import, build, apply-files" },
 	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore" },
+	{ "run",     cmd_run,     "reimage in place as a job file says (--dry-run: preflight and plan)" },
+	{ "status",  cmd_status,  "where the job stands: phase, step, last events" },
 	{ NULL, NULL, NULL },
 };
 
