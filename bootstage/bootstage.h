@@ -269,4 +269,31 @@ void bootstage_preflight_result_clear(struct bootstage_preflight_result *r);
 int bootstage_preflight(const bootstage_job *job, const struct bootstage_preflight_opts *o,
 			struct bootstage_preflight_result *res, ip_error *e);
 
+/* ==== the phase runner (bootstage/pipeline.c) ========================== */
+
+struct bootstage_run_opts {
+	const char *state_dir;      /* NULL: bootstage_default_state_dir() */
+};
+
+struct bootstage_run_result {
+	enum bootstage_phase phase; /* where the run stands now */
+	bool reboot;                /* stopped where a reboot comes ([boot] method none:
+	                             * 'inplace resume' plays it) */
+	bool already;               /* run: this job is done already; nothing changed */
+	bool under_way;             /* run: this job is past preflight: resume it */
+	char state_dir[4096];       /* where the state is now */
+};
+
+/* The old OS's part of a run: the state (created, or this job's found), the
+ * preflight, then phase prepare, where the first reboot comes.  pre gets
+ * the preflight's findings.  A run of this job past preflight is not
+ * started again: res says where it stands. */
+int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
+		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e);
+/* Play the next boot: find the run's state (the storage partition of disk
+ * first, then the state directory) and carry it to the next reboot or to
+ * the end.  Every step is idempotent: after kill -9 anywhere, resume again. */
+int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+		     ip_error *e);
+
 #endif

@@ -116,6 +116,8 @@ int bs_step_make_storage(const struct bs_params *p, bs_result *res, ip_error *e)
 		return r;
 	if (n) {
 		json_object_object_add(*res, "partition", json_object_new_int((int)n));
+		json_object_object_add(*res, "start", ip_json_u64(off));
+		json_object_object_add(*res, "size", ip_json_u64(size));
 		json_object_object_add(*res, "existing", json_object_new_boolean(1));
 		return 0;
 	}
@@ -128,6 +130,7 @@ int bs_step_make_storage(const struct bs_params *p, bs_result *res, ip_error *e)
 	if (r < 0)
 		return r;
 	json_object_object_add(*res, "partition", json_object_new_int((int)n));
+	json_object_object_add(*res, "start", ip_json_u64(plan.start));
 	json_object_object_add(*res, "size", ip_json_u64(plan.size));
 	json_object_object_add(*res, "steps", json_object_new_int((int)plan.n));
 	json_object_object_add(*res, "resumed", json_object_new_boolean(resumed));
@@ -167,6 +170,21 @@ int bs_store_close(struct bs_store *s, ip_error *e)
 	return ip_umount(&s->m, e);
 }
 
+/* read/write fallback where copy_file_range cannot cross filesystems:
+ * at most 1 MiB; -1 with errno, or the bytes copied. */
+static ssize_t copy_chunk(int in, int out, off_t left)
+{
+	static __thread char buf[1 << 20];
+	ssize_t n;
+
+	do
+		n = read(in, buf, left < (off_t)sizeof(buf) ? (size_t)left : sizeof(buf));
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n < 0 ? -1 : (errno = EIO, -1);
+	return ip_write_all(out, buf, (size_t)n) < 0 ? -1 : n;
+}
+
 /* Copy src to dst through dst.part: fsync, rename, fsync of the directory. */
 static int copy_durable(const char *src, const char *dst, ip_error *e)
 {
@@ -187,6 +205,8 @@ static int copy_durable(const char *src, const char *dst, ip_error *e)
 	for (off_t left = sb.st_size; left > 0;) {
 		ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
 
+		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS))
+			n = copy_chunk(in, out, left);
 		if (n <= 0) {
 			r = n < 0 ? -errno : -EIO;
 			unlink(tmp);
@@ -233,10 +253,23 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
 			r = copy_durable(src_sig, sig, e);
 		}
 	}
+	if (r == 0 && p->pubkey) {
+		/* the key too: the old root that holds it is overwritten by deploy */
+		char key[4200];
+
+		snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
+		r = copy_durable(p->pubkey, key, e);
+		vo.pubkey = NULL;
+		if (r == 0)
+			vo.pubkey = strdup(key);
+		if (r == 0 && !vo.pubkey)
+			r = ip_fail(e, -ENOMEM, "out of memory");
+	}
 	if (r < 0)
 		return r;
 	/* every frame, and the signature: the copy in the store is what deploy writes */
 	r = imager_verify(img, &vo, e);
+	free((char *)vo.pubkey);
 	if (r < 0)
 		return r;
 	json_object_object_add(*res, "image", json_object_new_string(img));
@@ -302,13 +335,14 @@ int bs_step_verify(const struct bs_params *p, struct bs_store *s, bs_result *res
 
 int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
-	char img[4200], sig[4200], state[4200];
-	struct imager_deploy_opts o = { .pubkey = p->pubkey, .grow = true, .state_dir = state };
+	char img[4200], sig[4200], state[4200], key[4200];
+	struct imager_deploy_opts o = { .pubkey = p->pubkey ? key : NULL, .grow = true, .state_dir = state };
 	struct imager_deploy_result dr = { 0 };
 	int r;
 
 	*res = result_new("deploy");
 	image_paths(s, img, sig, sizeof(img));
+	snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
 	/* deploy's own journal goes into the store: the staging env keeps
 	 * nothing across a power cut, and the target is being overwritten */
 	snprintf(state, sizeof(state), "%s/deploy-state", s->root);
@@ -397,11 +431,10 @@ static int install_hook(const char *root, const char *disk, ip_error *e)
 
 	hook_paths(root, unit, link, sizeof(unit));
 	snprintf(text, sizeof(text), unit_fmt, disk);
-	r = ip_write_file_atomic(unit, text, strlen(text), 0644, e);
-	if (r < 0)
-		return r;
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system/multi-user.target.wants", root);
 	r = ip_mkdir_p(dir, 0755, e);
+	if (r == 0)
+		r = ip_write_file_atomic(unit, text, strlen(text), 0644, e);
 	if (r < 0)
 		return r;
 	if (symlink("../" FIRSTBOOT_UNIT, link) < 0 && errno != EEXIST)
@@ -572,6 +605,18 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 	r = bs_store_close(s, e);
 	if (r == 0)
 		r = bs_find_store(p->disk, &part, &off, &size, e);
+	if (r == 0 && !part && p->store_part) {
+		/* wiped by a run that was cut before it deleted the entry: the
+		 * partition make-storage recorded, if it is still exactly there */
+		uint64_t o2, z2;
+
+		if (partctl_part_range(p->disk, p->store_part, &o2, &z2, NULL) == 0 && o2 == p->store_off &&
+		    z2 == p->store_size_made) {
+			part = p->store_part;
+			off = o2;
+			size = z2;
+		}
+	}
 	if (r == 0 && part) {
 		r = wipe_range(p->disk, off, size, e);
 		if (r == 0)

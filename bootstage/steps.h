@@ -25,6 +25,10 @@ struct bs_params {
 	const char *store_dir;       /* store = DIR on another filesystem; NULL: a partition */
 	enum bs_keep keep;           /* keep_storage */
 	const char *work_dir;        /* mount points live below (e.g. /run/inplace) */
+	/* the storage partition make-storage made, from the state (0: unknown):
+	 * reclaim deletes exactly this one, even once its filesystem is wiped */
+	unsigned store_part;
+	uint64_t store_off, store_size_made;
 };
 
 /* Where the storage lives once prepare made it: a mounted partition, or

@@ -166,52 +166,32 @@ static void preflight_print(const bootstage_job *j, const struct bootstage_prefl
 	}
 }
 
-/* The run proper: state, status log, preflight; the phases after it are
- * the next slice. */
-static int run_phases(const struct bargs *a, const bootstage_job *j, struct bootstage_preflight_result *p,
-		      ip_error *e)
+static void run_print(const struct bootstage_run_result *res, const char *disk)
 {
-	struct bootstage_report_cfg rep = { .url = j->report_url, .ca_cert = j->report_ca_cert, .spool = j->report_spool };
-	struct bootstage_preflight_opts po = { 0 };
-	bootstage_state *st = NULL;
-	bootstage_log *log = NULL;
-	ip_error failed = { 0 };
-	bool fresh, done;
-	int r;
+	if (res->already)
+		printf("this job is done already on %s: nothing to do\n", disk);
+	else if (res->under_way)
+		printf("this job is under way on %s (phase %s): continue it with 'inplace resume --disk %s'\n", disk,
+		       bootstage_phase_name(res->phase), disk);
+	else if (res->phase == BOOTSTAGE_PHASE_DONE)
+		printf("done: the new system runs with its users; the storage space is given back\n");
+	else if (res->reboot)
+		printf("phase %s: a reboot comes here ([boot] method = none): run 'inplace resume --disk %s' to play it\n",
+		       bootstage_phase_name(res->phase), disk);
+	printf("state: %s\n", res->state_dir);
+}
 
-	if ((r = bootstage_state_begin(a->state_dir, j, &st, &fresh, e)) < 0)
-		return r;
-	if ((r = bootstage_log_open(a->state_dir, &rep, &log, e)) < 0)
-		goto out;
-	bootstage_log_event(log, "preflight", NULL, BOOTSTAGE_INFO, -1, NULL, "%s job %s (%.12s) on %s",
-			    fresh ? "run of" : "run again of", j->name, j->hash, j->disk);
-	if (bootstage_state_phase(st) != BOOTSTAGE_PHASE_PREFLIGHT) {
-		r = ip_fail(e, -ENOSYS, "this run is in phase %s, and continuing it is not built yet",
-			    bootstage_phase_name(bootstage_state_phase(st)));
-		goto out;
-	}
-	if ((r = bootstage_state_step_begin(st, "checks", &done, e)) < 0)
-		goto out;
-	/* the checks are read-only: they run again even when done, since the
-	 * image or the disk may have changed since */
-	po.log = log;
-	r = bootstage_preflight(j, &po, p, &failed);
-	if (bootstage_state_step_end(st, "checks", r < 0 ? &failed : NULL, NULL, e) < 0 && r == 0)
-		r = -EIO;
-	if (r < 0) {
-		if (failed.code)
-			*e = failed;
-		bootstage_log_event(log, "preflight", "checks", BOOTSTAGE_ERROR, -1, NULL, "%s", e->msg);
-		goto out;
-	}
-	bootstage_log_event(log, "preflight", NULL, BOOTSTAGE_INFO, 1, NULL, "preflight done");
-	r = ip_fail(e, -ENOSYS, "preflight passed, but the phases after it (notify, prepare, deploy, restore, "
-		    "finish) are not built yet: nothing was changed; use --dry-run to see the plan");
-	bootstage_log_event(log, "preflight", NULL, BOOTSTAGE_WARN, -1, NULL, "%s", e->msg);
-out:
-	bootstage_log_free(log);
-	bootstage_state_free(st);
-	return r;
+static json_object *run_json(const char *cmd, const struct bootstage_run_result *res, const char *disk)
+{
+	json_object *doc = ip_json_doc(cmd);
+
+	json_object_object_add(doc, "disk", json_object_new_string(disk));
+	json_object_object_add(doc, "phase", json_object_new_string(bootstage_phase_name(res->phase)));
+	json_object_object_add(doc, "reboot", json_object_new_boolean(res->reboot));
+	json_object_object_add(doc, "already_done", json_object_new_boolean(res->already));
+	json_object_object_add(doc, "under_way", json_object_new_boolean(res->under_way));
+	json_object_object_add(doc, "state_dir", json_object_new_string(res->state_dir));
+	return doc;
 }
 
 int cmd_run(int argc, char **argv)
@@ -228,10 +208,28 @@ int cmd_run(int argc, char **argv)
 		return cli_usage(&a.o, "run", "expected one JOB.ini");
 	if (bootstage_job_load(argv[optind], &j, &e) < 0)
 		return cli_error(&a.o, "run", &e);
-	if (a.o.dry_run)
+	if (a.o.dry_run) {
 		r = bootstage_preflight(j, NULL, &p, &e);
-	else
-		r = run_phases(&a, j, &p, &e);
+	} else {
+		struct bootstage_run_opts ro = { .state_dir = a.state_dir };
+		struct bootstage_run_result res;
+
+		r = bootstage_run(j, &ro, &p, &res, &e);
+		if (r == 0 && a.o.json) {
+			json_object *doc = run_json("run", &res, j->disk);
+
+			if (!res.already && !res.under_way)
+				json_object_object_add(doc, "preflight", preflight_json(j, &p));
+			r = cli_emit(doc);
+		} else if (r == 0) {
+			if (!res.already && !res.under_way)
+				preflight_print(j, &p);
+			run_print(&res, j->disk);
+		}
+		bootstage_preflight_result_clear(&p);
+		bootstage_job_free(j);
+		return r < 0 ? cli_error(&a.o, "run", &e) : r;
+	}
 	if (r < 0) {
 		bootstage_preflight_result_clear(&p);
 		bootstage_job_free(j);
@@ -301,5 +299,43 @@ int cmd_status(int argc, char **argv)
 		return cli_emit(doc);   /* keeps the "ok" of the run */
 	status_print(doc);
 	json_object_put(doc);
+	return IP_EXIT_OK;
+}
+
+static const char *resume_usage =
+	"\nUsage:\n inplace resume [options]\n\n"
+	"Continue the run of a job from its persisted state, up to the next reboot\n"
+	"or the end: the boot hooks call this, and with [boot] method = none each\n"
+	"call plays one boot (the staging environment, then the new system's first\n"
+	"boot).  Safe to run again after a crash or kill -9 at any point.\n\n"
+	"Options:\n"
+	"     --disk DISK        the disk of the run (its storage partition holds the\n"
+	"                        state once it exists)\n"
+	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
+	"                        /var/lib/inplace)\n"
+	"     --json             one JSON document on stdout\n"
+	" -q, --quiet            no progress\n"
+	" -h, --help             this text\n\n"
+	"Exit status: 0 ok, 1 failed (resume again once the cause is fixed), 2 no\n"
+	"run to resume or a state this inplace cannot read.\n";
+
+int cmd_resume(int argc, char **argv)
+{
+	struct bootstage_run_result res;
+	struct bootstage_run_opts ro = { 0 };
+	ip_error e = { 0 };
+	struct bargs a;
+	int r;
+
+	if ((r = parse(argc, argv, "resume", resume_usage, true, &a)))
+		return r < 0 ? IP_EXIT_OK : r;
+	if (optind != argc)
+		return cli_usage(&a.o, "resume", "unexpected argument '%s'", argv[optind]);
+	ro.state_dir = a.state_dir;
+	if (bootstage_resume(a.disk, &ro, &res, &e) < 0)
+		return cli_error(&a.o, "resume", &e);
+	if (a.o.json)
+		return cli_emit(run_json("resume", &res, a.disk ? a.disk : ""));
+	run_print(&res, a.disk ? a.disk : "DISK");
 	return IP_EXIT_OK;
 }

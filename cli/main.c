@@ -10,6 +10,7 @@ static const struct cli_verb top_verbs[] = {
 	{ "image",   cmd_image,   "OS images: capture, info, verify, deploy, import, build, apply-files" },
 	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore" },
 	{ "run",     cmd_run,     "reimage in place as a job file says (--dry-run: preflight and plan)" },
+	{ "resume",  cmd_resume,  "continue a run from its state, up to the next reboot or the end" },
 	{ "status",  cmd_status,  "where the job stands: phase, step, last events" },
 	{ NULL, NULL, NULL },
 };
