@@ -293,6 +293,10 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 /* Play the next boot: find the run's state (the storage partition of disk
  * first, then the state directory) and carry it to the next reboot or to
  * the end.  Every step is idempotent: after kill -9 anywhere, resume again. */
+/* bootstage_status() of the run on disk, wherever its state is now (the
+ * store first, as resume looks); disk NULL: the state directory's. */
+int bootstage_status_find(const char *disk, const struct bootstage_run_opts *o, size_t nevents,
+			  json_object **out, ip_error *e);
 int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
 		     ip_error *e);
 

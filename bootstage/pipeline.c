@@ -534,3 +534,23 @@ out:
 	pipe_close(&pp);
 	return r;
 }
+
+int bootstage_status_find(const char *disk, const struct bootstage_run_opts *o, size_t nevents,
+			  json_object **out, ip_error *e)
+{
+	struct pipe pp = { .o = o };
+	int r;
+
+	if (!disk)
+		return bootstage_status(state_dir_of(o), NULL, nevents, out, e);
+	r = locate(&pp, disk, e);
+	if (r == -ENOENT) {
+		/* no run anywhere: phase "none", as without --disk */
+		ip_error_clear(e);
+		r = bootstage_status(state_dir_of(o), disk, nevents, out, e);
+	} else if (r == 0) {
+		r = bootstage_status(pp.dir, NULL, nevents, out, e);
+	}
+	pipe_close(&pp);
+	return r;
+}

