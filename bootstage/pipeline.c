@@ -14,9 +14,11 @@
  *   for the finish           the state directory again (the new OS's
  *                            /var/lib/inplace), before the store is wiped
  * resume looks in the store first, then in the state directory. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 
 #include "bootstage/bootstage.h"
@@ -33,7 +35,60 @@ struct pipe {
 	bootstage_log *log;
 	char dir[4096];        /* where the state is now */
 	char work[4096];       /* mount points of this process */
+	int lock;              /* flock of the run directory, -1: none */
 };
+
+/* Mount points and the lock live in $INPLACE_RUN_DIR (default /run/inplace):
+ * RAM, so a power cut leaves none behind. */
+static const char *run_base(void)
+{
+	const char *run = getenv("INPLACE_RUN_DIR");
+
+	return run && *run ? run : "/run/inplace";
+}
+
+/* One run or resume at a time: two would mount the same store twice.  With
+ * the lock held, whatever is still mounted below the run directory was
+ * left by a killed run: unmounted here, before anything mounts again. */
+static int pipe_lock(struct pipe *pp, bool wait, ip_error *e)
+{
+	char path[4200];
+	DIR *d;
+	struct dirent *de;
+	int r;
+
+	r = ip_mkdir_p(run_base(), 0700, e);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/lock", run_base());
+	pp->lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (pp->lock < 0)
+		return ip_fail(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (flock(pp->lock, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+		r = -errno;
+		close(pp->lock);
+		pp->lock = -1;
+		return ip_fail(e, r, "another inplace run or resume is at work (it holds %s): wait for it to end",
+			       path);
+	}
+	r = ip_umount_below(run_base(), NULL, e);
+	if (r < 0)
+		return r;
+	if ((d = opendir(run_base()))) {
+		while ((de = readdir(d))) {
+			if (strncmp(de->d_name, "work.", 5) && strncmp(de->d_name, "locate.", 7))
+				continue;
+			for (const char *sub = "store\0oldroot\0newroot\0"; *sub; sub += strlen(sub) + 1) {
+				snprintf(path, sizeof(path), "%s/%s/%s", run_base(), de->d_name, sub);
+				rmdir(path);
+			}
+			snprintf(path, sizeof(path), "%s/%s", run_base(), de->d_name);
+			rmdir(path);
+		}
+		closedir(d);
+	}
+	return 0;
+}
 
 static const char *state_dir_of(const struct bootstage_run_opts *o)
 {
@@ -200,14 +255,8 @@ static void recorded_store_size(struct pipe *pp)
 static int params_from_job(struct pipe *pp, ip_error *e)
 {
 	const bootstage_job *j = pp->job;
-	const char *run = getenv("INPLACE_RUN_DIR");
-	char base[4096];
-	int r;
+	const char *base = run_base();
 
-	snprintf(base, sizeof(base), "%s", run && *run ? run : "/run/inplace");
-	r = ip_mkdir_p(base, 0700, e);
-	if (r < 0)
-		return r;
 	if (snprintf(pp->work, sizeof(pp->work), "%s/work.XXXXXX", base) >= (int)sizeof(pp->work) ||
 	    !mkdtemp(pp->work))
 		return ip_fail(e, -errno, "cannot make a directory for mount points under %s: %s", base,
@@ -249,6 +298,8 @@ static void pipe_close(struct pipe *pp)
 	bs_store_close(&pp->store, NULL);
 	work_cleanup(pp);
 	bootstage_job_free(pp->job);
+	if (pp->lock >= 0)
+		close(pp->lock);
 }
 
 static int open_store_state(struct pipe *pp, ip_error *e)
@@ -383,17 +434,15 @@ static bool same_disk(const char *a, const char *b)
 static int locate(struct pipe *pp, const char *disk, ip_error *e)
 {
 	struct bs_params probe = { .disk = disk };
-	char dir[4200], base[4096];
-	const char *run = getenv("INPLACE_RUN_DIR");
+	char dir[4200];
 	unsigned part = 0;
 	uint64_t off, size;
 	int r;
 
 	if (disk && bs_find_store(disk, &part, &off, &size, NULL) == 0 && part) {
-		snprintf(base, sizeof(base), "%s", run && *run ? run : "/run/inplace");
-		snprintf(pp->work, sizeof(pp->work), "%s/locate.XXXXXX", base);
-		if (ip_mkdir_p(base, 0700, e) < 0 || !mkdtemp(pp->work))
-			return ip_fail(e, -errno, "cannot make a mount point under %s", base);
+		snprintf(pp->work, sizeof(pp->work), "%s/locate.XXXXXX", run_base());
+		if (!mkdtemp(pp->work))
+			return ip_fail(e, -errno, "cannot make a mount point under %s: %s", run_base(), strerror(errno));
 		probe.work_dir = pp->work;
 		r = bs_store_open(&probe, &pp->store, e);
 		if (r < 0)
@@ -422,12 +471,14 @@ static int locate(struct pipe *pp, const char *disk, ip_error *e)
 int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
 		     ip_error *e)
 {
-	struct pipe pp = { .o = o };
+	struct pipe pp = { .o = o, .lock = -1 };
 	char keep_work[4096] = "";
 	int r;
 
 	memset(res, 0, sizeof(*res));
-	r = locate(&pp, disk, e);
+	r = pipe_lock(&pp, false, e);
+	if (r == 0)
+		r = locate(&pp, disk, e);
 	if (r < 0)
 		goto out;
 	if (disk) {
@@ -475,7 +526,7 @@ out:
 int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e)
 {
-	struct pipe pp = { .o = o, .job = job };
+	struct pipe pp = { .o = o, .job = job, .lock = -1 };
 	struct bootstage_preflight_opts po = { 0 };
 	ip_error failed = { 0 };
 	bool fresh, done;
@@ -483,6 +534,8 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 
 	memset(res, 0, sizeof(*res));
 	snprintf(pp.dir, sizeof(pp.dir), "%s", state_dir_of(o));
+	if ((r = pipe_lock(&pp, false, e)) < 0)
+		goto out;
 	if (job->boot != BOOTSTAGE_BOOT_NONE) {
 		r = ip_bad(e, -EOPNOTSUPP, "%s: [boot] method=%s needs the staging environment and reboot hooks, "
 			   "which this inplace does not have yet: use method = none and 'inplace resume' for each boot",
@@ -538,11 +591,15 @@ out:
 int bootstage_status_find(const char *disk, const struct bootstage_run_opts *o, size_t nevents,
 			  json_object **out, ip_error *e)
 {
-	struct pipe pp = { .o = o };
+	struct pipe pp = { .o = o, .lock = -1 };
 	int r;
 
-	if (!disk)
-		return bootstage_status(state_dir_of(o), NULL, nevents, out, e);
+	/* while a run or resume is at work, its store is its own: the state
+	 * directory's view is all status can give without mounting it twice */
+	if (!disk || pipe_lock(&pp, false, NULL) < 0) {
+		pipe_close(&pp);
+		return bootstage_status(state_dir_of(o), disk, nevents, out, e);
+	}
 	r = locate(&pp, disk, e);
 	if (r == -ENOENT) {
 		/* no run anywhere: phase "none", as without --disk */

@@ -169,6 +169,9 @@ int ip_mount_part(const char *disk, unsigned n, uint64_t off, uint64_t size, con
 		  unsigned flags, const char *dir, struct ip_mount *m, ip_error *e);
 /* sync, unmount; a no-op when not mounted. */
 int ip_umount(struct ip_mount *m, ip_error *e);
+/* Unmount everything mounted below the directory base (what a killed run
+ * left), deepest first; *n (may be NULL): how many. */
+int ip_umount_below(const char *base, unsigned *n, ip_error *e);
 
 /* ---- spawning external tools ------------------------------------------- */
 

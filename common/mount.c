@@ -78,3 +78,58 @@ int ip_umount(struct ip_mount *m, ip_error *e)
 		ip_loop_detach(m->dev, NULL);
 	return 0;
 }
+
+/* Decode mountinfo's octal escapes (\040 for a space) in place. */
+static void unescape(char *s)
+{
+	char *w = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' && s[3] >= '0' &&
+		    s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = '\0';
+}
+
+int ip_umount_below(const char *base, unsigned *n, ip_error *e)
+{
+	size_t bl = strlen(base);
+	unsigned count = 0;
+	int r = 0;
+
+	if (n)
+		*n = 0;
+	/* deepest first: mountinfo lists parents before children, so read it
+	 * again after each unmount and take the last match */
+	for (int guard = 0; guard < 256; guard++) {
+		_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+		char line[8192], last[4096] = "";
+
+		if (!f)
+			return ip_fail(e, -errno, "cannot read /proc/self/mountinfo: %s", strerror(errno));
+		while (fgets(line, sizeof(line), f)) {
+			char mp[4096];
+
+			if (sscanf(line, "%*s %*s %*s %*s %4095s", mp) != 1)
+				continue;
+			unescape(mp);
+			if (!strncmp(mp, base, bl) && mp[bl] == '/')
+				snprintf(last, sizeof(last), "%s", mp);
+		}
+		if (!*last)
+			break;
+		if (umount2(last, 0) < 0 && umount2(last, MNT_DETACH) < 0) {
+			r = ip_fail(e, -errno, "cannot unmount %s, left by an earlier run: %s", last, strerror(errno));
+			break;
+		}
+		count++;
+	}
+	if (n)
+		*n = count;
+	return r;
+}

@@ -99,3 +99,38 @@ for label in gpt dos; do
 	ok "$label: resume after done is a no-op" "$INPLACE" resume --disk "$D"
 done
 unset INPLACE_STATE_DIR
+
+# ---- kill -9 anywhere ------------------------------------------------------
+# One run killed again and again: each command (run, then resume) is killed
+# after a delay taken in turn from a list that reaches into every phase,
+# then started again, until 30 kills have landed; then it runs to the end.
+D=$T/kill.img S=$T/state-kill
+make_disk "$D" gpt
+write_job "$T/kill.ini" "$D"
+export INPLACE_STATE_DIR=$S
+delays=(0.05 0.15 0.3 0.5 0.8 1.2 0.1 0.4 1.0 1.6 0.2 0.6 2.0 0.25 0.7)
+kills=0 i=0 phases=""
+while [ "$i" -lt 150 ]; do
+	i=$((i + 1))
+	phase=$("$INPLACE" status --disk "$D" --json 2>/dev/null | jq -r .phase); phase=${phase:-unknown}
+	[ "$phase" = done ] && break
+	if [ "$phase" = none ] || [ "$phase" = preflight ]; then cmd=(run "$T/kill.ini"); else cmd=(resume --disk "$D"); fi
+	"$INPLACE" "${cmd[@]}" >/dev/null 2>>kill.err &
+	pid=$!
+	if [ "$kills" -lt 30 ]; then
+		sleep "${delays[$((i % ${#delays[@]}))]}"
+		if kill -9 "$pid" 2>/dev/null; then
+			kills=$((kills + 1))
+			phases="$phases $phase"
+		fi
+	fi
+	wait "$pid" 2>/dev/null
+	# a resume that stopped where a reboot comes exits 0: the loop goes on
+done
+echo "   kills: $kills, by the phase they began in:$(printf "%s\n" $phases | sort | uniq -c | awk '{printf " %s×%s", $2, $1}')"
+check "kill: 30 kills landed" test "$kills" -ge 30
+check "kill: kills landed in prepare, deploy and restore or finish" \
+	bash -c "grep -qw prepare <<<'$phases' && grep -qw deploy <<<'$phases' && grep -Eqw 'restore|finish' <<<'$phases'"
+check_result "kill" "$D" "$S"
+check "kill: nothing left mounted" test -z "$(grep " $T/run" /proc/self/mountinfo)"
+unset INPLACE_STATE_DIR
