@@ -429,6 +429,39 @@ static bool same_disk(const char *a, const char *b)
 	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
+/* store = DIR: from make-storage to the finish, the state lives in DIR.
+ * The state directory's copy says which job, and so which DIR. */
+static int locate_store_dir(struct pipe *pp, ip_error *e)
+{
+	_cleanup_free_ char *text = NULL;
+	bootstage_job *job = NULL;
+	bootstage_state *st = NULL;
+	char path[4200];
+	size_t len;
+	int r;
+
+	if (bootstage_state_phase(pp->st) >= BOOTSTAGE_PHASE_FINISH)
+		return 0;
+	snprintf(path, sizeof(path), "%s/%s", pp->dir, BOOTSTAGE_JOB_FILE);
+	if (ip_read_file(path, 1 << 20, &text, &len, NULL) < 0 || bootstage_job_parse(text, path, &job, NULL) < 0)
+		return 0;   /* pipe_open_job names what is wrong with it */
+	if (job->store == BOOTSTAGE_STORE_DIR) {
+		snprintf(path, sizeof(path), "%s/state", job->store_dir);
+		r = bootstage_state_load(path, bootstage_state_job_hash(pp->st), &st, e);
+		if (r < 0 && r != -ENOENT) {
+			bootstage_job_free(job);
+			return r;
+		}
+		if (r == 0) {
+			bootstage_state_free(pp->st);
+			pp->st = st;
+			snprintf(pp->dir, sizeof(pp->dir), "%s", path);
+		}
+	}
+	bootstage_job_free(job);
+	return 0;
+}
+
 /* The state of a run on disk: in its store when there is one, else in the
  * state directory.  -ENOENT with a message when there is none. */
 static int locate(struct pipe *pp, const char *disk, ip_error *e)
@@ -465,6 +498,8 @@ static int locate(struct pipe *pp, const char *disk, ip_error *e)
 	if (r == -ENOENT)
 		return ip_bad(e, r, "no run to resume: no state in %s%s%s: start one with 'inplace run JOB.ini'",
 			      pp->dir, disk ? " nor in a storage partition of " : "", disk ? disk : "");
+	if (r == 0)
+		r = locate_store_dir(pp, e);
 	return r;
 }
 

@@ -551,6 +551,7 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 	r = remove_hook(root, e);
 	if (r == 0 && p->keep == BS_KEEP_IMAGE && !p->store_dir) {
 		struct imager_capture_opts co = { .name = "inplace storage" };
+		struct imager_capture_result cr = { 0 };
 		bool warn = false;
 
 		r = bs_find_store(p->disk, &part, &off, &size, e);
@@ -560,7 +561,7 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 		snprintf(node, sizeof(node), "%s/var/lib/inplace/storage.img", root);
 		if (r == 0 && part && access(node, F_OK) < 0) {
 			bs_store_close(s, NULL);
-			r = imager_capture_part(p->disk, part, node, &co, NULL, &warn, e);
+			r = imager_capture_part(p->disk, part, node, &co, &cr, &warn, e);
 		}
 	}
 	if (r == 0 && p->keep == BS_KEEP_YES && !p->store_dir) {
@@ -592,14 +593,23 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 			r = r2;
 	}
 	if (r < 0 || p->store_dir || p->keep == BS_KEEP_YES) {
-		if (r == 0 && p->keep == BS_KEEP_YES) {
-			char prof[4200];
-			const char *const rm[] = { "rm", "-rf", "--one-file-system", prof, NULL };
+		/* what stays (a kept partition, the job's directory) loses the
+		 * profile, which holds password hashes and host keys; a directory
+		 * store loses everything inplace put in it unless it is kept */
+		static const char *const ours[] = { "profile", "image", "deploy-state", "state", NULL };
 
-			profile_dir(s, prof, sizeof(prof));
+		for (size_t i = 0; r == 0 && ours[i]; i++) {
+			char path[4200];
+			const char *const rm[] = { "rm", "-rf", "--one-file-system", path, NULL };
+
+			if (i > 0 && p->keep == BS_KEEP_YES)
+				break;
+			snprintf(path, sizeof(path), "%s/%s", s->root, ours[i]);
 			r = ip_spawn(rm, NULL, e);
 		}
-		json_object_object_add(*res, "kept", json_object_new_boolean(r == 0));
+		if (r == 0)
+			r = ip_fsync_dir(s->root, e);
+		json_object_object_add(*res, "kept", json_object_new_boolean(p->keep == BS_KEEP_YES));
 		return r;
 	}
 	r = bs_store_close(s, e);

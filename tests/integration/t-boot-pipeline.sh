@@ -54,11 +54,11 @@ mount_root() {
 	track_mount "$2"
 }
 
-check_result() { # NAME IMG STATE
-	local name=$1 img=$2 st=$3 m=$T/chk-$RANDOM
+check_result() { # NAME IMG STATE [PARTS]: PARTS partitions left (1: the root fills the disk)
+	local name=$1 img=$2 st=$3 parts=${4:-1} m=$T/chk-$RANDOM
 	check "$name: the run is done" test "$(INPLACE_STATE_DIR=$st "$INPLACE" status --json | jq -r .phase)" = done
-	check "$name: one partition left" test "$(partx -g -o NR "$img" | wc -l)" = 1
-	check "$name: the root fills the disk again" \
+	check "$name: $parts partition(s) left" test "$(partx -g -o NR "$img" | wc -l)" = "$parts"
+	[ "$parts" = 1 ] && check "$name: the root fills the disk again" \
 		test "$(partx -g -n 1 -o SECTORS "$img" | tr -d ' ')" -ge $(( (1024 - 2) * 2048 ))
 	ok "$name: fsck clean" fx_fsck "$img" 1
 	mount_root "$img" "$m" || { fail "$name: mount the new root"; return; }
@@ -73,7 +73,7 @@ check_result() { # NAME IMG STATE
 	check "$name: the first-boot unit is gone" test ! -e "$m/etc/systemd/system/inplace-firstboot.service"
 	check "$name: fstab names the root by UUID" \
 		grep -q "^UUID=$(blkid -p -O "$(partx -g -n 1 -o START "$img" | awk '{print $1*512}')" -o value -s UUID "$img") / " "$m/etc/fstab"
-	umount "$m"
+	CHK_ROOT=$m  # still mounted: a caller may look further, then umount it
 }
 
 # ---- one run, boot by boot -------------------------------------------------
@@ -90,7 +90,7 @@ for label in gpt dos; do
 	check "$label: the store holds the state: phase restore" \
 		test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
 	ok "$label: resume plays the first boot of the new OS" "$INPLACE" resume --disk "$D"
-	check_result "$label" "$D" "$S"
+	check_result "$label" "$D" "$S"; umount "$CHK_ROOT"
 	phases=$(jq -r .phase "$S/status.log" | uniq | tr '\n' ' ')
 	check "$label: status.log tells every phase in order" \
 		test "$phases" = "preflight prepare deploy restore finish done "
@@ -100,37 +100,93 @@ for label in gpt dos; do
 done
 unset INPLACE_STATE_DIR
 
-# ---- kill -9 anywhere ------------------------------------------------------
-# One run killed again and again: each command (run, then resume) is killed
-# after a delay taken in turn from a list that reaches into every phase,
-# then started again, until 30 kills have landed; then it runs to the end.
-D=$T/kill.img S=$T/state-kill
+play_all() { # NAME JOB DISK: run, then one resume per boot
+	ok "$1: run" "$INPLACE" run "$2" &&
+	ok "$1: staging boot" "$INPLACE" resume --disk "$3" &&
+	ok "$1: first boot of the new OS" "$INPLACE" resume --disk "$3"
+}
+
+# ---- the store in a directory on a second disk -----------------------------
+D=$T/dir.img S=$T/state-dir
 make_disk "$D" gpt
-write_job "$T/kill.ini" "$D"
+truncate -s 400M second.img && mkfs.ext4 -q -F second.img && mkdir -p second &&
+	LOOPDEV=$(losetup -f --show second.img) && track_loop "$LOOPDEV" && mount "$LOOPDEV" second && track_mount "$T/second" && mkdir second/store
+write_job dir.ini "$D"
+sed -i "s|^store_size = .*|store = $T/second/store|" dir.ini
 export INPLACE_STATE_DIR=$S
+sha_before=$(sha256sum < "$D")
+play_all "store dir" dir.ini "$D"
+check_result "store dir" "$D" "$S"; umount "$CHK_ROOT"
+check "store dir: no password hash or image left in the directory" \
+	test -z "$(ls -A second/store 2>/dev/null)"
+check "store dir: the disk was reimaged in place" test "$(sha256sum < "$D")" != "$sha_before"
+
+# ---- keep_storage = yes: the store stays as a data partition --------------
+D=$T/keep.img S=$T/state-keep
+make_disk "$D" gpt
+write_job keep.ini "$D"
+sed -i 's|^store_size = .*|&\nkeep_storage = yes|' keep.ini
+export INPLACE_STATE_DIR=$S
+play_all "keep yes" keep.ini "$D"
+check_result "keep yes" "$D" "$S" 2
+check "keep yes: the new fstab mounts it by label" grep -q '^LABEL=INPLACE-STORE ' "$CHK_ROOT/etc/fstab"
+umount "$CHK_ROOT"
+check "keep yes: its profile (password hashes) is gone" \
+	bash -c "debugfs -R 'ls -l /inplace' '$D?offset=$(partx -g -n 2 -o START "$D" | awk '{print $1*512}')' 2>/dev/null | grep -qv profile"
+
+# ---- keep_storage = image: captured into the new system, then deleted ------
+D=$T/img.img S=$T/state-img
+make_disk "$D" gpt
+write_job img.ini "$D"
+sed -i 's|^store_size = .*|&\nkeep_storage = image|' img.ini
+export INPLACE_STATE_DIR=$S
+play_all "keep image" img.ini "$D"
+check_result "keep image" "$D" "$S"
+ok "keep image: the store's image in the new system verifies" "$INPLACE" image verify "$CHK_ROOT/var/lib/inplace/storage.img"
+umount "$CHK_ROOT"
+unset INPLACE_STATE_DIR
+
+# ---- kill -9 anywhere ------------------------------------------------------
+# Runs killed again and again: each command (run, then resume) is killed
+# after a delay taken in turn from a list, and started again.  The same step
+# killed again waits a little longer each time, so that every step, however
+# slow on a loaded machine, ends in the end.  Rounds on fresh disks until 30
+# kills have landed; every round must end done with every file equal.
 delays=(0.05 0.15 0.3 0.5 0.8 1.2 0.1 0.4 1.0 1.6 0.2 0.6 2.0 0.25 0.7)
-kills=0 i=0 phases=""
-while [ "$i" -lt 150 ]; do
-	i=$((i + 1))
-	phase=$("$INPLACE" status --disk "$D" --json 2>/dev/null | jq -r .phase); phase=${phase:-unknown}
-	[ "$phase" = done ] && break
-	if [ "$phase" = none ] || [ "$phase" = preflight ]; then cmd=(run "$T/kill.ini"); else cmd=(resume --disk "$D"); fi
-	"$INPLACE" "${cmd[@]}" >/dev/null 2>>kill.err &
-	pid=$!
-	if [ "$kills" -lt 30 ]; then
-		sleep "${delays[$((i % ${#delays[@]}))]}"
-		if kill -9 "$pid" 2>/dev/null; then
-			kills=$((kills + 1))
-			phases="$phases $phase"
+kills=0 phases="" round=0
+while [ "$kills" -lt 30 ] && [ "$round" -lt 6 ]; do
+	round=$((round + 1))
+	D=$T/kill$round.img S=$T/state-kill$round
+	make_disk "$D" gpt
+	write_job "$T/kill$round.ini" "$D"
+	export INPLACE_STATE_DIR=$S
+	i=0 again=0 last_at=""
+	while [ "$i" -lt 100 ]; do
+		i=$((i + 1))
+		st=$("$INPLACE" status --disk "$D" --json 2>/dev/null)
+		phase=$(jq -r .phase <<<"$st"); phase=${phase:-unknown}
+		[ "$phase" = done ] && break
+		at="$phase/$(jq -r .step <<<"$st")"
+		if [ "$at" = "$last_at" ]; then again=$((again + 1)); else again=0; fi
+		last_at=$at
+		if [ "$phase" = none ] || [ "$phase" = preflight ]; then cmd=(run "$T/kill$round.ini"); else cmd=(resume --disk "$D"); fi
+		"$INPLACE" "${cmd[@]}" >/dev/null 2>>kill.err &
+		pid=$!
+		if [ "$kills" -lt 30 ]; then
+			sleep "$(awk -v d="${delays[$((i % ${#delays[@]}))]}" -v a="$again" 'BEGIN{print d * (1 + a / 2)}')"
+			if kill -9 "$pid" 2>/dev/null; then
+				kills=$((kills + 1))
+				phases="$phases $phase"
+			fi
 		fi
-	fi
-	wait "$pid" 2>/dev/null
-	# a resume that stopped where a reboot comes exits 0: the loop goes on
+		wait "$pid" 2>/dev/null
+	done
+	check_result "kill round $round" "$D" "$S"; umount "$CHK_ROOT"
+	check "kill round $round: nothing left mounted" test -z "$(grep " $T/run" /proc/self/mountinfo)"
+	rm -f "$D"
 done
-echo "   kills: $kills, by the phase they began in:$(printf "%s\n" $phases | sort | uniq -c | awk '{printf " %s×%s", $2, $1}')"
+echo "   kills: $kills in $round rounds, by the phase they began in:$(printf "%s\n" $phases | sort | uniq -c | awk '{printf " %s×%s", $2, $1}')"
 check "kill: 30 kills landed" test "$kills" -ge 30
 check "kill: kills landed in prepare, deploy and restore or finish" \
 	bash -c "grep -qw prepare <<<'$phases' && grep -qw deploy <<<'$phases' && grep -Eqw 'restore|finish' <<<'$phases'"
-check_result "kill" "$D" "$S"
-check "kill: nothing left mounted" test -z "$(grep " $T/run" /proc/self/mountinfo)"
 unset INPLACE_STATE_DIR
