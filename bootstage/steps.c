@@ -231,8 +231,7 @@ static void image_paths(const struct bs_store *s, char *img, char *sig, size_t n
 
 int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
-	char dir[4200], img[4200], sig[4200], src_sig[4200];
-	struct imager_verify_opts vo = { .pubkey = p->pubkey };
+	char dir[4200], img[4200], sig[4200], src_sig[4200], key[4200];
 	int r;
 
 	*res = result_new("stage-image");
@@ -241,10 +240,12 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
 	if (r < 0)
 		return r;
 	image_paths(s, img, sig, sizeof(img));
+	snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
 	if (imager_is_url(p->image)) {
 		struct imager_fetch_opts fo = { .mirrors = p->mirrors, .ca_file = p->ca_cert,
 						.want_sig = p->pubkey != NULL };
 
+		/* only bytes that match their frame hash are kept */
 		r = imager_fetch(p->image, &fo, img, e);
 	} else {
 		r = copy_durable(p->image, img, e);
@@ -253,23 +254,14 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
 			r = copy_durable(src_sig, sig, e);
 		}
 	}
-	if (r == 0 && p->pubkey) {
-		/* the key too: the old root that holds it is overwritten by deploy */
-		char key[4200];
-
-		snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
+	/* the key too: the old root that holds it is overwritten by deploy */
+	if (r == 0 && p->pubkey)
 		r = copy_durable(p->pubkey, key, e);
-		vo.pubkey = NULL;
-		if (r == 0)
-			vo.pubkey = strdup(key);
-		if (r == 0 && !vo.pubkey)
-			r = ip_fail(e, -ENOMEM, "out of memory");
-	}
-	if (r < 0)
-		return r;
-	/* every frame, and the signature: the copy in the store is what deploy writes */
-	r = imager_verify(img, &vo, e);
-	free((char *)vo.pubkey);
+	/* the signature of the copy, now: a bad copy stops the run before the
+	 * profiles are saved.  Every frame's hash is checked by deploy itself
+	 * before it writes a byte (imager_deploy), so not twice here. */
+	if (r == 0 && p->pubkey)
+		r = imager_verify_sig(img, sig, key, e);
 	if (r < 0)
 		return r;
 	json_object_object_add(*res, "image", json_object_new_string(img));

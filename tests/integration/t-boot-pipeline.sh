@@ -14,7 +14,9 @@ have_loop || { skip "pipeline" "no loop devices (the steps mount partitions)"; e
 export INPLACE_RUN_DIR=$T/run
 
 bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
-"$INPLACE" image build -q --from-dir new --fs ext4 --size 160MiB -o newos.img >/dev/null ||
+require_tool minisign || exit 1
+minisign -G -W -f -p k.pub -s k.key >/dev/null 2>&1 || { fail "fixture" "minisign -G"; exit 1; }
+"$INPLACE" image build -q --from-dir new --fs ext4 --size 160MiB -s k.key -o newos.img >/dev/null ||
 	{ fail "fixture" "image build"; exit 1; }
 users='^(alice|bob|carol)/'
 snap_home() { bash "$TESTS_DIR/fixtures/profile-root.sh" snap "$1" home | grep -E "$users" | grep -v '/\.cache/'; }
@@ -28,12 +30,14 @@ make_disk() {
 	fx_mkfs "$1" 1 ext4 old system
 }
 
-write_job() { # FILE DISK STATE [extra lines]
+write_job() { # FILE DISK [signed]
+	local sig="require_signature = no"
+	[ "${3:-}" = signed ] && sig="key = $T/k.pub"
 	cat > "$1" <<EOF
 ; a test job: the old root of partition 1 of $2 becomes the new OS image
 [job]
 image = $T/newos.img
-require_signature = no
+$sig
 disk = $2
 system_partition = 1
 store_size = 256MiB
@@ -80,7 +84,8 @@ check_result() { # NAME IMG STATE [PARTS]: PARTS partitions left (1: the root fi
 for label in gpt dos; do
 	D=$T/$label.img S=$T/state-$label
 	make_disk "$D" "$label"
-	write_job "$T/$label.ini" "$D"
+	# the GPT run checks the image's signature, the MBR run takes it unsigned
+	write_job "$T/$label.ini" "$D" "$([ "$label" = gpt ] && echo signed)"
 	export INPLACE_STATE_DIR=$S
 	ok "$label: run stops where the first reboot comes" "$INPLACE" run "$T/$label.ini"
 	check "$label: run changed nothing on the disk yet" test "$(partx -g -o NR "$D" | wc -l)" = 1
@@ -175,8 +180,10 @@ while [ "$kills" -lt 30 ] && [ "$round" -lt 6 ]; do
 		if [ "$kills" -lt 30 ]; then
 			sleep "$(awk -v d="${delays[$((i % ${#delays[@]}))]}" -v a="$again" 'BEGIN{print d * (1 + a / 2)}')"
 			if kill -9 "$pid" 2>/dev/null; then
+				wait "$pid" 2>/dev/null
 				kills=$((kills + 1))
-				phases="$phases $phase"
+				# where the kill landed: the phase the state was in
+				phases="$phases $("$INPLACE" status --disk "$D" --json 2>/dev/null | jq -r .phase)"
 			fi
 		fi
 		wait "$pid" 2>/dev/null
@@ -185,7 +192,7 @@ while [ "$kills" -lt 30 ] && [ "$round" -lt 6 ]; do
 	check "kill round $round: nothing left mounted" test -z "$(grep " $T/run" /proc/self/mountinfo)"
 	rm -f "$D"
 done
-echo "   kills: $kills in $round rounds, by the phase they began in:$(printf "%s\n" $phases | sort | uniq -c | awk '{printf " %s×%s", $2, $1}')"
+echo "   kills: $kills in $round rounds, by the phase they landed in:$(printf "%s\n" $phases | sort | uniq -c | awk '{printf " %s×%s", $2, $1}')"
 check "kill: 30 kills landed" test "$kills" -ge 30
 check "kill: kills landed in prepare, deploy and restore or finish" \
 	bash -c "grep -qw prepare <<<'$phases' && grep -qw deploy <<<'$phases' && grep -Eqw 'restore|finish' <<<'$phases'"
