@@ -57,6 +57,14 @@ int cmd_part(int argc, char **argv);
 int cmd_image(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_notify(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+
+/* A storage plan as `part plan` shows it (cli/part_table.c), for `run`. */
+struct partctl_plan;
+json_object *cli_plan_json(const struct partctl_plan *p, const char *fs, const char *label);
+void cli_plan_print(const struct partctl_plan *p, const char *fs, const char *label);
 
 /* getopt_long long-option ids shared by verbs. */
 enum {

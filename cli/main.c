@@ -9,6 +9,9 @@ static const struct cli_verb top_verbs[] = {
 	{ "part",    cmd_part,    "partitions: show, create, shrink, grow, move, plan, make-storage" },
 	{ "image",   cmd_image,   "OS images: capture, info, verify, deploy, import, build, apply-files" },
 	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore" },
+	{ "run",     cmd_run,     "reimage in place as a job file says (--dry-run: preflight and plan)" },
+	{ "resume",  cmd_resume,  "continue a run from its state, up to the next reboot or the end" },
+	{ "status",  cmd_status,  "where the job stands: phase, step, last events" },
 	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline" },
 	{ NULL, NULL, NULL },
 };

@@ -664,3 +664,14 @@ int cmd_part_make_storage(int argc, char **argv)
 {
 	return plan_verb(argc, argv, true);
 }
+
+/* The same plan in `inplace run`'s preflight (cli/boot.c). */
+json_object *cli_plan_json(const struct partctl_plan *p, const char *fs, const char *label)
+{
+	return plan_json(p, fs, label);
+}
+
+void cli_plan_print(const struct partctl_plan *p, const char *fs, const char *label)
+{
+	plan_print(p, fs, label);
+}

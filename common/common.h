@@ -153,6 +153,26 @@ int ip_loop_attach(const char *path, uint64_t offset, uint64_t size, bool rdonly
 		   char *dev, size_t devlen, ip_error *e);
 int ip_loop_detach(const char *dev, ip_error *e);
 
+/* ---- mounts (common/mount.c) ------------------------------------------ */
+
+/* A partition mounted at dir: through the kernel's partition node on a
+ * block device, else a loop device over [off, off+size) of the image file
+ * (autocleared: it goes away with the mount). */
+struct ip_mount {
+	char dir[4096];
+	char dev[64];
+	bool loop;      /* a loop device we must detach ourselves */
+	bool mounted;
+};
+enum { IP_MOUNT_RDONLY = 1 << 0 };
+int ip_mount_part(const char *disk, unsigned n, uint64_t off, uint64_t size, const char *fstype,
+		  unsigned flags, const char *dir, struct ip_mount *m, ip_error *e);
+/* sync, unmount; a no-op when not mounted. */
+int ip_umount(struct ip_mount *m, ip_error *e);
+/* Unmount everything mounted below the directory base (what a killed run
+ * left), deepest first; *n (may be NULL): how many. */
+int ip_umount_below(const char *base, unsigned *n, ip_error *e);
+
 /* ---- spawning external tools ------------------------------------------- */
 
 /* The one way inplace runs another program: argv vector, no shell, stdin

@@ -1,15 +1,16 @@
 #!/bin/bash
-# make demo — the whole pipeline, step by step, on a generated demo disk:
-# an "old OS" whose system partition fills the disk, three users with data.
-#   1. make room: plan and make-storage (shrink the system partition, create
-#      and format the storage partition)
-#   2. save the users and the machine identity into the store
-#   3. write a new OS image over the system partition (grown to fit)
-#   4. restore the users into the new OS, remapping a taken UID
-#   5. reclaim: delete the storage partition, grow the system partition back
-# Every step is the real `inplace` binary on a real disk image; loop devices
-# and mounts only where a kernel mount is the point (reading the old root,
-# writing the new one).  Everything is released on exit.
+# make demo — the whole pipeline from one job file, on a generated demo
+# disk: an "old OS" whose system partition fills the disk, three users with
+# data; a signed image of a new OS that has a user of its own at bob's UID.
+#   inplace run JOB      the old OS: checks (image, signature, room), the plan
+#   inplace resume       the staging boot: make room (shrink the system
+#                        partition, create the store), save the users and the
+#                        machine identity, write the new OS
+#   inplace resume       the new OS's first boot: restore the users (bob is
+#                        remapped), give the space back
+# [boot] method = none: each `resume` stands in for one reboot.  Everything
+# is the real `inplace` binary on a real disk image; loop devices and mounts
+# are released on exit.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 : "${INPLACE:=$here/../build/inplace}"
@@ -45,53 +46,58 @@ name=system, type=L"
 fx_mkfs "$DISK" 1 ext4 "$D/old" system
 run part show "$DISK"
 
-step "1. Making room for a 256 MiB storage partition"
-run profile estimate --root "$D/old"
-run part plan "$DISK" --need 256MiB
-run part make-storage "$DISK" --need 256MiB
+bash "$here/fixtures/profile-root.sh" snap "$D/old" home > "$D/before.snap"
+
+step "The job: one INI file says what to do (see \"Job file\" in the README)"
+minisign -G -W -f -p "$D/k.pub" -s "$D/k.key" >/dev/null 2>&1
+run image build --from-dir "$D/new" --fs ext4 --size 128MiB -s "$D/k.key" -o "$D/newos.img"
+cat > "$D/job.ini" <<EOF
+[job]
+image = $D/newos.img
+key = $D/k.pub              ; the image must carry a good minisign signature
+disk = $DISK
+system_partition = 1
+store_size = 256MiB
+
+[profile]
+users = all                 ; every account with a home and UID >= 1000
+
+[boot]
+method = none               ; stop where a reboot comes: 'inplace resume' plays each boot
+EOF
+sed 's/^/  /' "$D/job.ini"
+export INPLACE_STATE_DIR=$D/state INPLACE_RUN_DIR=$D/run
+
+step "1. The old system: inplace run checks everything, read-only, and plans"
+run run "$D/job.ini"
+
+step "2. First reboot, into the staging environment: make room, save the users, write the new OS"
+run resume --disk "$DISK"
+run part show "$DISK"
+run status --disk "$DISK"
+
+step "3. First boot of the new OS: restore the users, give the space back"
+run resume --disk "$DISK"
 run part show "$DISK"
 
-step "2. Saving the users and the machine identity into the store"
-partloop oldp "$DISK" 1
-mnt "$oldp" "$D/mnt/old" ro
-partloop storep "$DISK" 2
-mnt "$storep" "$D/mnt/store"
-run profile save --root "$D/mnt/old" --store "$D/mnt/store/profile"
-run profile verify --store "$D/mnt/store/profile"
-run profile list --store "$D/mnt/store/profile"
-bash "$here/fixtures/profile-root.sh" snap "$D/mnt/old" home > "$D/before.snap"
-umnt "$D/mnt/old"
-
-step "3. Writing the new OS image over the system partition"
-run image build --from-dir "$D/new" --fs ext4 --size 128MiB -o "$D/newos.img"
-run image info "$D/newos.img"
-# The store stays mounted: only the target partition has to be free.
-run image deploy "$D/newos.img" "$DISK" 1 --grow
-
-step "4. First boot of the new OS: restoring the users"
-partloop newp "$DISK" 1  # a fresh loop device: no cached blocks of the old fs
-mnt "$newp" "$D/mnt/new"
-# The store is the one we just made, so setuid bits and file capabilities
-# may come back (--trusted-store); the default profile spec leaves caches out.
-run profile restore --store "$D/mnt/store/profile" --root "$D/mnt/new" --trusted-store
+step "Checking the result"
+partloop newp "$DISK" 1
+mnt "$newp" "$D/mnt/new" ro
 bash "$here/fixtures/profile-root.sh" snap "$D/mnt/new" home > "$D/after.snap"
 echo "accounts in the new OS (name:uid:gid:home); bob's old UID belongs to dave there:"
 grep -E '^(alice|bob|carol|dave):' "$D/mnt/new/etc/passwd" | cut -d: -f1,3,4,6 | sed 's/^/  /'
+echo "hostname: $(cat "$D/mnt/new/etc/hostname") (the old system's), machine-id $(cat "$D/mnt/new/etc/machine-id")"
 users='^(alice|bob|carol)/'
 if diff <(grep -E "$users" "$D/before.snap" | grep -v '/\.cache/') \
 	<(grep -E "$users" "$D/after.snap") >/dev/null; then
-	echo "every restored file of alice, bob and carol: content, mode, owner by name, xattrs and ACLs equal"
+	echo "every file of alice, bob and carol: content, mode, owner by name, xattrs and ACLs equal"
 else
 	echo "demo: the restored homes differ from the saved ones:" >&2
 	diff <(grep -E "$users" "$D/before.snap" | grep -v '/\.cache/') <(grep -E "$users" "$D/after.snap") | head -20 >&2
 	exit 1
 fi
 umnt "$D/mnt/new"
-umnt "$D/mnt/store"
-
-step "5. Reclaiming the storage space"
-run part delete "$DISK" 2
-run part grow "$DISK" 1 --max
-run part show "$DISK"
 fx_fsck "$DISK" 1 && echo "e2fsck: the system partition is clean"
+echo "the story, from status.log:"
+jq -r '"  \(.time) \(.phase)\(if .step then "/" + .step else "" end) \(.level): \(.message)"' "$D/state/status.log"
 printf '\n\033[1mdemo: done\033[0m\n'

@@ -1,0 +1,648 @@
+/* pipeline.c — the phase runner: one job carried across the machine's
+ * reboots.  `run` does what the old OS does (preflight, notify) and stops
+ * where the first reboot comes; each `resume` plays one boot: the staging
+ * environment (prepare, deploy), then the new OS's first boot (restore,
+ * finish).  Every step goes through the state: begun durably, redone when
+ * found running after a crash, skipped when done.
+ *
+ * Where the state lives (DESIGN.md, "Where durable records live"):
+ *   until the store exists   the state directory (the old OS's
+ *                            /var/lib/inplace, or --state-dir)
+ *   from make-storage on     STORE/inplace/state, beside the profile it
+ *                            describes; copied there whole, state.json last,
+ *                            so a cut leaves one complete state to find
+ *   for the finish           the state directory again (the new OS's
+ *                            /var/lib/inplace), before the store is wiped
+ * resume looks in the store first, then in the state directory. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "bootstage/bootstage.h"
+#include "bootstage/internal.h"
+#include "bootstage/steps.h"
+#include "partctl/partctl.h"
+
+struct pipe {
+	bootstage_job *job;
+	const struct bootstage_run_opts *o;
+	struct bs_params p;
+	struct bs_store store;
+	bootstage_state *st;
+	bootstage_log *log;
+	char dir[4096];        /* where the state is now */
+	char work[4096];       /* mount points of this process */
+	int lock;              /* flock of the run directory, -1: none */
+};
+
+/* Mount points and the lock live in $INPLACE_RUN_DIR (default /run/inplace):
+ * RAM, so a power cut leaves none behind. */
+static const char *run_base(void)
+{
+	const char *run = getenv("INPLACE_RUN_DIR");
+
+	return run && *run ? run : "/run/inplace";
+}
+
+/* One run or resume at a time: two would mount the same store twice.  With
+ * the lock held, whatever is still mounted below the run directory was
+ * left by a killed run: unmounted here, before anything mounts again. */
+static int pipe_lock(struct pipe *pp, bool wait, ip_error *e)
+{
+	char path[4200];
+	DIR *d;
+	struct dirent *de;
+	int r;
+
+	r = ip_mkdir_p(run_base(), 0700, e);
+	if (r < 0)
+		return r;
+	snprintf(path, sizeof(path), "%s/lock", run_base());
+	pp->lock = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (pp->lock < 0)
+		return ip_fail(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (flock(pp->lock, LOCK_EX | (wait ? 0 : LOCK_NB)) < 0) {
+		r = -errno;
+		close(pp->lock);
+		pp->lock = -1;
+		return ip_fail(e, r, "another inplace run or resume is at work (it holds %s): wait for it to end",
+			       path);
+	}
+	r = ip_umount_below(run_base(), NULL, e);
+	if (r < 0)
+		return r;
+	if ((d = opendir(run_base()))) {
+		while ((de = readdir(d))) {
+			if (strncmp(de->d_name, "work.", 5) && strncmp(de->d_name, "locate.", 7))
+				continue;
+			for (const char *sub = "store\0oldroot\0newroot\0"; *sub; sub += strlen(sub) + 1) {
+				snprintf(path, sizeof(path), "%s/%s/%s", run_base(), de->d_name, sub);
+				rmdir(path);
+			}
+			snprintf(path, sizeof(path), "%s/%s", run_base(), de->d_name);
+			rmdir(path);
+		}
+		closedir(d);
+	}
+	return 0;
+}
+
+static const char *state_dir_of(const struct bootstage_run_opts *o)
+{
+	return o && o->state_dir ? o->state_dir : bootstage_default_state_dir();
+}
+
+static void bs_store_dir_state(const struct bs_store *s, char *out, size_t n)
+{
+	snprintf(out, n, "%s/state", s->root);
+}
+
+static int log_open(struct pipe *pp, ip_error *e)
+{
+	struct bootstage_report_cfg rep = { .url = pp->job->report_url, .ca_cert = pp->job->report_ca_cert,
+					    .spool = pp->job->report_spool };
+
+	bootstage_log_free(pp->log);
+	pp->log = NULL;
+	return bootstage_log_open(pp->dir, &rep, &pp->log, e);
+}
+
+/* Copy one file of the state from one directory to another (absent: skip). */
+static int copy_state_file(const char *from, const char *to, const char *name, ip_error *e)
+{
+	_cleanup_free_ char *data = NULL;
+	char src[4200], dst[4200];
+	size_t len = 0;
+	int r;
+
+	snprintf(src, sizeof(src), "%s/%s", from, name);
+	snprintf(dst, sizeof(dst), "%s/%s", to, name);
+	r = ip_read_file(src, 256u << 20, &data, &len, NULL);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return ip_fail(e, r, "cannot read %s: %s", src, strerror(-r));
+	return ip_write_file_atomic(dst, data, len, 0600, e);
+}
+
+/* Move the state to dir: job, log and cursor first, state.json last, so a
+ * state.json found there always has its job and its log beside it. */
+static int move_state(struct pipe *pp, const char *dir, ip_error *e)
+{
+	static const char *const files[] = { BOOTSTAGE_JOB_FILE, BOOTSTAGE_LOG_FILE, BOOTSTAGE_CURSOR_FILE,
+					      BOOTSTAGE_STATE_FILE };
+	bootstage_state *st = NULL;
+	int r;
+
+	if (!strcmp(dir, pp->dir))
+		return 0;
+	r = ip_mkdir_p(dir, 0700, e);
+	for (size_t i = 0; r == 0 && i < IP_ARRAY_SIZE(files); i++)
+		r = copy_state_file(pp->dir, dir, files[i], e);
+	if (r == 0)
+		r = bootstage_state_load(dir, pp->job->hash, &st, e);
+	if (r < 0)
+		return r;
+	bootstage_state_free(pp->st);
+	pp->st = st;
+	snprintf(pp->dir, sizeof(pp->dir), "%s", dir);
+	return log_open(pp, e);
+}
+
+static void event(struct pipe *pp, const char *step, enum bootstage_level lvl, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+static void event(struct pipe *pp, const char *step, enum bootstage_level lvl, const char *fmt, ...)
+{
+	char msg[1200];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (pp->log)
+		bootstage_log_event(pp->log, bootstage_phase_name(bootstage_state_phase(pp->st)), step, lvl, -1,
+				    NULL, "%s", msg);
+}
+
+typedef int (*step_fn)(const struct bs_params *, struct bs_store *, bs_result *, ip_error *);
+
+/* One step through the state: skipped when done, else begun durably, run,
+ * and ended with its result or its error. */
+static int step(struct pipe *pp, const char *name, step_fn fn, ip_error *e)
+{
+	ip_error err = { 0 };
+	bs_result res = NULL;
+	bool done;
+	int r;
+
+	r = bootstage_state_step_begin(pp->st, name, &done, e);
+	if (r < 0 || done)
+		return r;
+	event(pp, name, BOOTSTAGE_INFO, "%s: started", name);
+	r = fn(&pp->p, &pp->store, &res, &err);
+	if (r < 0 && !err.code)
+		ip_fail(&err, r, "step %s failed: %s", name, strerror(-r));
+	if (bootstage_state_step_end(pp->st, name, r < 0 ? &err : NULL, res, e) < 0 && r == 0)
+		return -EIO;
+	if (r < 0) {
+		event(pp, name, BOOTSTAGE_ERROR, "%s", err.msg);
+		*e = err;
+		return r;
+	}
+	event(pp, name, BOOTSTAGE_INFO, "%s: done", name);
+	return 0;
+}
+
+static int make_storage(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	(void)s;
+	return bs_step_make_storage(p, res, e);
+}
+
+static int set_phase(struct pipe *pp, enum bootstage_phase ph, ip_error *e)
+{
+	int r = bootstage_state_set_phase(pp->st, ph, e);
+
+	if (r == 0)
+		event(pp, NULL, BOOTSTAGE_INFO, "phase %s", bootstage_phase_name(ph));
+	return r;
+}
+
+/* The result a step recorded in the state, or NULL. */
+static json_object *step_result(struct pipe *pp, const char *name)
+{
+	json_object *steps, *res = NULL, *v;
+
+	if (!json_object_object_get_ex(bootstage_state_json(pp->st), "steps", &steps))
+		return NULL;
+	for (size_t i = 0; i < json_object_array_length(steps); i++) {
+		json_object *s = json_object_array_get_idx(steps, i);
+
+		if (json_object_object_get_ex(s, "step", &v) && !strcmp(json_object_get_string(v), name))
+			json_object_object_get_ex(s, "result", &res);
+	}
+	return res;
+}
+
+/* The storage partition as make-storage left it, from the state: reclaim
+ * deletes exactly that partition, even after its filesystem was wiped. */
+static void recorded_store(struct pipe *pp)
+{
+	json_object *res = step_result(pp, "make-storage"), *v;
+
+	{
+		if (json_object_object_get_ex(res, "partition", &v))
+			pp->p.store_part = (unsigned)json_object_get_int(v);
+		if (json_object_object_get_ex(res, "start", &v))
+			pp->p.store_off = (uint64_t)json_object_get_int64(v);
+		if (json_object_object_get_ex(res, "size", &v))
+			pp->p.store_size_made = (uint64_t)json_object_get_int64(v);
+	}
+}
+
+/* store_size = auto: the size preflight worked out when the run began. */
+static void recorded_store_size(struct pipe *pp)
+{
+	json_object *res = step_result(pp, "checks"), *v;
+
+	if (!pp->p.store_size && res && json_object_object_get_ex(res, "store_bytes", &v))
+		pp->p.store_size = (uint64_t)json_object_get_int64(v);
+}
+
+static int params_from_job(struct pipe *pp, ip_error *e)
+{
+	const bootstage_job *j = pp->job;
+	const char *base = run_base();
+
+	if (snprintf(pp->work, sizeof(pp->work), "%s/work.XXXXXX", base) >= (int)sizeof(pp->work) ||
+	    !mkdtemp(pp->work))
+		return ip_fail(e, -errno, "cannot make a directory for mount points under %s: %s", base,
+			       strerror(errno));
+	pp->p = (struct bs_params){
+		.disk = j->disk,
+		.sys_part = j->system_partition,
+		.image = j->image,
+		.mirrors = (const char *const *)j->mirrors,
+		.pubkey = j->key,
+		.spec = j->spec,
+		.store_size = j->store_size,
+		.store_dir = j->store == BOOTSTAGE_STORE_DIR ? j->store_dir : NULL,
+		.keep = (enum bs_keep)j->keep_storage,
+		.work_dir = pp->work,
+	};
+	return 0;
+}
+
+static void work_cleanup(struct pipe *pp)
+{
+	static const char *const sub[] = { "store", "oldroot", "newroot" };
+	char d[4200];
+
+	if (!*pp->work)
+		return;
+	for (size_t i = 0; i < IP_ARRAY_SIZE(sub); i++) {
+		snprintf(d, sizeof(d), "%s/%s", pp->work, sub[i]);
+		rmdir(d);
+	}
+	rmdir(pp->work);
+}
+
+static void pipe_close(struct pipe *pp)
+{
+	/* the log's file is open in the store: closed before the unmount */
+	bootstage_log_free(pp->log);
+	bootstage_state_free(pp->st);
+	bs_store_close(&pp->store, NULL);
+	work_cleanup(pp);
+	bootstage_job_free(pp->job);
+	if (pp->lock >= 0)
+		close(pp->lock);
+}
+
+static int open_store_state(struct pipe *pp, ip_error *e)
+{
+	char dir[4200];
+	int r;
+
+	if (!pp->store.m.mounted && !*pp->store.root) {
+		r = bs_store_open(&pp->p, &pp->store, e);
+		if (r < 0)
+			return r;
+	}
+	bs_store_dir_state(&pp->store, dir, sizeof(dir));
+	return move_state(pp, dir, e);
+}
+
+/* The phases after preflight and notify, from wherever the state stands,
+ * up to the next reboot (method none) or the end. */
+static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *e)
+{
+	int r = 0;
+
+	for (;;) {
+		enum bootstage_phase ph = bootstage_state_phase(pp->st);
+
+		res->phase = ph;
+		switch (ph) {
+		case BOOTSTAGE_PHASE_PREPARE:
+			if ((r = step(pp, "make-storage", make_storage, e)) < 0 ||
+			    (r = open_store_state(pp, e)) < 0 ||
+			    (r = step(pp, "stage-image", bs_step_stage_image, e)) < 0 ||
+			    (r = step(pp, "save", bs_step_save, e)) < 0 ||
+			    (r = step(pp, "verify", bs_step_verify, e)) < 0 ||
+			    (r = set_phase(pp, BOOTSTAGE_PHASE_DEPLOY, e)) < 0)
+				return r;
+			break;
+		case BOOTSTAGE_PHASE_DEPLOY:
+			if ((r = open_store_state(pp, e)) < 0 ||
+			    (r = step(pp, "deploy", bs_step_deploy, e)) < 0 ||
+			    (r = step(pp, "configure", bs_step_configure, e)) < 0 ||
+			    (r = set_phase(pp, BOOTSTAGE_PHASE_RESTORE, e)) < 0)
+				return r;
+			event(pp, NULL, BOOTSTAGE_INFO, "the new system is in place: the next boot restores the users");
+			res->phase = BOOTSTAGE_PHASE_RESTORE;
+			res->reboot = true;
+			return 0;
+		case BOOTSTAGE_PHASE_RESTORE:
+			if ((r = open_store_state(pp, e)) < 0 ||
+			    (r = step(pp, "restore", bs_step_restore, e)) < 0 ||
+			    (r = set_phase(pp, BOOTSTAGE_PHASE_FINISH, e)) < 0)
+				return r;
+			break;
+		case BOOTSTAGE_PHASE_FINISH:
+			/* the store is about to go: the state goes home first (the
+			 * new OS's state directory), with everything it recorded */
+			if (!bootstage_state_step_done(pp->st, BOOTSTAGE_PHASE_FINISH, "reclaim")) {
+				if (!pp->p.store_dir && !pp->store.m.mounted) {
+					unsigned part;
+					uint64_t off, size;
+
+					if (bs_find_store(pp->p.disk, &part, &off, &size, NULL) == 0 && part)
+						r = open_store_state(pp, e);
+				} else if (pp->p.store_dir) {
+					r = open_store_state(pp, e);
+				}
+				if (r == 0)
+					r = move_state(pp, state_dir_of(pp->o), e);
+				if (r < 0)
+					return r;
+			}
+			recorded_store(pp);
+			if ((r = step(pp, "reclaim", bs_step_reclaim, e)) < 0 ||
+			    (r = set_phase(pp, BOOTSTAGE_PHASE_DONE, e)) < 0)
+				return r;
+			event(pp, NULL, BOOTSTAGE_INFO, "done: the machine runs the new system with its users");
+			res->phase = BOOTSTAGE_PHASE_DONE;
+			return 0;
+		case BOOTSTAGE_PHASE_DONE:
+			return 0;
+		default:
+			return ip_fail(e, -EINVAL, "the state in %s is in phase %s, which resume cannot continue",
+				       pp->dir, bootstage_phase_name(ph));
+		}
+	}
+}
+
+static int pipe_open_job(struct pipe *pp, const char *dir, ip_error *e)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[4200];
+	json_object *v;
+	size_t len = 0;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, BOOTSTAGE_JOB_FILE);
+	r = ip_read_file(path, 1 << 20, &text, &len, NULL);
+	if (r < 0)
+		return ip_bad(e, r, "the state in %s has no job file (%s): it is damaged", dir, strerror(-r));
+	r = bootstage_job_parse(text, path, &pp->job, e);
+	if (r < 0)
+		return r;
+	/* the disk and partition the run resolved when it began: the staging
+	 * env and the new OS have other roots */
+	if (json_object_object_get_ex(bootstage_state_json(pp->st), "disk", &v) && v) {
+		free(pp->job->disk);
+		pp->job->disk = strdup(json_object_get_string(v));
+	}
+	if (json_object_object_get_ex(bootstage_state_json(pp->st), "system_partition", &v) && v)
+		pp->job->system_partition = (unsigned)json_object_get_int(v);
+	if (!pp->job->disk)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	r = params_from_job(pp, e);
+	if (r == 0)
+		recorded_store_size(pp);
+	return r;
+}
+
+/* Two names of one disk (a relative path, a symlink, /dev/disk/by-id/…). */
+static bool same_disk(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
+		return !strcmp(a, b);
+	if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode))
+		return sa.st_rdev == sb.st_rdev;
+	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* store = DIR: from make-storage to the finish, the state lives in DIR.
+ * The state directory's copy says which job, and so which DIR. */
+static int locate_store_dir(struct pipe *pp, ip_error *e)
+{
+	_cleanup_free_ char *text = NULL;
+	bootstage_job *job = NULL;
+	bootstage_state *st = NULL;
+	char path[4200];
+	size_t len;
+	int r;
+
+	if (bootstage_state_phase(pp->st) >= BOOTSTAGE_PHASE_FINISH)
+		return 0;
+	snprintf(path, sizeof(path), "%s/%s", pp->dir, BOOTSTAGE_JOB_FILE);
+	if (ip_read_file(path, 1 << 20, &text, &len, NULL) < 0 || bootstage_job_parse(text, path, &job, NULL) < 0)
+		return 0;   /* pipe_open_job names what is wrong with it */
+	if (job->store == BOOTSTAGE_STORE_DIR) {
+		snprintf(path, sizeof(path), "%s/state", job->store_dir);
+		r = bootstage_state_load(path, bootstage_state_job_hash(pp->st), &st, e);
+		if (r < 0 && r != -ENOENT) {
+			bootstage_job_free(job);
+			return r;
+		}
+		if (r == 0) {
+			bootstage_state_free(pp->st);
+			pp->st = st;
+			snprintf(pp->dir, sizeof(pp->dir), "%s", path);
+		}
+	}
+	bootstage_job_free(job);
+	return 0;
+}
+
+/* The state of a run on disk: in its store when there is one, else in the
+ * state directory.  -ENOENT with a message when there is none. */
+static int locate(struct pipe *pp, const char *disk, ip_error *e)
+{
+	struct bs_params probe = { .disk = disk };
+	char dir[4200];
+	unsigned part = 0;
+	uint64_t off, size;
+	int r;
+
+	if (disk && bs_find_store(disk, &part, &off, &size, NULL) == 0 && part) {
+		snprintf(pp->work, sizeof(pp->work), "%s/locate.XXXXXX", run_base());
+		if (!mkdtemp(pp->work))
+			return ip_fail(e, -errno, "cannot make a mount point under %s: %s", run_base(), strerror(errno));
+		probe.work_dir = pp->work;
+		r = bs_store_open(&probe, &pp->store, e);
+		if (r < 0)
+			return r;
+		bs_store_dir_state(&pp->store, dir, sizeof(dir));
+		r = bootstage_state_load(dir, NULL, &pp->st, e);
+		if (r == 0) {
+			snprintf(pp->dir, sizeof(pp->dir), "%s", dir);
+			return 0;
+		}
+		bs_store_close(&pp->store, NULL);
+		memset(&pp->store, 0, sizeof(pp->store));
+		work_cleanup(pp);
+		*pp->work = '\0';
+		if (r != -ENOENT)
+			return r;
+	}
+	snprintf(pp->dir, sizeof(pp->dir), "%s", state_dir_of(pp->o));
+	r = bootstage_state_load(pp->dir, NULL, &pp->st, e);
+	if (r == -ENOENT)
+		return ip_bad(e, r, "no run to resume: no state in %s%s%s: start one with 'inplace run JOB.ini'",
+			      pp->dir, disk ? " nor in a storage partition of " : "", disk ? disk : "");
+	if (r == 0)
+		r = locate_store_dir(pp, e);
+	return r;
+}
+
+int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+		     ip_error *e)
+{
+	struct pipe pp = { .o = o, .lock = -1 };
+	char keep_work[4096] = "";
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	r = pipe_lock(&pp, false, e);
+	if (r == 0)
+		r = locate(&pp, disk, e);
+	if (r < 0)
+		goto out;
+	if (disk) {
+		json_object *v;
+
+		if (json_object_object_get_ex(bootstage_state_json(pp.st), "disk", &v) && v &&
+		    !same_disk(json_object_get_string(v), disk)) {
+			r = ip_bad(e, -EINVAL, "the run in %s is on %s, not %s: give --disk %s", pp.dir,
+				   json_object_get_string(v), disk, json_object_get_string(v));
+			goto out;
+		}
+	}
+	/* the store was mounted under the locate work dir: keep using it */
+	snprintf(keep_work, sizeof(keep_work), "%s", pp.work);
+	r = pipe_open_job(&pp, pp.dir, e);
+	if (r < 0)
+		goto out;
+	if (*keep_work) {
+		/* params_from_job made a fresh work dir; the mounted store stays
+		 * where locate put it, so the store's mount point is kept */
+		rmdir(pp.work);
+		snprintf(pp.work, sizeof(pp.work), "%s", keep_work);
+		pp.p.work_dir = pp.work;
+	}
+	if (pp.job->boot != BOOTSTAGE_BOOT_NONE) {
+		r = ip_bad(e, -EOPNOTSUPP, "[boot] method=%s: this inplace plays each boot only with method=none",
+			   pp.job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : "other");
+		goto out;
+	}
+	r = log_open(&pp, e);
+	if (r < 0)
+		goto out;
+	event(&pp, NULL, BOOTSTAGE_INFO, "resume on %s (state in %s)", pp.job->disk, pp.dir);
+	if (!bootstage_state_ok(pp.st, NULL))
+		event(&pp, NULL, BOOTSTAGE_WARN, "resuming after a failure: the failed step runs again");
+	r = advance(&pp, res, e);
+out:
+	snprintf(res->state_dir, sizeof(res->state_dir), "%s", pp.dir);
+	if (pp.st && r == 0)
+		res->phase = bootstage_state_phase(pp.st);
+	pipe_close(&pp);
+	return r;
+}
+
+int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
+		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e)
+{
+	struct pipe pp = { .o = o, .job = job, .lock = -1 };
+	struct bootstage_preflight_opts po = { 0 };
+	ip_error failed = { 0 };
+	bool fresh, done;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	snprintf(pp.dir, sizeof(pp.dir), "%s", state_dir_of(o));
+	if ((r = pipe_lock(&pp, false, e)) < 0)
+		goto out;
+	if (job->boot != BOOTSTAGE_BOOT_NONE) {
+		r = ip_bad(e, -EOPNOTSUPP, "%s: [boot] method=%s needs the staging environment and reboot hooks, "
+			   "which this inplace does not have yet: use method = none and 'inplace resume' for each boot",
+			   job->name, job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : job->boot == BOOTSTAGE_BOOT_KEXEC ?
+			   "kexec" : job->boot == BOOTSTAGE_BOOT_MEDIA ? "media" : "pxe");
+		goto out;
+	}
+	if ((r = bootstage_state_begin(pp.dir, job, &pp.st, &fresh, e)) < 0 || (r = log_open(&pp, e)) < 0)
+		goto out;
+	event(&pp, NULL, BOOTSTAGE_INFO, "%s job %s (%.12s) on %s", fresh ? "run of" : "run again of", job->name,
+	      job->hash, job->disk);
+	if (bootstage_state_phase(pp.st) > BOOTSTAGE_PHASE_NOTIFY) {
+		/* a run of this job is under way: say where, change nothing */
+		res->phase = bootstage_state_phase(pp.st);
+		res->already = res->phase == BOOTSTAGE_PHASE_DONE;
+		res->under_way = !res->already;
+		goto out;
+	}
+	if ((r = bootstage_state_set_phase(pp.st, BOOTSTAGE_PHASE_PREFLIGHT, e)) < 0 ||
+	    (r = bootstage_state_step_begin(pp.st, "checks", &done, e)) < 0)
+		goto out;
+	/* read-only: they run again even when done, since the image or the
+	 * disk may have changed since */
+	po.log = pp.log;
+	r = bootstage_preflight(job, &po, pre, &failed);
+	{
+		/* what the later boots need of the checks: the store's size */
+		json_object *found = r < 0 ? NULL : json_object_new_object();
+
+		if (found)
+			json_object_object_add(found, "store_bytes", ip_json_u64(pre->store_bytes));
+		if (bootstage_state_step_end(pp.st, "checks", r < 0 ? &failed : NULL, found, e) < 0 && r == 0)
+			r = -EIO;
+	}
+	if (r < 0) {
+		if (failed.code)
+			*e = failed;
+		event(&pp, "checks", BOOTSTAGE_ERROR, "%s", e->msg);
+		goto out;
+	}
+	if ((r = set_phase(&pp, BOOTSTAGE_PHASE_PREPARE, e)) < 0)
+		goto out;
+	event(&pp, NULL, BOOTSTAGE_INFO, "ready: the next boot (the staging environment) makes room and saves the users");
+	res->phase = BOOTSTAGE_PHASE_PREPARE;
+	res->reboot = true;
+out:
+	snprintf(res->state_dir, sizeof(res->state_dir), "%s", pp.dir);
+	pp.job = NULL; /* the caller's */
+	pipe_close(&pp);
+	return r;
+}
+
+int bootstage_status_find(const char *disk, const struct bootstage_run_opts *o, size_t nevents,
+			  json_object **out, ip_error *e)
+{
+	struct pipe pp = { .o = o, .lock = -1 };
+	int r;
+
+	/* while a run or resume is at work, its store is its own: the state
+	 * directory's view is all status can give without mounting it twice */
+	if (!disk || pipe_lock(&pp, false, NULL) < 0) {
+		pipe_close(&pp);
+		return bootstage_status(state_dir_of(o), disk, nevents, out, e);
+	}
+	r = locate(&pp, disk, e);
+	if (r == -ENOENT) {
+		/* no run anywhere: phase "none", as without --disk */
+		ip_error_clear(e);
+		r = bootstage_status(state_dir_of(o), disk, nevents, out, e);
+	} else if (r == 0) {
+		r = bootstage_status(pp.dir, NULL, nevents, out, e);
+	}
+	pipe_close(&pp);
+	return r;
+}

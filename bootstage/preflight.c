@@ -1,0 +1,299 @@
+/* preflight.c — the first phase, on the old OS and read-only: is the image
+ * there and signed, does it fit, how large must the store be, and where
+ * does the room come from.  `inplace run --dry-run` stops after it; a
+ * refusal here leaves the disk byte for byte as it was. */
+#include <curl/curl.h>
+#include <errno.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+
+#include "bootstage/internal.h"
+#include "imager/imager.h"
+
+#define MiB (1ULL << 20)
+
+static void note(const struct bootstage_preflight_opts *o, const char *step, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void note(const struct bootstage_preflight_opts *o, const char *step, const char *fmt, ...)
+{
+	char msg[900];
+	va_list ap;
+
+	if (!o || !o->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	/* the log's own failure must not hide the check's result */
+	bootstage_log_event(o->log, "preflight", step, BOOTSTAGE_INFO, -1, NULL, "%s", msg);
+}
+
+void bootstage_preflight_result_clear(struct bootstage_preflight_result *r)
+{
+	json_object_put(r->estimate);
+	memset(r, 0, sizeof(*r));
+}
+
+/* HEAD url: its size.  why gets the reason when it does not answer. */
+static int head_size(const char *url, uint64_t *size, char *why, size_t wlen)
+{
+	char errbuf[CURL_ERROR_SIZE] = "";
+	CURL *c = bs_curl_new(url, NULL, errbuf);
+	curl_off_t len = -1;
+	CURLcode rc;
+
+	if (!c)
+		return -ENOMEM;
+	curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
+	rc = curl_easy_perform(c);
+	if (rc == CURLE_OK)
+		curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
+	curl_easy_cleanup(c);
+	if (rc != CURLE_OK) {
+		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+		return -EIO;
+	}
+	*size = len > 0 ? (uint64_t)len : 0;
+	return 0;
+}
+
+static int check_url(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
+{
+	char why[CURL_ERROR_SIZE + 64] = "";
+	int r = head_size(j->image, &res->image_bytes, why, sizeof(why));
+
+	for (size_t i = 0; r == -EIO && j->mirrors[i]; i++)
+		r = head_size(j->mirrors[i], &res->image_bytes, why, sizeof(why));
+	if (r == -ENOMEM)
+		return ip_fail(e, r, "out of memory");
+	if (r < 0)
+		return ip_fail(e, r, "image %s is unreachable (%s)%s: check the URL and the network",
+			       j->image, why, j->mirrors[0] ? ", and so are its mirrors" : "");
+	res->image_url = true;
+	return 0;
+}
+
+static int check_file(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
+{
+	_cleanup_free_ char *sig = NULL;
+	imager_image *img = NULL;
+	struct stat st;
+	int r;
+
+	if (stat(j->image, &st) < 0)
+		return ip_bad(e, -errno, "image %s: %s: fix image in the job", j->image, strerror(errno));
+	if ((r = imager_open(j->image, &img, e)) < 0)
+		return r;
+	res->image_bytes = imager_file_size(img);
+	res->image_part_bytes = imager_part_size(img);
+	imager_free(img);
+	if (!j->require_signature)
+		return 0;
+	if (asprintf(&sig, "%s.minisig", j->image) < 0)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	if ((r = imager_verify_sig(j->image, sig, j->key, e)) < 0) {
+		if (e)
+			e->status = IP_EXIT_BADINPUT;
+		return r;
+	}
+	res->signature_checked = true;
+	return 0;
+}
+
+/* ---- the system partition's root, for the estimate ------------------- */
+
+struct sysroot {
+	char dir[PATH_MAX];     /* where the root is readable */
+	char tmp[64];           /* our mount point, "" when it was mounted already */
+	char loop[64];          /* our loop device, "" when none */
+};
+
+/* Where device dev is mounted (its root, not a bind of a subtree). */
+static bool mounted_at(dev_t dev, char *dir, size_t len)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0;
+
+	while (f && getline(&line, &cap, f) > 0) {
+		unsigned a, b;
+		char root[4096], mnt[4096];
+
+		if (sscanf(line, "%*u %*u %u:%u %4095s %4095s", &a, &b, root, mnt) == 4 &&
+		    makedev(a, b) == dev && !strcmp(root, "/") && strlen(mnt) < len) {
+			/* mountinfo escapes spaces as \040: such a mount point is
+			 * not used here rather than misread */
+			if (strchr(mnt, '\\'))
+				continue;
+			strcpy(dir, mnt);
+			return true;
+		}
+	}
+	return false;
+}
+
+static void sysroot_release(struct sysroot *m)
+{
+	if (m->tmp[0]) {
+		if (umount2(m->tmp, 0) < 0)
+			umount2(m->tmp, MNT_DETACH);
+		rmdir(m->tmp);
+	}
+	if (m->loop[0])
+		ip_loop_detach(m->loop, NULL);
+	memset(m, 0, sizeof(*m));
+}
+
+static int sysroot_get(const bootstage_job *j, uint64_t off, uint64_t size, struct sysroot *m, ip_error *e)
+{
+	struct partctl_fsinfo fs;
+	ip_disk *d = NULL;
+	char node[64];
+	struct stat st;
+	int r;
+
+	memset(m, 0, sizeof(*m));
+	if ((r = ip_disk_open(j->disk, IP_DISK_RDONLY, &d, e)) < 0)
+		return r;
+	r = partctl_fs_probe(d, off, size, &fs, e);
+	bool blk = ip_disk_is_blockdev(d);
+	ip_disk_free(d);
+	if (r < 0)
+		return r;
+	if (!fs.type[0])
+		return ip_bad(e, -EINVAL, "partition %u of %s holds no filesystem to save profiles from: "
+			      "check system_partition, or set store_size", j->system_partition, j->disk);
+	if (blk) {
+		if (ip_partition_node(j->disk, j->system_partition, node, sizeof(node)) < 0 || stat(node, &st) < 0)
+			return ip_fail(e, -ENOENT, "the kernel has no node for partition %u of %s: run partx -u %s",
+				       j->system_partition, j->disk, j->disk);
+		if (mounted_at(st.st_rdev, m->dir, sizeof(m->dir)))
+			return 0;
+	} else {
+		/* an image file: a read-only loop device over the partition */
+		if ((r = ip_loop_attach(j->disk, off, size, true, m->loop, sizeof(m->loop), e)) < 0)
+			return r;
+		snprintf(node, sizeof(node), "%s", m->loop);
+	}
+	snprintf(m->tmp, sizeof(m->tmp), "/tmp/inplace-root.XXXXXX");
+	if (!mkdtemp(m->tmp)) {
+		r = ip_fail(e, -errno, "cannot make a mount point in /tmp: %s", strerror(errno));
+		m->tmp[0] = '\0';
+		sysroot_release(m);
+		return r;
+	}
+	r = mount(node, m->tmp, fs.type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	/* a journal that wants replaying cannot be replayed read-only */
+	if (r < 0 && (!strcmp(fs.type, "ext3") || !strcmp(fs.type, "ext4")))
+		r = mount(node, m->tmp, fs.type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "noload");
+	if (r < 0) {
+		r = ip_fail(e, -errno, "cannot mount partition %u of %s read-only to estimate the profiles (%s): "
+			    "set store_size in [job]", j->system_partition, j->disk, strerror(errno));
+		rmdir(m->tmp);
+		m->tmp[0] = '\0';
+		sysroot_release(m);
+		return r;
+	}
+	snprintf(m->dir, sizeof(m->dir), "%s", m->tmp);
+	return 0;
+}
+
+static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
+			  struct bootstage_preflight_result *res, ip_error *e)
+{
+	struct sysroot m;
+	json_object *v;
+	int r;
+
+	if ((r = sysroot_get(j, off, size, &m, e)) < 0)
+		return r;
+	r = migrate_estimate(m.dir, j->spec, &res->estimate, e);
+	sysroot_release(&m);
+	if (r < 0)
+		return r;
+	if (json_object_object_get_ex(res->estimate, "store_bytes", &v))
+		res->profile_bytes = (uint64_t)json_object_get_int64(v);
+	/* profiles + 10%, the image copied into the store, the bundle */
+	res->store_bytes = res->profile_bytes + res->profile_bytes / 10 + res->image_bytes + BOOTSTAGE_BUNDLE_BYTES;
+	res->store_bytes = (res->store_bytes + MiB - 1) & ~(MiB - 1);
+	return 0;
+}
+
+static int plan_room(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
+{
+	struct partctl_plan_disk *d = NULL;
+	struct statvfs vfs;
+	int r;
+
+	if (j->store == BOOTSTAGE_STORE_DIR) {
+		if (statvfs(j->store_dir, &vfs) < 0)
+			return ip_fail(e, -errno, "cannot read the free space of %s: %s", j->store_dir, strerror(errno));
+		res->store_free = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+		if (res->store_free < res->store_bytes) {
+			char need[IP_SIZE_BUFSZ], have[IP_SIZE_BUFSZ];
+			return ip_bad(e, -ENOSPC, "store directory %s has %s free, the store needs %s: "
+				      "free space there or choose another directory",
+				      j->store_dir, ip_format_size(res->store_free, have, sizeof(have)),
+				      ip_format_size(res->store_bytes, need, sizeof(need)));
+		}
+		return 0;
+	}
+	if ((r = partctl_plan_describe(j->disk, &d, e)) < 0)
+		return r;
+	r = partctl_plan_compute(d, res->store_bytes, &res->plan, e);
+	partctl_plan_disk_free(d);
+	if (r < 0)
+		return r;
+	res->planned = true;
+	for (size_t i = 0; i < res->plan.n; i++)
+		if (res->plan.steps[i].op == PARTCTL_OP_SHRINK && res->plan.steps[i].partition == j->system_partition)
+			res->system_bytes_after = res->plan.steps[i].to;
+	return 0;
+}
+
+int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight_opts *o,
+			struct bootstage_preflight_result *res, ip_error *e)
+{
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], b3[IP_SIZE_BUFSZ];
+	uint64_t off, size;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	note(o, "job", "job %s valid (%.12s): disk %s, system partition %u", j->name, j->hash, j->disk,
+	     j->system_partition);
+	if ((r = partctl_part_range(j->disk, j->system_partition, &off, &size, e)) < 0)
+		return r;
+	res->system_bytes = res->system_bytes_after = size;
+	r = imager_is_url(j->image) ? check_url(j, res, e) : check_file(j, res, e);
+	if (r < 0)
+		return r;
+	note(o, "image", "image %s reachable, %s", j->image, ip_format_size(res->image_bytes, b1, sizeof(b1)));
+	if (res->signature_checked)
+		note(o, "signature", "signature of %s good (key %s)", j->image, j->key);
+	if (j->store_size) {
+		res->store_bytes = j->store_size;
+	} else if ((r = estimate_store(j, off, size, res, e)) < 0) {
+		return r;
+	}
+	note(o, "estimate", "the store needs %s (profiles %s)", ip_format_size(res->store_bytes, b1, sizeof(b1)),
+	     res->profile_bytes ? ip_format_size(res->profile_bytes, b2, sizeof(b2)) : "as store_size says");
+	if ((r = plan_room(j, res, e)) < 0)
+		return r;
+	if (res->image_part_bytes > res->system_bytes_after)
+		return ip_bad(e, -ENOSPC, "the image needs a partition of %s, but partition %u of %s %s %s: "
+			      "choose a smaller image%s", ip_format_size(res->image_part_bytes, b1, sizeof(b1)),
+			      j->system_partition, j->disk,
+			      res->system_bytes_after < size ? "would have, after making room for the store," : "has",
+			      ip_format_size(res->system_bytes_after, b2, sizeof(b2)),
+			      res->system_bytes_after < size ? ", or a store on another disk" : "");
+	if (res->planned)
+		note(o, "plan", "room planned: a store partition of %s in %zu step%s", ip_format_size(res->plan.size, b3, sizeof(b3)),
+		     res->plan.n, res->plan.n == 1 ? "" : "s");
+	else
+		note(o, "plan", "store directory %s has room", j->store_dir);
+	return 0;
+}

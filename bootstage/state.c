@@ -1,0 +1,414 @@
+/* state.c — where a run stands: state.json in the state directory, with
+ * the job's hash, the phase, the current step and each step's result.
+ * Every change rewrites the file whole (temp, fsync, rename, fsync of the
+ * directory), so kill -9 at any instant leaves the state before or after
+ * the change, and the phase runner can redo a step found "running". */
+#include <errno.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "bootstage/internal.h"
+
+/*
+ * state.json, format 1:
+ *   format            BOOTSTAGE_STATE_FORMAT; a newer one is refused
+ *   job               hex BLAKE2b-256 of the canonical job: a state belongs
+ *                     to one job, and resume refuses another's
+ *   disk, system_partition   what the job was resolved to
+ *   phase, step       where the run is ("" between steps)
+ *   ok, error         false and the message once a step failed
+ *   created, updated  UTC times
+ *   steps             [{phase, step, status: running|done|failed,
+ *                       started, ended, error, result}] in the order begun
+ */
+
+static const char *const phase_names[] = {
+	[BOOTSTAGE_PHASE_NONE] = "none",
+	[BOOTSTAGE_PHASE_PREFLIGHT] = "preflight",
+	[BOOTSTAGE_PHASE_NOTIFY] = "notify",
+	[BOOTSTAGE_PHASE_PREPARE] = "prepare",
+	[BOOTSTAGE_PHASE_DEPLOY] = "deploy",
+	[BOOTSTAGE_PHASE_RESTORE] = "restore",
+	[BOOTSTAGE_PHASE_FINISH] = "finish",
+	[BOOTSTAGE_PHASE_DONE] = "done",
+	[BOOTSTAGE_PHASE_FAILED] = "failed",
+	[BOOTSTAGE_PHASE_ROLLED_BACK] = "rolled-back",
+};
+
+struct bootstage_state {
+	char *dir;
+	json_object *doc;
+};
+
+const char *bootstage_phase_name(enum bootstage_phase p)
+{
+	return (unsigned)p < IP_ARRAY_SIZE(phase_names) ? phase_names[p] : "none";
+}
+
+int bootstage_phase_parse(const char *name, enum bootstage_phase *out)
+{
+	for (size_t i = 0; i < IP_ARRAY_SIZE(phase_names); i++)
+		if (!strcmp(name, phase_names[i])) {
+			*out = (enum bootstage_phase)i;
+			return 0;
+		}
+	return -EINVAL;
+}
+
+const char *bootstage_default_state_dir(void)
+{
+	const char *d = getenv("INPLACE_STATE_DIR");
+
+	return d && *d ? d : "/var/lib/inplace";
+}
+
+int bs_path(char *buf, size_t len, const char *dir, const char *name)
+{
+	return snprintf(buf, len, "%s/%s", dir, name) >= (int)len ? -ENAMETOOLONG : 0;
+}
+
+void bs_now(char *buf, size_t len)
+{
+	struct timespec ts;
+	struct tm tm;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	gmtime_r(&ts.tv_sec, &tm);
+	strftime(buf, len, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static const char *str_of(json_object *o, const char *key)
+{
+	json_object *v;
+
+	if (!json_object_object_get_ex(o, key, &v) || !json_object_is_type(v, json_type_string))
+		return NULL;
+	return json_object_get_string(v);
+}
+
+static void set_str(json_object *o, const char *key, const char *v)
+{
+	json_object_object_add(o, key, v ? json_object_new_string(v) : NULL);
+}
+
+static void set_now(json_object *o, const char *key)
+{
+	char now[32];
+
+	bs_now(now, sizeof(now));
+	set_str(o, key, now);
+}
+
+static int state_save(bootstage_state *st, ip_error *e)
+{
+	char path[4096];
+	const char *s;
+
+	set_now(st->doc, "updated");
+	s = json_object_to_json_string_ext(st->doc, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+	if (!s)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	if (bs_path(path, sizeof(path), st->dir, BOOTSTAGE_STATE_FILE) < 0)
+		return ip_fail(e, -ENAMETOOLONG, "state directory path too long: %s", st->dir);
+	return ip_write_file_atomic(path, s, strlen(s), 0600, e);
+}
+
+static bootstage_state *state_new(const char *dir, json_object *doc)
+{
+	bootstage_state *st = calloc(1, sizeof(*st));
+
+	if (!st || !(st->dir = strdup(dir))) {
+		free(st);
+		return NULL;
+	}
+	st->doc = doc;
+	return st;
+}
+
+int bootstage_state_load(const char *dir, const char *job_hash, bootstage_state **out, ip_error *e)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[4096];
+	json_object *doc, *v, *steps;
+	const char *job;
+	enum bootstage_phase p;
+	int64_t fmt;
+	int r;
+
+	if (bs_path(path, sizeof(path), dir, BOOTSTAGE_STATE_FILE) < 0)
+		return ip_bad(e, -ENAMETOOLONG, "state directory path too long: %s", dir);
+	if (access(path, F_OK) < 0 && errno == ENOENT)
+		return -ENOENT;
+	if ((r = ip_read_file(path, 16 << 20, &text, NULL, e)) < 0)
+		return r;
+	doc = json_tokener_parse(text);
+	if (!doc || !json_object_is_type(doc, json_type_object) ||
+	    !json_object_object_get_ex(doc, "format", &v) || !json_object_is_type(v, json_type_int)) {
+		json_object_put(doc);
+		return ip_bad(e, -EINVAL, "%s is not an inplace state: move it away or name another --state-dir",
+			      path);
+	}
+	fmt = json_object_get_int64(v);
+	if (fmt > BOOTSTAGE_STATE_FORMAT || fmt < 1) {
+		json_object_put(doc);
+		return ip_bad(e, -EPROTONOSUPPORT, "%s is of state format %lld, this inplace reads up to %d: "
+			      "continue with the inplace that started the run", path, (long long)fmt,
+			      BOOTSTAGE_STATE_FORMAT);
+	}
+	job = str_of(doc, "job");
+	if (!job || !str_of(doc, "phase") || bootstage_phase_parse(str_of(doc, "phase"), &p) < 0 ||
+	    !json_object_object_get_ex(doc, "steps", &steps) || !json_object_is_type(steps, json_type_array)) {
+		json_object_put(doc);
+		return ip_bad(e, -EINVAL, "%s is damaged (no job, phase or steps): move it away to start over", path);
+	}
+	if (job_hash && strcmp(job, job_hash)) {
+		r = ip_bad(e, -EEXIST, "the state in %s belongs to another job (%.12s, this one is %.12s): "
+			   "finish that run with its own job file, or move %s away", dir, job, job_hash, path);
+		json_object_put(doc);
+		return r;
+	}
+	if (!(*out = state_new(dir, doc))) {
+		json_object_put(doc);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	return 0;
+}
+
+int bootstage_state_create(const char *dir, const bootstage_job *job, bootstage_state **out,
+			   ip_error *e)
+{
+	json_object *doc = json_object_new_object();
+	bootstage_state *st;
+	char path[4096];
+	int r;
+
+	if (!doc)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	json_object_object_add(doc, "format", json_object_new_int(BOOTSTAGE_STATE_FORMAT));
+	set_str(doc, "job", job->hash);
+	set_str(doc, "disk", job->disk);
+	json_object_object_add(doc, "system_partition", json_object_new_int((int)job->system_partition));
+	set_str(doc, "phase", bootstage_phase_name(BOOTSTAGE_PHASE_PREFLIGHT));
+	set_str(doc, "step", "");
+	json_object_object_add(doc, "ok", json_object_new_boolean(1));
+	json_object_object_add(doc, "error", NULL);
+	set_now(doc, "created");
+	json_object_object_add(doc, "steps", json_object_new_array());
+	if (!(st = state_new(dir, doc))) {
+		json_object_put(doc);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	/* the job file first: a state always has the job it belongs to */
+	if ((r = ip_mkdir_p(dir, 0700, e)) < 0 ||
+	    (r = bs_path(path, sizeof(path), dir, BOOTSTAGE_JOB_FILE)) < 0 ||
+	    (r = ip_write_file_atomic(path, job->text, strlen(job->text), 0600, e)) < 0 ||
+	    (r = state_save(st, e)) < 0) {
+		if (r == -ENAMETOOLONG)
+			ip_bad(e, r, "state directory path too long: %s", dir);
+		bootstage_state_free(st);
+		return r;
+	}
+	*out = st;
+	return 0;
+}
+
+int bootstage_state_begin(const char *dir, const bootstage_job *job, bootstage_state **out,
+			  bool *fresh, ip_error *e)
+{
+	bootstage_state *st = NULL;
+	int r;
+
+	*fresh = false;
+	r = bootstage_state_load(dir, NULL, &st, e);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (st && !strcmp(bootstage_state_job_hash(st), job->hash)) {
+		*out = st;
+		return 0;
+	}
+	/* another job's run that never got past its checks changed nothing:
+	 * a corrected job may take its place */
+	if (st && bootstage_state_phase(st) != BOOTSTAGE_PHASE_PREFLIGHT) {
+		bootstage_state_free(st);
+		return bootstage_state_load(dir, job->hash, out, e);
+	}
+	bootstage_state_free(st);
+	*fresh = true;
+	return bootstage_state_create(dir, job, out, e);
+}
+
+void bootstage_state_free(bootstage_state *st)
+{
+	if (!st)
+		return;
+	json_object_put(st->doc);
+	free(st->dir);
+	free(st);
+}
+
+enum bootstage_phase bootstage_state_phase(const bootstage_state *st)
+{
+	enum bootstage_phase p = BOOTSTAGE_PHASE_NONE;
+
+	bootstage_phase_parse(str_of(st->doc, "phase"), &p);
+	return p;
+}
+
+const char *bootstage_state_step(const bootstage_state *st)
+{
+	const char *s = str_of(st->doc, "step");
+
+	return s ? s : "";
+}
+
+const char *bootstage_state_job_hash(const bootstage_state *st)
+{
+	return str_of(st->doc, "job");
+}
+
+const char *bootstage_state_dir(const bootstage_state *st)
+{
+	return st->dir;
+}
+
+bool bootstage_state_ok(const bootstage_state *st, const char **error)
+{
+	json_object *v;
+	bool ok = !json_object_object_get_ex(st->doc, "ok", &v) || json_object_get_boolean(v);
+
+	if (error)
+		*error = ok ? NULL : str_of(st->doc, "error");
+	return ok;
+}
+
+json_object *bootstage_state_json(const bootstage_state *st)
+{
+	return st->doc;
+}
+
+int bootstage_state_set_phase(bootstage_state *st, enum bootstage_phase p, ip_error *e)
+{
+	if (bootstage_state_phase(st) == p)
+		return 0;
+	set_str(st->doc, "phase", bootstage_phase_name(p));
+	set_str(st->doc, "step", "");
+	return state_save(st, e);
+}
+
+/* The record of step in phase, or NULL. */
+static json_object *find_step(const bootstage_state *st, const char *phase, const char *step)
+{
+	json_object *steps;
+
+	json_object_object_get_ex(st->doc, "steps", &steps);
+	for (size_t i = json_object_array_length(steps); i-- > 0;) {
+		json_object *s = json_object_array_get_idx(steps, i);
+		const char *p = str_of(s, "phase"), *n = str_of(s, "step");
+
+		if (p && n && !strcmp(p, phase) && !strcmp(n, step))
+			return s;
+	}
+	return NULL;
+}
+
+bool bootstage_state_step_done(const bootstage_state *st, enum bootstage_phase p, const char *step)
+{
+	json_object *s = find_step(st, bootstage_phase_name(p), step);
+	const char *status = s ? str_of(s, "status") : NULL;
+
+	return status && !strcmp(status, "done");
+}
+
+int bootstage_state_step_begin(bootstage_state *st, const char *step, bool *done, ip_error *e)
+{
+	const char *phase = str_of(st->doc, "phase");
+	json_object *s = find_step(st, phase, step), *steps;
+
+	*done = false;
+	if (s && !strcmp(str_of(s, "status") ?: "", "done")) {
+		*done = true;
+		return 0;
+	}
+	if (!s) {
+		s = json_object_new_object();
+		set_str(s, "phase", phase);
+		set_str(s, "step", step);
+		json_object_object_get_ex(st->doc, "steps", &steps);
+		json_object_array_add(steps, s);
+	}
+	/* begun again after a crash or a failure: the step is redone */
+	set_str(s, "status", "running");
+	set_now(s, "started");
+	json_object_object_del(s, "ended");
+	json_object_object_del(s, "error");
+	json_object_object_del(s, "result");
+	set_str(st->doc, "step", step);
+	return state_save(st, e);
+}
+
+int bootstage_state_step_end(bootstage_state *st, const char *step, const ip_error *err,
+			     json_object *result, ip_error *e)
+{
+	json_object *s = find_step(st, str_of(st->doc, "phase"), step);
+	bool failed = err && err->code;
+
+	if (!s) {
+		json_object_put(result);
+		return ip_fail(e, -ENOENT, "step %s of phase %s was never begun", step, str_of(st->doc, "phase"));
+	}
+	set_str(s, "status", failed ? "failed" : "done");
+	set_now(s, "ended");
+	set_str(s, "error", failed ? err->msg : NULL);
+	if (result)
+		json_object_object_add(s, "result", result);
+	json_object_object_add(st->doc, "ok", json_object_new_boolean(!failed));
+	set_str(st->doc, "error", failed ? err->msg : NULL);
+	return state_save(st, e);
+}
+
+int bootstage_status(const char *dir, const char *disk, size_t nevents, json_object **out,
+		     ip_error *e)
+{
+	bootstage_state *st = NULL;
+	json_object *doc, *events = NULL;
+	int r;
+
+	r = bootstage_state_load(dir, NULL, &st, e);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	/* a state of another disk says nothing about this one */
+	if (st && disk && !bs_same_disk(disk, str_of(st->doc, "disk") ?: "")) {
+		bootstage_state_free(st);
+		st = NULL;
+	}
+	if ((r = bootstage_log_tail(dir, nevents, &events, e)) < 0) {
+		bootstage_state_free(st);
+		return r;
+	}
+	doc = ip_json_doc("status");
+	if (!st) {
+		set_str(doc, "phase", "none");
+		json_object_object_add(doc, "step", NULL);
+		json_object_object_add(doc, "ok", json_object_new_boolean(1));
+		json_object_object_add(doc, "error", NULL);
+		json_object_put(events);
+		events = json_object_new_array();
+	} else {
+		const char *err = NULL, *step = bootstage_state_step(st);
+		bool ok = bootstage_state_ok(st, &err);
+
+		set_str(doc, "phase", bootstage_phase_name(bootstage_state_phase(st)));
+		set_str(doc, "step", *step ? step : NULL);
+		json_object_object_add(doc, "ok", json_object_new_boolean(ok));
+		set_str(doc, "error", err);
+		set_str(doc, "job", bootstage_state_job_hash(st));
+		set_str(doc, "disk", str_of(st->doc, "disk"));
+		set_str(doc, "updated", str_of(st->doc, "updated"));
+	}
+	json_object_object_add(doc, "state_dir", json_object_new_string(dir));
+	json_object_object_add(doc, "events", events);
+	bootstage_state_free(st);
+	*out = doc;
+	return 0;
+}

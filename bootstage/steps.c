@@ -1,0 +1,637 @@
+/* steps.c — the pipeline's steps, each a call into partctl, imager or
+ * migrate plus the mounts around it.  Every step is idempotent (see
+ * steps.h): what it finds on disk tells it what is left to do. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+
+#include "bootstage/steps.h"
+#include "imager/imager.h"
+#include "partctl/partctl.h"
+
+#define FIRSTBOOT_UNIT "inplace-firstboot.service"
+
+/* ---- partitions ------------------------------------------------------- */
+
+static int probe_part(const char *disk, unsigned n, uint64_t *off, uint64_t *size,
+		      struct partctl_fsinfo *fi, ip_error *e)
+{
+	ip_disk *d = NULL;
+	int r;
+
+	r = partctl_part_range(disk, n, off, size, e);
+	if (r < 0)
+		return r;
+	r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e);
+	if (r < 0)
+		return r;
+	r = partctl_fs_probe(d, *off, *size, fi, e);
+	ip_disk_free(d);
+	return r;
+}
+
+int bs_find_store(const char *disk, unsigned *part, uint64_t *off, uint64_t *size, ip_error *e)
+{
+	partctl_table *t = NULL;
+	ip_disk *d = NULL;
+	int r;
+
+	*part = 0;
+	r = partctl_table_open(disk, false, &t, e);
+	if (r < 0)
+		return r;
+	r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e);
+	for (size_t i = 0; r == 0 && i < partctl_table_count(t); i++) {
+		const struct partctl_part *pp = partctl_table_at(t, i);
+		struct partctl_fsinfo fi;
+
+		if (pp->extended || partctl_fs_probe(d, pp->start, pp->size, &fi, NULL) < 0)
+			continue;
+		if (!strcmp(fi.type, "ext4") && !strcmp(fi.label, BS_STORE_LABEL)) {
+			*part = pp->n;
+			*off = pp->start;
+			*size = pp->size;
+			break;
+		}
+	}
+	ip_disk_free(d);
+	partctl_table_free(t);
+	return r;
+}
+
+static int mount_part(const char *disk, unsigned n, unsigned flags, const char *dir, struct ip_mount *m,
+		      ip_error *e)
+{
+	struct partctl_fsinfo fi;
+	uint64_t off, size;
+	int r;
+
+	r = probe_part(disk, n, &off, &size, &fi, e);
+	if (r < 0)
+		return r;
+	if (!*fi.type)
+		return ip_fail(e, -ENOENT, "partition %u of %s holds no filesystem to mount", n, disk);
+	return ip_mount_part(disk, n, off, size, fi.type, flags, dir, m, e);
+}
+
+static void path_join(char *out, size_t n, const char *a, const char *b)
+{
+	snprintf(out, n, "%s/%s", a, b);
+}
+
+static json_object *result_new(const char *step)
+{
+	json_object *o = json_object_new_object();
+
+	if (o)
+		json_object_object_add(o, "step", json_object_new_string(step));
+	return o;
+}
+
+/* ---- prepare ---------------------------------------------------------- */
+
+int bs_step_make_storage(const struct bs_params *p, bs_result *res, ip_error *e)
+{
+	struct partctl_plan_disk *d = NULL;
+	struct partctl_plan plan;
+	uint64_t off, size;
+	unsigned n;
+	bool resumed = false;
+	int r;
+
+	*res = result_new("make-storage");
+	if (p->store_dir) {
+		json_object_object_add(*res, "store_dir", json_object_new_string(p->store_dir));
+		return 0;
+	}
+	/* a shrink or move cut short by a crash is finished first */
+	r = partctl_resume(p->disk, &resumed, e);
+	if (r < 0)
+		return r;
+	r = bs_find_store(p->disk, &n, &off, &size, e);
+	if (r < 0)
+		return r;
+	if (n) {
+		json_object_object_add(*res, "partition", json_object_new_int((int)n));
+		json_object_object_add(*res, "start", ip_json_u64(off));
+		json_object_object_add(*res, "size", ip_json_u64(size));
+		json_object_object_add(*res, "existing", json_object_new_boolean(1));
+		return 0;
+	}
+	r = partctl_plan_describe(p->disk, &d, e);
+	if (r == 0)
+		r = partctl_plan_compute(d, p->store_size, &plan, e);
+	partctl_plan_disk_free(d);
+	if (r == 0)
+		r = partctl_plan_execute(p->disk, &plan, "ext4", BS_STORE_LABEL, &n, e);
+	if (r < 0)
+		return r;
+	json_object_object_add(*res, "partition", json_object_new_int((int)n));
+	json_object_object_add(*res, "start", ip_json_u64(plan.start));
+	json_object_object_add(*res, "size", ip_json_u64(plan.size));
+	json_object_object_add(*res, "steps", json_object_new_int((int)plan.n));
+	json_object_object_add(*res, "resumed", json_object_new_boolean(resumed));
+	return 0;
+}
+
+int bs_store_open(const struct bs_params *p, struct bs_store *s, ip_error *e)
+{
+	char dir[4096];
+	uint64_t off, size;
+	int r;
+
+	memset(s, 0, sizeof(*s));
+	if (p->store_dir) {
+		snprintf(s->root, sizeof(s->root), "%s", p->store_dir);
+		return ip_mkdir_p(s->root, 0700, e);
+	}
+	r = bs_find_store(p->disk, &s->part, &off, &size, e);
+	if (r < 0)
+		return r;
+	if (!s->part)
+		return ip_fail(e, -ENOENT, "%s has no storage partition (label %s): run the prepare phase again",
+			       p->disk, BS_STORE_LABEL);
+	path_join(dir, sizeof(dir), p->work_dir, "store");
+	r = ip_mount_part(p->disk, s->part, off, size, "ext4", 0, dir, &s->m, e);
+	if (r < 0)
+		return r;
+	path_join(s->root, sizeof(s->root), dir, "inplace");
+	r = ip_mkdir_p(s->root, 0700, e);
+	if (r < 0)
+		ip_umount(&s->m, NULL);
+	return r;
+}
+
+int bs_store_close(struct bs_store *s, ip_error *e)
+{
+	return ip_umount(&s->m, e);
+}
+
+/* read/write fallback where copy_file_range cannot cross filesystems:
+ * at most 1 MiB; -1 with errno, or the bytes copied. */
+static ssize_t copy_chunk(int in, int out, off_t left)
+{
+	static __thread char buf[1 << 20];
+	ssize_t n;
+
+	do
+		n = read(in, buf, left < (off_t)sizeof(buf) ? (size_t)left : sizeof(buf));
+	while (n < 0 && errno == EINTR);
+	if (n <= 0)
+		return n < 0 ? -1 : (errno = EIO, -1);
+	return ip_write_all(out, buf, (size_t)n) < 0 ? -1 : n;
+}
+
+/* Copy src to dst through dst.part: fsync, rename, fsync of the directory. */
+static int copy_durable(const char *src, const char *dst, ip_error *e)
+{
+	_cleanup_close_ int in = -1, out = -1;
+	char tmp[4200];
+	struct stat sb;
+	int r = 0;
+
+	in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	if (in < 0)
+		return ip_bad(e, -errno, "cannot open %s: %s", src, strerror(errno));
+	if (fstat(in, &sb) < 0 || !S_ISREG(sb.st_mode))
+		return ip_bad(e, -EINVAL, "%s is not a regular file: give the path of an image file", src);
+	snprintf(tmp, sizeof(tmp), "%s.part", dst);
+	out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (out < 0)
+		return ip_fail(e, -errno, "cannot create %s: %s", tmp, strerror(errno));
+	for (off_t left = sb.st_size; left > 0;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, (size_t)left, 0);
+
+		if (n < 0 && (errno == EXDEV || errno == EINVAL || errno == EOPNOTSUPP || errno == ENOSYS))
+			n = copy_chunk(in, out, left);
+		if (n <= 0) {
+			r = n < 0 ? -errno : -EIO;
+			unlink(tmp);
+			return ip_fail(e, r, "cannot copy %s into the store: %s", src,
+				       r == -ENOSPC ? "no space left: give the store more room (store_size)" : strerror(-r));
+		}
+		left -= n;
+	}
+	if (fsync(out) < 0 || rename(tmp, dst) < 0) {
+		r = -errno;
+		unlink(tmp);
+		return ip_fail(e, r, "cannot write %s: %s", dst, strerror(-r));
+	}
+	return ip_fsync_parent(dst, e);
+}
+
+static void image_paths(const struct bs_store *s, char *img, char *sig, size_t n)
+{
+	snprintf(img, n, "%s/image/os.img", s->root);
+	snprintf(sig, n, "%s/image/os.img.minisig", s->root);
+}
+
+int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char dir[4200], img[4200], sig[4200], src_sig[4200], key[4200];
+	int r;
+
+	*res = result_new("stage-image");
+	snprintf(dir, sizeof(dir), "%s/image", s->root);
+	r = ip_mkdir_p(dir, 0700, e);
+	if (r < 0)
+		return r;
+	image_paths(s, img, sig, sizeof(img));
+	snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
+	if (imager_is_url(p->image)) {
+		struct imager_fetch_opts fo = { .mirrors = p->mirrors, .ca_file = p->ca_cert,
+						.want_sig = p->pubkey != NULL };
+
+		/* only bytes that match their frame hash are kept */
+		r = imager_fetch(p->image, &fo, img, e);
+	} else {
+		r = copy_durable(p->image, img, e);
+		if (r == 0 && p->pubkey) {
+			snprintf(src_sig, sizeof(src_sig), "%s.minisig", p->image);
+			r = copy_durable(src_sig, sig, e);
+		}
+	}
+	/* the key too: the old root that holds it is overwritten by deploy */
+	if (r == 0 && p->pubkey)
+		r = copy_durable(p->pubkey, key, e);
+	/* the signature of the copy, now: a bad copy stops the run before the
+	 * profiles are saved.  Every frame's hash is checked by deploy itself
+	 * before it writes a byte (imager_deploy), so not twice here. */
+	if (r == 0 && p->pubkey)
+		r = imager_verify_sig(img, sig, key, e);
+	if (r < 0)
+		return r;
+	json_object_object_add(*res, "image", json_object_new_string(img));
+	json_object_object_add(*res, "signed", json_object_new_boolean(p->pubkey != NULL));
+	return 0;
+}
+
+static void profile_dir(const struct bs_store *s, char *out, size_t n)
+{
+	snprintf(out, n, "%s/profile", s->root);
+}
+
+int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char store[4200], root[4200], complete[4300];
+	struct ip_mount m;
+	json_object *out = NULL;
+	int r, r2;
+
+	*res = result_new("save");
+	profile_dir(s, store, sizeof(store));
+	snprintf(complete, sizeof(complete), "%s/COMPLETE", store);
+	if (access(complete, F_OK) == 0 && migrate_verify(store, &out, NULL) == 0) {
+		/* saved before a cut: the old root may since have changed (it has
+		 * not: nothing runs on it), the store is what we keep */
+		json_object_object_add(*res, "kept", json_object_new_boolean(1));
+		json_object_put(out);
+		return 0;
+	}
+	path_join(root, sizeof(root), p->work_dir, "oldroot");
+	/* the system filesystem read-only: nothing of the old system changes
+	 * before its users are safe */
+	r = mount_part(p->disk, p->sys_part, IP_MOUNT_RDONLY, root, &m, e);
+	if (r < 0)
+		return r;
+	r = migrate_save(root, store, p->spec, &out, e);
+	r2 = ip_umount(&m, r < 0 ? NULL : e);
+	if (r == 0 && out)
+		json_object_object_add(*res, "profile", out);
+	else
+		json_object_put(out);
+	return r < 0 ? r : r2;
+}
+
+int bs_step_verify(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char store[4200];
+	json_object *out = NULL;
+	int r;
+
+	(void)p;
+	*res = result_new("verify");
+	profile_dir(s, store, sizeof(store));
+	r = migrate_verify(store, &out, e);
+	if (r == 0 && out)
+		json_object_object_add(*res, "profile", out);
+	else
+		json_object_put(out);
+	return r;
+}
+
+/* ---- deploy ----------------------------------------------------------- */
+
+int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char img[4200], sig[4200], state[4200], key[4200];
+	struct imager_deploy_opts o = { .pubkey = p->pubkey ? key : NULL, .grow = true, .state_dir = state };
+	struct imager_deploy_result dr = { 0 };
+	int r;
+
+	*res = result_new("deploy");
+	image_paths(s, img, sig, sizeof(img));
+	snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
+	/* deploy's own journal goes into the store: the staging env keeps
+	 * nothing across a power cut, and the target is being overwritten */
+	snprintf(state, sizeof(state), "%s/deploy-state", s->root);
+	r = ip_mkdir_p(state, 0700, e);
+	if (r == 0)
+		r = imager_deploy(img, p->disk, p->sys_part, &o, &dr, e);
+	if (r < 0)
+		return r;
+	json_object_object_add(*res, "written", ip_json_u64(dr.written));
+	json_object_object_add(*res, "frames", json_object_new_int((int)dr.frames));
+	json_object_object_add(*res, "resumed_at", json_object_new_int((int)dr.resumed_at));
+	json_object_object_add(*res, "grown", json_object_new_boolean(dr.grown));
+	return 0;
+}
+
+/* fstab of the new root: "/" by UUID (grub-mkconfig and a chroot without
+ * udev would name a device node that does not exist at boot). */
+static int fix_fstab(const char *root, const char *uuid, const char *fstype, ip_error *e)
+{
+	char path[4200];
+	_cleanup_free_ char *old = NULL, *buf = NULL;
+	size_t len = 0, cap;
+	FILE *f;
+	bool have_root = false;
+	char *line, *save = NULL;
+	int r;
+
+	snprintf(path, sizeof(path), "%s/etc/fstab", root);
+	r = ip_read_file(path, 1 << 20, &old, &len, NULL);
+	if (r < 0 && r != -ENOENT)
+		return ip_fail(e, r, "cannot read %s: %s", path, strerror(-r));
+	cap = len + 512;
+	if (!(buf = malloc(cap)))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	f = fmemopen(buf, cap, "w");
+	if (!f)
+		return ip_fail(e, -errno, "out of memory");
+	for (line = old ? strtok_r(old, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		char spec[512], mnt[512];
+
+		if (sscanf(line, "%511s %511s", spec, mnt) == 2 && spec[0] != '#' && !strcmp(mnt, "/")) {
+			if (!have_root)
+				fprintf(f, "UUID=%s / %s errors=remount-ro 0 1\n", uuid, fstype);
+			have_root = true;
+			continue;
+		}
+		fprintf(f, "%s\n", line);
+	}
+	if (!have_root)
+		fprintf(f, "UUID=%s / %s errors=remount-ro 0 1\n", uuid, fstype);
+	fclose(f);
+	return ip_write_file_atomic(path, buf, strlen(buf), 0644, e);
+}
+
+static const char unit_fmt[] =
+	"# Written by inplace: restores users and machine identity on the first\n"
+	"# boot after reimaging, then gives the storage space back.  Removed by\n"
+	"# the finish phase.\n"
+	"[Unit]\n"
+	"Description=inplace: restore users after reimaging\n"
+	"DefaultDependencies=no\n"
+	"After=local-fs.target\n"
+	"Before=systemd-user-sessions.service display-manager.service getty.target\n"
+	"ConditionPathExists=!/var/lib/inplace/done\n"
+	"\n"
+	"[Service]\n"
+	"Type=oneshot\n"
+	"RemainAfterExit=yes\n"
+	"ExecStartPre=/bin/mount --mkdir LABEL=" BS_STORE_LABEL " /run/inplace/store\n"
+	"ExecStart=/run/inplace/store/inplace/bundle/inplace resume --disk %s\n"
+	"\n"
+	"[Install]\n"
+	"WantedBy=multi-user.target\n";
+
+static int hook_paths(const char *root, char *unit, char *link, size_t n)
+{
+	snprintf(unit, n, "%s/etc/systemd/system/" FIRSTBOOT_UNIT, root);
+	snprintf(link, n, "%s/etc/systemd/system/multi-user.target.wants/" FIRSTBOOT_UNIT, root);
+	return 0;
+}
+
+static int install_hook(const char *root, const char *disk, ip_error *e)
+{
+	char unit[4200], link[4200], dir[4200], text[2048];
+	int r;
+
+	hook_paths(root, unit, link, sizeof(unit));
+	snprintf(text, sizeof(text), unit_fmt, disk);
+	snprintf(dir, sizeof(dir), "%s/etc/systemd/system/multi-user.target.wants", root);
+	r = ip_mkdir_p(dir, 0755, e);
+	if (r == 0)
+		r = ip_write_file_atomic(unit, text, strlen(text), 0644, e);
+	if (r < 0)
+		return r;
+	if (symlink("../" FIRSTBOOT_UNIT, link) < 0 && errno != EEXIST)
+		return ip_fail(e, -errno, "cannot enable %s: %s", FIRSTBOOT_UNIT, strerror(errno));
+	return ip_fsync_dir(dir, e);
+}
+
+static int remove_hook(const char *root, ip_error *e)
+{
+	char unit[4200], link[4200];
+
+	hook_paths(root, unit, link, sizeof(unit));
+	if ((unlink(link) < 0 && errno != ENOENT) || (unlink(unit) < 0 && errno != ENOENT))
+		return ip_fail(e, -errno, "cannot remove the first-boot unit from %s: %s", root, strerror(errno));
+	return ip_fsync_parent(unit, e);
+}
+
+static void newroot_dir(const struct bs_params *p, char *out, size_t n)
+{
+	path_join(out, n, p->work_dir, "newroot");
+}
+
+int bs_step_configure(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char root[4200];
+	struct partctl_fsinfo fi;
+	struct ip_mount m;
+	uint64_t off, size;
+	int r, r2;
+
+	(void)s;
+	*res = result_new("configure");
+	r = probe_part(p->disk, p->sys_part, &off, &size, &fi, e);
+	if (r < 0)
+		return r;
+	newroot_dir(p, root, sizeof(root));
+	r = ip_mount_part(p->disk, p->sys_part, off, size, fi.type, 0, root, &m, e);
+	if (r < 0)
+		return r;
+	r = fix_fstab(root, fi.uuid, fi.type, e);
+	if (r == 0)
+		r = install_hook(root, p->disk, e);
+	r2 = ip_umount(&m, r < 0 ? NULL : e);
+	if (r == 0) {
+		json_object_object_add(*res, "root_uuid", json_object_new_string(fi.uuid));
+		json_object_object_add(*res, "hook", json_object_new_string(FIRSTBOOT_UNIT));
+	}
+	return r < 0 ? r : r2;
+}
+
+/* ---- restore and finish ----------------------------------------------- */
+
+int bs_step_restore(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char store[4200], root[4200];
+	/* the store is the one this job wrote from the old system's root */
+	struct migrate_restore_opts o = { .trusted = true };
+	struct ip_mount m;
+	json_object *out = NULL;
+	int r, r2;
+
+	*res = result_new("restore");
+	profile_dir(s, store, sizeof(store));
+	newroot_dir(p, root, sizeof(root));
+	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
+	if (r < 0)
+		return r;
+	r = migrate_restore(store, root, &o, &out, e);
+	r2 = ip_umount(&m, r < 0 ? NULL : e);
+	if (r == 0 && out)
+		json_object_object_add(*res, "profile", out);
+	else
+		json_object_put(out);
+	return r < 0 ? r : r2;
+}
+
+/* The store holds password hashes and host keys: its blocks go before
+ * its table entry does.  Zeroed (BLKZEROOUT) on a block device; holes
+ * punched in an image file, which read back as zeros. */
+static int wipe_range(const char *disk, uint64_t off, uint64_t size, ip_error *e)
+{
+	_cleanup_close_ int fd = open(disk, O_RDWR | O_CLOEXEC);
+	struct stat sb;
+
+	if (fd < 0 || fstat(fd, &sb) < 0)
+		return ip_fail(e, -errno, "cannot open %s to wipe the store: %s", disk, strerror(errno));
+	if (S_ISBLK(sb.st_mode)) {
+		uint64_t range[2] = { off, size };
+
+		if (ioctl(fd, BLKZEROOUT, range) < 0)
+			return ip_fail(e, -errno, "cannot wipe the store on %s: %s", disk, strerror(errno));
+	} else if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)size) < 0) {
+		return ip_fail(e, -errno, "cannot wipe the store in %s: %s", disk, strerror(errno));
+	}
+	if (fsync(fd) < 0)
+		return ip_fail(e, -errno, "cannot sync %s: %s", disk, strerror(errno));
+	return 0;
+}
+
+int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char root[4200], node[4300];
+	struct ip_mount m;
+	partctl_table *t = NULL;
+	uint64_t off = 0, size = 0;
+	unsigned part = 0;
+	int r;
+
+	*res = result_new("reclaim");
+	newroot_dir(p, root, sizeof(root));
+	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
+	if (r < 0)
+		return r;
+	r = remove_hook(root, e);
+	if (r == 0 && p->keep == BS_KEEP_IMAGE && !p->store_dir) {
+		struct imager_capture_opts co = { .name = "inplace storage" };
+		struct imager_capture_result cr = { 0 };
+		bool warn = false;
+
+		r = bs_find_store(p->disk, &part, &off, &size, e);
+		snprintf(node, sizeof(node), "%s/var/lib/inplace", root);
+		if (r == 0 && part)
+			r = ip_mkdir_p(node, 0700, e);
+		snprintf(node, sizeof(node), "%s/var/lib/inplace/storage.img", root);
+		if (r == 0 && part && access(node, F_OK) < 0) {
+			bs_store_close(s, NULL);
+			r = imager_capture_part(p->disk, part, node, &co, &cr, &warn, e);
+		}
+	}
+	if (r == 0 && p->keep == BS_KEEP_YES && !p->store_dir) {
+		/* kept as a data partition: the profile (hashes, keys) goes, the
+		 * space stays, mounted by label */
+		static const char line[] = "LABEL=" BS_STORE_LABEL " /var/lib/inplace/storage ext4 defaults,nofail 0 2\n";
+		char fstab[4300];
+		_cleanup_free_ char *old = NULL;
+		size_t len = 0;
+
+		snprintf(fstab, sizeof(fstab), "%s/etc/fstab", root);
+		r = ip_read_file(fstab, 1 << 20, &old, &len, e);
+		if (r == 0 && !strstr(old, "LABEL=" BS_STORE_LABEL)) {
+			_cleanup_free_ char *nw = NULL;
+
+			if (asprintf(&nw, "%s%s%s", old, len && old[len - 1] != '\n' ? "\n" : "", line) < 0)
+				r = ip_fail(e, -ENOMEM, "out of memory");
+			else
+				r = ip_write_file_atomic(fstab, nw, strlen(nw), 0644, e);
+		}
+		snprintf(node, sizeof(node), "%s/var/lib/inplace/storage", root);
+		if (r == 0)
+			r = ip_mkdir_p(node, 0755, e);
+	}
+	{
+		int r2 = ip_umount(&m, r < 0 ? NULL : e);
+
+		if (r == 0)
+			r = r2;
+	}
+	if (r < 0 || p->store_dir || p->keep == BS_KEEP_YES) {
+		/* what stays (a kept partition, the job's directory) loses the
+		 * profile, which holds password hashes and host keys; a directory
+		 * store loses everything inplace put in it unless it is kept */
+		static const char *const ours[] = { "profile", "image", "deploy-state", "state", NULL };
+
+		for (size_t i = 0; r == 0 && ours[i]; i++) {
+			char path[4200];
+			const char *const rm[] = { "rm", "-rf", "--one-file-system", path, NULL };
+
+			if (i > 0 && p->keep == BS_KEEP_YES)
+				break;
+			snprintf(path, sizeof(path), "%s/%s", s->root, ours[i]);
+			r = ip_spawn(rm, NULL, e);
+		}
+		if (r == 0)
+			r = ip_fsync_dir(s->root, e);
+		json_object_object_add(*res, "kept", json_object_new_boolean(p->keep == BS_KEEP_YES));
+		return r;
+	}
+	r = bs_store_close(s, e);
+	if (r == 0)
+		r = bs_find_store(p->disk, &part, &off, &size, e);
+	if (r == 0 && !part && p->store_part) {
+		/* wiped by a run that was cut before it deleted the entry: the
+		 * partition make-storage recorded, if it is still exactly there */
+		uint64_t o2, z2;
+
+		if (partctl_part_range(p->disk, p->store_part, &o2, &z2, NULL) == 0 && o2 == p->store_off &&
+		    z2 == p->store_size_made) {
+			part = p->store_part;
+			off = o2;
+			size = z2;
+		}
+	}
+	if (r == 0 && part) {
+		r = wipe_range(p->disk, off, size, e);
+		if (r == 0)
+			r = partctl_table_open(p->disk, true, &t, e);
+		if (r == 0)
+			r = partctl_table_delete(t, part, e);
+		if (r == 0)
+			r = partctl_table_write(t, e);
+		partctl_table_free(t);
+		if (r == 0)
+			json_object_object_add(*res, "deleted", json_object_new_int((int)part));
+	}
+	if (r == 0)
+		r = partctl_grow(p->disk, p->sys_part, 0, e);
+	return r;
+}

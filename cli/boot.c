@@ -1,0 +1,342 @@
+/* boot.c — the pipeline's verbs: `inplace run JOB.ini [--dry-run]` and
+ * `inplace status`.  The work is in bootstage/; this file parses, prints
+ * and picks the exit status. */
+#include <errno.h>
+#include <string.h>
+
+#include "bootstage/bootstage.h"
+#include "cli/cli.h"
+
+enum {
+	OPT_STATE_DIR = OPT_CLI_LAST,
+	OPT_DISK,
+	OPT_EVENTS,
+};
+
+static const struct option boot_longopts[] = {
+	CLI_COMMON_LONGOPTS,
+	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "events", required_argument, NULL, OPT_EVENTS },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const char *run_usage =
+	"\nUsage:\n inplace run [options] JOB.ini\n\n"
+	"Reimage this machine in place as the job file says, keeping its users.\n"
+	"The job is checked whole first (see \"Job file\" in the README); then the\n"
+	"preflight phase, read-only: the image is reachable and signed, it fits,\n"
+	"the store size is known and room for it is planned.\n\n"
+	"Options:\n"
+	"     --dry-run          stop after preflight and print the plan; write nothing\n"
+	"     --state-dir DIR    where state.json and status.log live until the store\n"
+	"                        exists (default: $INPLACE_STATE_DIR or /var/lib/inplace)\n"
+	"     --json             one JSON document on stdout\n"
+	" -q, --quiet            no progress\n"
+	" -h, --help             this text\n\n"
+	"Exit status: 0 ok, 1 failed, 2 bad job or input (nothing written).\n";
+
+static const char *status_usage =
+	"\nUsage:\n inplace status [options]\n\n"
+	"Where the job stands: the phase, the step, whether it failed, the last\n"
+	"events of status.log.  Without any state: phase \"none\".\n\n"
+	"Options:\n"
+	"     --disk DISK        only a run on DISK\n"
+	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
+	"                        /var/lib/inplace)\n"
+	"     --events N         how many of the last events (default 10)\n"
+	"     --json             {\"version\":1,\"phase\",\"step\",\"ok\",\"error\",\"events\"}\n"
+	" -h, --help             this text\n";
+
+struct bargs {
+	struct cli_opts o;
+	const char *state_dir, *disk;
+	unsigned events;
+};
+
+/* Returns -1 after --help, 0 to go on, or the exit status of bad usage. */
+static int parse(int argc, char **argv, const char *command, const char *usage, bool status, struct bargs *a)
+{
+	int c;
+
+	memset(a, 0, sizeof(*a));
+	a->events = 10;
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "qh", boot_longopts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(usage, stdout);
+			return -1;
+		}
+		if (cli_common_opt(&a->o, c)) {
+			if (c == OPT_DRY_RUN && status)
+				return cli_usage(&a->o, command, "status writes nothing: --dry-run does not apply");
+			continue;
+		}
+		switch (c) {
+		case OPT_STATE_DIR:
+			a->state_dir = optarg;
+			break;
+		case OPT_DISK:
+		case OPT_EVENTS:
+			if (!status)
+				return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
+			if (c == OPT_DISK)
+				a->disk = optarg;
+			else if (cli_parse_uint(&a->o, command, "number of events", optarg, &a->events))
+				return IP_EXIT_BADINPUT;
+			break;
+		default:
+			return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	cli_opts_apply(&a->o);
+	if (!a->state_dir)
+		a->state_dir = bootstage_default_state_dir();
+	return 0;
+}
+
+static char *hsize(uint64_t v, char *buf)
+{
+	return ip_format_size(v, buf, IP_SIZE_BUFSZ);
+}
+
+static json_object *preflight_json(const bootstage_job *j, const struct bootstage_preflight_result *p)
+{
+	json_object *doc = ip_json_doc("run"), *img = json_object_new_object(), *store = json_object_new_object();
+
+	json_object_object_add(doc, "job", json_object_new_string(j->name));
+	json_object_object_add(doc, "job_hash", json_object_new_string(j->hash));
+	json_object_object_add(doc, "phase", json_object_new_string("preflight"));
+	json_object_object_add(img, "source", json_object_new_string(j->image));
+	json_object_object_add(img, "bytes", ip_json_u64(p->image_bytes));
+	json_object_object_add(img, "partition_bytes", p->image_url ? NULL : ip_json_u64(p->image_part_bytes));
+	json_object_object_add(img, "signature", json_object_new_string(
+		p->signature_checked ? "good" : !j->require_signature ? "not required" : "checked at download"));
+	json_object_object_add(doc, "image", img);
+	json_object_object_add(doc, "disk", json_object_new_string(j->disk));
+	json_object_object_add(doc, "system_partition", json_object_new_int((int)j->system_partition));
+	json_object_object_add(doc, "system_bytes", ip_json_u64(p->system_bytes));
+	json_object_object_add(doc, "system_bytes_after", ip_json_u64(p->system_bytes_after));
+	json_object_object_add(store, "kind", json_object_new_string(j->store == BOOTSTAGE_STORE_DIR ? "directory" : "partition"));
+	json_object_object_add(store, "bytes", ip_json_u64(p->store_bytes));
+	json_object_object_add(store, "profile_bytes", ip_json_u64(p->profile_bytes));
+	if (j->store == BOOTSTAGE_STORE_DIR) {
+		json_object_object_add(store, "directory", json_object_new_string(j->store_dir));
+		json_object_object_add(store, "free", ip_json_u64(p->store_free));
+	}
+	json_object_object_add(doc, "store", store);
+	json_object_object_add(doc, "estimate", p->estimate ? json_object_get(p->estimate) : NULL);
+	if (p->planned) {
+		json_object *plan = json_object_new_object();
+		json_object_object_add(plan, "partition", json_object_new_int((int)p->plan.partition));
+		json_object_object_add(plan, "start", ip_json_u64(p->plan.start));
+		json_object_object_add(plan, "size", ip_json_u64(p->plan.size));
+		json_object_object_add(plan, "steps", cli_plan_json(&p->plan, "ext4", "INPLACE-STORE"));
+		json_object_object_add(doc, "plan", plan);
+	} else {
+		json_object_object_add(doc, "plan", NULL);
+	}
+	return doc;
+}
+
+static void preflight_print(const bootstage_job *j, const struct bootstage_preflight_result *p)
+{
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], b3[IP_SIZE_BUFSZ];
+
+	printf("preflight of %s (job %.12s): ok\n", j->name, j->hash);
+	printf(" image    %s, %s", j->image, hsize(p->image_bytes, b1));
+	if (!p->image_url)
+		printf(", for a partition of %s", hsize(p->image_part_bytes, b2));
+	printf(", signature %s\n", p->signature_checked ? "good" : !j->require_signature ? "not required"
+	       : "checked at download");
+	printf(" system   partition %u of %s, %s", j->system_partition, j->disk, hsize(p->system_bytes, b1));
+	if (p->system_bytes_after != p->system_bytes)
+		printf(" (%s after making room)", hsize(p->system_bytes_after, b2));
+	printf("\n store    %s", hsize(p->store_bytes, b1));
+	if (p->profile_bytes)
+		printf(" (profiles %s + 10%%, the image %s, the bundle)", hsize(p->profile_bytes, b2),
+		       hsize(p->image_bytes, b3));
+	if (j->store == BOOTSTAGE_STORE_DIR)
+		printf(" in %s (%s free)\n", j->store_dir, hsize(p->store_free, b2));
+	else
+		printf(" in a new storage partition\n");
+	if (p->planned) {
+		printf("plan for a storage partition of %s on %s:\n", hsize(p->plan.size, b1), j->disk);
+		cli_plan_print(&p->plan, "ext4", "INPLACE-STORE");
+	}
+}
+
+static void run_print(const struct bootstage_run_result *res, const char *disk)
+{
+	if (res->already)
+		printf("this job is done already on %s: nothing to do\n", disk);
+	else if (res->under_way)
+		printf("this job is under way on %s (phase %s): continue it with 'inplace resume --disk %s'\n", disk,
+		       bootstage_phase_name(res->phase), disk);
+	else if (res->phase == BOOTSTAGE_PHASE_DONE)
+		printf("done: the new system runs with its users; the storage space is given back\n");
+	else if (res->reboot)
+		printf("phase %s: a reboot comes here ([boot] method = none): run 'inplace resume --disk %s' to play it\n",
+		       bootstage_phase_name(res->phase), disk);
+	printf("state: %s\n", res->state_dir);
+}
+
+static json_object *run_json(const char *cmd, const struct bootstage_run_result *res, const char *disk)
+{
+	json_object *doc = ip_json_doc(cmd);
+
+	json_object_object_add(doc, "disk", json_object_new_string(disk));
+	json_object_object_add(doc, "phase", json_object_new_string(bootstage_phase_name(res->phase)));
+	json_object_object_add(doc, "reboot", json_object_new_boolean(res->reboot));
+	json_object_object_add(doc, "already_done", json_object_new_boolean(res->already));
+	json_object_object_add(doc, "under_way", json_object_new_boolean(res->under_way));
+	json_object_object_add(doc, "state_dir", json_object_new_string(res->state_dir));
+	return doc;
+}
+
+int cmd_run(int argc, char **argv)
+{
+	struct bootstage_preflight_result p = { 0 };
+	bootstage_job *j = NULL;
+	ip_error e = { 0 };
+	struct bargs a;
+	int r;
+
+	if ((r = parse(argc, argv, "run", run_usage, false, &a)))
+		return r < 0 ? IP_EXIT_OK : r;
+	if (optind != argc - 1)
+		return cli_usage(&a.o, "run", "expected one JOB.ini");
+	if (bootstage_job_load(argv[optind], &j, &e) < 0)
+		return cli_error(&a.o, "run", &e);
+	if (a.o.dry_run) {
+		r = bootstage_preflight(j, NULL, &p, &e);
+	} else {
+		struct bootstage_run_opts ro = { .state_dir = a.state_dir };
+		struct bootstage_run_result res;
+
+		r = bootstage_run(j, &ro, &p, &res, &e);
+		if (r == 0 && a.o.json) {
+			json_object *doc = run_json("run", &res, j->disk);
+
+			if (!res.already && !res.under_way)
+				json_object_object_add(doc, "preflight", preflight_json(j, &p));
+			r = cli_emit(doc);
+		} else if (r == 0) {
+			if (!res.already && !res.under_way)
+				preflight_print(j, &p);
+			run_print(&res, j->disk);
+		}
+		bootstage_preflight_result_clear(&p);
+		bootstage_job_free(j);
+		return r < 0 ? cli_error(&a.o, "run", &e) : r;
+	}
+	if (r < 0) {
+		bootstage_preflight_result_clear(&p);
+		bootstage_job_free(j);
+		return cli_error(&a.o, "run", &e);
+	}
+	if (a.o.json) {
+		json_object *doc = preflight_json(j, &p);
+		json_object_object_add(doc, "dry_run", json_object_new_boolean(1));
+		r = cli_emit(doc);
+	} else {
+		preflight_print(j, &p);
+		printf("dry run: nothing written\n");
+		r = IP_EXIT_OK;
+	}
+	bootstage_preflight_result_clear(&p);
+	bootstage_job_free(j);
+	return r;
+}
+
+static void status_print(json_object *doc)
+{
+	json_object *v, *events;
+	const char *err;
+
+	json_object_object_get_ex(doc, "phase", &v);
+	printf("phase: %s", json_object_get_string(v));
+	if (json_object_object_get_ex(doc, "step", &v) && v)
+		printf(", step: %s", json_object_get_string(v));
+	json_object_object_get_ex(doc, "ok", &v);
+	printf(", %s\n", json_object_get_boolean(v) ? "ok" : "failed");
+	if (json_object_object_get_ex(doc, "error", &v) && v && (err = json_object_get_string(v)))
+		printf("error: %s\n", err);
+	if (json_object_object_get_ex(doc, "disk", &v) && v)
+		printf("disk: %s\n", json_object_get_string(v));
+	json_object_object_get_ex(doc, "events", &events);
+	if (!json_object_array_length(events))
+		return;
+	printf("last events:\n");
+	for (size_t i = 0; i < json_object_array_length(events); i++) {
+		json_object *ev = json_object_array_get_idx(events, i), *t, *ph, *s, *l, *m;
+
+		json_object_object_get_ex(ev, "time", &t);
+		json_object_object_get_ex(ev, "phase", &ph);
+		json_object_object_get_ex(ev, "step", &s);
+		json_object_object_get_ex(ev, "level", &l);
+		json_object_object_get_ex(ev, "message", &m);
+		printf(" %s %s%s%s %s: %s\n", t ? json_object_get_string(t) : "", ph ? json_object_get_string(ph) : "",
+		       s ? "/" : "", s ? json_object_get_string(s) : "", l ? json_object_get_string(l) : "",
+		       m ? json_object_get_string(m) : "");
+	}
+}
+
+int cmd_status(int argc, char **argv)
+{
+	json_object *doc = NULL;
+	ip_error e = { 0 };
+	struct bargs a;
+	int r;
+
+	if ((r = parse(argc, argv, "status", status_usage, true, &a)))
+		return r < 0 ? IP_EXIT_OK : r;
+	if (optind != argc)
+		return cli_usage(&a.o, "status", "unexpected argument '%s'", argv[optind]);
+	if (bootstage_status_find(a.disk, &(struct bootstage_run_opts){ .state_dir = a.state_dir }, a.events,
+				  &doc, &e) < 0)
+		return cli_error(&a.o, "status", &e);
+	if (a.o.json)
+		return cli_emit(doc);   /* keeps the "ok" of the run */
+	status_print(doc);
+	json_object_put(doc);
+	return IP_EXIT_OK;
+}
+
+static const char *resume_usage =
+	"\nUsage:\n inplace resume [options]\n\n"
+	"Continue the run of a job from its persisted state, up to the next reboot\n"
+	"or the end: the boot hooks call this, and with [boot] method = none each\n"
+	"call plays one boot (the staging environment, then the new system's first\n"
+	"boot).  Safe to run again after a crash or kill -9 at any point.\n\n"
+	"Options:\n"
+	"     --disk DISK        the disk of the run (its storage partition holds the\n"
+	"                        state once it exists)\n"
+	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
+	"                        /var/lib/inplace)\n"
+	"     --json             one JSON document on stdout\n"
+	" -q, --quiet            no progress\n"
+	" -h, --help             this text\n\n"
+	"Exit status: 0 ok, 1 failed (resume again once the cause is fixed), 2 no\n"
+	"run to resume or a state this inplace cannot read.\n";
+
+int cmd_resume(int argc, char **argv)
+{
+	struct bootstage_run_result res;
+	struct bootstage_run_opts ro = { 0 };
+	ip_error e = { 0 };
+	struct bargs a;
+	int r;
+
+	if ((r = parse(argc, argv, "resume", resume_usage, true, &a)))
+		return r < 0 ? IP_EXIT_OK : r;
+	if (optind != argc)
+		return cli_usage(&a.o, "resume", "unexpected argument '%s'", argv[optind]);
+	ro.state_dir = a.state_dir;
+	if (bootstage_resume(a.disk, &ro, &res, &e) < 0)
+		return cli_error(&a.o, "resume", &e);
+	if (a.o.json)
+		return cli_emit(run_json("resume", &res, a.disk ? a.disk : ""));
+	run_print(&res, a.disk ? a.disk : "DISK");
+	return IP_EXIT_OK;
+}
