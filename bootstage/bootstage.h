@@ -273,6 +273,8 @@ int bootstage_preflight(const bootstage_job *job, const struct bootstage_preflig
 
 struct bootstage_run_opts {
 	const char *state_dir;      /* NULL: bootstage_default_state_dir() */
+	bool interactive;           /* run: the notify phase may ask at the
+	                             * terminal (stdin, stderr) */
 };
 
 struct bootstage_run_result {
@@ -281,6 +283,10 @@ struct bootstage_run_result {
 	                             * 'inplace resume' plays it) */
 	bool already;               /* run: this job is done already; nothing changed */
 	bool under_way;             /* run: this job is past preflight: resume it */
+	int answer;                 /* run: the notify phase's enum bootstage_answer
+	                             * (0, install, unless postponed or declined) */
+	long long rerun_at;         /* postponed: when the job is due again */
+	bool rearmed;               /* postponed: a timer will run it then */
 	char state_dir[4096];       /* where the state is now */
 };
 

@@ -23,6 +23,7 @@
 
 #include "bootstage/bootstage.h"
 #include "bootstage/internal.h"
+#include "bootstage/notify.h"
 #include "bootstage/steps.h"
 #include "partctl/partctl.h"
 
@@ -558,6 +559,82 @@ out:
 	return r;
 }
 
+/* Postponement used by earlier runs of this job (the notify steps' results). */
+static unsigned postponed_so_far(struct pipe *pp)
+{
+	json_object *res = step_result(pp, "notify"), *v;
+
+	return res && json_object_object_get_ex(res, "postponed_total_s", &v) ? (unsigned)json_object_get_int(v) : 0;
+}
+
+/* The notify phase: users told, the admin asked (at a terminal), the answer
+ * recorded.  Install goes on; postpone re-arms the job (a timer) and stops;
+ * decline stops.  Both leave the disk as it was. */
+static int notify_phase(struct pipe *pp, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+			ip_error *e)
+{
+	const bootstage_job *j = pp->job;
+	char job_path[4096];
+	const char *rearm[] = { "inplace", "run", job_path, NULL };
+	struct bootstage_notify_opts no = {
+		.message = j->notify_message,
+		.countdown_s = j->notify_countdown,
+		.allow_postpone = j->notify_allow_postpone,
+		.max_postpone_s = j->notify_max_postpone,
+		.postponed_so_far_s = postponed_so_far(pp),
+		.allow_decline = j->notify_allow_decline,
+		.interactive = o && o->interactive,
+		.prompt_in = 0,
+		.prompt_out = 2,
+		.rearm_argv = rearm,
+	};
+	struct bootstage_notify_result nr = { 0 };
+	ip_error err = { 0 };
+	json_object *found;
+	bool done;
+	int r;
+
+	if (!realpath(j->name, job_path))
+		snprintf(job_path, sizeof(job_path), "%s", j->name);
+	if ((r = set_phase(pp, BOOTSTAGE_PHASE_NOTIFY, e)) < 0 ||
+	    (r = bootstage_state_step_begin(pp->st, "notify", &done, e)) < 0)
+		return r;
+	r = bootstage_notify(&no, &nr, &err);
+	found = r < 0 ? NULL : json_object_new_object();
+	if (found) {
+		json_object_object_add(found, "answer", json_object_new_string(bootstage_answer_name(nr.answer)));
+		json_object_object_add(found, "answered", json_object_new_boolean(nr.answered));
+		json_object_object_add(found, "terminals_told", json_object_new_int((int)nr.ttys_told));
+		json_object_object_add(found, "desktops_told", json_object_new_int((int)nr.buses_told));
+		json_object_object_add(found, "postponed_total_s",
+				       json_object_new_int((int)(no.postponed_so_far_s + nr.postpone_s)));
+		if (nr.answer == BOOTSTAGE_POSTPONE)
+			json_object_object_add(found, "rerun_at", json_object_new_int64((int64_t)nr.rerun_at));
+	}
+	if (bootstage_state_step_end(pp->st, "notify", r < 0 ? &err : NULL, found, e) < 0 && r == 0)
+		r = -EIO;
+	if (r < 0) {
+		if (err.code)
+			*e = err;
+		event(pp, "notify", BOOTSTAGE_ERROR, "%s", e->msg);
+		return r;
+	}
+	res->answer = nr.answer;
+	res->rerun_at = nr.rerun_at;
+	res->rearmed = nr.rearmed;
+	event(pp, "notify", BOOTSTAGE_INFO, "users told (%u terminals, %u desktops); answer: %s%s", nr.ttys_told,
+	      nr.buses_told, bootstage_answer_name(nr.answer),
+	      nr.answer == BOOTSTAGE_INSTALL && !nr.answered ? " (the countdown ran out)" : "");
+	if (nr.answer == BOOTSTAGE_POSTPONE)
+		event(pp, "notify", BOOTSTAGE_INFO, "postponed by %u s%s", nr.postpone_s,
+		      nr.rearmed ? ": a timer runs the job again then" : ": run the job again then");
+	else if (nr.answer == BOOTSTAGE_INSTALL && bootstage_notify_disarm(&no, &err) < 0)
+		/* a timer an earlier postpone left is not needed now */
+		event(pp, "notify", BOOTSTAGE_WARN, "%s", err.msg);
+	res->phase = BOOTSTAGE_PHASE_NOTIFY;
+	return 0;
+}
+
 int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e)
 {
@@ -611,6 +688,8 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		event(&pp, "checks", BOOTSTAGE_ERROR, "%s", e->msg);
 		goto out;
 	}
+	if ((r = notify_phase(&pp, o, res, e)) < 0 || res->answer != BOOTSTAGE_INSTALL)
+		goto out;
 	if ((r = set_phase(&pp, BOOTSTAGE_PHASE_PREPARE, e)) < 0)
 		goto out;
 	event(&pp, NULL, BOOTSTAGE_INFO, "ready: the next boot (the staging environment) makes room and saves the users");

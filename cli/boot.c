@@ -3,8 +3,11 @@
  * and picks the exit status. */
 #include <errno.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "bootstage/bootstage.h"
+#include "bootstage/notify.h"
 #include "cli/cli.h"
 
 enum {
@@ -168,7 +171,16 @@ static void preflight_print(const bootstage_job *j, const struct bootstage_prefl
 
 static void run_print(const struct bootstage_run_result *res, const char *disk)
 {
-	if (res->already)
+	if (res->answer == BOOTSTAGE_POSTPONE) {
+		char when[64];
+		time_t t = (time_t)res->rerun_at;
+
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M %Z", localtime(&t));
+		printf("postponed: nothing was changed; %s at %s\n",
+		       res->rearmed ? "a timer runs the job again" : "run the job again", when);
+	} else if (res->answer == BOOTSTAGE_DECLINE)
+		printf("declined: nothing was changed\n");
+	else if (res->already)
 		printf("this job is done already on %s: nothing to do\n", disk);
 	else if (res->under_way)
 		printf("this job is under way on %s (phase %s): continue it with 'inplace resume --disk %s'\n", disk,
@@ -190,6 +202,12 @@ static json_object *run_json(const char *cmd, const struct bootstage_run_result 
 	json_object_object_add(doc, "reboot", json_object_new_boolean(res->reboot));
 	json_object_object_add(doc, "already_done", json_object_new_boolean(res->already));
 	json_object_object_add(doc, "under_way", json_object_new_boolean(res->under_way));
+	if (!strcmp(cmd, "run") && !res->already && !res->under_way)
+		json_object_object_add(doc, "answer", json_object_new_string(bootstage_answer_name(res->answer)));
+	if (res->answer == BOOTSTAGE_POSTPONE) {
+		json_object_object_add(doc, "rerun_at", json_object_new_int64(res->rerun_at));
+		json_object_object_add(doc, "rearmed", json_object_new_boolean(res->rearmed));
+	}
 	json_object_object_add(doc, "state_dir", json_object_new_string(res->state_dir));
 	return doc;
 }
@@ -211,7 +229,10 @@ int cmd_run(int argc, char **argv)
 	if (a.o.dry_run) {
 		r = bootstage_preflight(j, NULL, &p, &e);
 	} else {
-		struct bootstage_run_opts ro = { .state_dir = a.state_dir };
+		/* the admin is asked only at a terminal, and not under --json,
+		 * whose reader is a program */
+		struct bootstage_run_opts ro = { .state_dir = a.state_dir,
+						 .interactive = !a.o.json && isatty(0) && isatty(2) };
 		struct bootstage_run_result res;
 
 		r = bootstage_run(j, &ro, &p, &res, &e);

@@ -64,6 +64,9 @@ users = all                 ; every account with a home and UID >= 1000
 
 [boot]
 method = none               ; stop where a reboot comes: 'inplace resume' plays each boot
+
+[notify]
+countdown = 10s             ; logged-in users are told; at a terminal you may postpone
 EOF
 sed 's/^/  /' "$D/job.ini"
 export INPLACE_STATE_DIR=$D/state INPLACE_RUN_DIR=$D/run

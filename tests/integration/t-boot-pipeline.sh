@@ -44,6 +44,9 @@ store_size = 256MiB
 
 [boot]
 method = none
+
+[notify]
+countdown = 0
 EOF
 }
 
@@ -98,7 +101,7 @@ for label in gpt dos; do
 	check_result "$label" "$D" "$S"; umount "$CHK_ROOT"
 	phases=$(jq -r .phase "$S/status.log" | uniq | tr '\n' ' ')
 	check "$label: status.log tells every phase in order" \
-		test "$phases" = "preflight prepare deploy restore finish done "
+		test "$phases" = "preflight notify prepare deploy restore finish done "
 	out=$("$INPLACE" run --json "$T/$label.ini")
 	check "$label: the same job again: already done" test "$(jq -r .already_done <<<"$out")" = true
 	ok "$label: resume after done is a no-op" "$INPLACE" resume --disk "$D"
@@ -110,6 +113,41 @@ play_all() { # NAME JOB DISK: run, then one resume per boot
 	ok "$1: staging boot" "$INPLACE" resume --disk "$3" &&
 	ok "$1: first boot of the new OS" "$INPLACE" resume --disk "$3"
 }
+
+# ---- the admin at a terminal: postpone, then install -----------------------
+# `inplace run` in a tmux pane: the notify phase asks; 'p' '1' postpones by
+# an hour (the disk untouched, the run still in phase notify, the answer in
+# status.log), then a second run answered 'i' goes on to prepare.
+require_tool tmux || exit 1
+TM=(tmux -L "inplace-pipe-$$" -f /dev/null)
+"${TM[@]}" new-session -d -s idle -x 200 -y 30 "sleep 3600" && track_pid "$("${TM[@]}" display-message -p -t idle '#{pid}')"
+D=$T/ask.img S=$T/state-ask
+make_disk "$D" gpt
+write_job ask.ini "$D"
+sed -i 's/^countdown = 0$/countdown = 60\nallow_postpone = yes\nmax_postpone = 1d/' ask.ini
+sha_before=$(sha256sum < "$D")
+pane_has() { local i; for ((i = 0; i < 300; i++)); do "${TM[@]}" capture-pane -p -t "$1" 2>/dev/null | grep -qF -- "$2" && return 0; sleep 0.1; done; return 1; }
+ask() { # NAME KEY…
+	local name=$1 k i; shift
+	"${TM[@]}" new-session -d -s "$name" -x 200 -y 30 \
+		"INPLACE_STATE_DIR=$S INPLACE_UTMP=/dev/null INPLACE_RUN_USER_DIR=$T/norun $(printf '%q' "$INPLACE") run $T/ask.ini > $T/$name.out; echo \$? > $T/$name.rc; sleep 3600"
+	pane_has "$name" "[p]ostpone" || { fail "$name: no prompt" "$("${TM[@]}" capture-pane -p -t "$name" | tail -3)"; return 1; }
+	for k; do "${TM[@]}" send-keys -t "$name" -l "$k"; sleep 0.3; done
+	for ((i = 0; i < 600; i++)); do [ -s "$T/$name.rc" ] && return 0; sleep 0.1; done
+	return 1
+}
+mkdir -p "$T/norun"
+if ask later p 1; then
+	check "ask: postpone answered at the terminal" grep -q '^postponed: nothing was changed' later.out
+	check "ask: the disk is untouched" test "$(sha256sum < "$D")" = "$sha_before"
+	check "ask: the run waits in phase notify" \
+		test "$(INPLACE_STATE_DIR=$S "$INPLACE" status --json | jq -r .phase)" = notify
+	check "ask: status.log holds the answer" grep -q 'answer: postpone' "$S/status.log"
+fi
+if ask now i; then
+	check "ask: install answered, the run goes on to prepare" \
+		test "$(INPLACE_STATE_DIR=$S "$INPLACE" status --json | jq -r .phase)" = prepare
+fi
 
 # ---- the store in a directory on a second disk -----------------------------
 D=$T/dir.img S=$T/state-dir

@@ -6,8 +6,7 @@
 # a login terminal listed in utmp and a user's session bus.
 . "$(dirname "$0")/../lib.sh"
 I=$INPLACE
-command -v tmux >/dev/null || { skip "all" "tmux is not installed (mk/packages.txt)"; exit 0; }
-command -v jq >/dev/null || { skip "all" "jq is not installed (mk/packages.txt)"; exit 0; }
+require_tool tmux jq || exit 1
 
 # A tmux server of our own; its pid is tracked so that the EXIT trap ends it
 # and every session in it.
