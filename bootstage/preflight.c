@@ -2,7 +2,6 @@
  * there and signed, does it fit, how large must the store be, and where
  * does the room come from.  `inplace run --dry-run` stops after it; a
  * refusal here leaves the disk byte for byte as it was. */
-#include <curl/curl.h>
 #include <errno.h>
 #include <limits.h>
 #include <string.h>
@@ -38,41 +37,13 @@ void bootstage_preflight_result_clear(struct bootstage_preflight_result *r)
 	memset(r, 0, sizeof(*r));
 }
 
-/* HEAD url: its size.  why gets the reason when it does not answer. */
-static int head_size(const char *url, uint64_t *size, char *why, size_t wlen)
-{
-	char errbuf[CURL_ERROR_SIZE] = "";
-	CURL *c = bs_curl_new(url, NULL, errbuf);
-	curl_off_t len = -1;
-	CURLcode rc;
-
-	if (!c)
-		return -ENOMEM;
-	curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-	rc = curl_easy_perform(c);
-	if (rc == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
-	curl_easy_cleanup(c);
-	if (rc != CURLE_OK) {
-		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-		return -EIO;
-	}
-	*size = len > 0 ? (uint64_t)len : 0;
-	return 0;
-}
-
 static int check_url(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
 {
-	char why[CURL_ERROR_SIZE + 64] = "";
-	int r = head_size(j->image, &res->image_bytes, why, sizeof(why));
+	struct imager_fetch_opts fo = { .mirrors = (const char *const *)j->mirrors };
+	int r = imager_probe_url(j->image, &fo, &res->image_bytes, e);
 
-	for (size_t i = 0; r == -EIO && j->mirrors[i]; i++)
-		r = head_size(j->mirrors[i], &res->image_bytes, why, sizeof(why));
-	if (r == -ENOMEM)
-		return ip_fail(e, r, "out of memory");
 	if (r < 0)
-		return ip_fail(e, r, "image %s is unreachable (%s)%s: check the URL and the network",
-			       j->image, why, j->mirrors[0] ? ", and so are its mirrors" : "");
+		return r;
 	res->image_url = true;
 	return 0;
 }
