@@ -237,7 +237,7 @@ int bootstage_status(const char *dir, const char *disk, size_t nevents, json_obj
 /* ==== preflight (bootstage/preflight.c) ================================= */
 
 struct bootstage_preflight_opts {
-	bootstage_log *log;         /* events of each check, or NULL (dry run) */
+	int reserved;               /* none yet; NULL is fine */
 };
 
 struct bootstage_preflight_result {
@@ -255,6 +255,8 @@ struct bootstage_preflight_result {
 	bool planned;               /* store = partition: plan holds the steps */
 	struct partctl_plan plan;
 	json_object *estimate;      /* migrate_estimate's document, or NULL */
+	json_object *checks;        /* [{"step", "message"}] of the checks passed,
+	                             * for the status log once the run has one */
 };
 void bootstage_preflight_result_clear(struct bootstage_preflight_result *r);
 

@@ -15,25 +15,26 @@
 
 #define MiB (1ULL << 20)
 
-static void note(const struct bootstage_preflight_opts *o, const char *step, const char *fmt, ...)
+static void note(struct bootstage_preflight_result *res, const char *step, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static void note(const struct bootstage_preflight_opts *o, const char *step, const char *fmt, ...)
+static void note(struct bootstage_preflight_result *res, const char *step, const char *fmt, ...)
 {
+	json_object *o = json_object_new_object();
 	char msg[900];
 	va_list ap;
 
-	if (!o || !o->log)
-		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	/* the log's own failure must not hide the check's result */
-	bootstage_log_event(o->log, "preflight", step, BOOTSTAGE_INFO, -1, NULL, "%s", msg);
+	json_object_object_add(o, "step", json_object_new_string(step));
+	json_object_object_add(o, "message", json_object_new_string(msg));
+	json_object_array_add(res->checks, o);
 }
 
 void bootstage_preflight_result_clear(struct bootstage_preflight_result *r)
 {
 	json_object_put(r->estimate);
+	json_object_put(r->checks);
 	memset(r, 0, sizeof(*r));
 }
 
@@ -233,8 +234,11 @@ int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight
 	uint64_t off, size;
 	int r;
 
+	(void)o;
 	memset(res, 0, sizeof(*res));
-	note(o, "job", "job %s valid (%.12s): disk %s, system partition %u", j->name, j->hash, j->disk,
+	if (!(res->checks = json_object_new_array()))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	note(res, "job", "job %s valid (%.12s): disk %s, system partition %u", j->name, j->hash, j->disk,
 	     j->system_partition);
 	if ((r = partctl_part_range(j->disk, j->system_partition, &off, &size, e)) < 0)
 		return r;
@@ -242,15 +246,15 @@ int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight
 	r = imager_is_url(j->image) ? check_url(j, res, e) : check_file(j, res, e);
 	if (r < 0)
 		return r;
-	note(o, "image", "image %s reachable, %s", j->image, ip_format_size(res->image_bytes, b1, sizeof(b1)));
+	note(res, "image", "image %s reachable, %s", j->image, ip_format_size(res->image_bytes, b1, sizeof(b1)));
 	if (res->signature_checked)
-		note(o, "signature", "signature of %s good (key %s)", j->image, j->key);
+		note(res, "signature", "signature of %s good (key %s)", j->image, j->key);
 	if (j->store_size) {
 		res->store_bytes = j->store_size;
 	} else if ((r = estimate_store(j, off, size, res, e)) < 0) {
 		return r;
 	}
-	note(o, "estimate", "the store needs %s (profiles %s)", ip_format_size(res->store_bytes, b1, sizeof(b1)),
+	note(res, "estimate", "the store needs %s (profiles %s)", ip_format_size(res->store_bytes, b1, sizeof(b1)),
 	     res->profile_bytes ? ip_format_size(res->profile_bytes, b2, sizeof(b2)) : "as store_size says");
 	if ((r = plan_room(j, res, e)) < 0)
 		return r;
@@ -262,9 +266,9 @@ int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight
 			      ip_format_size(res->system_bytes_after, b2, sizeof(b2)),
 			      res->system_bytes_after < size ? ", or a store on another disk" : "");
 	if (res->planned)
-		note(o, "plan", "room planned: a store partition of %s in %zu step%s", ip_format_size(res->plan.size, b3, sizeof(b3)),
+		note(res, "plan", "room planned: a store partition of %s in %zu step%s", ip_format_size(res->plan.size, b3, sizeof(b3)),
 		     res->plan.n, res->plan.n == 1 ? "" : "s");
 	else
-		note(o, "plan", "store directory %s has room", j->store_dir);
+		note(res, "plan", "store directory %s has room", j->store_dir);
 	return 0;
 }

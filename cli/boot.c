@@ -126,6 +126,7 @@ static json_object *preflight_json(const bootstage_job *j, const struct bootstag
 	}
 	json_object_object_add(doc, "store", store);
 	json_object_object_add(doc, "estimate", p->estimate ? json_object_get(p->estimate) : NULL);
+	json_object_object_add(doc, "checks", p->checks ? json_object_get(p->checks) : NULL);
 	if (p->planned) {
 		json_object *plan = json_object_new_object();
 		json_object_object_add(plan, "partition", json_object_new_int((int)p->plan.partition));
@@ -172,18 +173,34 @@ static int run_phases(const struct bargs *a, const bootstage_job *j, struct boot
 		      ip_error *e)
 {
 	struct bootstage_report_cfg rep = { .url = j->report_url, .ca_cert = j->report_ca_cert, .spool = j->report_spool };
-	struct bootstage_preflight_opts po = { 0 };
 	bootstage_state *st = NULL;
 	bootstage_log *log = NULL;
 	ip_error failed = { 0 };
-	bool fresh, done;
-	int r;
+	bool fresh = false, done;
+	int r, pr;
 
-	if ((r = bootstage_state_begin(a->state_dir, j, &st, &fresh, e)) < 0)
+	r = bootstage_state_load(a->state_dir, NULL, &st, e);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (st && strcmp(bootstage_state_job_hash(st), j->hash)) {
+		bool past = bootstage_state_phase(st) != BOOTSTAGE_PHASE_PREFLIGHT;
+		bootstage_state_free(st);
+		st = NULL;
+		/* another job's run: refused once it changed something */
+		if (past)
+			return bootstage_state_load(a->state_dir, j->hash, &st, e);
+	}
+	/* a first run that fails its checks writes nothing at all */
+	pr = bootstage_preflight(j, NULL, p, &failed);
+	if (pr < 0 && !st) {
+		*e = failed;
+		return pr;
+	}
+	if (!st && (r = bootstage_state_begin(a->state_dir, j, &st, &fresh, e)) < 0)
 		return r;
 	if ((r = bootstage_log_open(a->state_dir, &rep, &log, e)) < 0)
 		goto out;
-	bootstage_log_event(log, "preflight", NULL, BOOTSTAGE_INFO, -1, NULL, "%s job %s (%.12s) on %s",
+	bootstage_log_event(log, "preflight", NULL, BOOTSTAGE_INFO, 0, NULL, "%s job %s (%.12s) on %s",
 			    fresh ? "run of" : "run again of", j->name, j->hash, j->disk);
 	if (bootstage_state_phase(st) != BOOTSTAGE_PHASE_PREFLIGHT) {
 		r = ip_fail(e, -ENOSYS, "this run is in phase %s, and continuing it is not built yet",
@@ -192,15 +209,18 @@ static int run_phases(const struct bargs *a, const bootstage_job *j, struct boot
 	}
 	if ((r = bootstage_state_step_begin(st, "checks", &done, e)) < 0)
 		goto out;
-	/* the checks are read-only: they run again even when done, since the
-	 * image or the disk may have changed since */
-	po.log = log;
-	r = bootstage_preflight(j, &po, p, &failed);
-	if (bootstage_state_step_end(st, "checks", r < 0 ? &failed : NULL, NULL, e) < 0 && r == 0)
-		r = -EIO;
-	if (r < 0) {
-		if (failed.code)
-			*e = failed;
+	for (size_t i = 0; p->checks && i < json_object_array_length(p->checks); i++) {
+		json_object *c = json_object_array_get_idx(p->checks, i), *s, *m;
+		json_object_object_get_ex(c, "step", &s);
+		json_object_object_get_ex(c, "message", &m);
+		bootstage_log_event(log, "preflight", json_object_get_string(s), BOOTSTAGE_INFO, -1, NULL, "%s",
+				    json_object_get_string(m));
+	}
+	if ((r = bootstage_state_step_end(st, "checks", pr < 0 ? &failed : NULL, NULL, e)) < 0)
+		goto out;
+	if (pr < 0) {
+		*e = failed;
+		r = pr;
 		bootstage_log_event(log, "preflight", "checks", BOOTSTAGE_ERROR, -1, NULL, "%s", e->msg);
 		goto out;
 	}
