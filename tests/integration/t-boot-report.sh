@@ -2,7 +2,8 @@
 # t-boot-report.sh — [report] url: every event of status.log reaches a real
 # HTTP server on 127.0.0.1 exactly once and in order, including the events
 # logged while the server was down (it is started later) and while it
-# answered 500; with spool = no, events the server missed are dropped.
+# answered 500; with spool = no, events the server missed are dropped; an
+# https server with a CA of its own is trusted only through ca_cert.
 . "$TESTS_DIR/lib.sh"
 
 cd "$T" || exit 1
@@ -16,7 +17,7 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 # The server: appends each POST body as one line to received.jsonl; answers
 # 500 while the file "refuse" exists.  It stops by itself after 5 minutes.
 cat > server.py <<'PY'
-import http.server, os, sys
+import http.server, os, ssl, sys
 port, out = int(sys.argv[1]), sys.argv[2]
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
@@ -29,10 +30,17 @@ class H(http.server.BaseHTTPRequestHandler):
             f.write(body.rstrip(b"\n") + b"\n")
         self.send_response(200); self.end_headers()
     def log_message(self, *a): pass
-http.server.HTTPServer(("127.0.0.1", port), H).serve_forever()
+srv = http.server.HTTPServer(("127.0.0.1", port), H)
+if len(sys.argv) > 3:  # https with the given certificate and key
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[3], sys.argv[4])
+    srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
+srv.serve_forever()
 PY
+# start_server [OUT PORT CERT KEY]
 start_server() {
-	timeout 300 python3 server.py "$port" received.jsonl & track_pid $!
+	local port=${2:-$port}
+	timeout 300 python3 server.py "$port" "${1:-received.jsonl}" ${3:+"$3" "$4"} 2>/dev/null & track_pid $!
 	for _ in $(seq 50); do
 		python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$port" 2>/dev/null && return 0
 		sleep 0.1
@@ -93,3 +101,23 @@ rm refuse
 got=$(wc -l < received.jsonl 2>/dev/null || echo 0)
 check "spool = no: missed events dropped, later ones sent once" \
 	bash -c "[ $got -gt 0 ] && [ $got -lt \$(wc -l < '$log') ] && [ \"\$(tail -n $got '$log')\" = \"\$(cat received.jsonl)\" ]"
+
+# https: a CA of our own; without ca_cert the server is not trusted and the
+# events wait, with it they all arrive, once each, in order
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout ca.key -out ca.pem \
+	-days 2 -subj "/CN=inplace test CA" >/dev/null 2>&1 &&
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout srv.key -out srv.csr \
+	-subj "/CN=127.0.0.1" >/dev/null 2>&1 &&
+openssl x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 2 \
+	-extfile <(printf 'subjectAltName=IP:127.0.0.1\n') >/dev/null 2>&1 ||
+	{ fail "fixture" "openssl could not make the test certificates"; exit 1; }
+sport=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+start_server tls.jsonl "$sport" srv.pem srv.key || { fail "https server" "did not start"; exit 1; }
+rm -rf "$INPLACE_STATE_DIR"
+sed -i -e "s|^url = .*|url = https://127.0.0.1:$sport/events|" -e '/^spool = no$/d' job.ini
+"$INPLACE" run job.ini >/dev/null 2>&1
+check "https, CA not trusted: nothing received" [ ! -s tls.jsonl ]
+sed -i "s|^url = .*|&\nca_cert = $T/ca.pem|" job.ini
+"$INPLACE" run job.ini >/dev/null 2>&1
+check "https with ca_cert: every event once, in order, the untrusted run's too" cmp -s "$log" tls.jsonl
+check "… more than one run's worth" [ "$(jq -s '[.[] | select(.message | startswith("run"))] | length' tls.jsonl)" -eq 2 ]
