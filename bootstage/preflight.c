@@ -3,6 +3,7 @@
  * does the room come from.  `inplace run --dry-run` stops after it; a
  * refusal here leaves the disk byte for byte as it was. */
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -80,8 +81,7 @@ static int check_file(const bootstage_job *j, struct bootstage_preflight_result 
 
 struct sysroot {
 	char dir[PATH_MAX];     /* where the root is readable */
-	char tmp[64];           /* our mount point, "" when it was mounted already */
-	char loop[64];          /* our loop device, "" when none */
+	int fd;                 /* our mount, held open after it was detached */
 };
 
 /* Where device dev is mounted (its root, not a bind of a subtree). */
@@ -110,68 +110,85 @@ static bool mounted_at(dev_t dev, char *dir, size_t len)
 
 static void sysroot_release(struct sysroot *m)
 {
-	if (m->tmp[0]) {
-		if (umount2(m->tmp, 0) < 0)
-			umount2(m->tmp, MNT_DETACH);
-		rmdir(m->tmp);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+}
+
+/* Mount node read-only on a fresh directory, then keep only a descriptor
+ * of its root: the mount is detached at once (and the loop device set to
+ * clear itself), so whatever happens to this process, kill -9 included,
+ * no mount or loop device outlives it. */
+static int mount_private(const bootstage_job *j, const char *node, const char *type, const char *loop,
+			 struct sysroot *m, ip_error *e)
+{
+	const unsigned long flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	char tmp[] = "/tmp/inplace-root.XXXXXX";
+	int r;
+
+	if (!mkdtemp(tmp))
+		return ip_fail(e, -errno, "cannot make a mount point in /tmp: %s", strerror(errno));
+	r = mount(node, tmp, type, flags, NULL);
+	/* a journal that wants replaying cannot be replayed read-only */
+	if (r < 0 && (!strcmp(type, "ext3") || !strcmp(type, "ext4")))
+		r = mount(node, tmp, type, flags, "noload");
+	if (r < 0) {
+		r = ip_fail(e, -errno, "cannot mount partition %u of %s read-only to estimate the profiles (%s): "
+			    "set store_size in [job]", j->system_partition, j->disk, strerror(errno));
+		rmdir(tmp);
+		return r;
 	}
-	if (m->loop[0])
-		ip_loop_detach(m->loop, NULL);
-	memset(m, 0, sizeof(*m));
+	m->fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = m->fd < 0 ? -errno : 0;
+	umount2(tmp, MNT_DETACH);
+	rmdir(tmp);
+	/* busy (our mount holds it): the kernel clears it on its last close */
+	if (loop)
+		ip_loop_detach(loop, NULL);
+	if (r < 0)
+		return ip_fail(e, r, "cannot open the root of partition %u of %s: %s", j->system_partition, j->disk,
+			       strerror(-r));
+	snprintf(m->dir, sizeof(m->dir), "/proc/self/fd/%d", m->fd);
+	return 0;
 }
 
 static int sysroot_get(const bootstage_job *j, uint64_t off, uint64_t size, struct sysroot *m, ip_error *e)
 {
 	struct partctl_fsinfo fs;
 	ip_disk *d = NULL;
-	char node[64];
+	char node[64], loop[64];
 	struct stat st;
+	bool blk;
 	int r;
 
 	memset(m, 0, sizeof(*m));
+	m->fd = -1;
 	if ((r = ip_disk_open(j->disk, IP_DISK_RDONLY, &d, e)) < 0)
 		return r;
 	r = partctl_fs_probe(d, off, size, &fs, e);
-	bool blk = ip_disk_is_blockdev(d);
+	blk = ip_disk_is_blockdev(d);
 	ip_disk_free(d);
 	if (r < 0)
 		return r;
 	if (!fs.type[0])
 		return ip_bad(e, -EINVAL, "partition %u of %s holds no filesystem to save profiles from: "
 			      "check system_partition, or set store_size", j->system_partition, j->disk);
-	if (blk) {
-		if (ip_partition_node(j->disk, j->system_partition, node, sizeof(node)) < 0 || stat(node, &st) < 0)
-			return ip_fail(e, -ENOENT, "the kernel has no node for partition %u of %s: run partx -u %s",
-				       j->system_partition, j->disk, j->disk);
-		if (mounted_at(st.st_rdev, m->dir, sizeof(m->dir)))
-			return 0;
-	} else {
+	if (!blk) {
 		/* an image file: a read-only loop device over the partition */
-		if ((r = ip_loop_attach(j->disk, off, size, true, m->loop, sizeof(m->loop), e)) < 0)
+		if ((r = ip_loop_attach(j->disk, off, size, true, loop, sizeof(loop), e)) < 0)
 			return r;
-		snprintf(node, sizeof(node), "%s", m->loop);
-	}
-	snprintf(m->tmp, sizeof(m->tmp), "/tmp/inplace-root.XXXXXX");
-	if (!mkdtemp(m->tmp)) {
-		r = ip_fail(e, -errno, "cannot make a mount point in /tmp: %s", strerror(errno));
-		m->tmp[0] = '\0';
-		sysroot_release(m);
+		r = mount_private(j, loop, fs.type, loop, m, e);
+		if (r < 0)
+			ip_loop_detach(loop, NULL);
 		return r;
 	}
-	r = mount(node, m->tmp, fs.type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	/* a journal that wants replaying cannot be replayed read-only */
-	if (r < 0 && (!strcmp(fs.type, "ext3") || !strcmp(fs.type, "ext4")))
-		r = mount(node, m->tmp, fs.type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "noload");
-	if (r < 0) {
-		r = ip_fail(e, -errno, "cannot mount partition %u of %s read-only to estimate the profiles (%s): "
-			    "set store_size in [job]", j->system_partition, j->disk, strerror(errno));
-		rmdir(m->tmp);
-		m->tmp[0] = '\0';
-		sysroot_release(m);
-		return r;
-	}
-	snprintf(m->dir, sizeof(m->dir), "%s", m->tmp);
-	return 0;
+	if (ip_partition_node(j->disk, j->system_partition, node, sizeof(node)) < 0 || stat(node, &st) < 0)
+		return ip_fail(e, -ENOENT, "the kernel has no node for partition %u of %s: run partx -u %s",
+			       j->system_partition, j->disk, j->disk);
+	/* the running root, or a mounted partition: read it where it is */
+	if (mounted_at(st.st_rdev, m->dir, sizeof(m->dir)))
+		return 0;
+	return mount_private(j, node, fs.type, NULL, m, e);
 }
 
 static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
