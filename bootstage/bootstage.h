@@ -156,6 +156,10 @@ int bootstage_state_load(const char *dir, const char *job_hash, bootstage_state 
  * copy of the job file as dir/job.ini for the later boots. */
 int bootstage_state_create(const char *dir, const bootstage_job *job, bootstage_state **out,
 			   ip_error *e);
+/* One run or resume at a time in dir: an exclusive lock on dir/run.lock,
+ * held until *fd is closed (by the process's end at the latest).  -EBUSY
+ * (failure, exit 1) while another process holds it. */
+int bootstage_state_lock(const char *dir, int *fd, ip_error *e);
 /* What `run` does: the state of job in dir, created when there is none.
  * A state of another job is refused (as bootstage_state_load does) unless
  * that run never left preflight, which changed nothing: then it is

@@ -4,6 +4,8 @@
  * directory), so kill -9 at any instant leaves the state before or after
  * the change, and the phase runner can redo a step found "running". */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -210,6 +212,30 @@ int bootstage_state_create(const char *dir, const bootstage_job *job, bootstage_
 		return r;
 	}
 	*out = st;
+	return 0;
+}
+
+int bootstage_state_lock(const char *dir, int *fd, ip_error *e)
+{
+	char path[4096];
+	int r;
+
+	*fd = -1;
+	if (bs_path(path, sizeof(path), dir, "run.lock") < 0)
+		return ip_bad(e, -ENAMETOOLONG, "state directory path too long: %s", dir);
+	if ((r = ip_mkdir_p(dir, 0700, e)) < 0)
+		return r;
+	*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (*fd < 0)
+		return ip_fail(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (flock(*fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(*fd);
+		*fd = -1;
+		if (r == -EBUSY)
+			return ip_fail(e, r, "another inplace run or resume is working in %s: wait for it to end", dir);
+		return ip_fail(e, r, "cannot lock %s: %s", path, strerror(-r));
+	}
 	return 0;
 }
 

@@ -177,6 +177,7 @@ static int run_phases(const struct bargs *a, const bootstage_job *j, struct boot
 	bootstage_log *log = NULL;
 	ip_error failed = { 0 };
 	bool fresh = false, done;
+	_cleanup_close_ int lock = -1;
 	int r, pr;
 
 	r = bootstage_state_load(a->state_dir, NULL, &st, e);
@@ -196,7 +197,12 @@ static int run_phases(const struct bargs *a, const bootstage_job *j, struct boot
 		*e = failed;
 		return pr;
 	}
-	if (!st && (r = bootstage_state_begin(a->state_dir, j, &st, &fresh, e)) < 0)
+	/* from here on this run writes: one writer at a time */
+	bootstage_state_free(st);
+	st = NULL;
+	if ((r = bootstage_state_lock(a->state_dir, &lock, e)) < 0)
+		return r;
+	if ((r = bootstage_state_begin(a->state_dir, j, &st, &fresh, e)) < 0)
 		return r;
 	if ((r = bootstage_log_open(a->state_dir, &rep, &log, e)) < 0)
 		goto out;

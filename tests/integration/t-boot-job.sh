@@ -204,6 +204,14 @@ n1=$(wc -l < "$INPLACE_STATE_DIR/status.log")
 must_fail 1 "run again: same job, state kept" "$INPLACE" run store64.ini
 check "run again: seq continues" [ "$(jq -s '[.[].seq] == [range(1; length + 1)]' "$INPLACE_STATE_DIR/status.log")" = true ]
 check "run again: more events" [ "$(wc -l < "$INPLACE_STATE_DIR/status.log")" -gt "$n1" ]
+# one writer at a time: a run while another holds the state directory
+python3 -c 'import fcntl, sys, time; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(60)' \
+	"$INPLACE_STATE_DIR/run.lock" & holder=$!; track_pid $holder
+for _ in $(seq 100); do flock -n "$INPLACE_STATE_DIR/run.lock" true || break; sleep 0.1; done
+n1=$(wc -l < "$INPLACE_STATE_DIR/status.log")
+must_fail 1 "a run while another runs: refused" "$INPLACE" run store64.ini
+check "… and it logged nothing" [ "$(wc -l < "$INPLACE_STATE_DIR/status.log")" -eq "$n1" ]
+kill $holder; wait $holder 2>/dev/null
 # another job's state that got past preflight is refused; one still in
 # preflight is replaced (it changed nothing)
 jq '.phase = "prepare"' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
@@ -216,7 +224,7 @@ must_fail 2 "a state of another job (past preflight): refused" "$INPLACE" run ot
 check "… in one line naming the other job" [ "$("$INPLACE" run other.ini 2>&1 | grep -c 'belongs to another job')" -eq 1 ]
 jq '.phase = "preflight"' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
 must_fail 1 "a state of another job still in preflight: replaced" "$INPLACE" run other.ini
-check "… now the other job's" [ "$("$INPLACE" status --json | jq -r .job)" = "$(jq -r .job "$INPLACE_STATE_DIR/state.json")" ]
+check "… now the other job's" [ "$("$INPLACE" status --json | jq -r .job)" = "$("$INPLACE" run --dry-run --json other.ini | jq -r .job_hash)" ]
 jq '.format = 99' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
 must_fail 2 "status: a newer state format is refused" "$INPLACE" status
 must_fail 2 "run: a newer state format is refused" "$INPLACE" run other.ini
