@@ -24,12 +24,20 @@ start=1MiB, type=linux' && fx_mkfs disk.img 1 ext4 old ROOT || { fail "fixture" 
 cp new.img forged.img && minisign -S -s other.key -m forged.img >/dev/null 2>&1
 sum=$(sha256sum < disk.img)
 
+# body IMAGE KEY PART [LINE...]: a [job] body on disk.img ("-": no such key)
+body() {
+	local img=$1 key=$2 part=$3
+	shift 3
+	[ "$img" = - ] || echo "image = $img"
+	[ "$key" = - ] || echo "key = $key"
+	echo "disk = $T/disk.img"
+	echo "system_partition = $part"
+	[ $# -eq 0 ] || printf '%s\n' "$@"
+}
+
 # job NAME [EXTRA [JOB-KEYS]]: a job file; JOB-KEYS replace the default [job] body
 job() {
-	local body=${3:-"image = $T/new.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1"}
+	local body=${3:-$(body "$T/new.img" "$T/k.pub" 1)}
 	printf '[job]\n%s\n%s\n[boot]\nmethod = none\n' "$body" "${2:-}" > "$T/$1.ini"
 }
 
@@ -74,10 +82,7 @@ system_partition = 1"
 	check "disk too full: unchanged" [ "$(sha256sum < full.img)" = "$fullsum" ]
 
 	# the image does not fit the root once the store has its room
-	job huge "" "image = $T/huge.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1"
+	job huge "" "$(body "$T/huge.img" "$T/k.pub" 1)"
 	refuse 2 "an image too large for the shrunk root: refused" huge.ini
 fi
 
@@ -96,13 +101,9 @@ job nosection "[wheather]"
 refuse 2 "unknown section: refused" nosection.ini
 job dup "system_partition = 1"
 refuse 2 "duplicate key: refused" dup.ini
-job noimage "" "key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1"
+job noimage "" "$(body "-" "$T/k.pub" 1)"
 refuse 2 "no image: refused" noimage.ini
-job nokey "" "image = $T/new.img
-disk = $T/disk.img
-system_partition = 1"
+job nokey "" "$(body "$T/new.img" "-" 1)"
 refuse 2 "require_signature without key: refused" nokey.ini
 job rollback "on_failure = rollback"
 refuse 2 "rollback without rollback_image: refused" rollback.ini
@@ -110,70 +111,33 @@ job badspec "[profile]
 users = alice
 levle = 3"
 refuse 2 "profile spec typo: refused" badspec.ini
-job nopart "" "image = $T/new.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 7"
+job nopart "" "$(body "$T/new.img" "$T/k.pub" 7)"
 refuse 2 "missing system partition: refused" nopart.ini
-job nokeyfile "" "image = $T/new.img
-key = $T/missing.pub
-disk = $T/disk.img
-system_partition = 1"
+job nokeyfile "" "$(body "$T/new.img" "$T/missing.pub" 1)"
 refuse 2 "missing key file: refused" nokeyfile.ini
 must_fail 2 "missing job file" "$INPLACE" run --dry-run "$T/none.ini"
 
 # the image: missing, unreachable, badly signed
-job missing "" "image = $T/missing.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store_size = 64M"
+job missing "" "$(body "$T/missing.img" "$T/k.pub" 1 "store_size = 64M")"
 refuse 2 "missing image: refused" missing.ini
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-job url "" "image = http://127.0.0.1:$port/new.img
-mirror = http://127.0.0.1:$port/mirror.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store_size = 64M"
+job url "" "$(body "http://127.0.0.1:$port/new.img" "$T/k.pub" 1 "mirror = http://127.0.0.1:$port/mirror.img" "store_size = 64M")"
 refuse 1 "unreachable image URL and mirror: failed" url.ini
-job forged "" "image = $T/forged.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store_size = 64M"
+job forged "" "$(body "$T/forged.img" "$T/k.pub" 1 "store_size = 64M")"
 refuse 2 "image signed with another key: refused" forged.ini
-job unsigned "" "image = $T/forged.img
-require_signature = no
-disk = $T/disk.img
-system_partition = 1
-store_size = 64M"
+job unsigned "" "$(body "$T/forged.img" "-" 1 "require_signature = no" "store_size = 64M")"
 ok "require_signature = no: the same image passes" "$INPLACE" run --dry-run unsigned.ini
-job toolarge "" "image = $T/new.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store_size = 1G"
+job toolarge "" "$(body "$T/new.img" "$T/k.pub" 1 "store_size = 1G")"
 refuse 2 "store_size larger than the disk can give: refused" toolarge.ini
 
 # store = a directory: on another filesystem fine, on the disk refused
 mkdir -p "$T/second"
-job storedir "" "image = $T/new.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store = $T/second
-store_size = 1M"
+job storedir "" "$(body "$T/new.img" "$T/k.pub" 1 "store = $T/second" "store_size = 1M")"
 out=$("$INPLACE" run --dry-run --json storedir.ini)
 check "store directory elsewhere: accepted, no plan" [ "$(jq -r '.store.kind, .plan' <<<"$out" | tr '\n' ' ')" = "directory null " ]
 if have_loop && attach_loop "$T/disk.img" && [ -b "${LOOP}p1" ] && mkdir -p "$T/mnt" && mount -o ro "${LOOP}p1" "$T/mnt"; then
 	track_mount "$T/mnt"
-	job ondisk "" "image = $T/new.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store = $T/mnt/home
-store_size = 1M"
+	job ondisk "" "$(body "$T/new.img" "$T/k.pub" 1 "store = $T/mnt/home" "store_size = 1M")"
 	out=$("$INPLACE" run --dry-run ondisk.ini 2>&1); rc=$?
 	check "store directory on the disk being reimaged: refused" [ "$rc" -eq 2 ]
 	check "… naming the disk" grep -q "is on $T/disk.img, the disk being reimaged" <<<"$out"
@@ -187,11 +151,7 @@ check "after all refusals: disk unchanged, no state" unchanged
 # status without state, then a run that keeps state and events
 out=$("$INPLACE" status --json)
 check "status without state: phase none, exit 0" [ "$(jq -r '.version, .phase, .ok' <<<"$out" | tr '\n' ' ')" = "1 none true " ]
-job store64 "" "image = $T/new.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store_size = 64M"
+job store64 "" "$(body "$T/new.img" "$T/k.pub" 1 "store_size = 64M")"
 must_fail 1 "run without --dry-run: stops after preflight (later phases not built)" "$INPLACE" run store64.ini
 check "run wrote nothing to the disk" [ "$(sha256sum < disk.img)" = "$sum" ]
 out=$("$INPLACE" status --json)
@@ -215,11 +175,7 @@ kill $holder; wait $holder 2>/dev/null
 # another job's state that got past preflight is refused; one still in
 # preflight is replaced (it changed nothing)
 jq '.phase = "prepare"' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
-job other "" "image = $T/new.img
-key = $T/k.pub
-disk = $T/disk.img
-system_partition = 1
-store_size = 65M"
+job other "" "$(body "$T/new.img" "$T/k.pub" 1 "store_size = 65M")"
 must_fail 2 "a state of another job (past preflight): refused" "$INPLACE" run other.ini
 check "… in one line naming the other job" [ "$("$INPLACE" run other.ini 2>&1 | grep -c 'belongs to another job')" -eq 1 ]
 jq '.phase = "preflight"' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
