@@ -254,6 +254,8 @@ struct bootstage_preflight_result {
 	uint64_t system_bytes;      /* the system partition now */
 	uint64_t system_bytes_after;/* … after the plan (the plan may shrink it) */
 	uint64_t profile_bytes;     /* migrate_estimate's store_bytes; 0 with store_size */
+	uint64_t rollback_bytes;    /* rollback_image = yes: room for the old system's
+	                             * image (its used bytes + 1%); 0 with store_size */
 	uint64_t store_bytes;       /* what the store needs */
 	uint64_t store_free;        /* store = DIR: its free bytes */
 	bool planned;               /* store = partition: plan holds the steps */
@@ -269,7 +271,7 @@ void bootstage_preflight_result_clear(struct bootstage_preflight_result *r);
  * when required, its metadata fits the system partition (as the plan
  * leaves it); the store size is known (store_size, or migrate_estimate of
  * the system partition's root, mounted read-only when it is not mounted,
- * + 10% + the image + the bundle); room is planned (partctl_plan_compute)
+ * + 10% + the image + the bundle + the rollback image when asked for); room is planned (partctl_plan_compute)
  * or the store directory has it.  Bad input (exit 2) for what the job or
  * the disk gets wrong; failure (1) for an unreachable URL. */
 int bootstage_preflight(const bootstage_job *job, const struct bootstage_preflight_opts *o,

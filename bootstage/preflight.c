@@ -82,6 +82,7 @@ static int check_file(const bootstage_job *j, struct bootstage_preflight_result 
 struct sysroot {
 	char dir[PATH_MAX];     /* where the root is readable */
 	int fd;                 /* our mount, held open after it was detached */
+	uint64_t used;          /* bytes its filesystem uses */
 };
 
 /* Where device dev is mounted (its root, not a bind of a subtree). */
@@ -170,6 +171,7 @@ static int sysroot_get(const bootstage_job *j, uint64_t off, uint64_t size, stru
 	ip_disk_free(d);
 	if (r < 0)
 		return r;
+	m->used = fs.used;
 	if (!fs.type[0])
 		return ip_bad(e, -EINVAL, "partition %u of %s holds no filesystem to save profiles from: "
 			      "check system_partition, or set store_size", j->system_partition, j->disk);
@@ -206,8 +208,13 @@ static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
 		return r;
 	if (json_object_object_get_ex(res->estimate, "store_bytes", &v))
 		res->profile_bytes = (uint64_t)json_object_get_int64(v);
+	/* the rollback image holds the used blocks, compressed: at most these
+	 * bytes and its 1% of frame overhead */
+	if (j->rollback_image)
+		res->rollback_bytes = m.used + m.used / 100;
 	/* profiles + 10%, the image copied into the store, the bundle */
-	res->store_bytes = res->profile_bytes + res->profile_bytes / 10 + res->image_bytes + BOOTSTAGE_BUNDLE_BYTES;
+	res->store_bytes = res->profile_bytes + res->profile_bytes / 10 + res->image_bytes + BOOTSTAGE_BUNDLE_BYTES +
+			   res->rollback_bytes;
 	res->store_bytes = (res->store_bytes + MiB - 1) & ~(MiB - 1);
 	return 0;
 }

@@ -120,6 +120,7 @@ static json_object *preflight_json(const bootstage_job *j, const struct bootstag
 	json_object_object_add(store, "kind", json_object_new_string(j->store == BOOTSTAGE_STORE_DIR ? "directory" : "partition"));
 	json_object_object_add(store, "bytes", ip_json_u64(p->store_bytes));
 	json_object_object_add(store, "profile_bytes", ip_json_u64(p->profile_bytes));
+	json_object_object_add(store, "rollback_bytes", ip_json_u64(p->rollback_bytes));
 	if (j->store == BOOTSTAGE_STORE_DIR) {
 		json_object_object_add(store, "directory", json_object_new_string(j->store_dir));
 		json_object_object_add(store, "free", ip_json_u64(p->store_free));
@@ -155,8 +156,8 @@ static void preflight_print(const bootstage_job *j, const struct bootstage_prefl
 		printf(" (%s after making room)", hsize(p->system_bytes_after, b2));
 	printf("\n store    %s", hsize(p->store_bytes, b1));
 	if (p->profile_bytes)
-		printf(" (profiles %s + 10%%, the image %s, the bundle)", hsize(p->profile_bytes, b2),
-		       hsize(p->image_bytes, b3));
+		printf(" (profiles %s + 10%%, the image %s, the bundle%s)", hsize(p->profile_bytes, b2),
+		       hsize(p->image_bytes, b3), p->rollback_bytes ? ", the rollback image" : "");
 	if (j->store == BOOTSTAGE_STORE_DIR)
 		printf(" in %s (%s free)\n", j->store_dir, hsize(p->store_free, b2));
 	else

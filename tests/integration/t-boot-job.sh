@@ -68,6 +68,10 @@ else
 	check "good job: signature good, image fits" [ "$(jq -r '.image.signature, (.system_bytes_after >= .image.partition_bytes)' <<<"$out" | tr '\n' ' ')" = "good true " ]
 	out=$("$INPLACE" run --dry-run good.ini)
 	check "good job: the plan is printed" grep -q "shrink partition 1 from" <<<"$out"
+	job rollback_room "rollback_image = yes"
+	good_store=$("$INPLACE" run --dry-run --json good.ini | jq .store.bytes)
+	check "rollback_image = yes: the store also holds the old system's used bytes" \
+		[ "$("$INPLACE" run --dry-run --json rollback_room.ini | jq ".store.rollback_bytes > 0 and .store.bytes >= $good_store + .store.rollback_bytes - 1048576")" = true ]
 	check "good job: --dry-run wrote nothing, left no mount or loop" \
 		bash -c "[ '$(sha256sum < disk.img)' = '$sum' ] && [ ! -e '$INPLACE_STATE_DIR/state.json' ] && ! losetup -j '$T/disk.img' | grep -q . && ! grep -q inplace-root /proc/self/mountinfo"
 
