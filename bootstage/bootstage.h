@@ -175,6 +175,13 @@ const char *bootstage_state_dir(const bootstage_state *st);
 /* false when the run failed; *error then holds the message. */
 bool bootstage_state_ok(const bootstage_state *st, const char **error);
 
+/* Move the run's home to newdir (the store, once it exists): job.ini,
+ * status.log and report.cursor are copied durably, then state.json is
+ * written there last, so that a move cut short is redone and a finished
+ * one found again (then st takes the state found there).  The old
+ * directory is left as it was.  A bootstage_log open on the old directory
+ * must be reopened on the new one. */
+int bootstage_state_relocate(bootstage_state *st, const char *newdir, ip_error *e);
 /* Enter phase p (durable).  Entering the phase the state is in is a no-op. */
 int bootstage_state_set_phase(bootstage_state *st, enum bootstage_phase p, ip_error *e);
 /* Start step `step` of the current phase.  *done is set true, and nothing

@@ -178,6 +178,47 @@ static void test_log_seq_and_tail(void **state)
 	json_object_put(tail);
 }
 
+/* Moving into the store: everything comes along, state.json last; a move
+ * redone after it finished only switches over. */
+static void test_relocate(void **state)
+{
+	bootstage_job *j = job("");
+	bootstage_state *st = NULL, *again = NULL;
+	bootstage_log *l = NULL;
+	json_object *tail = NULL;
+	ip_error e = { 0 };
+	char store[128], old[128];
+	bool done;
+
+	(void)state;
+	snprintf(old, sizeof(old), "%s/old", dir);
+	snprintf(store, sizeof(store), "%s/store/inplace", dir);
+	assert_int_equal(bootstage_state_create(old, j, &st, &e), 0);
+	assert_int_equal(bootstage_log_open(old, NULL, &l, &e), 0);
+	assert_int_equal(bootstage_log_event(l, "prepare", "make-storage", BOOTSTAGE_INFO, -1, &e, "before"), 0);
+	bootstage_log_free(l);
+	assert_int_equal(bootstage_state_set_phase(st, BOOTSTAGE_PHASE_PREPARE, &e), 0);
+	assert_int_equal(bootstage_state_relocate(st, store, &e), 0);
+	assert_string_equal(bootstage_state_dir(st), store);
+	assert_int_equal(bootstage_state_step_begin(st, "save", &done, &e), 0);
+	assert_int_equal(bootstage_log_open(store, NULL, &l, &e), 0);
+	assert_int_equal(bootstage_log_event(l, "prepare", "save", BOOTSTAGE_INFO, -1, &e, "after"), 0);
+	bootstage_log_free(l);
+	assert_int_equal(bootstage_log_tail(store, 10, &tail, &e), 0);
+	assert_int_equal(json_object_array_length(tail), 2);   /* one story */
+	json_object_put(tail);
+
+	/* the old home, reloaded (a resume that still looks there), moves
+	 * again: it finds the move done and takes the newer state */
+	assert_int_equal(bootstage_state_load(old, j->hash, &again, &e), 0);
+	assert_int_equal(bootstage_state_relocate(again, store, &e), 0);
+	assert_string_equal(bootstage_state_step(again), "save");
+	assert_int_equal(bootstage_state_phase(again), BOOTSTAGE_PHASE_PREPARE);
+	bootstage_state_free(again);
+	bootstage_state_free(st);
+	bootstage_job_free(j);
+}
+
 static void test_status_doc(void **state)
 {
 	bootstage_job *j = job("");
@@ -219,6 +260,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_steps_resume, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_other_job_and_format, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_log_seq_and_tail, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_relocate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_doc, setup, teardown),
 	};
 
