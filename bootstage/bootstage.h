@@ -247,16 +247,11 @@ int bootstage_status(const char *dir, const char *disk, size_t nevents, json_obj
 
 /* ==== preflight (bootstage/preflight.c) ================================= */
 
-struct bootstage_preflight_opts {
-	int reserved;               /* none yet; NULL is fine */
-};
-
 struct bootstage_preflight_result {
 	bool image_url;             /* the image is a URL (metadata and signature
 	                             * are checked when it is downloaded) */
 	uint64_t image_bytes;       /* the image file (a URL: its Content-Length) */
 	uint64_t image_part_bytes;  /* the partition size the image needs (0: URL) */
-	const char *image_name;     /* static text or "" */
 	bool signature_checked;     /* a good signature was seen */
 	uint64_t system_bytes;      /* the system partition now */
 	uint64_t system_bytes_after;/* … after the plan (the plan may shrink it) */
@@ -278,10 +273,10 @@ void bootstage_preflight_result_clear(struct bootstage_preflight_result *r);
  * when required, its metadata fits the system partition (as the plan
  * leaves it); the store size is known (store_size, or migrate_estimate of
  * the system partition's root, mounted read-only when it is not mounted,
- * + 10% + the image + the bundle + the rollback image when asked for); room is planned (partctl_plan_compute)
- * or the store directory has it.  Bad input (exit 2) for what the job or
+ * + 10% + the image + the bundle + the rollback image when asked for);
+ * room is planned (partctl_plan_compute) or the store directory has it.
+ * *res is filled on success and on failure (clear it either way).  Bad input (exit 2) for what the job or
  * the disk gets wrong; failure (1) for an unreachable URL. */
-int bootstage_preflight(const bootstage_job *job, const struct bootstage_preflight_opts *o,
-			struct bootstage_preflight_result *res, ip_error *e);
+int bootstage_preflight(const bootstage_job *job, struct bootstage_preflight_result *res, ip_error *e);
 
 #endif

@@ -251,14 +251,12 @@ static int plan_room(const bootstage_job *j, struct bootstage_preflight_result *
 	return 0;
 }
 
-int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight_opts *o,
-			struct bootstage_preflight_result *res, ip_error *e)
+int bootstage_preflight(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
 {
 	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], b3[IP_SIZE_BUFSZ];
 	uint64_t off, size;
 	int r;
 
-	(void)o;
 	memset(res, 0, sizeof(*res));
 	if (!(res->checks = json_object_new_array()))
 		return ip_fail(e, -ENOMEM, "out of memory");

@@ -193,7 +193,7 @@ static int run_phases(const struct bargs *a, const bootstage_job *j, struct boot
 			return bootstage_state_load(a->state_dir, j->hash, &st, e);
 	}
 	/* a first run that fails its checks writes nothing at all */
-	pr = bootstage_preflight(j, NULL, p, &failed);
+	pr = bootstage_preflight(j, p, &failed);
 	if (pr < 0 && !st) {
 		*e = failed;
 		return pr;
@@ -256,7 +256,7 @@ int cmd_run(int argc, char **argv)
 	if (bootstage_job_load(argv[optind], &j, &e) < 0)
 		return cli_error(&a.o, "run", &e);
 	if (a.o.dry_run)
-		r = bootstage_preflight(j, NULL, &p, &e);
+		r = bootstage_preflight(j, &p, &e);
 	else
 		r = run_phases(&a, j, &p, &e);
 	if (r < 0) {
