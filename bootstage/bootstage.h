@@ -156,6 +156,10 @@ int bootstage_state_load(const char *dir, const char *job_hash, bootstage_state 
  * copy of the job file as dir/job.ini for the later boots. */
 int bootstage_state_create(const char *dir, const bootstage_job *job, bootstage_state **out,
 			   ip_error *e);
+/* One run or resume at a time in dir: an exclusive lock on dir/run.lock,
+ * held until *fd is closed (by the process's end at the latest).  -EBUSY
+ * (failure, exit 1) while another process holds it. */
+int bootstage_state_lock(const char *dir, int *fd, ip_error *e);
 /* What `run` does: the state of job in dir, created when there is none.
  * A state of another job is refused (as bootstage_state_load does) unless
  * that run never left preflight, which changed nothing: then it is
@@ -171,6 +175,13 @@ const char *bootstage_state_dir(const bootstage_state *st);
 /* false when the run failed; *error then holds the message. */
 bool bootstage_state_ok(const bootstage_state *st, const char **error);
 
+/* Move the run's home to newdir (the store, once it exists): job.ini,
+ * status.log and report.cursor are copied durably, then state.json is
+ * written there last, so that a move cut short is redone and a finished
+ * one found again (then st takes the state found there).  The old
+ * directory is left as it was.  A bootstage_log open on the old directory
+ * must be reopened on the new one. */
+int bootstage_state_relocate(bootstage_state *st, const char *newdir, ip_error *e);
 /* Enter phase p (durable).  Entering the phase the state is in is a no-op. */
 int bootstage_state_set_phase(bootstage_state *st, enum bootstage_phase p, ip_error *e);
 /* Start step `step` of the current phase.  *done is set true, and nothing
@@ -236,25 +247,24 @@ int bootstage_status(const char *dir, const char *disk, size_t nevents, json_obj
 
 /* ==== preflight (bootstage/preflight.c) ================================= */
 
-struct bootstage_preflight_opts {
-	bootstage_log *log;         /* events of each check, or NULL (dry run) */
-};
-
 struct bootstage_preflight_result {
 	bool image_url;             /* the image is a URL (metadata and signature
 	                             * are checked when it is downloaded) */
 	uint64_t image_bytes;       /* the image file (a URL: its Content-Length) */
 	uint64_t image_part_bytes;  /* the partition size the image needs (0: URL) */
-	const char *image_name;     /* static text or "" */
 	bool signature_checked;     /* a good signature was seen */
 	uint64_t system_bytes;      /* the system partition now */
 	uint64_t system_bytes_after;/* … after the plan (the plan may shrink it) */
 	uint64_t profile_bytes;     /* migrate_estimate's store_bytes; 0 with store_size */
+	uint64_t rollback_bytes;    /* rollback_image = yes: room for the old system's
+	                             * image (its used bytes + 1%); 0 with store_size */
 	uint64_t store_bytes;       /* what the store needs */
 	uint64_t store_free;        /* store = DIR: its free bytes */
 	bool planned;               /* store = partition: plan holds the steps */
 	struct partctl_plan plan;
 	json_object *estimate;      /* migrate_estimate's document, or NULL */
+	json_object *checks;        /* [{"step", "message"}] of the checks passed,
+	                             * for the status log once the run has one */
 };
 void bootstage_preflight_result_clear(struct bootstage_preflight_result *r);
 
@@ -263,11 +273,11 @@ void bootstage_preflight_result_clear(struct bootstage_preflight_result *r);
  * when required, its metadata fits the system partition (as the plan
  * leaves it); the store size is known (store_size, or migrate_estimate of
  * the system partition's root, mounted read-only when it is not mounted,
- * + 10% + the image + the bundle); room is planned (partctl_plan_compute)
- * or the store directory has it.  Bad input (exit 2) for what the job or
+ * + 10% + the image + the bundle + the rollback image when asked for);
+ * room is planned (partctl_plan_compute) or the store directory has it.
+ * *res is filled on success and on failure (clear it either way).  Bad input (exit 2) for what the job or
  * the disk gets wrong; failure (1) for an unreachable URL. */
-int bootstage_preflight(const bootstage_job *job, const struct bootstage_preflight_opts *o,
-			struct bootstage_preflight_result *res, ip_error *e);
+int bootstage_preflight(const bootstage_job *job, struct bootstage_preflight_result *res, ip_error *e);
 
 /* ==== the phase runner (bootstage/pipeline.c) ========================== */
 

@@ -231,7 +231,7 @@ static void section_line(struct jctx *c, const char *p, size_t l)
 static char *job_reader(char *str, int num, void *stream)
 {
 	struct jctx *c = stream;
-	const char *s = c->text + c->pos, *p;
+	const char *s = c->text + c->pos, *p, *text;
 	size_t l, start = c->pos;
 
 	if (c->err_set || !*s)
@@ -245,10 +245,14 @@ static char *job_reader(char *str, int num, void *stream)
 	}
 	memcpy(str, s, l);
 	str[l] = '\0';
-	for (p = s; p < s + l && (*p == ' ' || *p == '\t' || *p == '\r'); p++)
+	/* a UTF-8 byte order mark on the first line, which inih skips too */
+	text = s;
+	if (c->line == 1 && l >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3))
+		text += 3;
+	for (p = text; p < s + l && (*p == ' ' || *p == '\t' || *p == '\r'); p++)
 		;
 	if (p < s + l && *p != ';' && *p != '#') {
-		if (p > s) {
+		if (p > text) {
 			jerr(c, "an indented line continues the value above it: write each key = value on one unindented line");
 			return NULL;
 		}

@@ -639,10 +639,10 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e)
 {
 	struct pipe pp = { .o = o, .job = job, .lock = -1 };
-	struct bootstage_preflight_opts po = { 0 };
+	_cleanup_close_ int state_lock = -1;
 	ip_error failed = { 0 };
 	bool fresh, done;
-	int r;
+	int r, pr;
 
 	memset(res, 0, sizeof(*res));
 	snprintf(pp.dir, sizeof(pp.dir), "%s", state_dir_of(o));
@@ -655,36 +655,56 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 			   "kexec" : job->boot == BOOTSTAGE_BOOT_MEDIA ? "media" : "pxe");
 		goto out;
 	}
-	if ((r = bootstage_state_begin(pp.dir, job, &pp.st, &fresh, e)) < 0 || (r = log_open(&pp, e)) < 0)
-		goto out;
-	event(&pp, NULL, BOOTSTAGE_INFO, "%s job %s (%.12s) on %s", fresh ? "run of" : "run again of", job->name,
-	      job->hash, job->disk);
-	if (bootstage_state_phase(pp.st) > BOOTSTAGE_PHASE_NOTIFY) {
-		/* a run of this job is under way: say where, change nothing */
+	/* this job's run past its checks: say where it stands, change nothing */
+	if (bootstage_state_load(pp.dir, NULL, &pp.st, NULL) == 0 &&
+	    !strcmp(bootstage_state_job_hash(pp.st), job->hash) &&
+	    bootstage_state_phase(pp.st) > BOOTSTAGE_PHASE_NOTIFY) {
 		res->phase = bootstage_state_phase(pp.st);
 		res->already = res->phase == BOOTSTAGE_PHASE_DONE;
 		res->under_way = !res->already;
 		goto out;
 	}
+	bootstage_state_free(pp.st);
+	pp.st = NULL;
+	/* the checks are read-only and run again on every run (the image or
+	 * the disk may have changed); a first run whose checks fail writes
+	 * nothing at all, not even a state */
+	pr = bootstage_preflight(job, pre, &failed);
+	if (pr < 0 && bootstage_state_load(pp.dir, job->hash, &pp.st, NULL) < 0) {
+		*e = failed;
+		r = pr;
+		goto out;
+	}
+	bootstage_state_free(pp.st);
+	pp.st = NULL;
+	if ((r = bootstage_state_lock(pp.dir, &state_lock, e)) < 0 ||
+	    (r = bootstage_state_begin(pp.dir, job, &pp.st, &fresh, e)) < 0 || (r = log_open(&pp, e)) < 0)
+		goto out;
+	event(&pp, NULL, BOOTSTAGE_INFO, "%s job %s (%.12s) on %s", fresh ? "run of" : "run again of", job->name,
+	      job->hash, job->disk);
 	if ((r = bootstage_state_set_phase(pp.st, BOOTSTAGE_PHASE_PREFLIGHT, e)) < 0 ||
 	    (r = bootstage_state_step_begin(pp.st, "checks", &done, e)) < 0)
 		goto out;
-	/* read-only: they run again even when done, since the image or the
-	 * disk may have changed since */
-	po.log = pp.log;
-	r = bootstage_preflight(job, &po, pre, &failed);
+	for (size_t i = 0; pre->checks && i < json_object_array_length(pre->checks); i++) {
+		json_object *c = json_object_array_get_idx(pre->checks, i), *st, *m;
+
+		json_object_object_get_ex(c, "step", &st);
+		json_object_object_get_ex(c, "message", &m);
+		bootstage_log_event(pp.log, "preflight", json_object_get_string(st), BOOTSTAGE_INFO, -1, NULL, "%s",
+				    json_object_get_string(m));
+	}
 	{
 		/* what the later boots need of the checks: the store's size */
-		json_object *found = r < 0 ? NULL : json_object_new_object();
+		json_object *found = pr < 0 ? NULL : json_object_new_object();
 
 		if (found)
 			json_object_object_add(found, "store_bytes", ip_json_u64(pre->store_bytes));
-		if (bootstage_state_step_end(pp.st, "checks", r < 0 ? &failed : NULL, found, e) < 0 && r == 0)
-			r = -EIO;
+		if ((r = bootstage_state_step_end(pp.st, "checks", pr < 0 ? &failed : NULL, found, e)) < 0)
+			goto out;
 	}
-	if (r < 0) {
-		if (failed.code)
-			*e = failed;
+	if (pr < 0) {
+		*e = failed;
+		r = pr;
 		event(&pp, "checks", BOOTSTAGE_ERROR, "%s", e->msg);
 		goto out;
 	}

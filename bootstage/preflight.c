@@ -2,8 +2,8 @@
  * there and signed, does it fit, how large must the store be, and where
  * does the room come from.  `inplace run --dry-run` stops after it; a
  * refusal here leaves the disk byte for byte as it was. */
-#include <curl/curl.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -16,63 +16,36 @@
 
 #define MiB (1ULL << 20)
 
-static void note(const struct bootstage_preflight_opts *o, const char *step, const char *fmt, ...)
+static void note(struct bootstage_preflight_result *res, const char *step, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static void note(const struct bootstage_preflight_opts *o, const char *step, const char *fmt, ...)
+static void note(struct bootstage_preflight_result *res, const char *step, const char *fmt, ...)
 {
+	json_object *o = json_object_new_object();
 	char msg[900];
 	va_list ap;
 
-	if (!o || !o->log)
-		return;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	/* the log's own failure must not hide the check's result */
-	bootstage_log_event(o->log, "preflight", step, BOOTSTAGE_INFO, -1, NULL, "%s", msg);
+	json_object_object_add(o, "step", json_object_new_string(step));
+	json_object_object_add(o, "message", json_object_new_string(msg));
+	json_object_array_add(res->checks, o);
 }
 
 void bootstage_preflight_result_clear(struct bootstage_preflight_result *r)
 {
 	json_object_put(r->estimate);
+	json_object_put(r->checks);
 	memset(r, 0, sizeof(*r));
-}
-
-/* HEAD url: its size.  why gets the reason when it does not answer. */
-static int head_size(const char *url, uint64_t *size, char *why, size_t wlen)
-{
-	char errbuf[CURL_ERROR_SIZE] = "";
-	CURL *c = bs_curl_new(url, NULL, errbuf);
-	curl_off_t len = -1;
-	CURLcode rc;
-
-	if (!c)
-		return -ENOMEM;
-	curl_easy_setopt(c, CURLOPT_NOBODY, 1L);
-	rc = curl_easy_perform(c);
-	if (rc == CURLE_OK)
-		curl_easy_getinfo(c, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len);
-	curl_easy_cleanup(c);
-	if (rc != CURLE_OK) {
-		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
-		return -EIO;
-	}
-	*size = len > 0 ? (uint64_t)len : 0;
-	return 0;
 }
 
 static int check_url(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
 {
-	char why[CURL_ERROR_SIZE + 64] = "";
-	int r = head_size(j->image, &res->image_bytes, why, sizeof(why));
+	struct imager_fetch_opts fo = { .mirrors = (const char *const *)j->mirrors };
+	int r = imager_probe_url(j->image, &fo, &res->image_bytes, e);
 
-	for (size_t i = 0; r == -EIO && j->mirrors[i]; i++)
-		r = head_size(j->mirrors[i], &res->image_bytes, why, sizeof(why));
-	if (r == -ENOMEM)
-		return ip_fail(e, r, "out of memory");
 	if (r < 0)
-		return ip_fail(e, r, "image %s is unreachable (%s)%s: check the URL and the network",
-			       j->image, why, j->mirrors[0] ? ", and so are its mirrors" : "");
+		return r;
 	res->image_url = true;
 	return 0;
 }
@@ -108,8 +81,8 @@ static int check_file(const bootstage_job *j, struct bootstage_preflight_result 
 
 struct sysroot {
 	char dir[PATH_MAX];     /* where the root is readable */
-	char tmp[64];           /* our mount point, "" when it was mounted already */
-	char loop[64];          /* our loop device, "" when none */
+	int fd;                 /* our mount, held open after it was detached */
+	uint64_t used;          /* bytes its filesystem uses */
 };
 
 /* Where device dev is mounted (its root, not a bind of a subtree). */
@@ -138,68 +111,86 @@ static bool mounted_at(dev_t dev, char *dir, size_t len)
 
 static void sysroot_release(struct sysroot *m)
 {
-	if (m->tmp[0]) {
-		if (umount2(m->tmp, 0) < 0)
-			umount2(m->tmp, MNT_DETACH);
-		rmdir(m->tmp);
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+}
+
+/* Mount node read-only on a fresh directory, then keep only a descriptor
+ * of its root: the mount is detached at once (and the loop device set to
+ * clear itself), so whatever happens to this process, kill -9 included,
+ * no mount or loop device outlives it. */
+static int mount_private(const bootstage_job *j, const char *node, const char *type, const char *loop,
+			 struct sysroot *m, ip_error *e)
+{
+	const unsigned long flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	char tmp[] = "/tmp/inplace-root.XXXXXX";
+	int r;
+
+	if (!mkdtemp(tmp))
+		return ip_fail(e, -errno, "cannot make a mount point in /tmp: %s", strerror(errno));
+	r = mount(node, tmp, type, flags, NULL);
+	/* a journal that wants replaying cannot be replayed read-only */
+	if (r < 0 && (!strcmp(type, "ext3") || !strcmp(type, "ext4")))
+		r = mount(node, tmp, type, flags, "noload");
+	if (r < 0) {
+		r = ip_fail(e, -errno, "cannot mount partition %u of %s read-only to estimate the profiles (%s): "
+			    "set store_size in [job]", j->system_partition, j->disk, strerror(errno));
+		rmdir(tmp);
+		return r;
 	}
-	if (m->loop[0])
-		ip_loop_detach(m->loop, NULL);
-	memset(m, 0, sizeof(*m));
+	m->fd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = m->fd < 0 ? -errno : 0;
+	umount2(tmp, MNT_DETACH);
+	rmdir(tmp);
+	/* busy (our mount holds it): the kernel clears it on its last close */
+	if (loop)
+		ip_loop_detach(loop, NULL);
+	if (r < 0)
+		return ip_fail(e, r, "cannot open the root of partition %u of %s: %s", j->system_partition, j->disk,
+			       strerror(-r));
+	snprintf(m->dir, sizeof(m->dir), "/proc/self/fd/%d", m->fd);
+	return 0;
 }
 
 static int sysroot_get(const bootstage_job *j, uint64_t off, uint64_t size, struct sysroot *m, ip_error *e)
 {
 	struct partctl_fsinfo fs;
 	ip_disk *d = NULL;
-	char node[64];
+	char node[64], loop[64];
 	struct stat st;
+	bool blk;
 	int r;
 
 	memset(m, 0, sizeof(*m));
+	m->fd = -1;
 	if ((r = ip_disk_open(j->disk, IP_DISK_RDONLY, &d, e)) < 0)
 		return r;
 	r = partctl_fs_probe(d, off, size, &fs, e);
-	bool blk = ip_disk_is_blockdev(d);
+	blk = ip_disk_is_blockdev(d);
 	ip_disk_free(d);
 	if (r < 0)
 		return r;
+	m->used = fs.used;
 	if (!fs.type[0])
 		return ip_bad(e, -EINVAL, "partition %u of %s holds no filesystem to save profiles from: "
 			      "check system_partition, or set store_size", j->system_partition, j->disk);
-	if (blk) {
-		if (ip_partition_node(j->disk, j->system_partition, node, sizeof(node)) < 0 || stat(node, &st) < 0)
-			return ip_fail(e, -ENOENT, "the kernel has no node for partition %u of %s: run partx -u %s",
-				       j->system_partition, j->disk, j->disk);
-		if (mounted_at(st.st_rdev, m->dir, sizeof(m->dir)))
-			return 0;
-	} else {
+	if (!blk) {
 		/* an image file: a read-only loop device over the partition */
-		if ((r = ip_loop_attach(j->disk, off, size, true, m->loop, sizeof(m->loop), e)) < 0)
+		if ((r = ip_loop_attach(j->disk, off, size, true, loop, sizeof(loop), e)) < 0)
 			return r;
-		snprintf(node, sizeof(node), "%s", m->loop);
-	}
-	snprintf(m->tmp, sizeof(m->tmp), "/tmp/inplace-root.XXXXXX");
-	if (!mkdtemp(m->tmp)) {
-		r = ip_fail(e, -errno, "cannot make a mount point in /tmp: %s", strerror(errno));
-		m->tmp[0] = '\0';
-		sysroot_release(m);
+		r = mount_private(j, loop, fs.type, loop, m, e);
+		if (r < 0)
+			ip_loop_detach(loop, NULL);
 		return r;
 	}
-	r = mount(node, m->tmp, fs.type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	/* a journal that wants replaying cannot be replayed read-only */
-	if (r < 0 && (!strcmp(fs.type, "ext3") || !strcmp(fs.type, "ext4")))
-		r = mount(node, m->tmp, fs.type, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "noload");
-	if (r < 0) {
-		r = ip_fail(e, -errno, "cannot mount partition %u of %s read-only to estimate the profiles (%s): "
-			    "set store_size in [job]", j->system_partition, j->disk, strerror(errno));
-		rmdir(m->tmp);
-		m->tmp[0] = '\0';
-		sysroot_release(m);
-		return r;
-	}
-	snprintf(m->dir, sizeof(m->dir), "%s", m->tmp);
-	return 0;
+	if (ip_partition_node(j->disk, j->system_partition, node, sizeof(node)) < 0 || stat(node, &st) < 0)
+		return ip_fail(e, -ENOENT, "the kernel has no node for partition %u of %s: run partx -u %s",
+			       j->system_partition, j->disk, j->disk);
+	/* the running root, or a mounted partition: read it where it is */
+	if (mounted_at(st.st_rdev, m->dir, sizeof(m->dir)))
+		return 0;
+	return mount_private(j, node, fs.type, NULL, m, e);
 }
 
 static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
@@ -217,8 +208,13 @@ static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
 		return r;
 	if (json_object_object_get_ex(res->estimate, "store_bytes", &v))
 		res->profile_bytes = (uint64_t)json_object_get_int64(v);
+	/* the rollback image holds the used blocks, compressed: at most these
+	 * bytes and its 1% of frame overhead */
+	if (j->rollback_image)
+		res->rollback_bytes = m.used + m.used / 100;
 	/* profiles + 10%, the image copied into the store, the bundle */
-	res->store_bytes = res->profile_bytes + res->profile_bytes / 10 + res->image_bytes + BOOTSTAGE_BUNDLE_BYTES;
+	res->store_bytes = res->profile_bytes + res->profile_bytes / 10 + res->image_bytes + BOOTSTAGE_BUNDLE_BYTES +
+			   res->rollback_bytes;
 	res->store_bytes = (res->store_bytes + MiB - 1) & ~(MiB - 1);
 	return 0;
 }
@@ -255,15 +251,16 @@ static int plan_room(const bootstage_job *j, struct bootstage_preflight_result *
 	return 0;
 }
 
-int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight_opts *o,
-			struct bootstage_preflight_result *res, ip_error *e)
+int bootstage_preflight(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
 {
 	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], b3[IP_SIZE_BUFSZ];
 	uint64_t off, size;
 	int r;
 
 	memset(res, 0, sizeof(*res));
-	note(o, "job", "job %s valid (%.12s): disk %s, system partition %u", j->name, j->hash, j->disk,
+	if (!(res->checks = json_object_new_array()))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	note(res, "job", "job %s valid (%.12s): disk %s, system partition %u", j->name, j->hash, j->disk,
 	     j->system_partition);
 	if ((r = partctl_part_range(j->disk, j->system_partition, &off, &size, e)) < 0)
 		return r;
@@ -271,15 +268,15 @@ int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight
 	r = imager_is_url(j->image) ? check_url(j, res, e) : check_file(j, res, e);
 	if (r < 0)
 		return r;
-	note(o, "image", "image %s reachable, %s", j->image, ip_format_size(res->image_bytes, b1, sizeof(b1)));
+	note(res, "image", "image %s reachable, %s", j->image, ip_format_size(res->image_bytes, b1, sizeof(b1)));
 	if (res->signature_checked)
-		note(o, "signature", "signature of %s good (key %s)", j->image, j->key);
+		note(res, "signature", "signature of %s good (key %s)", j->image, j->key);
 	if (j->store_size) {
 		res->store_bytes = j->store_size;
 	} else if ((r = estimate_store(j, off, size, res, e)) < 0) {
 		return r;
 	}
-	note(o, "estimate", "the store needs %s (profiles %s)", ip_format_size(res->store_bytes, b1, sizeof(b1)),
+	note(res, "estimate", "the store needs %s (profiles %s)", ip_format_size(res->store_bytes, b1, sizeof(b1)),
 	     res->profile_bytes ? ip_format_size(res->profile_bytes, b2, sizeof(b2)) : "as store_size says");
 	if ((r = plan_room(j, res, e)) < 0)
 		return r;
@@ -291,9 +288,9 @@ int bootstage_preflight(const bootstage_job *j, const struct bootstage_preflight
 			      ip_format_size(res->system_bytes_after, b2, sizeof(b2)),
 			      res->system_bytes_after < size ? ", or a store on another disk" : "");
 	if (res->planned)
-		note(o, "plan", "room planned: a store partition of %s in %zu step%s", ip_format_size(res->plan.size, b3, sizeof(b3)),
+		note(res, "plan", "room planned: a store partition of %s in %zu step%s", ip_format_size(res->plan.size, b3, sizeof(b3)),
 		     res->plan.n, res->plan.n == 1 ? "" : "s");
 	else
-		note(o, "plan", "store directory %s has room", j->store_dir);
+		note(res, "plan", "store directory %s has room", j->store_dir);
 	return 0;
 }

@@ -11,19 +11,18 @@
 #include <inttypes.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 
 #include "bootstage/internal.h"
 
-static int read_cursor(const char *path, uint64_t *off)
+static void read_cursor(const char *path, uint64_t *off)
 {
 	_cleanup_free_ char *data = NULL;
-	char *end;
 
 	*off = 0;
-	if (ip_read_file(path, 64, &data, NULL, NULL) < 0)
-		return 0;   /* none yet: nothing was sent */
-	*off = strtoull(data, &end, 10);
-	return 0;
+	/* none yet: nothing was sent */
+	if (ip_read_file(path, 64, &data, NULL, NULL) == 0)
+		*off = strtoull(data, NULL, 10);
 }
 
 static int write_cursor(const char *path, uint64_t off, ip_error *e)
@@ -86,6 +85,7 @@ int bootstage_report_flush(const char *dir, const struct bootstage_report_cfg *c
 	_cleanup_fclose_ FILE *f = NULL;
 	_cleanup_free_ char *line = NULL;
 	struct curl_slist *hdr = NULL;
+	struct stat st;
 	CURL *c = NULL;
 	uint64_t off;
 	size_t cap = 0;
@@ -108,6 +108,10 @@ int bootstage_report_flush(const char *dir, const struct bootstage_report_cfg *c
 	if (!(f = fopen(logp, "re")))
 		return errno == ENOENT ? 0 : ip_fail(e, -errno, "cannot read %s: %s", logp, strerror(errno));
 	read_cursor(curp, &off);
+	/* a cursor past the end belongs to a log that was replaced: send the
+	 * new one from its start (seq lets the server drop what it has) */
+	if (fstat(fileno(f), &st) == 0 && off > (uint64_t)st.st_size)
+		off = 0;
 	if (fseeko(f, (off_t)off, SEEK_SET) < 0)
 		return ip_fail(e, -errno, "cannot seek in %s: %s", logp, strerror(errno));
 	while ((n = getline(&line, &cap, f)) > 0) {

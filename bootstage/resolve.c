@@ -87,6 +87,8 @@ bool bs_same_disk(const char *a, const char *b)
 {
 	struct stat sa, sb;
 
+	if (!strcmp(a, b))
+		return true;
 	if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
 		return false;
 	if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode))

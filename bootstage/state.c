@@ -4,6 +4,8 @@
  * directory), so kill -9 at any instant leaves the state before or after
  * the change, and the phase runner can redo a step found "running". */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -213,6 +215,30 @@ int bootstage_state_create(const char *dir, const bootstage_job *job, bootstage_
 	return 0;
 }
 
+int bootstage_state_lock(const char *dir, int *fd, ip_error *e)
+{
+	char path[4096];
+	int r;
+
+	*fd = -1;
+	if (bs_path(path, sizeof(path), dir, "run.lock") < 0)
+		return ip_bad(e, -ENAMETOOLONG, "state directory path too long: %s", dir);
+	if ((r = ip_mkdir_p(dir, 0700, e)) < 0)
+		return r;
+	*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (*fd < 0)
+		return ip_fail(e, -errno, "cannot open %s: %s", path, strerror(errno));
+	if (flock(*fd, LOCK_EX | LOCK_NB) < 0) {
+		r = errno == EWOULDBLOCK ? -EBUSY : -errno;
+		close(*fd);
+		*fd = -1;
+		if (r == -EBUSY)
+			return ip_fail(e, r, "another inplace run or resume is working in %s: wait for it to end", dir);
+		return ip_fail(e, r, "cannot lock %s: %s", path, strerror(-r));
+	}
+	return 0;
+}
+
 int bootstage_state_begin(const char *dir, const bootstage_job *job, bootstage_state **out,
 			  bool *fresh, ip_error *e)
 {
@@ -245,6 +271,62 @@ void bootstage_state_free(bootstage_state *st)
 	json_object_put(st->doc);
 	free(st->dir);
 	free(st);
+}
+
+/* Copy dir/name to newdir/name durably (temp, fsync, rename); a missing
+ * source is no error. */
+static int copy_file(const char *dir, const char *newdir, const char *name, ip_error *e)
+{
+	_cleanup_free_ char *data = NULL;
+	char from[4096], to[4096];
+	size_t len;
+	int r;
+
+	if (bs_path(from, sizeof(from), dir, name) < 0 || bs_path(to, sizeof(to), newdir, name) < 0)
+		return ip_bad(e, -ENAMETOOLONG, "state directory path too long: %s", newdir);
+	if (access(from, F_OK) < 0 && errno == ENOENT)
+		return 0;
+	if ((r = ip_read_file(from, 1ULL << 30, &data, &len, e)) < 0)
+		return r;
+	return ip_write_file_atomic(to, data, len, 0600, e);
+}
+
+int bootstage_state_relocate(bootstage_state *st, const char *newdir, ip_error *e)
+{
+	static const char *const files[] = { BOOTSTAGE_JOB_FILE, BOOTSTAGE_LOG_FILE, BOOTSTAGE_CURSOR_FILE };
+	bootstage_state *there = NULL;
+	char *d;
+	int r;
+
+	if (!strcmp(st->dir, newdir))
+		return 0;
+	/* state.json is written there last: once it is, the move is done, and
+	 * a move redone after a crash only switches over */
+	r = bootstage_state_load(newdir, bootstage_state_job_hash(st), &there, e);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (!(d = strdup(newdir))) {
+		bootstage_state_free(there);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	if (there) {
+		json_object_put(st->doc);
+		st->doc = TAKE_PTR(there->doc);
+		bootstage_state_free(there);
+	} else {
+		if ((r = ip_mkdir_p(newdir, 0700, e)) < 0) {
+			free(d);
+			return r;
+		}
+		for (size_t i = 0; i < IP_ARRAY_SIZE(files); i++)
+			if ((r = copy_file(st->dir, newdir, files[i], e)) < 0) {
+				free(d);
+				return r;
+			}
+	}
+	free(st->dir);
+	st->dir = d;
+	return there ? 0 : state_save(st, e);
 }
 
 enum bootstage_phase bootstage_state_phase(const bootstage_state *st)

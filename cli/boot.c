@@ -123,12 +123,14 @@ static json_object *preflight_json(const bootstage_job *j, const struct bootstag
 	json_object_object_add(store, "kind", json_object_new_string(j->store == BOOTSTAGE_STORE_DIR ? "directory" : "partition"));
 	json_object_object_add(store, "bytes", ip_json_u64(p->store_bytes));
 	json_object_object_add(store, "profile_bytes", ip_json_u64(p->profile_bytes));
+	json_object_object_add(store, "rollback_bytes", ip_json_u64(p->rollback_bytes));
 	if (j->store == BOOTSTAGE_STORE_DIR) {
 		json_object_object_add(store, "directory", json_object_new_string(j->store_dir));
 		json_object_object_add(store, "free", ip_json_u64(p->store_free));
 	}
 	json_object_object_add(doc, "store", store);
 	json_object_object_add(doc, "estimate", p->estimate ? json_object_get(p->estimate) : NULL);
+	json_object_object_add(doc, "checks", p->checks ? json_object_get(p->checks) : NULL);
 	if (p->planned) {
 		json_object *plan = json_object_new_object();
 		json_object_object_add(plan, "partition", json_object_new_int((int)p->plan.partition));
@@ -157,8 +159,8 @@ static void preflight_print(const bootstage_job *j, const struct bootstage_prefl
 		printf(" (%s after making room)", hsize(p->system_bytes_after, b2));
 	printf("\n store    %s", hsize(p->store_bytes, b1));
 	if (p->profile_bytes)
-		printf(" (profiles %s + 10%%, the image %s, the bundle)", hsize(p->profile_bytes, b2),
-		       hsize(p->image_bytes, b3));
+		printf(" (profiles %s + 10%%, the image %s, the bundle%s)", hsize(p->profile_bytes, b2),
+		       hsize(p->image_bytes, b3), p->rollback_bytes ? ", the rollback image" : "");
 	if (j->store == BOOTSTAGE_STORE_DIR)
 		printf(" in %s (%s free)\n", j->store_dir, hsize(p->store_free, b2));
 	else
@@ -227,7 +229,7 @@ int cmd_run(int argc, char **argv)
 	if (bootstage_job_load(argv[optind], &j, &e) < 0)
 		return cli_error(&a.o, "run", &e);
 	if (a.o.dry_run) {
-		r = bootstage_preflight(j, NULL, &p, &e);
+		r = bootstage_preflight(j, &p, &e);
 	} else {
 		/* the admin is asked only at a terminal, and not under --json,
 		 * whose reader is a program */

@@ -133,6 +133,10 @@ struct imager_fetch_opts {
 };
 
 bool imager_is_url(const char *s);
+/* Whether url (or, failing it, one of o->mirrors) answers a HEAD request,
+ * and the image's size: the preflight's "image reachable", downloading
+ * nothing. */
+int imager_probe_url(const char *url, const struct imager_fetch_opts *o, uint64_t *size, ip_error *e);
 /* Download url into dest (through dest.part, resumed with Range requests
  * after a cut or a kill), trying the mirrors in order; only bytes that match
  * the image's frame hashes are kept. */

@@ -355,3 +355,18 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 	return ip_fail(e, -EHOSTUNREACH, "cannot download %s (%s): check the URL and --mirror, or download it by hand",
 		       url, why);
 }
+
+int imager_probe_url(const char *url, const struct imager_fetch_opts *o, uint64_t *size, ip_error *e)
+{
+	char why[CURL_ERROR_SIZE + 64] = "";
+	int r = remote_size(url, o, size, why, sizeof(why));
+
+	for (size_t i = 0; r < 0 && r != -ENOMEM && o->mirrors && o->mirrors[i]; i++)
+		r = remote_size(o->mirrors[i], o, size, why, sizeof(why));
+	if (r == -ENOMEM)
+		return ip_fail(e, r, "out of memory");
+	if (r < 0)
+		return ip_fail(e, r, "image %s is unreachable (%s)%s: check the URL and the network", url, why,
+			       o->mirrors && o->mirrors[0] ? ", and so are its mirrors" : "");
+	return 0;
+}

@@ -233,6 +233,11 @@ static void test_syntax(void **state)
 	bootstage_job *j = ok("# comment\r\n\r\n[job]\r\nimage = /a.img ; the image\r\nrequire_signature = no\r\n");
 	assert_string_equal(j->image, "/a.img");
 	bootstage_job_free(j);
+	/* a byte order mark, as some editors write */
+	j = ok("\xEF\xBB\xBF[job]\nimage = /b.img\nrequire_signature = no\n");
+	assert_string_equal(j->image, "/b.img");
+	bootstage_job_free(j);
+	bad("\xEF\xBB\xBF  [job]\n", "job.ini:1: an indented line continues the value above it: write each key = value on one unindented line");
 }
 
 static void test_conflicts(void **state)
