@@ -418,18 +418,6 @@ static int pipe_open_job(struct pipe *pp, const char *dir, ip_error *e)
 	return r;
 }
 
-/* Two names of one disk (a relative path, a symlink, /dev/disk/by-id/…). */
-static bool same_disk(const char *a, const char *b)
-{
-	struct stat sa, sb;
-
-	if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
-		return !strcmp(a, b);
-	if (S_ISBLK(sa.st_mode) && S_ISBLK(sb.st_mode))
-		return sa.st_rdev == sb.st_rdev;
-	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 /* store = DIR: from make-storage to the finish, the state lives in DIR.
  * The state directory's copy says which job, and so which DIR. */
 static int locate_store_dir(struct pipe *pp, ip_error *e)
@@ -521,7 +509,7 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 		json_object *v;
 
 		if (json_object_object_get_ex(bootstage_state_json(pp.st), "disk", &v) && v &&
-		    !same_disk(json_object_get_string(v), disk)) {
+		    !bs_same_disk(json_object_get_string(v), disk)) {
 			r = ip_bad(e, -EINVAL, "the run in %s is on %s, not %s: give --disk %s", pp.dir,
 				   json_object_get_string(v), disk, json_object_get_string(v));
 			goto out;
@@ -662,6 +650,11 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		res->phase = bootstage_state_phase(pp.st);
 		res->already = res->phase == BOOTSTAGE_PHASE_DONE;
 		res->under_way = !res->already;
+		/* said in the story too, which also sends what the report
+		 * server has not taken yet */
+		if (log_open(&pp, NULL) == 0)
+			event(&pp, NULL, BOOTSTAGE_INFO, "run again of job %s (%.12s): %s, nothing changed", job->name,
+			      job->hash, res->already ? "done already" : "under way");
 		goto out;
 	}
 	bootstage_state_free(pp.st);
@@ -740,7 +733,7 @@ int bootstage_status_find(const char *disk, const struct bootstage_run_opts *o, 
 		ip_error_clear(e);
 		r = bootstage_status(state_dir_of(o), disk, nevents, out, e);
 	} else if (r == 0) {
-		r = bootstage_status(pp.dir, NULL, nevents, out, e);
+		r = bootstage_status(pp.dir, disk, nevents, out, e);
 	}
 	pipe_close(&pp);
 	return r;

@@ -239,6 +239,26 @@ int bootstage_state_lock(const char *dir, int *fd, ip_error *e)
 	return 0;
 }
 
+/* Nothing on the disk has changed yet: the run is in preflight or notify,
+ * or it reached prepare and no step of prepare has begun. */
+static bool changed_nothing(const bootstage_state *st)
+{
+	enum bootstage_phase p = bootstage_state_phase(st);
+	json_object *steps;
+
+	if (p == BOOTSTAGE_PHASE_PREFLIGHT || p == BOOTSTAGE_PHASE_NOTIFY)
+		return true;
+	if (p != BOOTSTAGE_PHASE_PREPARE || !json_object_object_get_ex(st->doc, "steps", &steps))
+		return false;
+	for (size_t i = 0; i < json_object_array_length(steps); i++) {
+		const char *ph = str_of(json_object_array_get_idx(steps, i), "phase");
+
+		if (!ph || (strcmp(ph, "preflight") && strcmp(ph, "notify")))
+			return false;
+	}
+	return true;
+}
+
 int bootstage_state_begin(const char *dir, const bootstage_job *job, bootstage_state **out,
 			  bool *fresh, ip_error *e)
 {
@@ -253,9 +273,9 @@ int bootstage_state_begin(const char *dir, const bootstage_job *job, bootstage_s
 		*out = st;
 		return 0;
 	}
-	/* another job's run that never got past its checks changed nothing:
-	 * a corrected job may take its place */
-	if (st && bootstage_state_phase(st) != BOOTSTAGE_PHASE_PREFLIGHT) {
+	/* another job's run that changed nothing yet (its checks, its users
+	 * asked, no step of prepare begun): a corrected job may take its place */
+	if (st && !changed_nothing(st)) {
 		bootstage_state_free(st);
 		return bootstage_state_load(dir, job->hash, out, e);
 	}

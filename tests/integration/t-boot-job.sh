@@ -39,6 +39,8 @@ body() {
 job() {
 	local body=${3:-$(body "$T/new.img" "$T/k.pub" 1)}
 	printf '[job]\n%s\n%s\n[boot]\nmethod = none\n' "$body" "${2:-}" > "$T/$1.ini"
+	# nobody to ask here: the notify phase goes on at once
+	grep -q '^\[notify\]' "$T/$1.ini" || printf '[notify]\ncountdown = 0\n' >> "$T/$1.ini"
 }
 
 unchanged() { [ "$(sha256sum < disk.img)" = "$sum" ] && [ ! -e "$INPLACE_STATE_DIR/state.json" ]; }
@@ -156,35 +158,39 @@ check "after all refusals: disk unchanged, no state" unchanged
 out=$("$INPLACE" status --json)
 check "status without state: phase none, exit 0" [ "$(jq -r '.version, .phase, .ok' <<<"$out" | tr '\n' ' ')" = "1 none true " ]
 job store64 "" "$(body "$T/new.img" "$T/k.pub" 1 "store_size = 64M")"
-must_fail 1 "run without --dry-run: stops after preflight (later phases not built)" "$INPLACE" run store64.ini
-check "run wrote nothing to the disk" [ "$(sha256sum < disk.img)" = "$sum" ]
-out=$("$INPLACE" status --json)
-check "status: phase preflight, checks done, events in order" \
-	[ "$(jq -r '.phase, .step, .ok, ([.events[].seq] == ([.events[].seq] | sort)), (.events | length > 3)' <<<"$out" | tr '\n' ' ')" = "preflight checks true true true " ]
-check "status.log: every line JSON with time, host, boot_id" \
-	bash -c "jq -e 'select(.time and .host and .boot_id and .level and .message) | .seq' '$INPLACE_STATE_DIR/status.log' | wc -l | grep -qx \$(wc -l < '$INPLACE_STATE_DIR/status.log')"
-check "status --disk of another disk: none" [ "$("$INPLACE" status --json --disk "$T/new.img" | jq -r .phase)" = none ]
-n1=$(wc -l < "$INPLACE_STATE_DIR/status.log")
-must_fail 1 "run again: same job, state kept" "$INPLACE" run store64.ini
-check "run again: seq continues" [ "$(jq -s '[.[].seq] == [range(1; length + 1)]' "$INPLACE_STATE_DIR/status.log")" = true ]
-check "run again: more events" [ "$(wc -l < "$INPLACE_STATE_DIR/status.log")" -gt "$n1" ]
 # one writer at a time: a run while another holds the state directory
+mkdir -p "$INPLACE_STATE_DIR"
 python3 -c 'import fcntl, sys, time; f = open(sys.argv[1], "a"); fcntl.flock(f, fcntl.LOCK_EX); time.sleep(60)' \
 	"$INPLACE_STATE_DIR/run.lock" & holder=$!; track_pid $holder
 for _ in $(seq 100); do flock -n "$INPLACE_STATE_DIR/run.lock" true || break; sleep 0.1; done
-n1=$(wc -l < "$INPLACE_STATE_DIR/status.log")
 must_fail 1 "a run while another runs: refused" "$INPLACE" run store64.ini
-check "… and it logged nothing" [ "$(wc -l < "$INPLACE_STATE_DIR/status.log")" -eq "$n1" ]
+check "… and it wrote no state" [ ! -e "$INPLACE_STATE_DIR/state.json" ]
 kill $holder; wait $holder 2>/dev/null
-# another job's state that got past preflight is refused; one still in
-# preflight is replaced (it changed nothing)
-jq '.phase = "prepare"' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
+ok "run without --dry-run: preflight, notify, then stops where the first reboot comes" "$INPLACE" run store64.ini
+check "run wrote nothing to the disk" [ "$(sha256sum < disk.img)" = "$sum" ]
+out=$("$INPLACE" status --json)
+check "status: phase prepare, events in order" \
+	[ "$(jq -r '.phase, .ok, ([.events[].seq] == ([.events[].seq] | sort)), (.events | length > 3)' <<<"$out" | tr '\n' ' ')" = "prepare true true true " ]
+check "status.log: every line JSON with time, host, boot_id" \
+	bash -c "jq -e 'select(.time and .host and .boot_id and .level and .message) | .seq' '$INPLACE_STATE_DIR/status.log' | wc -l | grep -qx \$(wc -l < '$INPLACE_STATE_DIR/status.log')"
+check "status --disk of another disk: none" [ "$("$INPLACE" status --json --disk "$T/new.img" | jq -r .phase)" = none ]
+out=$("$INPLACE" run --json store64.ini)
+check "run again: the same job is under way, nothing changed" \
+	[ "$(jq -r '.under_way, .phase' <<<"$out" | tr '\n' ' ')" = "true prepare " ]
+check "run again: seq in order" [ "$(jq -s '[.[].seq] == [range(1; length + 1)]' "$INPLACE_STATE_DIR/status.log")" = true ]
+# another job's state that changed something (a step of prepare begun)
+# is refused; one that changed nothing yet is replaced
 job other "" "$(body "$T/new.img" "$T/k.pub" 1 "store_size = 65M")"
-must_fail 2 "a state of another job (past preflight): refused" "$INPLACE" run other.ini
-check "… in one line naming the other job" [ "$("$INPLACE" run other.ini 2>&1 | grep -c 'belongs to another job')" -eq 1 ]
-jq '.phase = "preflight"' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
-must_fail 1 "a state of another job still in preflight: replaced" "$INPLACE" run other.ini
+ok "a state of another job that changed nothing (phase prepare, no step begun): replaced" "$INPLACE" run other.ini
 check "… now the other job's" [ "$("$INPLACE" status --json | jq -r .job)" = "$("$INPLACE" run --dry-run --json other.ini | jq -r .job_hash)" ]
+jq '.steps += [{"phase": "prepare", "step": "make-storage", "status": "running"}]' "$INPLACE_STATE_DIR/state.json" > s &&
+	mv s "$INPLACE_STATE_DIR/state.json"
+must_fail 2 "a state of another job (a step of prepare begun): refused" "$INPLACE" run store64.ini
+check "… in one line naming the other job" [ "$("$INPLACE" run store64.ini 2>&1 | grep -c 'belongs to another job')" -eq 1 ]
+jq '.phase = "preflight" | .steps |= map(select(.phase != "prepare"))' "$INPLACE_STATE_DIR/state.json" > s &&
+	mv s "$INPLACE_STATE_DIR/state.json"
+ok "a state of another job still in preflight: replaced" "$INPLACE" run store64.ini
+check "… now this job's" [ "$("$INPLACE" status --json | jq -r .job)" = "$("$INPLACE" run --dry-run --json store64.ini | jq -r .job_hash)" ]
 jq '.format = 99' "$INPLACE_STATE_DIR/state.json" > s && mv s "$INPLACE_STATE_DIR/state.json"
 must_fail 2 "status: a newer state format is refused" "$INPLACE" status
 must_fail 2 "run: a newer state format is refused" "$INPLACE" run other.ini
