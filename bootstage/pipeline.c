@@ -272,6 +272,7 @@ static int params_from_job(struct pipe *pp, ip_error *e)
 		.store_size = j->store_size,
 		.store_dir = j->store == BOOTSTAGE_STORE_DIR ? j->store_dir : NULL,
 		.keep = (enum bs_keep)j->keep_storage,
+		.rollback_image = j->rollback_image,
 		.work_dir = pp->work,
 	};
 	return 0;
@@ -317,6 +318,27 @@ static int open_store_state(struct pipe *pp, ip_error *e)
 	return move_state(pp, dir, e);
 }
 
+/* on_failure = rollback: a failed deploy or restore writes the old system
+ * back from the rollback image and ends in phase rolled-back (the old
+ * system boots again; the store with the saved profiles stays).  Returns
+ * the failure (failed), which the caller reports, after the rollback. */
+static int roll_back(struct pipe *pp, struct bootstage_run_result *res, int failed, ip_error *e)
+{
+	ip_error why = *e;
+	int r;
+
+	if (pp->job->on_failure != BOOTSTAGE_FAIL_ROLLBACK)
+		return failed;
+	event(pp, NULL, BOOTSTAGE_WARN, "rolling back: the old system is written back from the rollback image");
+	if ((r = set_phase(pp, BOOTSTAGE_PHASE_ROLLED_BACK, e)) < 0 ||
+	    (r = step(pp, "rollback", bs_rollback, e)) < 0)
+		return r;
+	res->phase = BOOTSTAGE_PHASE_ROLLED_BACK;
+	event(pp, NULL, BOOTSTAGE_WARN, "rolled back: the old system is in place again; the saved profiles stay in the store");
+	ip_error_set(e, IP_EXIT_FAILED, failed, "%s; rolled back: the old system is in place again", why.msg);
+	return failed;
+}
+
 /* The phases after preflight and notify, from wherever the state stands,
  * up to the next reboot (method none) or the end. */
 static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *e)
@@ -334,23 +356,28 @@ static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *
 			    (r = step(pp, "stage-image", bs_step_stage_image, e)) < 0 ||
 			    (r = step(pp, "save", bs_step_save, e)) < 0 ||
 			    (r = step(pp, "verify", bs_step_verify, e)) < 0 ||
+			    (pp->p.rollback_image && (r = step(pp, "rollback-image", bs_step_rollback_image, e)) < 0) ||
 			    (r = set_phase(pp, BOOTSTAGE_PHASE_DEPLOY, e)) < 0)
 				return r;
 			break;
 		case BOOTSTAGE_PHASE_DEPLOY:
-			if ((r = open_store_state(pp, e)) < 0 ||
-			    (r = step(pp, "deploy", bs_step_deploy, e)) < 0 ||
-			    (r = step(pp, "configure", bs_step_configure, e)) < 0 ||
-			    (r = set_phase(pp, BOOTSTAGE_PHASE_RESTORE, e)) < 0)
+			if ((r = open_store_state(pp, e)) < 0)
+				return r;
+			if ((r = step(pp, "deploy", bs_step_deploy, e)) < 0 ||
+			    (r = step(pp, "configure", bs_step_configure, e)) < 0)
+				return roll_back(pp, res, r, e);
+			if ((r = set_phase(pp, BOOTSTAGE_PHASE_RESTORE, e)) < 0)
 				return r;
 			event(pp, NULL, BOOTSTAGE_INFO, "the new system is in place: the next boot restores the users");
 			res->phase = BOOTSTAGE_PHASE_RESTORE;
 			res->reboot = true;
 			return 0;
 		case BOOTSTAGE_PHASE_RESTORE:
-			if ((r = open_store_state(pp, e)) < 0 ||
-			    (r = step(pp, "restore", bs_step_restore, e)) < 0 ||
-			    (r = set_phase(pp, BOOTSTAGE_PHASE_FINISH, e)) < 0)
+			if ((r = open_store_state(pp, e)) < 0)
+				return r;
+			if ((r = step(pp, "restore", bs_step_restore, e)) < 0)
+				return roll_back(pp, res, r, e);
+			if ((r = set_phase(pp, BOOTSTAGE_PHASE_FINISH, e)) < 0)
 				return r;
 			break;
 		case BOOTSTAGE_PHASE_FINISH:
@@ -377,6 +404,12 @@ static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *
 				return r;
 			event(pp, NULL, BOOTSTAGE_INFO, "done: the machine runs the new system with its users");
 			res->phase = BOOTSTAGE_PHASE_DONE;
+			return 0;
+		case BOOTSTAGE_PHASE_ROLLED_BACK:
+			/* a rollback cut short is finished (writing the image back
+			 * is resumable like any deploy) */
+			if ((r = open_store_state(pp, e)) < 0 || (r = step(pp, "rollback", bs_rollback, e)) < 0)
+				return r;
 			return 0;
 		case BOOTSTAGE_PHASE_DONE:
 			return 0;

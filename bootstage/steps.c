@@ -323,6 +323,57 @@ int bs_step_verify(const struct bs_params *p, struct bs_store *s, bs_result *res
 	return r;
 }
 
+/* ---- rollback --------------------------------------------------------- */
+
+static void rollback_path(const struct bs_store *s, char *out, size_t n)
+{
+	snprintf(out, n, "%s/image/rollback.img", s->root);
+}
+
+int bs_step_rollback_image(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	struct imager_capture_opts co = { .name = "inplace rollback of the old system" };
+	struct imager_capture_result cr = { 0 };
+	char path[4200], dir[4200];
+	bool warn = false;
+	int r;
+
+	*res = result_new("rollback-image");
+	snprintf(dir, sizeof(dir), "%s/image", s->root);
+	rollback_path(s, path, sizeof(path));
+	r = ip_mkdir_p(dir, 0700, e);
+	/* capture writes through a temporary file renamed when complete: a
+	 * file under the final name is whole */
+	if (r == 0 && access(path, F_OK) < 0)
+		r = imager_capture_part(p->disk, p->sys_part, path, &co, &cr, &warn, e);
+	if (r < 0)
+		return r;
+	json_object_object_add(*res, "image", json_object_new_string(path));
+	json_object_object_add(*res, "bytes", ip_json_u64(cr.out_size));
+	return 0;
+}
+
+int bs_rollback(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char path[4200], state[4200];
+	struct imager_deploy_opts o = { .state_dir = state };
+	struct imager_deploy_result dr = { 0 };
+	int r;
+
+	*res = result_new("rollback");
+	rollback_path(s, path, sizeof(path));
+	if (access(path, F_OK) < 0)
+		return ip_fail(e, -ENOENT, "no rollback image in the store (%s): the old system cannot be written back",
+			       path);
+	snprintf(state, sizeof(state), "%s/rollback-state", s->root);
+	r = ip_mkdir_p(state, 0700, e);
+	if (r == 0)
+		r = imager_deploy(path, p->disk, p->sys_part, &o, &dr, e);
+	if (r == 0)
+		json_object_object_add(*res, "written", ip_json_u64(dr.written));
+	return r;
+}
+
 /* ---- deploy ----------------------------------------------------------- */
 
 int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)

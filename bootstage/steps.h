@@ -24,6 +24,7 @@ struct bs_params {
 	uint64_t store_size;         /* bytes for the storage partition */
 	const char *store_dir;       /* store = DIR on another filesystem; NULL: a partition */
 	enum bs_keep keep;           /* keep_storage */
+	bool rollback_image;         /* capture the old system partition first */
 	const char *work_dir;        /* mount points live below (e.g. /run/inplace) */
 	/* the storage partition make-storage made, from the state (0: unknown):
 	 * reclaim deletes exactly this one, even once its filesystem is wiped */
@@ -56,6 +57,12 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
  * store; a complete profile that verifies is kept as it is. */
 int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 int bs_step_verify(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
+/* Capture the old system partition into the store (rollback_image = yes):
+ * what a rollback writes back.  Kept when a complete capture is there. */
+int bs_step_rollback_image(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
+/* Write the rollback image back over the system partition: the old system
+ * boots again.  -ENOENT when the store has none. */
+int bs_rollback(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* deploy (staging): the image onto the system partition, grown to fill it. */
 int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* The new root: fstab names its root by UUID, the first-boot unit is installed. */

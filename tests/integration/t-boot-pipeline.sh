@@ -149,6 +149,32 @@ if ask now i; then
 		test "$(INPLACE_STATE_DIR=$S "$INPLACE" status --json | jq -r .phase)" = prepare
 fi
 
+# ---- on_failure = rollback: a store damaged before the first boot --------
+# The old system is captured into the store (rollback_image = yes); an
+# archive of the store is then damaged, so the restore refuses it: the old
+# system is written back, file for file, and the run ends rolled back.
+D=$T/rb.img S=$T/state-rb
+make_disk "$D" gpt
+old_hashes=$(fx_hashes "$D" 1)
+write_job rb.ini "$D"
+sed -i 's|^store_size = .*|store_size = 400MiB\non_failure = rollback\nrollback_image = yes|' rb.ini
+export INPLACE_STATE_DIR=$S
+ok "rollback: run" "$INPLACE" run rb.ini
+ok "rollback: staging boot (the rollback image captured)" "$INPLACE" resume --disk "$D"
+read -r s z < <(fx_part_range "$D" 2)
+mkdir -p "$T/rbstore"
+LOOPDEV=$(losetup -f --show -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
+	mount "$LOOPDEV" "$T/rbstore" && track_mount "$T/rbstore"
+arch=$(ls "$T"/rbstore/inplace/profile/alice*.zst 2>/dev/null | head -1)
+check "rollback: the store holds the rollback image" test -s "$T/rbstore/inplace/image/rollback.img"
+printf 'X' | dd of="$arch" bs=1 seek=200 conv=notrunc status=none
+umount "$T/rbstore"
+must_fail 1 "rollback: the restore refuses the damaged store and rolls back" "$INPLACE" resume --disk "$D"
+check "rollback: phase rolled-back" test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = rolled-back
+check "rollback: the old system is back, every file equal" test "$(fx_hashes "$D" 1)" = "$old_hashes"
+ok "rollback: fsck clean" fx_fsck "$D" 1
+unset INPLACE_STATE_DIR
+
 # ---- the store in a directory on a second disk -----------------------------
 D=$T/dir.img S=$T/state-dir
 make_disk "$D" gpt
