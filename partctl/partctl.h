@@ -161,7 +161,7 @@ struct partctl_plan_step {
 	bool logical;              /* CREATE on MBR: a logical partition */
 };
 
-#define PARTCTL_PLAN_MAX_STEPS 16
+#define PARTCTL_PLAN_MAX_STEPS 32
 struct partctl_plan {
 	uint64_t need;             /* asked for, rounded up to the grain */
 	size_t n;
@@ -170,6 +170,7 @@ struct partctl_plan {
 	unsigned partition;
 	uint64_t start, size;
 	bool logical;
+	uint64_t shortfall;        /* no way (-ENOSPC): bytes missing, 0 if unknown */
 };
 
 /* Smallest size the planner shrinks a filesystem to: its minimum plus 5%
