@@ -231,8 +231,8 @@ int partctl_resume(const char *disk, bool *did, ip_error *e);
 /* The same with options (the CLI's): journal elsewhere, dry run, and what
  * was (or would be) done. */
 struct partctl_move_opts {
-	const char *journal;   /* journal file on another disk; NULL: in the gap
-				* before the first partition (see partctl/move.c) */
+	const char *journal;   /* journal file on another disk; NULL: in the tail
+				* of the gap below 1 MiB (see partctl/move.c) */
 	bool dry_run;          /* check and plan, write nothing */
 };
 struct partctl_move_info {
@@ -244,6 +244,11 @@ struct partctl_move_info {
 	bool resized;          /* resume: an interrupted shrink was finished */
 	char journal[512];     /* where the journal lives */
 };
+/* Can a move on disk keep its journal where it would (file, or NULL: the
+ * tail of the gap below 1 MiB)?  Reads only; bad input naming the way out
+ * when not.  *where: the place, for messages.  For a caller that must know
+ * before its first write (partctl_make_storage). */
+int partctl_move_journal_check(const char *disk, const char *file, char *where, size_t wlen, ip_error *e);
 int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 		    const struct partctl_move_opts *o, struct partctl_move_info *info, ip_error *e);
 int partctl_resume_ex(const char *disk, const struct partctl_move_opts *o, bool *did,
