@@ -22,6 +22,8 @@ struct partctl_opts {
 				       * pipeline's status.log); NULL: none.  The
 				       * terminal bar is ip_progress's business */
 	void *progress_data;
+	const char *journal;          /* moves: journal file on another disk;
+				       * NULL: on the disk itself (move.c) */
 };
 
 /* ==== filesystem knowledge (partctl/fs*.c) ============================== */
@@ -185,9 +187,42 @@ int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_e
 void partctl_plan_disk_free(struct partctl_plan_disk *d);
 /* Carry the plan out, step by step through partctl_shrink, partctl_move
  * and the table (each journaled by its owner), then format the new
- * partition with fs and label.  *n_out: the new partition's number. */
+ * partition with fs and label.  o: journal file for moves, progress per
+ * step (may be NULL).  *done: steps carried out (on failure, those before
+ * the one that failed); *n_out: the new partition's number. */
 int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
-			 const char *label, unsigned *n_out, ip_error *e);
+			 const char *label, const struct partctl_opts *o, size_t *done, unsigned *n_out,
+			 ip_error *e);
+
+/* ==== the storage partition (partctl/storage.c) ========================= */
+
+struct partctl_storage_result {
+	unsigned partition;        /* the storage partition (planned, on a dry run) */
+	uint64_t start, size;      /* bytes */
+	bool logical;              /* MBR: a logical partition */
+	bool existing;             /* an earlier run made it: nothing was done */
+	bool resumed;              /* an interrupted move or shrink was finished first */
+	bool dry_run;              /* nothing was written */
+	struct partctl_plan plan;  /* the steps (to do on a dry run); on -ENOSPC
+				    * plan.shortfall says how much is missing */
+	size_t done;               /* steps carried out */
+	char journal[512];         /* where moves keep their journal ("" if none) */
+	char warning[512];         /* part plan: what make-storage would refuse
+				    * (a journal place that cannot be used) */
+};
+/* The steps that make a partition of need bytes on disk, and whether
+ * everything they need is there (res->warning when not).  Writes nothing. */
+int partctl_plan_storage(const char *disk, uint64_t need, const struct partctl_opts *o,
+			 struct partctl_storage_result *res, ip_error *e);
+/* Make (or find) the ext4 storage partition labelled label of at least
+ * need bytes: finish an interrupted operation first, reuse a partition an
+ * earlier run made, plan, check every step's needs (journal places
+ * included) before the first write, carry the plan out and format.
+ * Refusals are status 2 with the disk unchanged; a failure after steps
+ * were done is status 1 naming them and how to resume.  o->dry_run:
+ * plan and check only; o->journal: journal file for moves. */
+int partctl_make_storage(const char *disk, uint64_t need, const char *label, const struct partctl_opts *o,
+			 struct partctl_storage_result *res, ip_error *e);
 
 /* ==== resizing through the filesystem's own tool (partctl/resize.c,
  *      owner: resize) ===================================================== */

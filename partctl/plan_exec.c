@@ -103,20 +103,29 @@ static int table_step(const char *disk, const struct partctl_plan_step *s, const
 }
 
 int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
-			 const char *label, unsigned *n_out, ip_error *e)
+			 const char *label, const struct partctl_opts *o, size_t *done, unsigned *n_out,
+			 ip_error *e)
 {
+	struct partctl_move_opts mo = { .journal = o ? o->journal : NULL };
 	unsigned n = 0;
+	size_t i;
 	int r = 0;
 
-	for (size_t i = 0; i < p->n && r == 0; i++) {
+	for (i = 0; i < p->n; i++) {
 		const struct partctl_plan_step *s = &p->steps[i];
 
+		if (o && o->progress) {
+			char what[64];
+
+			snprintf(what, sizeof(what), "%s partition %u", partctl_plan_op_name(s->op), s->partition);
+			o->progress(o->progress_data, what, i, p->n);
+		}
 		switch (s->op) {
 		case PARTCTL_OP_SHRINK:
 			r = partctl_shrink(disk, s->partition, s->to, e);
 			break;
 		case PARTCTL_OP_MOVE:
-			r = partctl_move(disk, s->partition, s->to, e);
+			r = partctl_move_ex(disk, s->partition, s->to, &mo, NULL, e);
 			break;
 		case PARTCTL_OP_GROW_EXTENDED:
 		case PARTCTL_OP_CREATE_EXTENDED:
@@ -126,10 +135,14 @@ int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const c
 			r = table_step(disk, s, fs && !strcmp(fs, "ntfs") ? "ntfs" : "linux", fs, label, &n, e);
 			break;
 		}
-		if (r < 0)
+		if (r < 0) {
 			ip_error_prefix(e, "step %zu (%s partition %u)", i + 1, partctl_plan_op_name(s->op),
 					s->partition);
+			break;
+		}
 	}
+	if (done)
+		*done = i;
 	if (r == 0 && n_out)
 		*n_out = n;
 	return r;
