@@ -18,6 +18,7 @@ enum {
 	OPT_LABEL,
 	OPT_NEED,
 	OPT_JOURNAL,
+	OPT_CLEAN_CACHES,
 };
 
 static char *hsize(uint64_t v, char *buf)
@@ -600,6 +601,10 @@ static const char *plan_usage =
 	"     --need SIZE    size of the new partition (512MiB, 8G, bytes, or sectors\n"
 	"                    with 's')\n"
 	"     --journal FILE where moves would keep their journal (on another disk)\n"
+	"     --clean-caches first delete the system caches (package caches, the\n"
+	"                    systemd journal above 64 MiB, /var/tmp, core dumps) of\n"
+	"                    a system root of DISK mounted read-write here\n"
+	"     --dry-run      with --clean-caches: only count them\n"
 	"     --json         one JSON document on stdout\n"
 	" -h, --help         display this help\n";
 
@@ -612,16 +617,54 @@ static const char *storage_usage =
 	"     --label L      its filesystem label (default " DEFAULT_STORE_LABEL ")\n"
 	"     --journal FILE keep the move journal in FILE (on another disk) when the\n"
 	"                    gap below 1 MiB has no room for it\n"
+	"     --clean-caches first delete the system caches of a system root of DISK\n"
+	"                    mounted read-write here (see 'part plan --help')\n"
 	"     --dry-run      print the plan; write nothing\n"
 	"     --json         one JSON document on stdout\n"
 	" -q, --quiet        no progress\n"
 	" -h, --help         display this help\n";
 
+static void caches_print(const struct partctl_caches *c)
+{
+	char b[IP_SIZE_BUFSZ];
+
+	if (!c->n) {
+		printf("no system caches to delete\n");
+		return;
+	}
+	for (size_t i = 0; i < c->n; i++)
+		printf("%s %s of %s (%zu file%s) on partition %u, mounted on %s\n",
+		       c->cleaned ? "deleted" : "would delete", msize(c->v[i].bytes, b), c->v[i].what, c->v[i].files,
+		       c->v[i].files == 1 ? "" : "s", c->v[i].partition, c->v[i].mnt);
+}
+
+static json_object *caches_json(const struct partctl_caches *c)
+{
+	json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+	for (size_t i = 0; i < c->n; i++) {
+		json_object *x = json_object_new_object();
+
+		json_object_object_add(x, "partition", json_object_new_int((int)c->v[i].partition));
+		json_object_object_add(x, "what", json_object_new_string(c->v[i].what));
+		json_object_object_add(x, "mounted_on", json_object_new_string(c->v[i].mnt));
+		json_object_object_add(x, "bytes", ip_json_u64(c->v[i].bytes));
+		json_object_object_add(x, "files", ip_json_u64(c->v[i].files));
+		json_object_array_add(a, x);
+	}
+	json_object_object_add(o, "deleted", json_object_new_boolean(c->cleaned));
+	json_object_object_add(o, "bytes", ip_json_u64(c->total));
+	json_object_object_add(o, "caches", a);
+	return o;
+}
+
 static int storage_json(const char *cmd, const char *disk, bool execute, const char *label, uint64_t need,
-			const struct partctl_storage_result *res)
+			const struct partctl_storage_result *res, const struct partctl_caches *cleaned)
 {
 	json_object *doc = ip_json_doc(cmd);
 
+	if (cleaned)
+		json_object_object_add(doc, "caches_cleaned", caches_json(cleaned));
 	json_object_object_add(doc, "disk", json_object_new_string(disk));
 	json_object_object_add(doc, "need", ip_json_u64(res->plan.need ? res->plan.need : need));
 	json_object_object_add(doc, "dry_run", json_object_new_boolean(res->dry_run));
@@ -647,10 +690,13 @@ static int plan_verb(int argc, char **argv, bool execute)
 		{ "need", required_argument, NULL, OPT_NEED },
 		{ "label", required_argument, NULL, OPT_LABEL },
 		{ "journal", required_argument, NULL, OPT_JOURNAL },
+		{ "clean-caches", no_argument, NULL, OPT_CLEAN_CACHES },
 		CLI_COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *cmd = execute ? "part make-storage" : "part plan";
+	struct partctl_caches caches = { 0 };
+	bool clean = false;
 	struct cli_opts o = { 0 };
 	const char *need_s = NULL, *label = DEFAULT_STORE_LABEL, *disk;
 	struct partctl_opts po = { 0 };
@@ -666,6 +712,7 @@ static int plan_verb(int argc, char **argv, bool execute)
 		switch (c) {
 		case OPT_NEED: need_s = optarg; break;
 		case OPT_JOURNAL: po.journal = optarg; break;
+		case OPT_CLEAN_CACHES: clean = true; break;
 		case OPT_LABEL:
 			if (!execute)
 				return cli_usage(&o, cmd, "unknown option");
@@ -679,6 +726,16 @@ static int plan_verb(int argc, char **argv, bool execute)
 		}
 	}
 	cli_opts_apply(&o);
+	if (clean) {
+		/* before anything else, so that the plan sees the room; a dry
+		 * run only counts them */
+		struct partctl_opts co = { .dry_run = o.dry_run };
+
+		if (optind + 1 != argc)
+			return cli_usage(&o, cmd, "give one DISK");
+		if (partctl_caches_clean(argv[optind], &co, &caches, &e) < 0)
+			return cli_error(&o, cmd, &e);
+	}
 	if (!execute)
 		o.dry_run = true;
 	if (optind + 1 != argc)
@@ -697,10 +754,12 @@ static int plan_verb(int argc, char **argv, bool execute)
 		r = partctl_make_storage(disk, need, label, &po, &res, &e);
 	else
 		r = partctl_plan_storage(disk, need, &po, &res, &e);
+	if (clean && !o.json)
+		caches_print(&caches);
 	if (r < 0)
 		return cli_error(&o, cmd, &e);
 	if (o.json)
-		return storage_json(cmd, disk, execute, label, need, &res);
+		return storage_json(cmd, disk, execute, label, need, &res, clean ? &caches : NULL);
 	if (res.resumed)
 		printf("finished an interrupted operation on %s first\n", disk);
 	if (res.existing) {

@@ -196,6 +196,27 @@ int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const c
 
 /* ==== the storage partition (partctl/storage.c) ========================= */
 
+/* System caches on a system root of the disk mounted read-write in the
+ * running OS (package caches, the systemd journal above 64 MiB, /var/tmp,
+ * core dumps): what a short plan could still free. */
+struct partctl_cache {
+	unsigned partition;
+	char what[48];             /* "apt package cache", "/var/tmp", … */
+	char mnt[256];             /* where the partition is mounted */
+	uint64_t bytes;            /* allocated bytes of its files */
+	size_t files;
+};
+struct partctl_caches {
+	size_t n;
+	struct partctl_cache v[16];
+	uint64_t total;
+	bool cleaned;              /* deleted (partctl_caches_clean, not a dry run) */
+};
+int partctl_caches_find(const char *disk, struct partctl_caches *out, ip_error *e);
+/* Delete them through the mounted filesystem (o->dry_run: only list) and
+ * flush it, so that planning again sees the room. */
+int partctl_caches_clean(const char *disk, const struct partctl_opts *o, struct partctl_caches *out, ip_error *e);
+
 struct partctl_storage_result {
 	unsigned partition;        /* the storage partition (planned, on a dry run) */
 	uint64_t start, size;      /* bytes */
@@ -209,6 +230,7 @@ struct partctl_storage_result {
 	char journal[512];         /* where moves keep their journal ("" if none) */
 	char warning[512];         /* part plan: what make-storage would refuse
 				    * (a journal place that cannot be used) */
+	struct partctl_caches caches; /* on -ENOSPC: system caches that could go */
 };
 /* The steps that make a partition of need bytes on disk, and whether
  * everything they need is there (res->warning when not).  Writes nothing. */

@@ -17,6 +17,21 @@ void partctl_plan_disk_free(struct partctl_plan_disk *d)
 	free(d);
 }
 
+/* A plan made in the running OS (before the pipeline reboots) meets its
+ * root mounted, and the resizer will not give a minimum for a mounted
+ * filesystem: then count the bytes in use and an eighth more for the
+ * metadata a smaller filesystem still needs.  The shrink itself runs
+ * unmounted and checks the true minimum again. */
+static void mounted_min(const char *disk, struct partctl_plan_part *pp)
+{
+	char mnt[16];
+	bool rw;
+
+	if (pp->fs.resizable && !pp->fs.min_size && pp->fs.used &&
+	    ip_range_mount(disk, pp->part.start, pp->part.size, mnt, sizeof(mnt), &rw) == 1)
+		pp->fs.min_size = pp->fs.used + pp->fs.used / 8;
+}
+
 int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_error *e)
 {
 	partctl_table *t = NULL;
@@ -55,6 +70,7 @@ int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_e
 		/* An unreadable filesystem is one the planner leaves alone. */
 		if (partctl_fs_probe(dk, pp->part.start, pp->part.size, &pp->fs, NULL) < 0)
 			memset(&pp->fs, 0, sizeof(pp->fs));
+		mounted_min(disk, pp);
 	}
 	*out = d;
 	d = NULL;

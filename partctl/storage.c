@@ -6,12 +6,22 @@
  * The promise to callers: a refusal (status 2) comes before the first
  * write, so the disk is unchanged; a failure after a step was carried out
  * is status 1 and names the steps done and how to go on. */
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "partctl/partctl.h"
 
 static const struct partctl_opts no_opts;
+
+static void short_advice(const char *disk, struct partctl_storage_result *res, ip_error *e);
 
 /* A storage partition an earlier run made (one that may have been cut
  * short after it): 1 when found and large enough, bad input when too
@@ -61,14 +71,20 @@ static int preflight(const char *disk, const struct partctl_plan *p, const struc
 		r = partctl_shrink_plan(disk, s->partition, s->to, &rp, e);
 		if (r < 0) {
 			ip_error_prefix(e, "step %zu (shrink partition %u)", i + 1, s->partition);
-			return r;
+			if (!warn_only)
+				return r;
+			/* e.g. a mounted root, planned in the running OS */
+			if (!res->warning[0])
+				snprintf(res->warning, sizeof(res->warning), "%s", e->msg);
+			ip_error_clear(e);
 		}
 	}
 	if (!moves)
 		return 0;
 	r = partctl_move_journal_check(disk, o->journal, res->journal, sizeof(res->journal), e);
 	if (r < 0 && warn_only) {
-		snprintf(res->warning, sizeof(res->warning), "%s", e->msg);
+		if (!res->warning[0])
+			snprintf(res->warning, sizeof(res->warning), "%s", e->msg);
 		ip_error_clear(e);
 		return 0;
 	}
@@ -81,6 +97,8 @@ static int plan_on(const char *disk, const struct partctl_plan_disk *d, uint64_t
 	int r;
 
 	r = partctl_plan_compute(d, need, &res->plan, e);
+	if (r == -ENOSPC)
+		short_advice(disk, res, e);
 	if (r < 0)
 		return r;
 	res->partition = res->plan.partition;
@@ -169,4 +187,272 @@ int partctl_make_storage(const char *disk, uint64_t need, const char *label, con
 	if (r < 0 && res->done > 0)
 		failed_after(disk, &res->plan, res->done, e);
 	return r;
+}
+
+/* ---- system caches that may go ---------------------------------------------
+ *
+ * When the room is short on a disk whose system root is mounted read-write
+ * in the running OS (the old OS, before the pipeline reboots), the caches a
+ * distribution rebuilds by itself can go: the package managers' downloaded
+ * packages, the systemd journal's archived files above a limit, /var/tmp and
+ * core dumps.  Only regular files under those directories, never following
+ * a symlink or crossing into another filesystem; never a user's file. */
+
+#define CACHE_JOURNAL_KEEP (64ULL << 20) /* the journal keeps its newest 64 MiB */
+
+struct cache_def {
+	const char *what;      /* for people; entries with one name add up */
+	const char *dir;       /* relative to the filesystem's root */
+	const char *suffix;    /* only files ending so (NULL: every file) */
+	bool journal;          /* archived journal files, oldest first, above the limit */
+};
+
+static const struct cache_def cache_defs[] = {
+	{ "apt package cache", "var/cache/apt/archives", ".deb", false },
+	{ "apt package cache", "var/cache/apt", ".bin", false },
+	{ "dnf/yum package cache", "var/cache/dnf", NULL, false },
+	{ "dnf/yum package cache", "var/cache/yum", NULL, false },
+	{ "systemd journal above 64 MiB", "var/log/journal", ".journal", true },
+	{ "/var/tmp", "var/tmp", NULL, false },
+	{ "core dumps", "var/lib/systemd/coredump", NULL, false },
+	{ "core dumps", "var/crash", NULL, false },
+};
+
+struct cache_file {
+	char *path;            /* absolute, through the mount point */
+	uint64_t bytes;        /* allocated */
+	time_t mtime;
+	bool archived;         /* journal: not the file journald writes now */
+};
+
+struct cache_list {
+	struct cache_file *v;
+	size_t n, cap;
+};
+
+static void cache_list_free(struct cache_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i].path);
+	free(l->v);
+	memset(l, 0, sizeof(*l));
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+
+	return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* Regular files under the directory dfd (path: its absolute name), on the
+ * device dev, into l.  Unreadable corners are skipped: they are caches. */
+static int cache_walk(int dfd, const char *path, dev_t dev, const struct cache_def *def, struct cache_list *l,
+		      unsigned depth)
+{
+	DIR *dir = fdopendir(dfd);
+	struct dirent *de;
+	int r = 0;
+
+	if (!dir) {
+		close(dfd);
+		return 0;
+	}
+	while (r == 0 && (de = readdir(dir))) {
+		struct stat st;
+		char *sub;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		if (fstatat(dirfd(dir), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 || st.st_dev != dev)
+			continue;
+		if (asprintf(&sub, "%s/%s", path, de->d_name) < 0) {
+			r = -ENOMEM;
+			break;
+		}
+		if (S_ISDIR(st.st_mode) && depth < 16) {
+			int sfd = openat(dirfd(dir), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+			if (sfd >= 0)
+				r = cache_walk(sfd, sub, dev, def, l, depth + 1);
+			free(sub);
+			continue;
+		}
+		if (!S_ISREG(st.st_mode) || (def->suffix && !ends_with(de->d_name, def->suffix) &&
+					     !(def->journal && ends_with(de->d_name, ".journal~")))) {
+			free(sub);
+			continue;
+		}
+		if (l->n == l->cap) {
+			size_t cap = l->cap ? 2 * l->cap : 64;
+			struct cache_file *nv = realloc(l->v, cap * sizeof(*nv));
+
+			if (!nv) {
+				free(sub);
+				r = -ENOMEM;
+				break;
+			}
+			l->v = nv;
+			l->cap = cap;
+		}
+		l->v[l->n++] = (struct cache_file){ sub, (uint64_t)st.st_blocks * 512, st.st_mtime,
+						    strchr(de->d_name, '@') || ends_with(de->d_name, ".journal~") };
+	}
+	closedir(dir);
+	return r;
+}
+
+static int by_mtime(const void *a, const void *b)
+{
+	const struct cache_file *x = a, *y = b;
+
+	return x->mtime < y->mtime ? -1 : x->mtime > y->mtime;
+}
+
+/* The files of one cache that may go.  The journal: archived files,
+ * oldest first, while what stays is above the limit. */
+static int cache_collect(const char *mnt, dev_t dev, const struct cache_def *def, struct cache_list *l)
+{
+	char *path;
+	int fd, r;
+	uint64_t total = 0;
+	size_t k = 0;
+
+	if (asprintf(&path, "%s/%s", strcmp(mnt, "/") ? mnt : "", def->dir) < 0)
+		return -ENOMEM;
+	fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	r = fd < 0 ? 0 : cache_walk(fd, path, dev, def, l, 0);
+	free(path);
+	if (r < 0 || !def->journal)
+		return r;
+	for (size_t i = 0; i < l->n; i++)
+		total += l->v[i].bytes;
+	qsort(l->v, l->n, sizeof(*l->v), by_mtime);
+	for (size_t i = 0; i < l->n; i++) {
+		if (l->v[i].archived && total > CACHE_JOURNAL_KEEP) {
+			total -= l->v[i].bytes;
+			l->v[k++] = l->v[i];
+		} else {
+			free(l->v[i].path);
+		}
+	}
+	l->n = k;
+	return 0;
+}
+
+/* Make the freed blocks visible to a reader of the device, so that
+ * planning again sees them: syncfs commits the filesystem's journal, and a
+ * freeze and thaw writes the journaled metadata home (where libext2fs and
+ * resize2fs read it).  A filesystem that cannot freeze is left synced. */
+static int fs_settle(const char *mnt, ip_error *e)
+{
+	int fd = open(mnt, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int r = 0;
+
+	if (fd < 0 || syncfs(fd) < 0)
+		r = ip_fail(e, -errno, "cannot flush %s: %s", mnt, strerror(errno));
+	else if (ioctl(fd, FIFREEZE, 0) == 0 && ioctl(fd, FITHAW, 0) < 0)
+		r = ip_fail(e, -errno, "cannot thaw %s after flushing it: %s: run 'fsfreeze -u %s'", mnt,
+			    strerror(errno), mnt);
+	if (fd >= 0)
+		close(fd);
+	return r;
+}
+
+/* Walk (and with del, delete) the caches of every system root of disk
+ * mounted read-write here. */
+static int caches_walk(const char *disk, bool del, struct partctl_caches *out, ip_error *e)
+{
+	partctl_table *t = NULL;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	r = partctl_table_open(disk, false, &t, e);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < partctl_table_count(t) && r == 0; i++) {
+		const struct partctl_part *p = partctl_table_at(t, i);
+		char mnt[1024], probe[1100];
+		struct stat st;
+		bool rw = false;
+
+		if (p->extended || ip_range_mount(disk, p->start, p->size, mnt, sizeof(mnt), &rw) != 1 || !rw)
+			continue;
+		/* a system root: caches there are the distribution's */
+		snprintf(probe, sizeof(probe), "%s/etc/os-release", strcmp(mnt, "/") ? mnt : "");
+		if (stat(mnt, &st) < 0 || access(probe, F_OK) < 0)
+			continue;
+		for (size_t d = 0; d < IP_ARRAY_SIZE(cache_defs) && r == 0; d++) {
+			struct cache_list l = { 0 };
+			struct partctl_cache *c = NULL;
+
+			r = cache_collect(mnt, st.st_dev, &cache_defs[d], &l);
+			for (size_t k = 0; k < out->n; k++)
+				if (out->v[k].partition == p->n && !strcmp(out->v[k].what, cache_defs[d].what))
+					c = &out->v[k];
+			if (r == 0 && l.n && !c && out->n < IP_ARRAY_SIZE(out->v)) {
+				c = &out->v[out->n++];
+				c->partition = p->n;
+				snprintf(c->what, sizeof(c->what), "%s", cache_defs[d].what);
+				snprintf(c->mnt, sizeof(c->mnt), "%s", mnt);
+			}
+			for (size_t k = 0; r == 0 && c && k < l.n; k++) {
+				if (del && unlink(l.v[k].path) < 0 && errno != ENOENT) {
+					r = ip_fail(e, -errno, "cannot delete %s: %s", l.v[k].path, strerror(errno));
+					break;
+				}
+				c->bytes += l.v[k].bytes;
+				c->files++;
+				out->total += l.v[k].bytes;
+			}
+			cache_list_free(&l);
+			if (r == -ENOMEM)
+				r = ip_fail(e, r, "out of memory");
+		}
+		if (r == 0 && del)
+			r = fs_settle(mnt, e);
+		if (r == 0 && del) {
+			/* the filesystem wrote through the partition's device;
+			 * what the disk's own device cached of it is stale */
+			ip_disk *d = NULL;
+
+			if (ip_disk_open(disk, IP_DISK_RDONLY, &d, NULL) == 0)
+				ip_disk_drop_cache(d, p->start, p->size);
+			ip_disk_free(d);
+		}
+	}
+	partctl_table_free(t);
+	out->cleaned = del && r == 0;
+	return r;
+}
+
+int partctl_caches_find(const char *disk, struct partctl_caches *out, ip_error *e)
+{
+	return caches_walk(disk, false, out, e);
+}
+
+int partctl_caches_clean(const char *disk, const struct partctl_opts *o, struct partctl_caches *out, ip_error *e)
+{
+	return caches_walk(disk, !(o && o->dry_run), out, e);
+}
+
+/* Say in the refusal what the caches would free. */
+static void short_advice(const char *disk, struct partctl_storage_result *res, ip_error *e)
+{
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], list[400] = "";
+	size_t len;
+
+	if (partctl_caches_find(disk, &res->caches, NULL) < 0 || !res->caches.total)
+		return;
+	for (size_t i = 0; i < res->caches.n; i++) {
+		len = strlen(list);
+		snprintf(list + len, sizeof(list) - len, "%s%s %s", i ? ", " : "", res->caches.v[i].what,
+			 ip_format_size(res->caches.v[i].bytes, b1, sizeof(b1)));
+	}
+	len = strlen(e->msg);
+	snprintf(e->msg + len, sizeof(e->msg) - len,
+		 "; system caches on partition %u (mounted on %s) hold %s (%s)%s: 'inplace part plan --clean-caches %s' deletes them and plans again",
+		 res->caches.v[0].partition, res->caches.v[0].mnt, ip_format_size(res->caches.total, b2, sizeof(b2)),
+		 list, res->plan.shortfall && res->caches.total < res->plan.shortfall ? ", not enough alone" : "",
+		 disk);
 }
