@@ -126,7 +126,32 @@ static uint64_t move_dist(const struct move_rec *r) { return move_up(r) ? r->to 
 /* What libfdisk knows about the table's own sectors: where they end (MBR:
  * sector 0; GPT: the last LBA of the entry array) and the disk's identity
  * (the checksum of the disk label id: GPT disk GUID or MBR signature). */
-static int table_facts(const partctl_table *t, uint64_t *end, uint8_t id[16], ip_error *e)
+/* The identity older versions of inplace recorded: the label id's bytes as
+ * they lie on disk (GPT: the GUID's first three fields little endian; MBR:
+ * the 4-byte signature), so that their journals are still recognised. */
+static void legacy_identity(const char *lid, uint8_t id[16])
+{
+	unsigned d1, b[8], sig;
+	unsigned short d2, d3;
+
+	memset(id, 0, 16);
+	if (sscanf(lid, "%8x-%4hx-%4hx-%2x%2x-%2x%2x%2x%2x%2x%2x", &d1, &d2, &d3, &b[0], &b[1], &b[2], &b[3],
+		   &b[4], &b[5], &b[6], &b[7]) == 11) {
+		for (int i = 0; i < 4; i++)
+			id[i] = (uint8_t)(d1 >> (8 * i));
+		id[4] = (uint8_t)d2;
+		id[5] = (uint8_t)(d2 >> 8);
+		id[6] = (uint8_t)d3;
+		id[7] = (uint8_t)(d3 >> 8);
+		for (int i = 0; i < 8; i++)
+			id[8 + i] = (uint8_t)b[i];
+	} else if (sscanf(lid, "0x%x", &sig) == 1) {
+		for (int i = 0; i < 4; i++)
+			id[i] = (uint8_t)(sig >> (8 * i));
+	}
+}
+
+static int table_facts(const partctl_table *t, uint64_t *end, uint8_t id[16], uint8_t legacy[16], ip_error *e)
 {
 	const char *disk = partctl_table_path(t);
 	unsigned ss = partctl_table_sector_size(t);
@@ -158,9 +183,12 @@ static int table_facts(const partctl_table *t, uint64_t *end, uint8_t id[16], ip
 		*end = (last + 1) * ss;
 	}
 	memset(id, 0, 16);
+	memset(legacy, 0, 16);
 	r = fdisk_get_disklabel_id(cxt, &lid);
-	if (r == 0 && lid)
+	if (r == 0 && lid) {
 		ip_checksum(lid, strlen(lid), id);
+		legacy_identity(lid, legacy);
+	}
 	r = 0;
 out:
 	free(lid);
@@ -175,11 +203,11 @@ out:
 static int gap_places(const partctl_table *t, uint64_t *head, uint64_t *tail, ip_error *e)
 {
 	const char *disk = partctl_table_path(t);
-	uint8_t id[16];
+	uint8_t id[16], legacy[16];
 	uint64_t end;
 	int r;
 
-	r = table_facts(t, &end, id, e);
+	r = table_facts(t, &end, id, legacy, e);
 	if (r < 0)
 		return r;
 	*head = (end + 4095) / 4096 * 4096;
@@ -252,11 +280,11 @@ static bool map_area_free(ip_disk *d, uint64_t off)
 	return !memcmp(buf, MAP_MAGIC, 8) || all_zero(buf, MOVE_GAP_END - off);
 }
 
-static int disk_identity(const partctl_table *t, uint8_t id[16], ip_error *e)
+static int disk_identity(const partctl_table *t, uint8_t id[16], uint8_t legacy[16], ip_error *e)
 {
 	uint64_t end;
 
-	return table_facts(t, &end, id, e);
+	return table_facts(t, &end, id, legacy, e);
 }
 
 /* Open the journal.  fresh: for a new move (the place is checked free, the
@@ -795,6 +823,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	uint64_t from, size;
 	struct move_rec old;
 	size_t oldlen = sizeof(old);
+	uint8_t legacy_id[16];
 	int r;
 
 	if (!o)
@@ -830,7 +859,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	c.rec.sector_size = partctl_table_sector_size(t);
 	c.rec.from = from;
 	c.rec.size = size;
-	r = disk_identity(t, c.rec.disk_id, e);
+	r = disk_identity(t, c.rec.disk_id, legacy_id, e);
 	if (r < 0)
 		goto out;
 	c.rec.to = new_start;
@@ -936,7 +965,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	const struct partctl_part *p;
 	char where[512], label[64];
 	size_t len = sizeof(c.rec);
-	uint8_t id[16];
+	uint8_t id[16], legacy[16];
 	bool table_done;
 	int r;
 
@@ -983,11 +1012,11 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 			    where);
 		goto out;
 	}
-	r = disk_identity(t, id, e);
+	r = disk_identity(t, id, legacy, e);
 	if (r < 0)
 		goto out;
 	if (c.rec.disk_size != ip_disk_size(d) || c.rec.sector_size != partctl_table_sector_size(t) ||
-	    memcmp(id, c.rec.disk_id, sizeof(id))) {
+	    (memcmp(id, c.rec.disk_id, sizeof(id)) && memcmp(legacy, c.rec.disk_id, sizeof(legacy)))) {
 		r = ip_bad(e, -EINVAL, "the journal (%s) was written for another disk than %s: give the disk it belongs to",
 			   where, disk);
 		goto out;
