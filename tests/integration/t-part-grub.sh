@@ -77,6 +77,26 @@ else
 	fail "make-storage with GRUB's core.img in the gap" "$(tail -1 <<<"$out")"
 fi
 
+# ---- a step failing after another was done: exit 1, named, resumable -----------
+# Writes past the new start of partition 2 + 2 MiB fail (RLIMIT_FSIZE with
+# SIGXFSZ ignored: EFBIG), so the shrink is done and the move fails.
+cp --sparse=always "$T/base.img" "$T/fail.img"
+to2=$("$INPLACE" part plan --json "$T/fail.img" --need "$need" | jq '.steps[1].to')
+out=$(trap '' XFSZ; ulimit -f $(( (to2 + 2 * MiB) / 1024 )); "$INPLACE" part make-storage -q "$T/fail.img" --need "$need" 2>&1); rc=$?
+check "a failed move after the shrink: exit 1 (got $rc)" [ "$rc" = 1 ]
+said=yes
+for w in "after 1 of 3 steps were done (shrink partition 1)" "step 2 (move partition 2)" "inplace part resume"; do
+	grep -qF -- "$w" <<<"$out" || said="no '$w'"
+done
+check "… the message names the step done and how to resume ($said)" [ "$said" = yes ]
+ok "… part resume finishes the move" "$INPLACE" part resume -q "$T/fail.img"
+if out=$("$INPLACE" part make-storage --json -q "$T/fail.img" --need "$need" 2>&1); then
+	after_storage "… and make-storage again completes" "$T/fail.img" "$(jq -r .partition <<<"$out")"
+else
+	fail "… and make-storage again completes" "$(tail -1 <<<"$out")"
+fi
+rm -f "$T/fail.img"
+
 # ---- a gap too full for the journal: refused before the first write --------------
 cp --sparse=always "$T/base.img" "$T/full.img"
 head -c $((900 * 1024)) /dev/urandom | dd of="$T/full.img" bs=512 seek=1 conv=notrunc status=none
