@@ -273,11 +273,12 @@ static int gap_check_free(ip_disk *d, uint64_t head, uint64_t tail, ip_error *e)
 /* Is the map area free for us (zeros, or a map of ours)? */
 static bool map_area_free(ip_disk *d, uint64_t off)
 {
-	_cleanup_free_ uint8_t *buf = malloc(MOVE_GAP_END - off);
+	const size_t len = MOVE_TAIL_LEN - 2 * IP_JOURNAL_SLOT;
+	_cleanup_free_ uint8_t *buf = malloc(len);
 
-	if (!buf || ip_disk_read(d, buf, MOVE_GAP_END - off, off, NULL) < 0)
+	if (!buf || ip_disk_read(d, buf, len, off, NULL) < 0)
 		return false;
-	return !memcmp(buf, MAP_MAGIC, 8) || all_zero(buf, MOVE_GAP_END - off);
+	return !memcmp(buf, MAP_MAGIC, 8) || all_zero(buf, len);
 }
 
 static int disk_identity(const partctl_table *t, uint8_t id[16], uint8_t legacy[16], ip_error *e)
@@ -287,11 +288,12 @@ static int disk_identity(const partctl_table *t, uint8_t id[16], uint8_t legacy[
 	return table_facts(t, &end, id, legacy, e);
 }
 
-/* Open the journal.  fresh: for a new move (the place is checked free, the
- * tail is used); else for a resume or the last step of a move: the tail,
- * or the head when only the head holds a journal (a move by an older
- * version). */
-static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bool fresh,
+/* Open the journal: in file, or on the disk at byte at (a free region
+ * the caller chose, see partctl_move_opts), or in the gap.  fresh: for a
+ * new move (the gap is checked free, its tail is used); else for a resume
+ * or the last step of a move: the tail, or the head when only the head
+ * holds a journal (a move by an older version). */
+static int journal_open(ip_disk *d, const partctl_table *t, const char *file, uint64_t at, bool fresh,
 			ip_journal **j, uint64_t *map_off, char *where, size_t wlen, ip_error *e)
 {
 	uint64_t head, tail, off;
@@ -302,6 +304,12 @@ static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bo
 	if (file) {
 		snprintf(where, wlen, "%s", file);
 		return ip_journal_open_file(file, j, e);
+	}
+	if (at) {
+		snprintf(where, wlen, "%s bytes %llu-%llu (free space)", ip_disk_path(d), (unsigned long long)at,
+			 (unsigned long long)(at + 2 * IP_JOURNAL_SLOT - 1));
+		*map_off = at + 2 * IP_JOURNAL_SLOT;
+		return ip_journal_open_disk(d, at, j, e);
 	}
 	r = gap_places(t, &head, &tail, e);
 	if (r < 0)
@@ -354,9 +362,9 @@ int partctl_move_journal_check(const char *disk, const char *file, char *where, 
 	if (r == 0)
 		r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e);
 	if (r == 0)
-		r = journal_open(d, t, NULL, true, &j, &map_off, where, wlen, e);
+		r = journal_open(d, t, NULL, 0, true, &j, &map_off, where, wlen, e);
 	if (r == 0 && ip_journal_read(j, &old, &oldlen, NULL) == 0)
-		r = ip_bad(e, -EBUSY, "an interrupted operation is recorded in the journal (%s): run 'inplace part resume %s' first",
+		r = ip_bad(e, -EINPROGRESS, "an interrupted operation is recorded in the journal (%s): run 'inplace part resume %s' first",
 			   where, disk);
 	ip_journal_free(j);
 	ip_disk_free(d);
@@ -514,9 +522,10 @@ static int copy_all(struct move_ctx *c, ip_error *e)
 
 /* ---- the stored used map ------------------------------------------------ */
 
+/* The map fills the journal's area after the slots: MOVE_TAIL_LEN in all. */
 static size_t map_cap(uint64_t map_off)
 {
-	return map_off ? (size_t)((MOVE_GAP_END - map_off - MAP_HDR) / 16) : 0;
+	return map_off ? (size_t)((MOVE_TAIL_LEN - 2 * IP_JOURNAL_SLOT - MAP_HDR) / 16) : 0;
 }
 
 /* Coarsen the filesystem's map (merge holes, wider and wider) until it fits
@@ -644,7 +653,7 @@ static int map_clear(ip_disk *d, uint64_t map_off, uint64_t map_n, ip_error *e)
 }
 
 /* The last step: the table, then the journal. */
-static int finish(const char *disk, ip_disk **d, ip_journal **j, const char *jfile,
+static int finish(const char *disk, ip_disk **d, ip_journal **j, const struct partctl_move_opts *o,
 		  uint64_t map_off, const struct move_rec *rec, bool table_done, ip_error *e)
 {
 	partctl_table *t = NULL;
@@ -671,7 +680,7 @@ static int finish(const char *disk, ip_disk **d, ip_journal **j, const char *jfi
 		}
 		r = ip_disk_open(disk, IP_DISK_RDWR, d, e);
 		if (r == 0)
-			r = journal_open(*d, t, jfile, false, j, &map_off, where, sizeof(where), e);
+			r = journal_open(*d, t, o->journal, o->journal_off, false, j, &map_off, where, sizeof(where), e);
 		partctl_table_free(t);
 		if (r < 0)
 			return r;
@@ -738,6 +747,19 @@ static int check_dest(const partctl_table *t, const struct partctl_part *p, uint
 	return 0;
 }
 
+/* A journal in a free region: 4 KiB aligned, above the gap, on the disk,
+ * and nowhere this move reads or writes. */
+static int check_region(const partctl_table *t, uint64_t at, const struct move_rec *rec, ip_error *e)
+{
+	uint64_t end = at + MOVE_TAIL_LEN;
+
+	if (at % 4096 || at < MOVE_GAP_END || end > partctl_table_disk_size(t) ||
+	    (at < rec->from + rec->size && rec->from < end) || (at < rec->to + rec->size && rec->to < end))
+		return ip_bad(e, -EINVAL, "the move journal cannot live at byte %llu of %s: it must be 4 KiB aligned, above 1 MiB and outside the partition's old and new place",
+			      (unsigned long long)at, partctl_table_path(t));
+	return 0;
+}
+
 static void info_fill(struct partctl_move_info *info, const struct move_rec *rec, uint64_t used,
 		      const char *where)
 {
@@ -763,13 +785,17 @@ static int pointer_path(const char *disk, char *out, size_t n, ip_error *e)
 	return partctl_state_file(disk, "move", "journal-path", out, n, e);
 }
 
-static int pointer_write(const char *disk, const char *jfile, ip_error *e)
+/* The pointer holds the journal file's absolute path, or "offset:N" for
+ * an on-disk journal at byte N of a free region. */
+static int pointer_write(const char *disk, const struct partctl_move_opts *o, ip_error *e)
 {
 	char pp[PATH_MAX], real[PATH_MAX];
 	int r;
 
-	if (!realpath(jfile, real))
-		return ip_fail(e, -errno, "cannot find the journal %s: %s", jfile, strerror(errno));
+	if (o->journal && !realpath(o->journal, real))
+		return ip_fail(e, -errno, "cannot find the journal %s: %s", o->journal, strerror(errno));
+	if (!o->journal)
+		snprintf(real, sizeof(real), "offset:%llu", (unsigned long long)o->journal_off);
 	if ((r = pointer_path(disk, pp, sizeof(pp), e)) < 0 || (r = partctl_state_mkdir(e)) < 0)
 		return r;
 	return ip_write_file_atomic(pp, real, strlen(real), 0600, e);
@@ -798,7 +824,7 @@ static int pointer_read(const char *disk, char **jfile, ip_error *e)
 		return 0;
 	if ((r = ip_read_file(pp, PATH_MAX, jfile, &len, e)) < 0)
 		return r;
-	if (!len || (*jfile)[0] != '/') {
+	if (!len || ((*jfile)[0] != '/' && strncmp(*jfile, "offset:", 7))) {
 		free(*jfile);
 		*jfile = NULL;
 		return ip_fail(e, -EINVAL, "%s is damaged: give 'inplace part resume %s --journal FILE' with the journal of the interrupted move",
@@ -879,7 +905,9 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 		snprintf(where, sizeof(where), "%s", o->journal);
 	} else {
 		/* a dry run checks the place too (reading only) */
-		r = journal_open(d, t, o->journal, true, &j, &c.map_off, where, sizeof(where), e);
+		r = o->journal_off ? check_region(t, o->journal_off, &c.rec, e) : 0;
+		if (r == 0)
+			r = journal_open(d, t, o->journal, o->journal_off, true, &j, &c.map_off, where, sizeof(where), e);
 		if (r < 0)
 			goto out;
 	}
@@ -911,7 +939,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	}
 	/* where the journal is, the map, then the intent: durable before the
 	 * first byte moves */
-	if (o->journal && (r = pointer_write(disk, o->journal, e)) < 0)
+	if ((o->journal || o->journal_off) && (r = pointer_write(disk, o, e)) < 0)
 		goto out;
 	if (c.map_off && map->n <= map_cap(c.map_off)) {
 		r = map_store(&c, e);
@@ -931,8 +959,8 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	}
 	partctl_table_free(t);
 	t = NULL;
-	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, false, e);
-	if (r == 0 && o->journal)
+	r = finish(disk, &d, &j, o, c.map_off, &c.rec, false, e);
+	if (r == 0 && (o->journal || o->journal_off))
 		pointer_remove(disk);
 out:
 	free(c.buf);
@@ -975,6 +1003,11 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 		r = pointer_read(disk, &recorded, e);
 		if (r < 0)
 			return r;
+		if (r > 0 && !strncmp(recorded, "offset:", 7)) {
+			po.journal_off = strtoull(recorded + 7, NULL, 10);
+			o = &po;
+			r = 0;
+		}
 		if (r > 0 && access(recorded, R_OK | W_OK) != 0)
 			return ip_bad(e, -errno, "an interrupted move of %s keeps its journal in %s, which cannot be opened (%s): mount what holds it and run resume again, or give --journal FILE",
 				      disk, recorded, strerror(errno));
@@ -988,7 +1021,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 		return r;
 	r = ip_disk_open(disk, IP_DISK_RDWR, &d, e);
 	if (r == 0)
-		r = journal_open(d, t, o->journal, false, &j, &c.map_off, where, sizeof(where), e);
+		r = journal_open(d, t, o->journal, o->journal_off, false, &j, &c.map_off, where, sizeof(where), e);
 	if (r < 0) {
 		/* no place for an on-disk journal: then there is none to finish */
 		if (!o->journal && r == -ENOSPC) {
@@ -1059,8 +1092,8 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	partctl_table_free(t);
 	t = NULL;
 	info_fill(info, &c.rec, c.copied, where);
-	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, table_done, e);
-	if (r == 0 && o->journal)
+	r = finish(disk, &d, &j, o, c.map_off, &c.rec, table_done, e);
+	if (r == 0 && (o->journal || o->journal_off))
 		pointer_remove(disk);
 out:
 	partctl_usedmap_free(map);

@@ -185,14 +185,16 @@ int partctl_plan_compute(const struct partctl_plan_disk *d, uint64_t need, struc
 const char *partctl_plan_op_name(enum partctl_plan_op op);
 int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_error *e);
 void partctl_plan_disk_free(struct partctl_plan_disk *d);
+struct partctl_move_opts;
 /* Carry the plan out, step by step through partctl_shrink, partctl_move
  * and the table (each journaled by its owner), then format the new
- * partition with fs and label.  o: journal file for moves, progress per
- * step (may be NULL).  *done: steps carried out (on failure, those before
- * the one that failed); *n_out: the new partition's number. */
+ * partition with fs and label.  o: progress per step (may be NULL); mo:
+ * where moves keep their journal (may be NULL: the gap).  *done: steps
+ * carried out (on failure, those before the one that failed); *n_out: the
+ * new partition's number. */
 int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
-			 const char *label, const struct partctl_opts *o, size_t *done, unsigned *n_out,
-			 ip_error *e);
+			 const char *label, const struct partctl_opts *o, const struct partctl_move_opts *mo,
+			 size_t *done, unsigned *n_out, ip_error *e);
 
 /* ==== the storage partition (partctl/storage.c) ========================= */
 
@@ -228,6 +230,8 @@ struct partctl_storage_result {
 				    * plan.shortfall says how much is missing */
 	size_t done;               /* steps carried out */
 	char journal[512];         /* where moves keep their journal ("" if none) */
+	uint64_t journal_off;      /* on the disk in free space no step touches,
+				    * when the gap had no room (0: not so) */
 	char warning[512];         /* part plan: what make-storage would refuse
 				    * (a journal place that cannot be used) */
 	struct partctl_caches caches; /* on -ENOSPC: system caches that could go */
@@ -290,6 +294,10 @@ int partctl_resume(const char *disk, bool *did, ip_error *e);
 struct partctl_move_opts {
 	const char *journal;   /* journal file on another disk; NULL: in the tail
 				* of the gap below 1 MiB (see partctl/move.c) */
+	uint64_t journal_off;  /* else, when not 0: on the disk at this byte, 128 KiB
+				* of a free region no step of the plan touches
+				* (partctl_make_storage picks it when the gap
+				* has no room) */
 	bool dry_run;          /* check and plan, write nothing */
 };
 struct partctl_move_info {

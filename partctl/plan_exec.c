@@ -119,10 +119,9 @@ static int table_step(const char *disk, const struct partctl_plan_step *s, const
 }
 
 int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
-			 const char *label, const struct partctl_opts *o, size_t *done, unsigned *n_out,
-			 ip_error *e)
+			 const char *label, const struct partctl_opts *o, const struct partctl_move_opts *mo,
+			 size_t *done, unsigned *n_out, ip_error *e)
 {
-	struct partctl_move_opts mo = { .journal = o ? o->journal : NULL };
 	unsigned n = 0;
 	size_t i;
 	int r = 0;
@@ -141,7 +140,7 @@ int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const c
 			r = partctl_shrink(disk, s->partition, s->to, e);
 			break;
 		case PARTCTL_OP_MOVE:
-			r = partctl_move_ex(disk, s->partition, s->to, &mo, NULL, e);
+			r = partctl_move_ex(disk, s->partition, s->to, mo, NULL, e);
 			break;
 		case PARTCTL_OP_GROW_EXTENDED:
 		case PARTCTL_OP_CREATE_EXTENDED:

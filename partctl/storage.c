@@ -50,12 +50,48 @@ static int find_existing(const char *disk, const struct partctl_plan_disk *d, co
 	return 0;
 }
 
+/* A 1 MiB-aligned MiB of the new partition's range that no step reads or
+ * writes before the partition is made: outside every partition as it is
+ * now and every place a move copies to.  By then the moves' journals are
+ * cleared, and formatting overwrites it. */
+static bool free_region(const struct partctl_plan_disk *d, const struct partctl_plan *p, uint64_t *at)
+{
+	const uint64_t mib = 1024 * 1024;
+
+	for (uint64_t off = (p->start + mib - 1) / mib * mib; off + mib <= p->start + p->size; off += mib) {
+		bool hit = false;
+
+		for (size_t i = 0; i < d->n && !hit; i++) {
+			const struct partctl_part *q = &d->parts[i].part;
+			uint64_t size = q->size;
+
+			hit = off < q->start + q->size && q->start < off + mib;
+			/* where moves copy it to, at its size by then */
+			for (size_t k = 0; k < p->n && !hit; k++) {
+				const struct partctl_plan_step *s = &p->steps[k];
+
+				if (s->partition != q->n)
+					continue;
+				if (s->op == PARTCTL_OP_SHRINK)
+					size = s->to;
+				if (s->op == PARTCTL_OP_MOVE)
+					hit = off < s->to + size && s->to < off + mib;
+			}
+		}
+		if (!hit) {
+			*at = off;
+			return true;
+		}
+	}
+	return false;
+}
+
 /* Everything the plan's steps need that the planner could not see, read
  * only: where each move keeps its journal, and each shrink's own checks
  * (the filesystem's minimum, alignment).  For `part plan` a journal place
  * that cannot be used is a warning; for make-storage a refusal. */
-static int preflight(const char *disk, const struct partctl_plan *p, const struct partctl_opts *o,
-		     struct partctl_storage_result *res, bool warn_only, ip_error *e)
+static int preflight(const char *disk, const struct partctl_plan_disk *d, const struct partctl_plan *p,
+		     const struct partctl_opts *o, struct partctl_storage_result *res, bool warn_only, ip_error *e)
 {
 	bool moves = false;
 	int r;
@@ -82,6 +118,16 @@ static int preflight(const char *disk, const struct partctl_plan *p, const struc
 	if (!moves)
 		return 0;
 	r = partctl_move_journal_check(disk, o->journal, res->journal, sizeof(res->journal), e);
+	if ((r == -EBUSY || r == -ENOSPC) && !o->journal && free_region(d, p, &res->journal_off)) {
+		/* no room in the gap (a large boot loader): the free space the
+		 * plan creates and no step touches */
+		ip_error_clear(e);
+		snprintf(res->journal, sizeof(res->journal), "%s bytes %llu-%llu (free space no step touches)", disk,
+			 (unsigned long long)res->journal_off, (unsigned long long)(res->journal_off + 8191));
+		return 0;
+	}
+	if (r == -EBUSY || r == -ENOSPC)
+		ip_error_prefix(e, "the plan frees no region that no step touches for the move journal either");
 	if (r < 0 && warn_only) {
 		if (!res->warning[0])
 			snprintf(res->warning, sizeof(res->warning), "%s", e->msg);
@@ -105,7 +151,7 @@ static int plan_on(const char *disk, const struct partctl_plan_disk *d, uint64_t
 	res->start = res->plan.start;
 	res->size = res->plan.size;
 	res->logical = res->plan.logical;
-	return preflight(disk, &res->plan, o, res, warn_only, e);
+	return preflight(disk, d, &res->plan, o, res, warn_only, e);
 }
 
 int partctl_plan_storage(const char *disk, uint64_t need, const struct partctl_opts *o,
@@ -183,7 +229,8 @@ int partctl_make_storage(const char *disk, uint64_t need, const char *label, con
 	partctl_plan_disk_free(d);
 	if (r < 0 || o->dry_run)
 		return r;
-	r = partctl_plan_execute(disk, &res->plan, "ext4", label, o, &res->done, &res->partition, e);
+	mo.journal_off = res->journal_off;
+	r = partctl_plan_execute(disk, &res->plan, "ext4", label, o, &mo, &res->done, &res->partition, e);
 	if (r < 0 && res->done > 0)
 		failed_after(disk, &res->plan, res->done, e);
 	return r;

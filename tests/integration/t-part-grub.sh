@@ -6,8 +6,10 @@
 # the whole gap (512 .. 1 MiB: core.img, and the journal's place zeroed
 # again) are byte for byte unchanged, every file is intact and fsck is
 # clean.  Then the same with kill -9 during make-storage, finished by part
-# resume; and a gap too full for the journal: plan warns, make-storage
-# refuses with the disk unchanged, --journal FILE works.
+# resume; a move that fails after the shrink (exit 1, resumable); a gap too
+# full for the journal (it goes to free space the plan creates and no step
+# touches); and a disk with neither: plan warns, make-storage refuses with
+# the disk unchanged, --journal FILE works.
 #
 # GRUB is put in place the way grub-install does it (grub-mkimage builds
 # core.img for (hd0,msdos1)/boot/grub with biosdisk, part_msdos and ext2;
@@ -43,6 +45,7 @@ core_end=$(dd if="$T/base.img" bs=512 skip=1 count=2047 status=none | od -An -v 
 	awk '$1 != "00" { last = NR } END { print last + 512 }')
 check "core.img is in the gap (ends at byte $core_end)" [ "$core_end" -gt 4096 ]
 h1=$(fx_hashes "$T/base.img" 1) h2=$(fx_hashes "$T/base.img" 2)
+fx_parts_save "$T/base-files" "$T/base.img" 1 2
 bc=$(boot_code "$T/base.img") gp=$(gap "$T/base.img")
 
 # what asks for a move: more than shrinking partition 1 frees next to it,
@@ -97,18 +100,50 @@ else
 fi
 rm -f "$T/fail.img"
 
-# ---- a gap too full for the journal: refused before the first write --------------
+# ---- a gap too full for the journal: the free space the plan creates ------------
+# core.img of 900 KiB leaves the gap's tail no room; the free space after
+# partition 2 becomes part of the new partition and no step touches it
 cp --sparse=always "$T/base.img" "$T/full.img"
 head -c $((900 * 1024)) /dev/urandom | dd of="$T/full.img" bs=512 seek=1 conv=notrunc status=none
-sum=$(sha256sum < "$T/full.img")
-out=$("$INPLACE" part plan "$T/full.img" --need "$need" 2>&1 >/dev/null); rc=$?
-warned=no; [ "$rc" = 0 ] && grep -q "warning.*journal FILE" <<<"$out" && warned=yes
-check "plan warns when the gap has no room for the journal" [ "$warned" = yes ]
-out=$("$INPLACE" part make-storage -q "$T/full.img" --need "$need" 2>&1); rc=$?
-check "make-storage refuses with exit 2 (got $rc)" [ "$rc" = 2 ]
-check "… before its first write: the disk is unchanged" [ "$(sha256sum < "$T/full.img")" = "$sum" ]
-ok "… and --journal FILE makes it work" "$INPLACE" part make-storage -q "$T/full.img" --need "$need" --journal "$T/side.journal"
+gp_full=$(gap "$T/full.img")
+out=$("$INPLACE" part plan --json "$T/full.img" --need "$need" 2>/dev/null)
+check "plan: the journal goes to free space no step touches, no warning" \
+	[ "$(jq -r '.journal | test("free space no step touches")' <<<"$out")" = true -a "$(jq -r .warning <<<"$out")" = null ]
+if out=$("$INPLACE" part make-storage --json -q "$T/full.img" --need "$need" 2>&1) &&
+   [ "$(gap "$T/full.img")" = "$gp_full" ] && fx_parts_same "$T/base-files" "$T/full.img" 1 2 >/dev/null &&
+   fx_fsck "$T/full.img" "$(jq -r .partition <<<"$out")"; then
+	pass "make-storage with a full gap: journal in the free space, gap unchanged, files intact"
+else
+	fail "make-storage with a full gap" "$(tail -1 <<<"$out")"
+fi
 rm -f "$T/full.img"
+
+# ---- the rare disk with neither: refused before the first write, --journal FILE ---
+# 1 and 3 have room, 2 is full, no free space: shrink 1, move 2, shrink 3,
+# move 3 and the new (logical) partition where 3 ended: every MiB of it is
+# touched
+fx_disk "$T/neither.img" 502M 'label: dos
+start=1MiB, size=200MiB, type=83
+size=100MiB, type=83
+type=83'
+fx_mkfs "$T/neither.img" 1 ext4 "$FX_SRC" ONE && fx_mkfs "$T/neither.img" 2 ext4 "$FX_SRC" TWO &&
+	fx_ext_fill "$T/neither.img" 2 60 && fx_mkfs "$T/neither.img" 3 ext4 "$FX_SRC" THREE
+head -c $((900 * 1024)) /dev/urandom | dd of="$T/neither.img" bs=512 seek=1 conv=notrunc status=none
+rooms=$("$INPLACE" part show --json "$T/neither.img" | jq -r '.partitions[] | select(.number != 2) | "\(.size) \(.min_size)"' |
+	while read -r size min; do echo $(( (size - (min + min / 20 + 64 * MiB + MiB - 1) / MiB * MiB) / MiB )); done | sort -n | tr '\n' ' ')
+read -r rs rl <<<"$rooms"
+need2=$(( rl + rs / 2 ))MiB
+ops=$("$INPLACE" part plan --json "$T/neither.img" --need "$need2" 2>/dev/null | jq -r '[.steps[].op] | join(" ")')
+check "neither: the plan shrinks and moves both ($ops)" [ "$ops" = "shrink move shrink move create-extended create" ]
+sum=$(sha256sum < "$T/neither.img")
+out=$("$INPLACE" part plan "$T/neither.img" --need "$need2" 2>&1 >/dev/null); rc=$?
+warned=no; [ "$rc" = 0 ] && grep -q "warning.*journal FILE" <<<"$out" && warned=yes
+check "neither: plan warns" [ "$warned" = yes ]
+out=$("$INPLACE" part make-storage -q "$T/neither.img" --need "$need2" 2>&1); rc=$?
+check "neither: make-storage refuses with exit 2 (got $rc)" [ "$rc" = 2 ]
+check "… before its first write: the disk is unchanged" [ "$(sha256sum < "$T/neither.img")" = "$sum" ]
+ok "… and --journal FILE makes it work" "$INPLACE" part make-storage -q "$T/neither.img" --need "$need2" --journal "$T/side.journal"
+rm -f "$T/neither.img"
 
 # ---- kill -9 during make-storage, then part resume and make-storage again --------
 cp --sparse=always "$T/base.img" "$T/crash.img"
