@@ -570,9 +570,10 @@ static void plan_print(const struct partctl_plan *p, const char *fs, const char 
 			printf("shrink partition %u from %s to %s\n", s->partition, msize(s->from, b1), msize(s->to, b2));
 			break;
 		case PARTCTL_OP_MOVE:
-			printf("move partition %u from byte %llu to byte %llu (%s down)\n", s->partition,
+			printf("move partition %u from byte %llu to byte %llu (%s %s)\n", s->partition,
 			       (unsigned long long)s->from, (unsigned long long)s->to,
-			       msize(s->from > s->to ? s->from - s->to : s->to - s->from, b1));
+			       msize(s->from > s->to ? s->from - s->to : s->to - s->from, b1),
+			       s->from > s->to ? "down" : "up");
 			break;
 		case PARTCTL_OP_GROW_EXTENDED:
 			printf("grow extended partition %u from %s to %s\n", s->partition, msize(s->from, b1),
