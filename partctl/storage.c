@@ -86,6 +86,45 @@ static bool free_region(const struct partctl_plan_disk *d, const struct partctl_
 	return false;
 }
 
+/* Every step's table change, one after the other on a table in memory
+ * (never written): the table's own rules (a logical partition's boot
+ * record, the MBR's limits) are met by the whole plan before its first
+ * step. */
+static int table_dry_run(const char *disk, const struct partctl_plan *p, ip_error *e)
+{
+	partctl_table *t = NULL;
+	int r;
+
+	r = partctl_table_open(disk, false, &t, e);
+	for (size_t i = 0; r == 0 && i < p->n; i++) {
+		const struct partctl_plan_step *s = &p->steps[i];
+		const struct partctl_part *q = partctl_table_find(t, s->partition);
+		struct partctl_part spec = { .start = s->start, .size = s->size, .logical = s->logical,
+					     .extended = s->op == PARTCTL_OP_CREATE_EXTENDED };
+
+		switch (s->op) {
+		case PARTCTL_OP_SHRINK:
+		case PARTCTL_OP_GROW_EXTENDED:
+			r = q ? partctl_table_set_range(t, s->partition, q->start, s->to, e) : -ENOENT;
+			break;
+		case PARTCTL_OP_MOVE:
+			r = q ? partctl_table_set_range(t, s->partition, s->to, q->size, e) : -ENOENT;
+			break;
+		case PARTCTL_OP_CREATE_EXTENDED:
+		case PARTCTL_OP_CREATE:
+			snprintf(spec.type, sizeof(spec.type), "linux");
+			r = partctl_table_add(t, &spec, NULL, e);
+			break;
+		}
+		if (r == -ENOENT && !q)
+			r = ip_fail(e, r, "partition %u of %s vanished", s->partition, disk);
+		if (r < 0)
+			ip_error_prefix(e, "step %zu (%s partition %u)", i + 1, partctl_plan_op_name(s->op), s->partition);
+	}
+	partctl_table_free(t);
+	return r;
+}
+
 /* Everything the plan's steps need that the planner could not see, read
  * only: where each move keeps its journal, and each shrink's own checks
  * (the filesystem's minimum, alignment).  For `part plan` a journal place
@@ -96,6 +135,13 @@ static int preflight(const char *disk, const struct partctl_plan_disk *d, const 
 	bool moves = false;
 	int r;
 
+	r = table_dry_run(disk, p, e);
+	if (r < 0) {
+		if (!warn_only)
+			return r;
+		snprintf(res->warning, sizeof(res->warning), "%s", e->msg);
+		ip_error_clear(e);
+	}
 	for (size_t i = 0; i < p->n; i++) {
 		const struct partctl_plan_step *s = &p->steps[i];
 		struct partctl_resize_plan rp;
