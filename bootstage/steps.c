@@ -95,11 +95,7 @@ static json_object *result_new(const char *step)
 
 int bs_step_make_storage(const struct bs_params *p, bs_result *res, ip_error *e)
 {
-	struct partctl_plan_disk *d = NULL;
-	struct partctl_plan plan;
-	uint64_t off, size;
-	unsigned n;
-	bool resumed = false;
+	struct partctl_storage_result sr = { 0 };
 	int r;
 
 	*res = result_new("make-storage");
@@ -107,33 +103,20 @@ int bs_step_make_storage(const struct bs_params *p, bs_result *res, ip_error *e)
 		json_object_object_add(*res, "store_dir", json_object_new_string(p->store_dir));
 		return 0;
 	}
-	/* a shrink or move cut short by a crash is finished first */
-	r = partctl_resume(p->disk, &resumed, e);
+	/* partctl finishes an interrupted shrink or move first, reuses the
+	 * partition an earlier (cut) run made, and checks every step before
+	 * its first write */
+	r = partctl_make_storage(p->disk, p->store_size, BS_STORE_LABEL, NULL, &sr, e);
 	if (r < 0)
 		return r;
-	r = bs_find_store(p->disk, &n, &off, &size, e);
-	if (r < 0)
-		return r;
-	if (n) {
-		json_object_object_add(*res, "partition", json_object_new_int((int)n));
-		json_object_object_add(*res, "start", ip_json_u64(off));
-		json_object_object_add(*res, "size", ip_json_u64(size));
-		json_object_object_add(*res, "existing", json_object_new_boolean(1));
-		return 0;
-	}
-	r = partctl_plan_describe(p->disk, &d, e);
-	if (r == 0)
-		r = partctl_plan_compute(d, p->store_size, &plan, e);
-	partctl_plan_disk_free(d);
-	if (r == 0)
-		r = partctl_plan_execute(p->disk, &plan, "ext4", BS_STORE_LABEL, &n, e);
-	if (r < 0)
-		return r;
-	json_object_object_add(*res, "partition", json_object_new_int((int)n));
-	json_object_object_add(*res, "start", ip_json_u64(plan.start));
-	json_object_object_add(*res, "size", ip_json_u64(plan.size));
-	json_object_object_add(*res, "steps", json_object_new_int((int)plan.n));
-	json_object_object_add(*res, "resumed", json_object_new_boolean(resumed));
+	json_object_object_add(*res, "partition", json_object_new_int((int)sr.partition));
+	json_object_object_add(*res, "start", ip_json_u64(sr.start));
+	json_object_object_add(*res, "size", ip_json_u64(sr.size));
+	json_object_object_add(*res, "existing", json_object_new_boolean(sr.existing));
+	json_object_object_add(*res, "resumed", json_object_new_boolean(sr.resumed));
+	json_object_object_add(*res, "steps", json_object_new_int((int)sr.done));
+	if (*sr.journal)
+		json_object_object_add(*res, "journal", json_object_new_string(sr.journal));
 	return 0;
 }
 

@@ -17,6 +17,8 @@ enum {
 	OPT_FS,
 	OPT_LABEL,
 	OPT_NEED,
+	OPT_JOURNAL,
+	OPT_CLEAN_CACHES,
 };
 
 static char *hsize(uint64_t v, char *buf)
@@ -410,6 +412,22 @@ int cmd_part_delete(int argc, char **argv)
 
 /* ---- plan / make-storage -------------------------------------------------- */
 
+/* A size in a plan step, exact enough that a shrink by a few MiB shows
+ * ("4095 MiB to 4078 MiB", where one decimal of GiB would print 4.0 GiB
+ * twice). */
+static char *msize(uint64_t v, char *buf)
+{
+	const uint64_t mib = 1024 * 1024;
+
+	if (v < mib)
+		snprintf(buf, IP_SIZE_BUFSZ, "%llu KiB", (unsigned long long)(v / 1024));
+	else if (v % mib == 0)
+		snprintf(buf, IP_SIZE_BUFSZ, "%llu MiB", (unsigned long long)(v / mib));
+	else
+		snprintf(buf, IP_SIZE_BUFSZ, "%.1f MiB", (double)v / (double)mib);
+	return buf;
+}
+
 static json_object *plan_json(const struct partctl_plan *p, const char *fs, const char *label)
 {
 	json_object *a = json_object_new_array();
@@ -454,23 +472,25 @@ static void plan_print(const struct partctl_plan *p, const char *fs, const char 
 		printf(" %zu. ", i + 1);
 		switch (s->op) {
 		case PARTCTL_OP_SHRINK:
-			printf("shrink partition %u from %s to %s\n", s->partition, hsize(s->from, b1), hsize(s->to, b2));
+			printf("shrink partition %u from %s to %s\n", s->partition, msize(s->from, b1), msize(s->to, b2));
 			break;
 		case PARTCTL_OP_MOVE:
-			printf("move partition %u from byte %llu to byte %llu\n", s->partition,
-			       (unsigned long long)s->from, (unsigned long long)s->to);
+			printf("move partition %u from byte %llu to byte %llu (%s %s)\n", s->partition,
+			       (unsigned long long)s->from, (unsigned long long)s->to,
+			       msize(s->from > s->to ? s->from - s->to : s->to - s->from, b1),
+			       s->from > s->to ? "down" : "up");
 			break;
 		case PARTCTL_OP_GROW_EXTENDED:
-			printf("grow extended partition %u from %s to %s\n", s->partition, hsize(s->from, b1),
-			       hsize(s->to, b2));
+			printf("grow extended partition %u from %s to %s\n", s->partition, msize(s->from, b1),
+			       msize(s->to, b2));
 			break;
 		case PARTCTL_OP_CREATE_EXTENDED:
-			printf("create extended partition %u of %s at byte %llu\n", s->partition, hsize(s->size, b1),
+			printf("create extended partition %u of %s at byte %llu\n", s->partition, msize(s->size, b1),
 			       (unsigned long long)s->start);
 			break;
 		case PARTCTL_OP_CREATE:
 			printf("create %spartition %u of %s at byte %llu, %s%s%s%s\n", s->logical ? "logical " : "",
-			       s->partition, hsize(s->size, b1), (unsigned long long)s->start, fs,
+			       s->partition, msize(s->size, b1), (unsigned long long)s->start, fs,
 			       label ? " labelled \"" : "", label ? label : "", label ? "\"" : "");
 			break;
 		}
@@ -481,45 +501,93 @@ static const char *plan_usage =
 	"\nUsage:\n inplace part plan [options] DISK --need SIZE\n\n"
 	"Show the steps that would make a new partition of SIZE on DISK: use free\n"
 	"space, else shrink the filesystem with the most room (keeping 5% and\n"
-	"64 MiB above its minimum) and move the partitions after it.  Writes nothing.\n\nOptions:\n"
+	"64 MiB above its minimum) and move the partitions after it, else shrink\n"
+	"several and pack the partitions between them.  Warns when a move's\n"
+	"journal would have no place.  Writes nothing.\n\nOptions:\n"
 	"     --need SIZE    size of the new partition (512MiB, 8G, bytes, or sectors\n"
 	"                    with 's')\n"
+	"     --journal FILE where moves would keep their journal (on another disk)\n"
+	"     --clean-caches first delete the system caches (package caches, the\n"
+	"                    systemd journal above 64 MiB, /var/tmp, core dumps) of\n"
+	"                    a system root of DISK mounted read-write here\n"
+	"     --dry-run      with --clean-caches: only count them\n"
 	"     --json         one JSON document on stdout\n"
 	" -h, --help         display this help\n";
 
 static const char *storage_usage =
 	"\nUsage:\n inplace part make-storage [options] DISK --need SIZE\n\n"
 	"Carry out 'inplace part plan': shrink and move partitions as needed, then\n"
-	"create and format an ext4 storage partition of SIZE.\n\nOptions:\n"
+	"create and format an ext4 storage partition of SIZE.  Everything the plan\n"
+	"needs is checked before the first write.\n\nOptions:\n"
 	"     --need SIZE    size of the storage partition\n"
 	"     --label L      its filesystem label (default " DEFAULT_STORE_LABEL ")\n"
+	"     --journal FILE keep the move journal in FILE (on another disk) when the\n"
+	"                    gap below 1 MiB has no room for it\n"
+	"     --clean-caches first delete the system caches of a system root of DISK\n"
+	"                    mounted read-write here (see 'part plan --help')\n"
 	"     --dry-run      print the plan; write nothing\n"
 	"     --json         one JSON document on stdout\n"
 	" -q, --quiet        no progress\n"
 	" -h, --help         display this help\n";
 
-static int existing_storage(const struct cli_opts *o, const char *cmd, const char *disk, const char *label,
-			    const struct partctl_part *p)
+static void caches_print(const struct partctl_caches *c)
 {
 	char b[IP_SIZE_BUFSZ];
 
-	if (o->json) {
-		json_object *doc = ip_json_doc(cmd);
-
-		json_object_object_add(doc, "disk", json_object_new_string(disk));
-		json_object_object_add(doc, "dry_run", json_object_new_boolean(o->dry_run));
-		json_object_object_add(doc, "existing", json_object_new_boolean(1));
-		json_object_object_add(doc, "partition", json_object_new_int((int)p->n));
-		json_object_object_add(doc, "start", ip_json_u64(p->start));
-		json_object_object_add(doc, "size", ip_json_u64(p->size));
-		json_object_object_add(doc, "logical", json_object_new_boolean(p->logical));
-		json_object_object_add(doc, "label", json_object_new_string(label));
-		json_object_object_add(doc, "steps", json_object_new_array());
-		return cli_emit(doc);
+	if (!c->n) {
+		printf("no system caches to delete\n");
+		return;
 	}
-	printf("storage partition %u (%s, ext4 labelled \"%s\") already exists on %s: nothing to do\n", p->n,
-	       hsize(p->size, b), label, disk);
-	return IP_EXIT_OK;
+	for (size_t i = 0; i < c->n; i++)
+		printf("%s %s of %s (%zu file%s) on partition %u, mounted on %s\n",
+		       c->cleaned ? "deleted" : "would delete", msize(c->v[i].bytes, b), c->v[i].what, c->v[i].files,
+		       c->v[i].files == 1 ? "" : "s", c->v[i].partition, c->v[i].mnt);
+}
+
+static json_object *caches_json(const struct partctl_caches *c)
+{
+	json_object *o = json_object_new_object(), *a = json_object_new_array();
+
+	for (size_t i = 0; i < c->n; i++) {
+		json_object *x = json_object_new_object();
+
+		json_object_object_add(x, "partition", json_object_new_int((int)c->v[i].partition));
+		json_object_object_add(x, "what", json_object_new_string(c->v[i].what));
+		json_object_object_add(x, "mounted_on", json_object_new_string(c->v[i].mnt));
+		json_object_object_add(x, "bytes", ip_json_u64(c->v[i].bytes));
+		json_object_object_add(x, "files", ip_json_u64(c->v[i].files));
+		json_object_array_add(a, x);
+	}
+	json_object_object_add(o, "deleted", json_object_new_boolean(c->cleaned));
+	json_object_object_add(o, "bytes", ip_json_u64(c->total));
+	json_object_object_add(o, "caches", a);
+	return o;
+}
+
+static int storage_json(const char *cmd, const char *disk, bool execute, const char *label, uint64_t need,
+			const struct partctl_storage_result *res, const struct partctl_caches *cleaned)
+{
+	json_object *doc = ip_json_doc(cmd);
+
+	if (cleaned)
+		json_object_object_add(doc, "caches_cleaned", caches_json(cleaned));
+	json_object_object_add(doc, "disk", json_object_new_string(disk));
+	json_object_object_add(doc, "need", ip_json_u64(res->plan.need ? res->plan.need : need));
+	json_object_object_add(doc, "dry_run", json_object_new_boolean(res->dry_run));
+	json_object_object_add(doc, "partition", json_object_new_int((int)res->partition));
+	json_object_object_add(doc, "start", ip_json_u64(res->start));
+	json_object_object_add(doc, "size", ip_json_u64(res->size));
+	json_object_object_add(doc, "logical", json_object_new_boolean(res->logical));
+	if (execute) {
+		json_object_object_add(doc, "existing", json_object_new_boolean(res->existing));
+		json_object_object_add(doc, "label", json_object_new_string(label));
+		json_object_object_add(doc, "resumed", json_object_new_boolean(res->resumed));
+	}
+	json_object_object_add(doc, "journal", res->journal[0] ? json_object_new_string(res->journal) : NULL);
+	json_object_object_add(doc, "warning", res->warning[0] ? json_object_new_string(res->warning) : NULL);
+	json_object_object_add(doc, "steps", res->existing ? json_object_new_array()
+							 : plan_json(&res->plan, "ext4", execute ? label : NULL));
+	return cli_emit(doc);
 }
 
 static int plan_verb(int argc, char **argv, bool execute)
@@ -527,18 +595,21 @@ static int plan_verb(int argc, char **argv, bool execute)
 	static const struct option longopts[] = {
 		{ "need", required_argument, NULL, OPT_NEED },
 		{ "label", required_argument, NULL, OPT_LABEL },
+		{ "journal", required_argument, NULL, OPT_JOURNAL },
+		{ "clean-caches", no_argument, NULL, OPT_CLEAN_CACHES },
 		CLI_COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *cmd = execute ? "part make-storage" : "part plan";
+	struct partctl_caches caches = { 0 };
+	bool clean = false;
 	struct cli_opts o = { 0 };
 	const char *need_s = NULL, *label = DEFAULT_STORE_LABEL, *disk;
-	struct partctl_plan_disk *d = NULL;
-	struct partctl_plan plan;
+	struct partctl_opts po = { 0 };
+	struct partctl_storage_result res;
+	char b[IP_SIZE_BUFSZ];
 	ip_error e = { 0 };
 	uint64_t need;
-	unsigned n = 0;
-	bool resumed = false;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
@@ -546,6 +617,8 @@ static int plan_verb(int argc, char **argv, bool execute)
 			continue;
 		switch (c) {
 		case OPT_NEED: need_s = optarg; break;
+		case OPT_JOURNAL: po.journal = optarg; break;
+		case OPT_CLEAN_CACHES: clean = true; break;
 		case OPT_LABEL:
 			if (!execute)
 				return cli_usage(&o, cmd, "unknown option");
@@ -559,6 +632,16 @@ static int plan_verb(int argc, char **argv, bool execute)
 		}
 	}
 	cli_opts_apply(&o);
+	if (clean) {
+		/* before anything else, so that the plan sees the room; a dry
+		 * run only counts them */
+		struct partctl_opts co = { .dry_run = o.dry_run };
+
+		if (optind + 1 != argc)
+			return cli_usage(&o, cmd, "give one DISK");
+		if (partctl_caches_clean(argv[optind], &co, &caches, &e) < 0)
+			return cli_error(&o, cmd, &e);
+	}
 	if (!execute)
 		o.dry_run = true;
 	if (optind + 1 != argc)
@@ -572,86 +655,35 @@ static int plan_verb(int argc, char **argv, bool execute)
 	if (r)
 		return r;
 
-	r = partctl_plan_describe(disk, &d, &e);
+	po.dry_run = o.dry_run;
+	if (execute)
+		r = partctl_make_storage(disk, need, label, &po, &res, &e);
+	else
+		r = partctl_plan_storage(disk, need, &po, &res, &e);
+	if (clean && !o.json)
+		caches_print(&caches);
 	if (r < 0)
 		return cli_error(&o, cmd, &e);
-	if (execute && !o.dry_run) {
-		r = ip_check_unmounted(disk, &e);
-		/* a move or shrink cut short by a crash is finished first, so
-		 * that the plan starts from a consistent disk */
-		if (r == 0)
-			r = partctl_resume(disk, &resumed, &e);
-		if (r == 0 && resumed) {
-			partctl_plan_disk_free(d);
-			d = NULL;
-			r = partctl_plan_describe(disk, &d, &e);
-		}
-		if (r < 0) {
-			partctl_plan_disk_free(d);
-			return cli_error(&o, cmd, &e);
-		}
-	}
-	if (execute) {
-		/* Idempotent: a storage partition made by an earlier run (one that
-		 * may have been cut short after it) is the result, not a reason to
-		 * make a second one. */
-		for (size_t i = 0; i < d->n; i++) {
-			const struct partctl_plan_part *pp = &d->parts[i];
-
-			if (strcmp(pp->fs.label, label) || strcmp(pp->fs.type, "ext4"))
-				continue;
-			if (pp->part.size < need) {
-				ip_bad(&e, -EEXIST,
-				       "partition %u of %s is already labelled %s but holds only %s: delete it or choose another --label",
-				       pp->part.n, disk, label, hsize(pp->part.size, (char[IP_SIZE_BUFSZ]){ 0 }));
-				partctl_plan_disk_free(d);
-				return cli_error(&o, cmd, &e);
-			}
-			r = existing_storage(&o, cmd, disk, label, &pp->part);
-			partctl_plan_disk_free(d);
-			return r;
-		}
-	}
-	r = partctl_plan_compute(d, need, &plan, &e);
-	partctl_plan_disk_free(d);
-	if (r < 0)
-		return cli_error(&o, cmd, &e);
-	if (execute && !o.dry_run) {
-		r = partctl_plan_execute(disk, &plan, "ext4", label, &n, &e);
-		if (r < 0)
-			return cli_error(&o, cmd, &e);
-	}
-	if (o.json) {
-		json_object *doc = ip_json_doc(cmd);
-
-		json_object_object_add(doc, "disk", json_object_new_string(disk));
-		json_object_object_add(doc, "need", ip_json_u64(plan.need));
-		json_object_object_add(doc, "dry_run", json_object_new_boolean(o.dry_run));
-		json_object_object_add(doc, "partition", json_object_new_int((int)(n ? n : plan.partition)));
-		json_object_object_add(doc, "start", ip_json_u64(plan.start));
-		json_object_object_add(doc, "size", ip_json_u64(plan.size));
-		json_object_object_add(doc, "logical", json_object_new_boolean(plan.logical));
-		if (execute) {
-			json_object_object_add(doc, "existing", json_object_new_boolean(0));
-			json_object_object_add(doc, "label", json_object_new_string(label));
-			json_object_object_add(doc, "resumed", json_object_new_boolean(resumed));
-		}
-		json_object_object_add(doc, "steps", plan_json(&plan, "ext4", execute ? label : NULL));
-		return cli_emit(doc);
-	}
-	if (resumed)
+	if (o.json)
+		return storage_json(cmd, disk, execute, label, need, &res, clean ? &caches : NULL);
+	if (res.resumed)
 		printf("finished an interrupted operation on %s first\n", disk);
-	if (execute && !o.dry_run) {
-		char b[IP_SIZE_BUFSZ];
-
-		printf("made storage partition %u of %s on %s, ext4 labelled \"%s\", in %zu step%s:\n", n,
-		       hsize(plan.size, b), disk, label, plan.n, plan.n == 1 ? "" : "s");
-	} else {
-		printf("plan for a %s partition of %s on %s%s:\n", execute ? "storage" : "new",
-		       hsize(plan.need, (char[IP_SIZE_BUFSZ]){ 0 }), disk,
-		       execute ? " (dry run: nothing written)" : " (nothing written)");
+	if (res.existing) {
+		printf("storage partition %u (%s, ext4 labelled \"%s\") already exists on %s: nothing to do\n",
+		       res.partition, msize(res.size, b), label, disk);
+		return IP_EXIT_OK;
 	}
-	plan_print(&plan, "ext4", execute ? label : NULL);
+	if (!res.dry_run)
+		printf("made storage partition %u of %s on %s, ext4 labelled \"%s\", in %zu step%s:\n", res.partition,
+		       msize(res.size, b), disk, label, res.plan.n, res.plan.n == 1 ? "" : "s");
+	else
+		printf("plan for a %s partition of %s on %s%s:\n", execute ? "storage" : "new",
+		       msize(res.plan.need, b), disk, execute ? " (dry run: nothing written)" : " (nothing written)");
+	plan_print(&res.plan, "ext4", execute ? label : NULL);
+	if (res.journal[0])
+		printf("moves keep their journal in %s\n", res.journal);
+	if (res.warning[0])
+		fprintf(stderr, "inplace: warning: make-storage would refuse this plan: %s\n", res.warning);
 	return IP_EXIT_OK;
 }
 

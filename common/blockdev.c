@@ -125,9 +125,11 @@ static void unescape(char *s)
 	*o = '\0';
 }
 
-/* Find a mount or swap that uses any byte of [off, off + len). */
+/* Find a mount or swap that uses any byte of [off, off + len).  mnt (may
+ * be NULL): only mounts of a filesystem's root count, and mnt gets where,
+ * *rw whether read-write. */
 static int find_use(const struct exposer *x, size_t nx, uint64_t off, uint64_t len,
-		    char *what, size_t wlen)
+		    char *what, size_t wlen, char *mnt_out, size_t mlen, bool *rw)
 {
 	_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
 	_cleanup_fclose_ FILE *sw = NULL;
@@ -137,12 +139,14 @@ static int find_use(const struct exposer *x, size_t nx, uint64_t off, uint64_t l
 		return -errno;
 	while (fgets(line, sizeof(line), f)) {
 		unsigned ma, mi;
-		char mnt[2048], src[2048] = "";
+		char mnt[2048], src[2048] = "", root[2048], opts[256];
 		char *dash;
 		struct stat st;
 		bool hit;
 
-		if (sscanf(line, "%*u %*u %u:%u %*s %2047s", &ma, &mi, mnt) != 3)
+		if (sscanf(line, "%*u %*u %u:%u %2047s %2047s %255s", &ma, &mi, root, mnt, opts) != 5)
+			continue;
+		if (mnt_out && strcmp(root, "/"))
 			continue;
 		dash = strstr(line, " - ");
 		if (dash)
@@ -154,9 +158,15 @@ static int find_use(const struct exposer *x, size_t nx, uint64_t off, uint64_t l
 			hit = dev_touches(st.st_rdev, x, nx, off, len);
 		if (hit) {
 			snprintf(what, wlen, "mounted on %s", mnt);
+			if (mnt_out) {
+				snprintf(mnt_out, mlen, "%s", mnt);
+				*rw = !strncmp(opts, "rw", 2) && (opts[2] == ',' || !opts[2]);
+			}
 			return 1;
 		}
 	}
+	if (mnt_out)
+		return 0;
 	sw = fopen("/proc/swaps", "re");
 	while (sw && fgets(line, sizeof(line), sw)) {
 		char name[2048];
@@ -206,23 +216,35 @@ static size_t loops_backed_by(const struct stat *st, struct exposer *x, size_t m
 	return n;
 }
 
-int ip_check_range_unmounted(const char *path, uint64_t off, uint64_t len, ip_error *e)
+/* The devices that expose path: itself (a block device) or the loop
+ * devices over it (an image file).  -errno when path cannot be found. */
+static int exposers(const char *path, struct exposer *x, size_t max, size_t *n)
 {
 	struct stat st;
+
+	*n = 0;
+	if (stat(path, &st) < 0)
+		return -errno;
+	if (S_ISBLK(st.st_mode))
+		x[(*n)++] = (struct exposer){ st.st_rdev, 0, UINT64_MAX };
+	else if (S_ISREG(st.st_mode))
+		*n = loops_backed_by(&st, x, max);
+	return 0;
+}
+
+int ip_check_range_unmounted(const char *path, uint64_t off, uint64_t len, ip_error *e)
+{
 	struct exposer x[64];
 	size_t n = 0;
 	char what[2100];
 	int r;
 
-	if (stat(path, &st) < 0)
-		return ip_bad(e, -errno, "cannot open %s: %s", path, strerror(errno));
-	if (S_ISBLK(st.st_mode))
-		x[n++] = (struct exposer){ st.st_rdev, 0, UINT64_MAX };
-	else if (S_ISREG(st.st_mode))
-		n = loops_backed_by(&st, x, IP_ARRAY_SIZE(x));
+	r = exposers(path, x, IP_ARRAY_SIZE(x), &n);
+	if (r < 0)
+		return ip_bad(e, r, "cannot open %s: %s", path, strerror(-r));
 	if (!n)
 		return 0;
-	r = find_use(x, n, off, len, what, sizeof(what));
+	r = find_use(x, n, off, len, what, sizeof(what), NULL, 0, NULL);
 	if (r < 0)
 		return ip_fail(e, r, "cannot read /proc/self/mountinfo: %s", strerror(-r));
 	if (r > 0) {
@@ -232,6 +254,19 @@ int ip_check_range_unmounted(const char *path, uint64_t off, uint64_t len, ip_er
 			      path, what);
 	}
 	return 0;
+}
+
+int ip_range_mount(const char *path, uint64_t off, uint64_t len, char *mnt, size_t mlen, bool *rw)
+{
+	struct exposer x[64];
+	size_t n = 0;
+	char what[2100];
+	int r;
+
+	r = exposers(path, x, IP_ARRAY_SIZE(x), &n);
+	if (r < 0 || !n)
+		return r;
+	return find_use(x, n, off, len, what, sizeof(what), mnt, mlen, rw);
 }
 
 int ip_check_unmounted(const char *path, ip_error *e)

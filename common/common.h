@@ -135,6 +135,10 @@ int ip_check_unmounted(const char *path, ip_error *e);
  * partition of the same disk (the storage partition while the system
  * partition is rewritten) is no obstacle. */
 int ip_check_range_unmounted(const char *path, uint64_t off, uint64_t len, ip_error *e);
+/* Where the filesystem in [off, off+len) of path is mounted (its root, as
+ * /proc/self/mountinfo says), and whether read-write: 1 when it is, 0 when
+ * not, -errno when mountinfo cannot be read. */
+int ip_range_mount(const char *path, uint64_t off, uint64_t len, char *mnt, size_t mlen, bool *rw);
 
 /* Device node of partition n of a block device ("/dev/sda2",
  * "/dev/nvme0n1p2", "/dev/loop0p2"); -ENOENT when the kernel has none. */

@@ -28,15 +28,18 @@
  * Where the journal lives.  By default on the disk itself, so that its
  * writes go through the same ip_disk as the data (ordering by the same
  * flushes, and the INPLACE_IOLOG power-cut recorder sees them): two 4 KiB
- * slots in the alignment gap between the partition table and the first
- * partition — GPT: the first 4 KiB boundary after the entry array (byte
- * 20480 with the usual 128 entries); MBR: byte 4096.  No partition may start
- * below 1 MiB (the grain), so no move, of any partition in either direction,
- * writes there, and the table write touches only the header and entries
- * before it: the place survives the move.  It is used only when its 8 KiB
- * are all zeros or hold our magic: on BIOS/MBR disks GRUB's core.img lives in
- * that gap, and then the move refuses and asks for --journal FILE on another
- * disk.  After the move the slots are zeroed again.
+ * slots and then the coarsened used map in the last 128 KiB below 1 MiB,
+ * the tail of the alignment gap between the partition table and the first
+ * partition.  No partition may start below 1 MiB (the grain), so no move,
+ * of any partition in either direction, writes there, and the table write
+ * touches only the header and entries before it: the place survives the
+ * move.  On BIOS/MBR disks GRUB's core.img fills the head of that gap from
+ * sector 1 (tens of KiB, at most a few hundred): the tail is used when it
+ * is zeros or ours and whatever lies before it ends 64 KiB earlier; nothing
+ * is written in the head.  Otherwise the move refuses (before anything is
+ * written) and asks for --journal FILE on another disk.  The table's own
+ * sectors (the end of the GPT entry array) come from libfdisk.  After the
+ * move the slots and the map are zeroed again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -44,6 +47,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <libfdisk.h>
 
 #include "partctl/internal.h"
 
@@ -112,43 +117,108 @@ static uint64_t move_dist(const struct move_rec *r) { return move_up(r) ? r->to 
 
 /* ---- the journal's place ---------------------------------------------- */
 
-/* Byte offset of the on-disk journal of disk d whose table is t: the first
- * 4 KiB boundary after the table's own sectors (MBR: sector 0; GPT: the
- * protective MBR, header and entry array, found from the header itself since
- * libfdisk reports the aligned first usable LBA instead). */
-static int gap_journal_off(ip_disk *d, const partctl_table *t, uint64_t *off, ip_error *e)
+/* The journal's 2 slots and the used map take the last MOVE_TAIL_LEN bytes
+ * below 1 MiB; whatever lies before them in the gap (GRUB's core.img) must
+ * end MOVE_TAIL_MARGIN earlier. */
+#define MOVE_TAIL_LEN (128ULL << 10)
+#define MOVE_TAIL_MARGIN (64ULL << 10)
+
+/* What libfdisk knows about the table's own sectors: where they end (MBR:
+ * sector 0; GPT: the last LBA of the entry array) and the disk's identity
+ * (the checksum of the disk label id: GPT disk GUID or MBR signature). */
+/* The identity older versions of inplace recorded: the label id's bytes as
+ * they lie on disk (GPT: the GUID's first three fields little endian; MBR:
+ * the 4-byte signature), so that their journals are still recognised. */
+static void legacy_identity(const char *lid, uint8_t id[16])
+{
+	unsigned d1, b[8], sig;
+	unsigned short d2, d3;
+
+	memset(id, 0, 16);
+	if (sscanf(lid, "%8x-%4hx-%4hx-%2x%2x-%2x%2x%2x%2x%2x%2x", &d1, &d2, &d3, &b[0], &b[1], &b[2], &b[3],
+		   &b[4], &b[5], &b[6], &b[7]) == 11) {
+		for (int i = 0; i < 4; i++)
+			id[i] = (uint8_t)(d1 >> (8 * i));
+		id[4] = (uint8_t)d2;
+		id[5] = (uint8_t)(d2 >> 8);
+		id[6] = (uint8_t)d3;
+		id[7] = (uint8_t)(d3 >> 8);
+		for (int i = 0; i < 8; i++)
+			id[8 + i] = (uint8_t)b[i];
+	} else if (sscanf(lid, "0x%x", &sig) == 1) {
+		for (int i = 0; i < 4; i++)
+			id[i] = (uint8_t)(sig >> (8 * i));
+	}
+}
+
+static int table_facts(const partctl_table *t, uint64_t *end, uint8_t id[16], uint8_t legacy[16], ip_error *e)
 {
 	const char *disk = partctl_table_path(t);
 	unsigned ss = partctl_table_sector_size(t);
-	uint64_t start = 2 * (uint64_t)ss;
-	uint8_t hdr[512];
+	struct fdisk_context *cxt = fdisk_new_context();
+	struct fdisk_labelitem *item = NULL;
+	char *lid = NULL;
+	uint64_t last = 0;
 	int r;
 
-	if (!strcmp(partctl_table_label(t), "gpt")) {
-		r = ip_disk_read(d, hdr, sizeof(hdr), ss, e);
-		if (r < 0)
-			return r;
-		if (memcmp(hdr, "EFI PART", 8))
-			return ip_fail(e, -EUCLEAN, "the primary GPT header of %s is damaged: repair it (gdisk) first", disk);
-		uint64_t lba = 0;
-		uint32_t cnt = 0, esz = 0;
-		memcpy(&lba, hdr + 72, 8);
-		memcpy(&cnt, hdr + 80, 4);
-		memcpy(&esz, hdr + 84, 4);
-		if (lba >= 2 && lba * ss + (uint64_t)cnt * esz <= MOVE_GAP_END)
-			start = lba * ss + (uint64_t)cnt * esz;
-		else
-			start = MOVE_GAP_END; /* entries elsewhere: no room */
+	if (!cxt)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	r = fdisk_assign_device(cxt, disk, 1);
+	if (r < 0) {
+		fdisk_unref_context(cxt);
+		return ip_fail(e, r, "cannot read the partition table of %s: %s", disk, strerror(-r));
 	}
-	start = (start + 4095) / 4096 * 4096;
-	*off = start;
-	if (start + 2 * IP_JOURNAL_SLOT > MOVE_GAP_END)
+	*end = ss; /* MBR: sector 0 */
+	if (fdisk_is_label(cxt, GPT)) {
+		item = fdisk_new_labelitem();
+		r = item ? fdisk_get_disklabel_item(cxt, GPT_LABELITEM_ENTRIESLASTLBA, item) : -ENOMEM;
+		if (r == 0)
+			r = fdisk_labelitem_get_data_u64(item, &last);
+		fdisk_unref_labelitem(item);
+		if (r != 0) {
+			r = ip_fail(e, r < 0 ? r : -EUCLEAN, "cannot find the end of the GPT entry array of %s: repair the table (gdisk) first",
+				    disk);
+			goto out;
+		}
+		*end = (last + 1) * ss;
+	}
+	memset(id, 0, 16);
+	memset(legacy, 0, 16);
+	r = fdisk_get_disklabel_id(cxt, &lid);
+	if (r == 0 && lid) {
+		ip_checksum(lid, strlen(lid), id);
+		legacy_identity(lid, legacy);
+	}
+	r = 0;
+out:
+	free(lid);
+	fdisk_deassign_device(cxt, 1);
+	fdisk_unref_context(cxt);
+	return r;
+}
+
+/* The two places of an on-disk journal: tail, where moves write it, and
+ * head, the first 4 KiB boundary after the table (where older versions of
+ * inplace wrote it: only read, to finish such a move). */
+static int gap_places(const partctl_table *t, uint64_t *head, uint64_t *tail, ip_error *e)
+{
+	const char *disk = partctl_table_path(t);
+	uint8_t id[16], legacy[16];
+	uint64_t end;
+	int r;
+
+	r = table_facts(t, &end, id, legacy, e);
+	if (r < 0)
+		return r;
+	*head = (end + 4095) / 4096 * 4096;
+	*tail = MOVE_GAP_END - MOVE_TAIL_LEN;
+	if (*head + 2 * IP_JOURNAL_SLOT > *tail)
 		return ip_bad(e, -ENOSPC, "%s has no room for the move journal below 1 MiB: give --journal FILE on another disk",
 			      disk);
 	for (size_t i = 0; i < partctl_table_count(t); i++) {
 		const struct partctl_part *p = partctl_table_at(t, i);
 
-		if (p->start < MOVE_GAP_END && p->start + p->size > start)
+		if (p->start < MOVE_GAP_END && p->start + p->size > *head)
 			return ip_bad(e, -ENOSPC, "partition %u of %s starts below 1 MiB, where the move journal would live: give --journal FILE on another disk",
 				      p->n, disk);
 	}
@@ -163,56 +233,71 @@ static bool all_zero(const uint8_t *p, size_t n)
 	return true;
 }
 
-/* The gap may hold a boot loader (GRUB's core.img on BIOS/MBR disks): use it
- * only when it is empty or already ours. */
-static int gap_check_free(ip_disk *d, uint64_t off, ip_error *e)
+static bool slot_ours(const uint8_t *p)
 {
-	uint8_t buf[2 * IP_JOURNAL_SLOT];
+	return !memcmp(p, "IPJRNL01", 8) || !memcmp(p + IP_JOURNAL_SLOT, "IPJRNL01", 8);
+}
+
+/* The gap may hold a boot loader (GRUB's core.img on BIOS/MBR disks, from
+ * sector 1 on, tens of KiB): the tail is ours when it is zeros or holds our
+ * journal or map, and whatever lies before it ends MOVE_TAIL_MARGIN before
+ * it.  Nothing is ever written in the head. */
+static int gap_check_free(ip_disk *d, uint64_t head, uint64_t tail, ip_error *e)
+{
+	_cleanup_free_ uint8_t *buf = malloc(MOVE_GAP_END - head);
+	const uint8_t *tl;
+	uint64_t last = 0;
 	int r;
 
-	r = ip_disk_read(d, buf, sizeof(buf), off, e);
+	if (!buf)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	r = ip_disk_read(d, buf, MOVE_GAP_END - head, head, e);
 	if (r < 0)
 		return r;
-	if (all_zero(buf, sizeof(buf)) || !memcmp(buf, "IPJRNL01", 8) ||
-	    !memcmp(buf + IP_JOURNAL_SLOT, "IPJRNL01", 8))
-		return 0;
-	return ip_bad(e, -EBUSY, "the gap before the first partition of %s holds data (a boot loader such as GRUB's core.img?), where the move journal would live: give --journal FILE on another disk",
-		      ip_disk_path(d));
+	tl = buf + (tail - head);
+	if (!slot_ours(tl) && memcmp(tl + 2 * IP_JOURNAL_SLOT, MAP_MAGIC, 8) && !all_zero(tl, MOVE_TAIL_LEN))
+		return ip_bad(e, -EBUSY, "the last %llu KiB below 1 MiB of %s hold data that is not inplace's, where the move journal would live: give --journal FILE on another disk",
+			      (unsigned long long)(MOVE_TAIL_LEN >> 10), ip_disk_path(d));
+	for (uint64_t i = tail - head; i > 0; i--)
+		if (buf[i - 1]) {
+			last = head + i;
+			break;
+		}
+	if (last && last + MOVE_TAIL_MARGIN > tail)
+		return ip_bad(e, -EBUSY, "the gap before the first partition of %s holds data up to byte %llu (a boot loader such as GRUB's core.img?), too close to where the move journal would live (bytes %llu-%llu): give --journal FILE on another disk",
+			      ip_disk_path(d), (unsigned long long)last, (unsigned long long)tail,
+			      (unsigned long long)(MOVE_GAP_END - 1));
+	return 0;
 }
 
 /* Is the map area free for us (zeros, or a map of ours)? */
 static bool map_area_free(ip_disk *d, uint64_t off)
 {
-	_cleanup_free_ uint8_t *buf = malloc(MOVE_GAP_END - off);
+	const size_t len = MOVE_TAIL_LEN - 2 * IP_JOURNAL_SLOT;
+	_cleanup_free_ uint8_t *buf = malloc(len);
 
-	if (!buf || ip_disk_read(d, buf, MOVE_GAP_END - off, off, NULL) < 0)
+	if (!buf || ip_disk_read(d, buf, len, off, NULL) < 0)
 		return false;
-	return !memcmp(buf, MAP_MAGIC, 8) || all_zero(buf, MOVE_GAP_END - off);
+	return !memcmp(buf, MAP_MAGIC, 8) || all_zero(buf, len);
 }
 
-static int disk_identity(ip_disk *d, const partctl_table *t, uint8_t id[16], ip_error *e)
+static int disk_identity(const partctl_table *t, uint8_t id[16], uint8_t legacy[16], ip_error *e)
 {
-	uint8_t sec[512];
-	unsigned ss = partctl_table_sector_size(t);
-	int r;
+	uint64_t end;
 
-	memset(id, 0, 16);
-	if (!strcmp(partctl_table_label(t), "gpt")) {
-		r = ip_disk_read(d, sec, sizeof(sec), ss, e);
-		if (r == 0 && !memcmp(sec, "EFI PART", 8))
-			memcpy(id, sec + 56, 16);
-		return r;
-	}
-	r = ip_disk_read(d, sec, sizeof(sec), 0, e);
-	if (r == 0)
-		memcpy(id, sec + 440, 4);
-	return r;
+	return table_facts(t, &end, id, legacy, e);
 }
 
-static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bool for_write,
+/* Open the journal: in file, or on the disk at byte at (a free region
+ * the caller chose, see partctl_move_opts), or in the gap.  fresh: for a
+ * new move (the gap is checked free, its tail is used); else for a resume
+ * or the last step of a move: the tail, or the head when only the head
+ * holds a journal (a move by an older version). */
+static int journal_open(ip_disk *d, const partctl_table *t, const char *file, uint64_t at, bool fresh,
 			ip_journal **j, uint64_t *map_off, char *where, size_t wlen, ip_error *e)
 {
-	uint64_t off;
+	uint64_t head, tail, off;
+	uint8_t slots[2 * IP_JOURNAL_SLOT];
 	int r;
 
 	*map_off = 0;
@@ -220,18 +305,71 @@ static int journal_open(ip_disk *d, const partctl_table *t, const char *file, bo
 		snprintf(where, wlen, "%s", file);
 		return ip_journal_open_file(file, j, e);
 	}
-	r = gap_journal_off(d, t, &off, e);
+	if (at) {
+		snprintf(where, wlen, "%s bytes %llu-%llu (free space)", ip_disk_path(d), (unsigned long long)at,
+			 (unsigned long long)(at + 2 * IP_JOURNAL_SLOT - 1));
+		*map_off = at + 2 * IP_JOURNAL_SLOT;
+		return ip_journal_open_disk(d, at, j, e);
+	}
+	r = gap_places(t, &head, &tail, e);
 	if (r < 0)
 		return r;
+	off = tail;
+	if (fresh) {
+		r = gap_check_free(d, head, tail, e);
+		if (r < 0)
+			return r;
+	} else if (ip_disk_read(d, slots, sizeof(slots), tail, NULL) == 0 && !slot_ours(slots) &&
+		   ip_disk_read(d, slots, sizeof(slots), head, NULL) == 0 && slot_ours(slots)) {
+		off = head;
+	}
 	snprintf(where, wlen, "%s bytes %llu-%llu", ip_disk_path(d), (unsigned long long)off,
 		 (unsigned long long)(off + 2 * IP_JOURNAL_SLOT - 1));
-	if (for_write && (r = gap_check_free(d, off, e)) < 0)
-		return r;
-	/* the rest of the gap holds the used map, when it is free too */
+	/* the rest of the gap up to 1 MiB holds the used map, when it is free
+	 * too */
 	*map_off = off + 2 * IP_JOURNAL_SLOT;
-	if (for_write && !map_area_free(d, *map_off))
+	if (fresh && !map_area_free(d, *map_off))
 		*map_off = 0;
 	return ip_journal_open_disk(d, off, j, e);
+}
+
+int partctl_move_journal_check(const char *disk, const char *file, char *where, size_t wlen, ip_error *e)
+{
+	partctl_table *t = NULL;
+	ip_disk *d = NULL;
+	ip_journal *j = NULL;
+	uint64_t map_off;
+	struct move_rec old;
+	size_t oldlen = sizeof(old);
+	int r;
+
+	if (file) {
+		_cleanup_free_ char *dir = strdup(file);
+		char *slash;
+
+		if (!dir)
+			return ip_fail(e, -ENOMEM, "out of memory");
+		slash = strrchr(dir, '/');
+		if (slash)
+			*(slash == dir ? slash + 1 : slash) = '\0';
+		if (access(file, F_OK) == 0 ? access(file, R_OK | W_OK) : access(slash ? dir : ".", W_OK | X_OK))
+			return ip_bad(e, -errno, "cannot write the move journal %s: %s: give --journal FILE in a writable directory on another disk",
+				      file, strerror(errno));
+		snprintf(where, wlen, "%s", file);
+		return 0;
+	}
+	r = partctl_table_open(disk, false, &t, e);
+	if (r == 0)
+		r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e);
+	if (r == 0)
+		r = journal_open(d, t, NULL, 0, true, &j, &map_off, where, wlen, e);
+	if (r == 0 && ip_journal_read(j, &old, &oldlen, NULL) == 0)
+		r = ip_bad(e, -EINPROGRESS, "an interrupted operation is recorded in the journal (%s): run 'inplace part resume %s' first",
+			   where, disk);
+	ip_journal_free(j);
+	ip_disk_free(d);
+	partctl_table_free(t);
+	return r;
 }
 
 /* ---- the copy ------------------------------------------------------------ */
@@ -384,9 +522,10 @@ static int copy_all(struct move_ctx *c, ip_error *e)
 
 /* ---- the stored used map ------------------------------------------------ */
 
+/* The map fills the journal's area after the slots: MOVE_TAIL_LEN in all. */
 static size_t map_cap(uint64_t map_off)
 {
-	return map_off ? (size_t)((MOVE_GAP_END - map_off - MAP_HDR) / 16) : 0;
+	return map_off ? (size_t)((MOVE_TAIL_LEN - 2 * IP_JOURNAL_SLOT - MAP_HDR) / 16) : 0;
 }
 
 /* Coarsen the filesystem's map (merge holes, wider and wider) until it fits
@@ -514,7 +653,7 @@ static int map_clear(ip_disk *d, uint64_t map_off, uint64_t map_n, ip_error *e)
 }
 
 /* The last step: the table, then the journal. */
-static int finish(const char *disk, ip_disk **d, ip_journal **j, const char *jfile,
+static int finish(const char *disk, ip_disk **d, ip_journal **j, const struct partctl_move_opts *o,
 		  uint64_t map_off, const struct move_rec *rec, bool table_done, ip_error *e)
 {
 	partctl_table *t = NULL;
@@ -541,7 +680,7 @@ static int finish(const char *disk, ip_disk **d, ip_journal **j, const char *jfi
 		}
 		r = ip_disk_open(disk, IP_DISK_RDWR, d, e);
 		if (r == 0)
-			r = journal_open(*d, t, jfile, false, j, &map_off, where, sizeof(where), e);
+			r = journal_open(*d, t, o->journal, o->journal_off, false, j, &map_off, where, sizeof(where), e);
 		partctl_table_free(t);
 		if (r < 0)
 			return r;
@@ -608,6 +747,19 @@ static int check_dest(const partctl_table *t, const struct partctl_part *p, uint
 	return 0;
 }
 
+/* A journal in a free region: 4 KiB aligned, above the gap, on the disk,
+ * and nowhere this move reads or writes. */
+static int check_region(const partctl_table *t, uint64_t at, const struct move_rec *rec, ip_error *e)
+{
+	uint64_t end = at + MOVE_TAIL_LEN;
+
+	if (at % 4096 || at < MOVE_GAP_END || end > partctl_table_disk_size(t) ||
+	    (at < rec->from + rec->size && rec->from < end) || (at < rec->to + rec->size && rec->to < end))
+		return ip_bad(e, -EINVAL, "the move journal cannot live at byte %llu of %s: it must be 4 KiB aligned, above 1 MiB and outside the partition's old and new place",
+			      (unsigned long long)at, partctl_table_path(t));
+	return 0;
+}
+
 static void info_fill(struct partctl_move_info *info, const struct move_rec *rec, uint64_t used,
 		      const char *where)
 {
@@ -633,13 +785,17 @@ static int pointer_path(const char *disk, char *out, size_t n, ip_error *e)
 	return partctl_state_file(disk, "move", "journal-path", out, n, e);
 }
 
-static int pointer_write(const char *disk, const char *jfile, ip_error *e)
+/* The pointer holds the journal file's absolute path, or "offset:N" for
+ * an on-disk journal at byte N of a free region. */
+static int pointer_write(const char *disk, const struct partctl_move_opts *o, ip_error *e)
 {
 	char pp[PATH_MAX], real[PATH_MAX];
 	int r;
 
-	if (!realpath(jfile, real))
-		return ip_fail(e, -errno, "cannot find the journal %s: %s", jfile, strerror(errno));
+	if (o->journal && !realpath(o->journal, real))
+		return ip_fail(e, -errno, "cannot find the journal %s: %s", o->journal, strerror(errno));
+	if (!o->journal)
+		snprintf(real, sizeof(real), "offset:%llu", (unsigned long long)o->journal_off);
 	if ((r = pointer_path(disk, pp, sizeof(pp), e)) < 0 || (r = partctl_state_mkdir(e)) < 0)
 		return r;
 	return ip_write_file_atomic(pp, real, strlen(real), 0600, e);
@@ -668,7 +824,7 @@ static int pointer_read(const char *disk, char **jfile, ip_error *e)
 		return 0;
 	if ((r = ip_read_file(pp, PATH_MAX, jfile, &len, e)) < 0)
 		return r;
-	if (!len || (*jfile)[0] != '/') {
+	if (!len || ((*jfile)[0] != '/' && strncmp(*jfile, "offset:", 7))) {
 		free(*jfile);
 		*jfile = NULL;
 		return ip_fail(e, -EINVAL, "%s is damaged: give 'inplace part resume %s --journal FILE' with the journal of the interrupted move",
@@ -693,6 +849,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	uint64_t from, size;
 	struct move_rec old;
 	size_t oldlen = sizeof(old);
+	uint8_t legacy_id[16];
 	int r;
 
 	if (!o)
@@ -728,7 +885,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	c.rec.sector_size = partctl_table_sector_size(t);
 	c.rec.from = from;
 	c.rec.size = size;
-	r = disk_identity(d, t, c.rec.disk_id, e);
+	r = disk_identity(t, c.rec.disk_id, legacy_id, e);
 	if (r < 0)
 		goto out;
 	c.rec.to = new_start;
@@ -747,7 +904,10 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 		/* a dry run creates no journal file */
 		snprintf(where, sizeof(where), "%s", o->journal);
 	} else {
-		r = journal_open(d, t, o->journal, !o->dry_run, &j, &c.map_off, where, sizeof(where), e);
+		/* a dry run checks the place too (reading only) */
+		r = o->journal_off ? check_region(t, o->journal_off, &c.rec, e) : 0;
+		if (r == 0)
+			r = journal_open(d, t, o->journal, o->journal_off, true, &j, &c.map_off, where, sizeof(where), e);
 		if (r < 0)
 			goto out;
 	}
@@ -779,7 +939,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	}
 	/* where the journal is, the map, then the intent: durable before the
 	 * first byte moves */
-	if (o->journal && (r = pointer_write(disk, o->journal, e)) < 0)
+	if ((o->journal || o->journal_off) && (r = pointer_write(disk, o, e)) < 0)
 		goto out;
 	if (c.map_off && map->n <= map_cap(c.map_off)) {
 		r = map_store(&c, e);
@@ -799,8 +959,8 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	}
 	partctl_table_free(t);
 	t = NULL;
-	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, false, e);
-	if (r == 0 && o->journal)
+	r = finish(disk, &d, &j, o, c.map_off, &c.rec, false, e);
+	if (r == 0 && (o->journal || o->journal_off))
 		pointer_remove(disk);
 out:
 	free(c.buf);
@@ -833,7 +993,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	const struct partctl_part *p;
 	char where[512], label[64];
 	size_t len = sizeof(c.rec);
-	uint8_t id[16];
+	uint8_t id[16], legacy[16];
 	bool table_done;
 	int r;
 
@@ -843,6 +1003,11 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 		r = pointer_read(disk, &recorded, e);
 		if (r < 0)
 			return r;
+		if (r > 0 && !strncmp(recorded, "offset:", 7)) {
+			po.journal_off = strtoull(recorded + 7, NULL, 10);
+			o = &po;
+			r = 0;
+		}
 		if (r > 0 && access(recorded, R_OK | W_OK) != 0)
 			return ip_bad(e, -errno, "an interrupted move of %s keeps its journal in %s, which cannot be opened (%s): mount what holds it and run resume again, or give --journal FILE",
 				      disk, recorded, strerror(errno));
@@ -856,7 +1021,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 		return r;
 	r = ip_disk_open(disk, IP_DISK_RDWR, &d, e);
 	if (r == 0)
-		r = journal_open(d, t, o->journal, false, &j, &c.map_off, where, sizeof(where), e);
+		r = journal_open(d, t, o->journal, o->journal_off, false, &j, &c.map_off, where, sizeof(where), e);
 	if (r < 0) {
 		/* no place for an on-disk journal: then there is none to finish */
 		if (!o->journal && r == -ENOSPC) {
@@ -880,11 +1045,11 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 			    where);
 		goto out;
 	}
-	r = disk_identity(d, t, id, e);
+	r = disk_identity(t, id, legacy, e);
 	if (r < 0)
 		goto out;
 	if (c.rec.disk_size != ip_disk_size(d) || c.rec.sector_size != partctl_table_sector_size(t) ||
-	    memcmp(id, c.rec.disk_id, sizeof(id))) {
+	    (memcmp(id, c.rec.disk_id, sizeof(id)) && memcmp(legacy, c.rec.disk_id, sizeof(legacy)))) {
 		r = ip_bad(e, -EINVAL, "the journal (%s) was written for another disk than %s: give the disk it belongs to",
 			   where, disk);
 		goto out;
@@ -927,8 +1092,8 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	partctl_table_free(t);
 	t = NULL;
 	info_fill(info, &c.rec, c.copied, where);
-	r = finish(disk, &d, &j, o->journal, c.map_off, &c.rec, table_done, e);
-	if (r == 0 && o->journal)
+	r = finish(disk, &d, &j, o, c.map_off, &c.rec, table_done, e);
+	if (r == 0 && (o->journal || o->journal_off))
 		pointer_remove(disk);
 out:
 	partctl_usedmap_free(map);

@@ -22,6 +22,8 @@ struct partctl_opts {
 				       * pipeline's status.log); NULL: none.  The
 				       * terminal bar is ip_progress's business */
 	void *progress_data;
+	const char *journal;          /* moves: journal file on another disk;
+				       * NULL: on the disk itself (move.c) */
 };
 
 /* ==== filesystem knowledge (partctl/fs*.c) ============================== */
@@ -217,7 +219,7 @@ struct partctl_plan_step {
 	bool logical;              /* CREATE on MBR: a logical partition */
 };
 
-#define PARTCTL_PLAN_MAX_STEPS 16
+#define PARTCTL_PLAN_MAX_STEPS 32
 struct partctl_plan {
 	uint64_t need;             /* asked for, rounded up to the grain */
 	size_t n;
@@ -226,6 +228,7 @@ struct partctl_plan {
 	unsigned partition;
 	uint64_t start, size;
 	bool logical;
+	uint64_t shortfall;        /* no way (-ENOSPC): bytes missing, 0 if unknown */
 };
 
 /* Smallest size the planner shrinks a filesystem to: its minimum plus 5%
@@ -238,11 +241,70 @@ int partctl_plan_compute(const struct partctl_plan_disk *d, uint64_t need, struc
 const char *partctl_plan_op_name(enum partctl_plan_op op);
 int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_error *e);
 void partctl_plan_disk_free(struct partctl_plan_disk *d);
+struct partctl_move_opts;
 /* Carry the plan out, step by step through partctl_shrink, partctl_move
  * and the table (each journaled by its owner), then format the new
- * partition with fs and label.  *n_out: the new partition's number. */
+ * partition with fs and label.  o: progress per step (may be NULL); mo:
+ * where moves keep their journal (may be NULL: the gap).  *done: steps
+ * carried out (on failure, those before the one that failed); *n_out: the
+ * new partition's number. */
 int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
-			 const char *label, unsigned *n_out, ip_error *e);
+			 const char *label, const struct partctl_opts *o, const struct partctl_move_opts *mo,
+			 size_t *done, unsigned *n_out, ip_error *e);
+
+/* ==== the storage partition (partctl/storage.c) ========================= */
+
+/* System caches on a system root of the disk mounted read-write in the
+ * running OS (package caches, the systemd journal above 64 MiB, /var/tmp,
+ * core dumps): what a short plan could still free. */
+struct partctl_cache {
+	unsigned partition;
+	char what[48];             /* "apt package cache", "/var/tmp", … */
+	char mnt[256];             /* where the partition is mounted */
+	uint64_t bytes;            /* allocated bytes of its files */
+	size_t files;
+};
+struct partctl_caches {
+	size_t n;
+	struct partctl_cache v[16];
+	uint64_t total;
+	bool cleaned;              /* deleted (partctl_caches_clean, not a dry run) */
+};
+int partctl_caches_find(const char *disk, struct partctl_caches *out, ip_error *e);
+/* Delete them through the mounted filesystem (o->dry_run: only list) and
+ * flush it, so that planning again sees the room. */
+int partctl_caches_clean(const char *disk, const struct partctl_opts *o, struct partctl_caches *out, ip_error *e);
+
+struct partctl_storage_result {
+	unsigned partition;        /* the storage partition (planned, on a dry run) */
+	uint64_t start, size;      /* bytes */
+	bool logical;              /* MBR: a logical partition */
+	bool existing;             /* an earlier run made it: nothing was done */
+	bool resumed;              /* an interrupted move or shrink was finished first */
+	bool dry_run;              /* nothing was written */
+	struct partctl_plan plan;  /* the steps (to do on a dry run); on -ENOSPC
+				    * plan.shortfall says how much is missing */
+	size_t done;               /* steps carried out */
+	char journal[512];         /* where moves keep their journal ("" if none) */
+	uint64_t journal_off;      /* on the disk in free space no step touches,
+				    * when the gap had no room (0: not so) */
+	char warning[512];         /* part plan: what make-storage would refuse
+				    * (a journal place that cannot be used) */
+	struct partctl_caches caches; /* on -ENOSPC: system caches that could go */
+};
+/* The steps that make a partition of need bytes on disk, and whether
+ * everything they need is there (res->warning when not).  Writes nothing. */
+int partctl_plan_storage(const char *disk, uint64_t need, const struct partctl_opts *o,
+			 struct partctl_storage_result *res, ip_error *e);
+/* Make (or find) the ext4 storage partition labelled label of at least
+ * need bytes: finish an interrupted operation first, reuse a partition an
+ * earlier run made, plan, check every step's needs (journal places
+ * included) before the first write, carry the plan out and format.
+ * Refusals are status 2 with the disk unchanged; a failure after steps
+ * were done is status 1 naming them and how to resume.  o->dry_run:
+ * plan and check only; o->journal: journal file for moves. */
+int partctl_make_storage(const char *disk, uint64_t need, const char *label, const struct partctl_opts *o,
+			 struct partctl_storage_result *res, ip_error *e);
 
 /* ==== resizing through the filesystem's own tool (partctl/resize.c,
  *      owner: resize) ===================================================== */
@@ -286,8 +348,12 @@ int partctl_resume(const char *disk, bool *did, ip_error *e);
 /* The same with options (the CLI's): journal elsewhere, dry run, and what
  * was (or would be) done. */
 struct partctl_move_opts {
-	const char *journal;   /* journal file on another disk; NULL: in the gap
-				* before the first partition (see partctl/move.c) */
+	const char *journal;   /* journal file on another disk; NULL: in the tail
+				* of the gap below 1 MiB (see partctl/move.c) */
+	uint64_t journal_off;  /* else, when not 0: on the disk at this byte, 128 KiB
+				* of a free region no step of the plan touches
+				* (partctl_make_storage picks it when the gap
+				* has no room) */
 	bool dry_run;          /* check and plan, write nothing */
 };
 struct partctl_move_info {
@@ -299,6 +365,11 @@ struct partctl_move_info {
 	bool resized;          /* resume: an interrupted shrink was finished */
 	char journal[512];     /* where the journal lives */
 };
+/* Can a move on disk keep its journal where it would (file, or NULL: the
+ * tail of the gap below 1 MiB)?  Reads only; bad input naming the way out
+ * when not.  *where: the place, for messages.  For a caller that must know
+ * before its first write (partctl_make_storage). */
+int partctl_move_journal_check(const char *disk, const char *file, char *where, size_t wlen, ip_error *e);
 int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 		    const struct partctl_move_opts *o, struct partctl_move_info *info, ip_error *e);
 int partctl_resume_ex(const char *disk, const struct partctl_move_opts *o, bool *did,

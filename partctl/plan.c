@@ -7,7 +7,14 @@
  *   2. shrink one filesystem (the one with the most reclaimable space that
  *      works), only as far as needed, never below its minimum plus headroom,
  *      and move the partitions after it towards it when the freed space is
- *      not next to enough free space.
+ *      not next to enough free space;
+ *   3. shrink several neighbouring top-level filesystems (the largest room
+ *      first, the last one only as far as needed) and pack the partitions
+ *      between them down, so that the freed space joins one region: the
+ *      fewest shrinks, then the roomiest filesystems, then the fewest moves.
+ * When there is no way, the message names the shortfall, and
+ * partctl_plan.shortfall holds it for a caller that looks for more room
+ * (partctl_make_storage lists the system caches that could go).
  * On MBR the new partition is a primary when a slot is free (keeping one
  * slot: the last one becomes an extended container, as fdisk suggests), a
  * logical one inside the extended partition otherwise, growing the
@@ -332,6 +339,159 @@ struct cand {
 	uint64_t keep, reclaim;
 };
 
+/* Top-level layout of top[first..last] with new sizes sz[] (indexed like
+ * top): top[first] keeps its start, the others pack down behind it (never
+ * up).  starts[] gets the new starts; [*s, *e) is the free region after
+ * top[last], up to the next partition or the usable end. */
+static void pack(const struct ctx *c, size_t first, size_t last, const uint64_t *sz, uint64_t *starts,
+		 uint64_t *s, uint64_t *e)
+{
+	uint64_t cur = c->top[first]->part.start;
+
+	for (size_t j = first; j <= last; j++) {
+		uint64_t qs = j == first ? cur : align_up(cur, c->g);
+
+		if (qs > c->top[j]->part.start)
+			qs = c->top[j]->part.start; /* an unaligned start: leave it */
+		starts[j] = qs;
+		cur = qs + sz[j];
+	}
+	*s = align_up(cur, c->g);
+	*e = last + 1 < c->ntop ? c->top[last + 1]->part.start : c->d->end_usable;
+	if (*e < *s)
+		*e = *s;
+}
+
+struct multi {
+	size_t first, last, nshrink, nmove;
+	uint64_t ranks;        /* bit k: cands[k] shrinks (fewer, lower: more room) */
+	uint64_t *sz, *starts;
+};
+
+/* 2''. Shrink several top-level filesystems of top[lo..last], the largest
+ * room first, each to its minimum plus headroom (the last one only as far as
+ * needed), and pack the partitions between them down so that the freed
+ * space joins the free region after top[last].  false when even all of them
+ * do not make want bytes there; *most: the largest region they could make. */
+static bool multi_window(const struct ctx *c, size_t lo, size_t last, const struct cand *cands, size_t nc,
+			 uint64_t want, struct multi *m, uint64_t *most)
+{
+	uint64_t s, e;
+	size_t first = SIZE_MAX, k;
+
+	for (size_t j = 0; j < c->ntop; j++)
+		m->sz[j] = c->top[j]->part.size;
+	/* cands are sorted by room, largest first */
+	for (k = 0; k < nc; k++) {
+		size_t j;
+
+		for (j = lo; j <= last && c->top[j] != cands[k].p; j++)
+			;
+		if (j > last)
+			continue;
+		m->sz[j] = align_up(c->top[j]->part.start + cands[k].keep, c->g) - c->top[j]->part.start;
+		if (j < first)
+			first = j;
+		pack(c, first, last, m->sz, m->starts, &s, &e);
+		if (e - s > *most)
+			*most = e - s;
+		if (e - s < want)
+			continue;
+		/* give back what is not needed, to the one shrunk last */
+		{
+			uint64_t full = c->top[j]->part.size, slack = align_down(e - s - want, c->g);
+
+			m->sz[j] = m->sz[j] + slack > full ? full : m->sz[j] + slack;
+			for (;;) {
+				pack(c, first, last, m->sz, m->starts, &s, &e);
+				if (e - s >= want || m->sz[j] <= c->g)
+					break;
+				m->sz[j] -= c->g;
+			}
+		}
+		m->first = first;
+		m->last = last;
+		m->nshrink = m->nmove = 0;
+		m->ranks = 0;
+		for (size_t r = 0; r <= k && r < 64; r++)
+			for (size_t q = first; q <= last; q++)
+				if (c->top[q] == cands[r].p && m->sz[q] != c->top[q]->part.size)
+					m->ranks |= 1ULL << r;
+		for (size_t q = first; q <= last; q++) {
+			m->nshrink += m->sz[q] != c->top[q]->part.size;
+			m->nmove += m->starts[q] != c->top[q]->part.start;
+		}
+		return true;
+	}
+	return false;
+}
+
+static bool try_multi_top(struct ctx *c, const struct cand *cands, size_t nc, struct partctl_plan *p,
+			  uint64_t *most)
+{
+	uint64_t ovh = top_overhead(c), want, s, e, region = 0;
+	struct multi cur = { 0 }, best = { 0 };
+	bool found = false;
+
+	if (ovh == UINT64_MAX || !c->ntop)
+		return false;
+	want = c->need + ovh;
+	cur.sz = calloc(c->ntop, sizeof(uint64_t));
+	cur.starts = calloc(c->ntop, sizeof(uint64_t));
+	best.sz = calloc(c->ntop, sizeof(uint64_t));
+	best.starts = calloc(c->ntop, sizeof(uint64_t));
+	if (!cur.sz || !cur.starts || !best.sz || !best.starts)
+		goto out;
+	/* every window of neighbours the extended container does not cut (it
+	 * does not move); the fewest shrinks win, then those with the most
+	 * room (largest room first), then the fewest moves */
+	for (size_t last = 0; last < c->ntop; last++) {
+		for (size_t lo = last + 1; lo-- > 0;) {
+			if (c->top[lo]->part.extended)
+				break;
+			if (!multi_window(c, lo, last, cands, nc, want, &cur, &region) ||
+			    cur.nshrink + cur.nmove + 2 > PARTCTL_PLAN_MAX_STEPS)
+				continue;
+			if (!found || cur.nshrink < best.nshrink ||
+			    (cur.nshrink == best.nshrink && cur.ranks < best.ranks) ||
+			    (cur.nshrink == best.nshrink && cur.ranks == best.ranks && cur.nmove < best.nmove)) {
+				best.ranks = cur.ranks;
+				best.first = cur.first;
+				best.last = cur.last;
+				best.nshrink = cur.nshrink;
+				best.nmove = cur.nmove;
+				memcpy(best.sz, cur.sz, c->ntop * sizeof(uint64_t));
+				memcpy(best.starts, cur.starts, c->ntop * sizeof(uint64_t));
+				found = true;
+			}
+		}
+	}
+	if (!found)
+		goto out;
+	/* in disk order: a partition shrinks where it is, then moves down into
+	 * the room its lower neighbour has just left */
+	for (size_t j = best.first; j <= best.last; j++) {
+		cpart *q = c->top[j];
+
+		if (best.sz[j] != q->part.size)
+			add_step(p, PARTCTL_OP_SHRINK, q->part.n, q->part.size, best.sz[j], 0, 0, false);
+		if (best.starts[j] != q->part.start)
+			add_step(p, PARTCTL_OP_MOVE, q->part.n, q->part.start, best.starts[j], 0, 0, false);
+	}
+	pack(c, best.first, best.last, best.sz, best.starts, &s, &e);
+	place_top(c, p, s);
+out:
+	/* multi_window counts the whole region; the new partition gets it less
+	 * the overhead */
+	if (region > ovh && region - ovh > *most)
+		*most = region - ovh;
+	free(cur.sz);
+	free(cur.starts);
+	free(best.sz);
+	free(best.starts);
+	return found;
+}
+
 static int by_reclaim(const void *a, const void *b)
 {
 	const struct cand *x = a, *y = b;
@@ -349,6 +509,7 @@ static int compute(struct ctx *c, struct partctl_plan *out, ip_error *e)
 	uint64_t best = 0;
 	cpart *bestp = NULL;
 	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], b3[IP_SIZE_BUFSZ], b4[IP_SIZE_BUFSZ];
+	char names[96] = "";
 
 	if (c->dos && c->free_slots == 0 && !c->ext)
 		return ip_bad(e, -ENOSPC,
@@ -400,9 +561,33 @@ static int compute(struct ctx *c, struct partctl_plan *out, ip_error *e)
 			bestp = cands[i].p;
 		}
 	}
+	/* several filesystems together */
+	{
+		struct partctl_plan trial = { .need = c->need };
+		uint64_t b = 0;
+
+		if (try_multi_top(c, cands, nc, &trial, &b)) {
+			*out = trial;
+			free(cands);
+			return 0;
+		}
+		if (b > best)
+			best = b;
+	}
+	/* which filesystems the most was counted with, for the message */
+	for (size_t i = 0, k = 0; i < nc; i++) {
+		size_t len = strlen(names);
+
+		if (k++ && len < sizeof(names))
+			snprintf(names + len, sizeof(names) - len, i + 1 == nc ? " and " : ", ");
+		len = strlen(names);
+		if (len < sizeof(names))
+			snprintf(names + len, sizeof(names) - len, "%u", cands[i].p->part.n);
+	}
 	free(cands);
 	if (best < c->largest_free)
 		best = c->largest_free;
+	out->shortfall = c->need > best ? c->need - best : 0;
 	ip_format_size(c->need, b1, sizeof(b1));
 	ip_format_size(best, b2, sizeof(b2));
 	ip_format_size(c->need > best ? c->need - best : 0, b3, sizeof(b3));
@@ -420,6 +605,10 @@ static int compute(struct ctx *c, struct partctl_plan *out, ip_error *e)
 			      b1, c->disk, b2, why);
 	}
 	ip_format_size(bestp->fs.min_size, b4, sizeof(b4));
+	if (nc > 1)
+		return ip_bad(e, -ENOSPC,
+			      "no room for %s on %s: %s short; the most that shrinking partitions %s to their filesystems' minimums plus headroom and moving can free is %s: delete files or ask for less",
+			      b1, c->disk, b3, names, b2);
 	return ip_bad(e, -ENOSPC,
 		      "no room for %s on %s: %s short; the most that shrinking (partition %u to its filesystem's minimum %s plus headroom) and moving can free is %s: delete files or ask for less",
 		      b1, c->disk, b3, bestp->part.n, b4, b2);

@@ -17,6 +17,21 @@ void partctl_plan_disk_free(struct partctl_plan_disk *d)
 	free(d);
 }
 
+/* A plan made in the running OS (before the pipeline reboots) meets its
+ * root mounted, and the resizer will not give a minimum for a mounted
+ * filesystem: then count the bytes in use and an eighth more for the
+ * metadata a smaller filesystem still needs.  The shrink itself runs
+ * unmounted and checks the true minimum again. */
+static void mounted_min(const char *disk, struct partctl_plan_part *pp)
+{
+	char mnt[16];
+	bool rw;
+
+	if (pp->fs.resizable && !pp->fs.min_size && pp->fs.used &&
+	    ip_range_mount(disk, pp->part.start, pp->part.size, mnt, sizeof(mnt), &rw) == 1)
+		pp->fs.min_size = pp->fs.used + pp->fs.used / 8;
+}
+
 int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_error *e)
 {
 	partctl_table *t = NULL;
@@ -55,6 +70,7 @@ int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_e
 		/* An unreadable filesystem is one the planner leaves alone. */
 		if (partctl_fs_probe(dk, pp->part.start, pp->part.size, &pp->fs, NULL) < 0)
 			memset(&pp->fs, 0, sizeof(pp->fs));
+		mounted_min(disk, pp);
 	}
 	*out = d;
 	d = NULL;
@@ -103,20 +119,28 @@ static int table_step(const char *disk, const struct partctl_plan_step *s, const
 }
 
 int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const char *fs,
-			 const char *label, unsigned *n_out, ip_error *e)
+			 const char *label, const struct partctl_opts *o, const struct partctl_move_opts *mo,
+			 size_t *done, unsigned *n_out, ip_error *e)
 {
 	unsigned n = 0;
+	size_t i;
 	int r = 0;
 
-	for (size_t i = 0; i < p->n && r == 0; i++) {
+	for (i = 0; i < p->n; i++) {
 		const struct partctl_plan_step *s = &p->steps[i];
 
+		if (o && o->progress) {
+			char what[64];
+
+			snprintf(what, sizeof(what), "%s partition %u", partctl_plan_op_name(s->op), s->partition);
+			o->progress(o->progress_data, what, i, p->n);
+		}
 		switch (s->op) {
 		case PARTCTL_OP_SHRINK:
 			r = partctl_shrink(disk, s->partition, s->to, e);
 			break;
 		case PARTCTL_OP_MOVE:
-			r = partctl_move(disk, s->partition, s->to, e);
+			r = partctl_move_ex(disk, s->partition, s->to, mo, NULL, e);
 			break;
 		case PARTCTL_OP_GROW_EXTENDED:
 		case PARTCTL_OP_CREATE_EXTENDED:
@@ -126,10 +150,14 @@ int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const c
 			r = table_step(disk, s, fs && !strcmp(fs, "ntfs") ? "ntfs" : "linux", fs, label, &n, e);
 			break;
 		}
-		if (r < 0)
+		if (r < 0) {
 			ip_error_prefix(e, "step %zu (%s partition %u)", i + 1, partctl_plan_op_name(s->op),
 					s->partition);
+			break;
+		}
 	}
+	if (done)
+		*done = i;
 	if (r == 0 && n_out)
 		*n_out = n;
 	return r;

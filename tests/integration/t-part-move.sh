@@ -94,10 +94,22 @@ bad_case "already there"              2 "$G" 1 --to 1MiB
 bad_case "garbage start"              2 "$G" 1 --to 12Q
 must_fail 2 "missing disk" "$INPLACE" part move -q "$T/nope.img" 1 --to 60MiB
 
-# the journal's place holds foreign data (GRUB's core.img on BIOS disks)
+# a boot loader in the head of the gap (GRUB's core.img on BIOS disks; on
+# this GPT disk after the entry array, byte 20480): the journal takes the
+# tail, and the head stays byte for byte (t-part-grub.sh: the real core.img)
+gap_head() { dd if="$1" bs=1024 skip=20 count=$((1024 - 128 - 20)) status=none | sha256sum; }
 cp --sparse=always "$G" "$T/grub.img"
-printf 'GRUB core.img stand-in' | dd of="$T/grub.img" bs=1 seek=20480 conv=notrunc status=none
-bad_case "gap holds a boot loader"    2 "$T/grub.img" 1 --to 60MiB
+head -c $((200 * 1024)) /dev/urandom | dd of="$T/grub.img" bs=1024 seek=20 conv=notrunc status=none
+gap_sum=$(gap_head "$T/grub.img")
+move_case "core.img in the head of the gap: journal in its tail" "$T/grub.img" 1 60 ext4
+check "the gap's head is unchanged after the move" [ "$(gap_head "$T/grub.img")" = "$gap_sum" ]
+# … and too close to the tail, or in it: refused, nothing written
+cp --sparse=always "$G" "$T/grub.img"
+head -c $((900 * 1024)) /dev/urandom | dd of="$T/grub.img" bs=1024 seek=20 conv=notrunc status=none
+bad_case "gap full up to the journal's margin" 2 "$T/grub.img" 1 --to 60MiB
+cp --sparse=always "$G" "$T/grub.img"
+printf 'foreign data' | dd of="$T/grub.img" bs=1 seek=$((1024 * 1024 - 4096)) conv=notrunc status=none
+bad_case "gap tail holds foreign data" 2 "$T/grub.img" 1 --to 60MiB
 if "$INPLACE" part move -q "$T/grub.img" 1 --to 60MiB --journal "$T/side.journal" >/dev/null 2>&1 &&
    [ "$(fx_hashes "$T/grub.img" 1)" = "$(fx_hashes "$G" 1)" ] && fx_fsck "$T/grub.img" 1 &&
    "$INPLACE" part resume -q "$T/grub.img" --journal "$T/side.journal" >/dev/null; then
@@ -110,7 +122,7 @@ else fail "journal in a file on another disk"; fi
 # SIGXFSZ kills the move halfway, the same instant in every run.
 interrupted_move() { # IMG: the move of partition 1 to 60 MiB, cut at 80 MiB
 	cp --sparse=always "$G" "$1"
-	printf 'GRUB core.img stand-in' | dd of="$1" bs=1 seek=20480 conv=notrunc status=none
+	printf 'foreign data' | dd of="$1" bs=1 seek=$((1024 * 1024 - 4096)) conv=notrunc status=none
 	rm -f "$T/side.journal"
 	(ulimit -f $((80 * 1024)); exec "$INPLACE" part move -q "$1" 1 --to 60MiB --journal "$T/side.journal") >/dev/null 2>&1
 }

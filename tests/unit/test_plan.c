@@ -86,6 +86,45 @@ static void check_sane(const struct partctl_plan_disk *d, const struct partctl_p
 	}
 }
 
+/* Carry the steps out on paper, in order: after every step no two
+ * top-level partitions overlap, none leaves the usable area, and a move only
+ * goes down (the planner packs; the move journal handles both, but a plan
+ * that moves up would be a bug here). */
+static void check_steps_in_order(const struct partctl_plan_disk *d, const struct partctl_plan *p)
+{
+	uint64_t st[8], sz[8];
+
+	for (size_t i = 0; i < d->n; i++) {
+		st[i] = d->parts[i].part.start;
+		sz[i] = d->parts[i].part.size;
+	}
+	for (size_t k = 0; k < p->n; k++) {
+		const struct partctl_plan_step *s = &p->steps[k];
+
+		for (size_t i = 0; i < d->n; i++) {
+			if (d->parts[i].part.n != s->partition)
+				continue;
+			if (s->op == PARTCTL_OP_SHRINK) {
+				assert_true(s->to < sz[i]);
+				sz[i] = s->to;
+			} else if (s->op == PARTCTL_OP_MOVE) {
+				assert_int_equal(s->from, st[i]);
+				assert_true(s->to < st[i]);
+				assert_int_equal(s->to % d->grain, 0);
+				st[i] = s->to;
+			}
+		}
+		for (size_t i = 0; i < d->n; i++) {
+			if (d->parts[i].part.logical)
+				continue;
+			assert_true(st[i] >= d->first_usable && st[i] + sz[i] <= d->end_usable);
+			for (size_t j = i + 1; j < d->n; j++)
+				if (!d->parts[j].part.logical && !d->parts[j].part.extended && !d->parts[i].part.extended)
+					assert_true(st[i] + sz[i] <= st[j] || st[j] + sz[j] <= st[i]);
+		}
+	}
+}
+
 static void test_free_tail(void **state)
 {
 	struct partctl_plan_disk d = disk("gpt", 4 * GiB, 1);
@@ -271,6 +310,92 @@ static void test_no_shrinkable(void **state)
 	assert_int_equal(partctl_plan_compute(&d, 0, &p, &e), -EINVAL);
 }
 
+/* The issue's MBR disk: three primaries 300M/1.2G/547M, each about half
+ * full, no free space, 400M asked.  No single filesystem gives 400M (plus
+ * the grain of the extended container the last slot becomes), two do. */
+static void test_mbr_three_primaries_two_shrinks(void **state)
+{
+	struct partctl_plan_disk d = disk("dos", 2077 * MiB, 3);
+	struct partctl_plan p;
+	unsigned shrunk = 0;
+	ip_error e = { 0 };
+
+	(void)state;
+	part(0, 1, MiB, 300 * MiB, 150 * MiB);
+	part(1, 2, 301 * MiB, 1229 * MiB, 800 * MiB);
+	part(2, 3, 1530 * MiB, 547 * MiB, 273 * MiB);
+	assert_int_equal(partctl_plan_compute(&d, 400 * MiB, &p, &e), 0);
+	for (size_t k = 0; k < p.n; k++)
+		if (p.steps[k].op == PARTCTL_OP_SHRINK)
+			shrunk |= 1u << p.steps[k].partition;
+	/* the two with the most room, 2 and 3; 1 untouched */
+	assert_int_equal(shrunk, (1u << 2) | (1u << 3));
+	assert_true(p.logical);
+	assert_int_equal(p.steps[p.n - 2].op, PARTCTL_OP_CREATE_EXTENDED);
+	assert_int_equal(p.steps[p.n - 2].partition, 4);
+	assert_int_equal(p.partition, 5);
+	check_sane(&d, &p);
+	check_steps_in_order(&d, &p);
+	/* without 3's room, 2 and 1 together fall short */
+	part(0, 1, MiB, 300 * MiB, 200 * MiB);
+	part(2, 3, 1530 * MiB, 547 * MiB, 500 * MiB);
+	assert_int_equal(partctl_plan_compute(&d, 400 * MiB, &p, &e), -ENOSPC);
+	assert_non_null(strstr(e.msg, "short"));
+}
+
+/* GPT root + /home + swap, no free space: /home has the most room, root
+ * the rest; /home moves down behind root. */
+static void test_gpt_root_home_swap(void **state)
+{
+	struct partctl_plan_disk d = disk("gpt", 3584 * MiB + MiB, 3);
+	struct partctl_plan p;
+	unsigned shrunk = 0, moved = 0;
+	ip_error e = { 0 };
+
+	(void)state;
+	part(0, 1, MiB, GiB, 500 * MiB);
+	part(1, 2, GiB + MiB, 2 * GiB, 1200 * MiB);
+	part(2, 3, 3 * GiB + MiB, 512 * MiB - 33 * 512, 0);
+	snprintf(parts[2].fs.type, sizeof(parts[2].fs.type), "swap");
+	assert_int_equal(partctl_plan_compute(&d, 900 * MiB, &p, &e), 0);
+	for (size_t k = 0; k < p.n; k++) {
+		if (p.steps[k].op == PARTCTL_OP_SHRINK)
+			shrunk |= 1u << p.steps[k].partition;
+		if (p.steps[k].op == PARTCTL_OP_MOVE)
+			moved |= 1u << p.steps[k].partition;
+	}
+	assert_int_equal(shrunk, (1u << 1) | (1u << 2));
+	/* the new partition takes the room before swap: only /home moves */
+	assert_int_equal(moved, 1u << 2);
+	assert_int_equal(p.partition, 4);
+	assert_false(p.logical);
+	/* only as far as needed: little more than asked is left over */
+	assert_true(parts[2].part.start - (p.start + p.size) < 2 * MiB);
+	check_sane(&d, &p);
+	check_steps_in_order(&d, &p);
+}
+
+/* Used + asked really exceeds the disk: one line naming the shortfall and
+ * the filesystems counted. */
+static void test_multi_too_full(void **state)
+{
+	struct partctl_plan_disk d = disk("gpt", 3584 * MiB + MiB, 3);
+	struct partctl_plan p;
+	ip_error e = { 0 };
+
+	(void)state;
+	part(0, 1, MiB, GiB, 500 * MiB);
+	part(1, 2, GiB + MiB, 2 * GiB, 1200 * MiB);
+	part(2, 3, 3 * GiB + MiB, 512 * MiB - 33 * 512, 0);
+	assert_int_equal(partctl_plan_compute(&d, 1400 * MiB, &p, &e), -ENOSPC);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_non_null(strstr(e.msg, "short"));
+	assert_non_null(strstr(e.msg, "partitions 2 and 1"));
+	assert_null(strchr(e.msg, '\n'));
+	/* most: 2 keeps 1324M, 1 keeps 589M: 435 + 724 = 1159M freed */
+	assert_int_equal(p.shortfall, 1400 * MiB - 1159 * MiB);
+}
+
 static void test_keep(void **state)
 {
 	struct partctl_fsinfo fs = { .resizable = true, .min_size = 1000 * MiB };
@@ -294,6 +419,9 @@ int main(void)
 		cmocka_unit_test(test_mbr_grow_extended),
 		cmocka_unit_test(test_mbr_shrink_logical),
 		cmocka_unit_test(test_no_shrinkable),
+		cmocka_unit_test(test_mbr_three_primaries_two_shrinks),
+		cmocka_unit_test(test_gpt_root_home_swap),
+		cmocka_unit_test(test_multi_too_full),
 		cmocka_unit_test(test_keep),
 	};
 
