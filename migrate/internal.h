@@ -172,6 +172,29 @@ int mig_areader_check_hash(struct mig_areader *r, json_object *ment, const char 
 int mig_areader_finish(struct mig_areader *r, ip_error *e);
 void mig_areader_close(struct mig_areader *r);
 
+/* ---- store size estimate (estimate.c) ---- */
+struct stat;
+struct mig_sampler {
+	void *z;                 /* ZSTD_CCtx */
+	uint8_t *in, *out;
+	uint64_t budget, sampled, compressed, sampled_files;
+	uint64_t data;           /* bytes of every file added */
+	uint64_t estimate;       /* compressed, of the sampled files' data */
+	uint64_t unsampled;      /* data of the files not sampled */
+	double ratio;            /* after finish: of the whole sample */
+	bool failed;
+};
+int mig_sampler_init(struct mig_sampler *s, unsigned level);
+void mig_sampler_free(struct mig_sampler *s);
+/* Count fd's data and sample its start (bounded per file and in all). */
+void mig_sampler_add(struct mig_sampler *s, int fd, const struct stat *st);
+/* The estimated compressed size of everything added. */
+uint64_t mig_sampler_finish(struct mig_sampler *s);
+/* The bytes a file's archive entry holds: its size less its holes. */
+uint64_t mig_file_data_bytes(const struct stat *st);
+uint64_t mig_estimate_archive(uint64_t compressed, uint64_t files);
+uint64_t mig_estimate_store(uint64_t archives, uint64_t manifest, size_t narchives);
+
 /* ---- machine state ---- */
 int mig_machine_collect(int rootfd, json_object **out, ip_error *e);
 int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run, json_object *report, ip_error *e);

@@ -25,6 +25,10 @@ struct mig_user {
 	bool system;            /* the [system] paths, archived as "@system" */
 	/* results */
 	uint64_t files, bytes, allocated, archive_bytes;
+	uint64_t data;          /* estimate: bytes the archive will hold (no holes) */
+	uint64_t manifest_bytes;/* estimate: this user's share of manifest.json */
+	uint64_t est_archive;   /* estimate: the archive's compressed size */
+	struct mig_sampler sm;
 	char archive_hash[MIG_HASH_HEX];
 	json_object *entries;
 	ip_error err;
@@ -39,6 +43,7 @@ struct save_ctx {
 	struct mig_user *users;
 	size_t nusers;
 	bool write;             /* save; false: estimate */
+	bool sample;            /* estimate: measure data and compression */
 	unsigned zthreads;
 	atomic_size_t next;
 	atomic_int stop;
@@ -316,6 +321,20 @@ static bool want_path(const struct save_ctx *c, const struct mig_user *u, const 
 	return mig_globs_match(&c->spec->include, rel) || (inc_u && mig_globs_match(inc_u, rel));
 }
 
+/* Estimate: the blocks a file really holds (libarchive's entry carries no
+ * block count) and a sample of its data for the compression ratio. */
+static void sample_file(struct save_ctx *c, struct mig_user *u, int dirfd, const char *rel)
+{
+	_cleanup_close_ int fd = *rel ? mig_openat_beneath(dirfd, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0) : -1;
+	struct stat st;
+
+	(void)c;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	u->allocated += (uint64_t)st.st_blocks * 512;
+	mig_sampler_add(&u->sm, fd, &st);
+}
+
 /* Walk one home; with aw, archive it. */
 static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw, struct archive_entry_linkresolver *lr,
 		     ip_error *e)
@@ -381,9 +400,11 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 			archive_entry_copy_gname(en, g ? g : u->system ? "root" : u->name);
 		}
 		u->files++;
+		u->manifest_bytes += 160 + 2 * strlen(name) + (c->spec->hash == MIG_HASH_BLAKE2B ? 128 : 32);
 		if (archive_entry_filetype(en) == AE_IFREG) {
 			u->bytes += (uint64_t)archive_entry_size(en);
-			u->allocated += (uint64_t)archive_entry_stat(en)->st_blocks * 512;
+			if (c->sample && !archive_entry_hardlink(en))
+				sample_file(c, u, hfd, rel);
 		}
 		if (!aw)
 			continue;
@@ -428,7 +449,11 @@ static int add_extra(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 		return 0;
 	u->files++;
 	u->bytes += (uint64_t)st.st_size;
-	u->allocated += (uint64_t)st.st_blocks * 512;
+	u->manifest_bytes += 200 + (c->spec->hash == MIG_HASH_BLAKE2B ? 128 : 32);
+	if (c->sample) {
+		u->allocated += (uint64_t)st.st_blocks * 512;
+		mig_sampler_add(&u->sm, fd, &st);
+	}
 	if (!aw)
 		return 0;
 	/* open through the disk reader so xattrs/ACLs come along */
@@ -482,11 +507,18 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 
 	u->entries = json_object_new_array();
 	if (!c->write) {
-		if ((r = walk_home(c, u, NULL, NULL, e)) < 0 || u->system)
-			return r;
-		add_extra(c, u, NULL, "var/spool/cron/crontabs", "extra/crontab", e);
-		add_extra(c, u, NULL, "var/mail", "extra/mail", e);
-		return 0;
+		if (c->sample && mig_sampler_init(&u->sm, c->spec->level) < 0)
+			return ip_fail(e, -ENOMEM, "out of memory");
+		if ((r = walk_home(c, u, NULL, NULL, e)) == 0 && !u->system) {
+			add_extra(c, u, NULL, "var/spool/cron/crontabs", "extra/crontab", e);
+			add_extra(c, u, NULL, "var/mail", "extra/mail", e);
+		}
+		if (c->sample) {
+			u->est_archive = mig_estimate_archive(mig_sampler_finish(&u->sm), u->files);
+			u->data = u->sm.data;
+		}
+		mig_sampler_free(&u->sm);
+		return r;
 	}
 	snprintf(final, sizeof(final), "%s" MIG_ARCHIVE_EXT, u->name);
 	snprintf(tmp, sizeof(tmp), ".%s.tmp", final);
@@ -629,7 +661,7 @@ static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *sp
 static json_object *estimate_doc(struct save_ctx *c, const char *command)
 {
 	json_object *doc = ip_json_doc(command), *arr = json_object_new_array(), *tot = json_object_new_object();
-	uint64_t files = 0, bytes = 0, alloc = 0, store;
+	uint64_t files = 0, bytes = 0, alloc = 0, data = 0, archives = 0, manifest = 4096, sampled = 0, sampled_c = 0, store;
 
 	for (size_t i = 0; i < c->nusers; i++) {
 		struct mig_user *u = &c->users[i];
@@ -639,7 +671,15 @@ static json_object *estimate_doc(struct save_ctx *c, const char *command)
 		json_object_object_add(o, "home", json_object_new_string(u->home));
 		json_object_object_add(o, "files", ip_json_u64(u->files));
 		json_object_object_add(o, "bytes", ip_json_u64(u->bytes));
-		json_object_object_add(o, "allocated", ip_json_u64(u->allocated));
+		if (c->sample) {
+			json_object_object_add(o, "allocated", ip_json_u64(u->allocated));
+			json_object_object_add(o, "data_bytes", ip_json_u64(u->data));
+			json_object_object_add(o, "sampled_bytes", ip_json_u64(u->sm.sampled));
+			json_object_object_add(o, "compression_ratio", json_object_new_double(u->sm.ratio));
+			json_object_object_add(o, "estimated_archive_bytes", ip_json_u64(u->est_archive));
+			json_object_object_add(o, "estimated_store_bytes",
+					       ip_json_u64(mig_estimate_store(u->est_archive, u->manifest_bytes, 1)));
+		}
 		if (c->write) {
 			json_object_object_add(o, "archive", json_object_new_string(""));
 			json_object_object_add(o, "archive_bytes", ip_json_u64(u->archive_bytes));
@@ -648,19 +688,34 @@ static json_object *estimate_doc(struct save_ctx *c, const char *command)
 		files += u->files;
 		bytes += u->bytes;
 		alloc += u->allocated;
+		data += u->data;
+		archives += u->est_archive;
+		manifest += u->manifest_bytes;
+		sampled += u->sm.sampled;
+		sampled_c += u->sm.compressed;
 	}
-	/* The store needs at most the allocated data (compression only helps),
-	 * the pax headers, and room for the JSON files: 1% and 16 MiB. */
-	store = alloc + files * MIG_PAX_OVERHEAD;
-	store += store / 100 + (16ULL << 20);
-	store = (store + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
+	store = mig_estimate_store(archives, manifest, c->nusers);
 	json_object_object_add(doc, "root", json_object_new_string(c->root));
 	json_object_object_add(doc, "users", arr);
 	json_object_object_add(tot, "files", ip_json_u64(files));
 	json_object_object_add(tot, "bytes", ip_json_u64(bytes));
-	json_object_object_add(tot, "allocated", ip_json_u64(alloc));
+	if (c->sample) {
+		json_object *how = json_object_new_object();
+		json_object_object_add(tot, "allocated", ip_json_u64(alloc));
+		json_object_object_add(tot, "data_bytes", ip_json_u64(data));
+		json_object_object_add(tot, "estimated_store_bytes", ip_json_u64(store));
+		json_object_object_add(doc, "estimated_store_bytes", ip_json_u64(store));
+		json_object_object_add(doc, "store_bytes", ip_json_u64(store));   /* older name */
+		json_object_object_add(how, "method", json_object_new_string("sampled-zstd"));
+		json_object_object_add(how, "data", json_object_new_string("file sizes less holes (st_blocks)"));
+		json_object_object_add(how, "level", json_object_new_int((int)c->spec->level));
+		json_object_object_add(how, "sampled_bytes", ip_json_u64(sampled));
+		json_object_object_add(how, "sample_compressed_bytes", ip_json_u64(sampled_c));
+		json_object_object_add(how, "headers_per_file", json_object_new_int(MIG_PAX_OVERHEAD / 3));
+		json_object_object_add(how, "margin_percent", json_object_new_int(10));
+		json_object_object_add(doc, "estimate", how);
+	}
 	json_object_object_add(doc, "total", tot);
-	json_object_object_add(doc, "store_bytes", ip_json_u64(store));
 	return doc;
 }
 
@@ -669,7 +724,12 @@ int migrate_estimate(const char *root, const migrate_spec *spec, json_object **o
 	struct save_ctx c;
 	int r;
 
-	if ((r = ctx_init(&c, root, spec, e)) < 0 || (r = run_users(&c, e)) < 0) {
+	if ((r = ctx_init(&c, root, spec, e)) < 0) {
+		ctx_clear(&c);
+		return r;
+	}
+	c.sample = true;
+	if ((r = run_users(&c, e)) < 0) {
 		ctx_clear(&c);
 		return r;
 	}
