@@ -813,6 +813,9 @@ static json_object *accounts_doc(struct save_ctx *c)
 	const struct mig_db *gr = &c->acc.db[MIG_GROUP];
 
 	json_object_object_add(doc, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
+	/* what the spec selected: restore accepts no account outside it */
+	json_object_object_add(doc, "min_uid", json_object_new_int64(c->spec->min_uid));
+	json_object_object_add(doc, "include_root", json_object_new_boolean(c->spec->include_root));
 	for (size_t i = 0; i < c->nusers; i++) {
 		struct mig_user *u = &c->users[i];
 		if (u->system)
