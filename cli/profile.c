@@ -194,6 +194,21 @@ static void human_restore(json_object *doc)
 		       json_object_get_boolean(json_object_object_get(u, "created")) ? (dry ? "would be created," : "created,") : "exists,",
 		       (long long)n, o != n ? " (remapped)" : "");
 	}
+	json_object *rm = json_object_object_get(doc, "remapped"), *wh = json_object_object_get(doc, "withheld");
+	for (size_t i = 0; rm && i < json_object_array_length(rm); i++) {
+		json_object *m = json_object_array_get_idx(rm, i);
+		printf("remap   %-12s %s id %lld -> %lld (taken in the new OS)\n", json_object_get_string(json_object_object_get(m, "name")),
+		       json_object_get_string(json_object_object_get(m, "kind")),
+		       (long long)json_object_get_int64(json_object_object_get(m, "from")),
+		       (long long)json_object_get_int64(json_object_object_get(m, "to")));
+	}
+	for (size_t i = 0; wh && i < json_object_array_length(wh); i++) {
+		json_object *w = json_object_array_get_idx(wh, i);
+		printf("withheld %-11s %s group %s (a system or admin group: only with --trusted-store)\n",
+		       json_object_get_string(json_object_object_get(w, "user")),
+		       json_object_get_string(json_object_object_get(w, "kind")),
+		       json_object_get_string(json_object_object_get(w, "group")));
+	}
 	for (size_t i = 0; users && i < json_object_array_length(users); i++) {
 		json_object *u = json_object_array_get_idx(users, i), *sk;
 		if (json_object_object_get_ex(u, "skipped", &sk)) {
