@@ -121,11 +121,26 @@ static void print_users(json_object *doc)
 	}
 }
 
+/* Users left out for an unsafe home: a warning, also without --json's reader */
+static void print_skipped(json_object *doc)
+{
+	json_object *sk = json_object_object_get(doc, "skipped");
+
+	for (size_t i = 0; sk && i < json_object_array_length(sk); i++) {
+		json_object *o = json_object_array_get_idx(sk, i);
+		fprintf(stderr, "inplace: warning: user %s not saved: %s (%s)\n",
+			json_object_get_string(json_object_object_get(o, "name")),
+			json_object_get_string(json_object_object_get(o, "reason")),
+			json_object_get_string(json_object_object_get(o, "home")));
+	}
+}
+
 static int finish(const struct pargs *a, const char *command, int r, ip_error *e, json_object *doc,
 		  void (*human)(json_object *))
 {
 	if (r < 0)
 		return cli_error(&a->o, command, e);
+	print_skipped(doc);
 	if (a->o.json)
 		return cli_emit(doc);
 	human(doc);

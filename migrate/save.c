@@ -44,6 +44,7 @@ struct save_ctx {
 	size_t nusers;
 	bool write;             /* save; false: estimate */
 	bool sample;            /* estimate: measure data and compression */
+	json_object *skipped;   /* users whose home is unsafe: [{name, home, reason}] */
 	unsigned zthreads;
 	atomic_size_t next;
 	atomic_int stop;
@@ -81,17 +82,41 @@ static void rd_free(struct save_ctx *c, struct archive *rd)
 	pthread_mutex_unlock(&c->cwd_lock);
 }
 
-static bool home_usable(int rootfd, const char *home)
+/* Why a passwd home cannot be saved, NULL when it can.  *unsafe: a home
+ * that would lead the walker out of /home (a symlink, /etc): refused with
+ * a warning, never silently; a missing home is simply not a profile. */
+static const char *home_refusal(int rootfd, const char *home, bool root, bool *unsafe)
 {
 	int fd;
 
+	*unsafe = false;
 	if (!home || home[0] != '/' || !home[1] || !strcmp(home, "/nonexistent"))
-		return false;
-	fd = mig_openat_inroot(rootfd, home + 1, O_RDONLY | O_DIRECTORY);
+		return "no home directory";
+	if (!mig_home_plausible(home) && !(root && !strcmp(home, "/root"))) {
+		*unsafe = true;
+		return "the home lies outside /home and /var/home";
+	}
+	/* beneath the root, no symlink anywhere: /home/mallory -> ../etc is
+	 * not mallory's home */
+	fd = mig_openat_beneath(rootfd, home + 1, O_RDONLY | O_DIRECTORY, 0);
+	if (fd == -ELOOP || fd == -EXDEV) {
+		*unsafe = true;
+		return "the home is a symlink or lies behind one";
+	}
 	if (fd < 0)
-		return false;
+		return "no home directory";
 	close(fd);
-	return true;
+	return NULL;
+}
+
+static void note_skipped(struct save_ctx *c, const char *name, const char *home, const char *why)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(name));
+	json_object_object_add(o, "home", json_object_new_string(home));
+	json_object_object_add(o, "reason", json_object_new_string(why));
+	json_object_array_add(c->skipped, o);
 }
 
 static int select_users(struct save_ctx *c, ip_error *e)
@@ -114,16 +139,22 @@ static int select_users(struct save_ctx *c, ip_error *e)
 
 		if (!r->f)
 			continue;
-		if (s->all_users)
-			want = (uid >= (long)s->min_uid && uid != 65534 && home_usable(c->rootfd, r->f[5])) ||
-			       (uid == 0 && s->include_root && home_usable(c->rootfd, r->f[5]));
-		else {
+		bool unsafe;
+		const char *why;
+		if (s->all_users) {
+			want = (uid >= (long)s->min_uid && uid != 65534) || (uid == 0 && s->include_root);
+			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe))) {
+				if (unsafe)
+					note_skipped(c, r->f[0], r->f[5], why);
+				want = false;
+			}
+		} else {
 			want = false;
 			for (size_t j = 0; j < s->users.n; j++)
 				want |= !strcmp(s->users.v[j], r->f[0]);
-			if (want && !home_usable(c->rootfd, r->f[5]))
-				return ip_bad(e, -ENOENT, "user '%s' has no home directory %s in %s: remove it from the spec",
-					      r->f[0], r->f[5], c->root);
+			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe)))
+				return ip_bad(e, unsafe ? -EPERM : -ENOENT, "user '%s' cannot be saved: %s (%s in %s): remove it from the spec",
+					      r->f[0], why, r->f[5], c->root);
 		}
 		if (!want)
 			continue;
@@ -340,7 +371,7 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 		     ip_error *e)
 {
 	_cleanup_close_ int hfd = u->system ? mig_openat_inroot(c->rootfd, ".", O_RDONLY | O_DIRECTORY)
-					    : mig_openat_inroot(c->rootfd, u->home + 1, O_RDONLY | O_DIRECTORY);
+					    : mig_openat_beneath(c->rootfd, u->home + 1, O_RDONLY | O_DIRECTORY, 0);
 	struct archive *rd = archive_read_disk_new();
 	struct archive_entry *en = NULL;
 	char top[64];
@@ -635,6 +666,8 @@ static void ctx_clear(struct save_ctx *c)
 		if (c->users[i].entries)
 			json_object_put(c->users[i].entries);
 	free(c->users);
+	if (c->skipped)
+		json_object_put(c->skipped);
 	mig_accounts_clear(&c->acc);
 	if (c->rootfd >= 0)
 		close(c->rootfd);
@@ -649,6 +682,7 @@ static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *sp
 	c->storefd = -1;
 	c->root = root;
 	c->spec = spec;
+	c->skipped = json_object_new_array();
 	c->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->rootfd < 0)
 		return ip_bad(e, -errno, "cannot open the root %s: %s", root, strerror(errno));
@@ -697,6 +731,7 @@ static json_object *estimate_doc(struct save_ctx *c, const char *command)
 	store = mig_estimate_store(archives, manifest, c->nusers);
 	json_object_object_add(doc, "root", json_object_new_string(c->root));
 	json_object_object_add(doc, "users", arr);
+	json_object_object_add(doc, "skipped", json_object_get(c->skipped));
 	json_object_object_add(tot, "files", ip_json_u64(files));
 	json_object_object_add(tot, "bytes", ip_json_u64(bytes));
 	if (c->sample) {
@@ -748,8 +783,62 @@ static bool store_owned_name(const char *n)
 	       (n[0] == '.' && l > 4 && (!strcmp(n + l - 4, ".tmp") || strstr(n, ".inplace-tmp")));
 }
 
+/* Is dir (or, when it does not exist yet, its nearest existing parent)
+ * beneath the root on the root's own filesystem?  Walked up by "..", so
+ * links and bind mounts of the root are seen through.  A separate
+ * filesystem mounted under the root (a storage partition under "/") is
+ * not the root's. */
+static bool store_under_root(int rootfd, const char *store)
+{
+	_cleanup_free_ char *path = strdup(store);
+	struct stat rst, st;
+	int fd = -1;
+
+	if (!path || fstat(rootfd, &rst) < 0)
+		return false;
+	while ((fd = open(*path ? path : ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		char *sl = strrchr(path, '/');
+		if (!sl)
+			*path = '\0';           /* relative: the working directory */
+		else if (sl == path)
+			path[1] = '\0';         /* "/" */
+		else
+			*sl = '\0';
+	}
+	if (fstat(fd, &st) < 0 || st.st_dev != rst.st_dev) {
+		close(fd);
+		return false;
+	}
+	for (int depth = 0; depth < 4096; depth++) {
+		struct stat pst;
+		int up;
+		if (st.st_dev == rst.st_dev && st.st_ino == rst.st_ino) {
+			close(fd);
+			return true;
+		}
+		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		if (up < 0 || fstat(up, &pst) < 0) {
+			if (up >= 0)
+				close(up);
+			return false;
+		}
+		if (pst.st_dev == st.st_dev && pst.st_ino == st.st_ino) {
+			close(up);
+			return false;           /* "/" */
+		}
+		fd = up;
+		st = pst;
+	}
+	close(fd);
+	return false;
+}
+
 static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
 {
+	if (store_under_root(c->rootfd, store))
+		return ip_bad(e, -EINVAL, "the store %s lies under the root %s, which save never writes to: choose a store on another filesystem",
+			      store, c->root);
 	DIR *d;
 	struct dirent *de;
 	int fd, r;
