@@ -143,6 +143,9 @@ void mig_hex(const uint8_t *h, size_t n, char *out);
 
 /* ---- store files ---- */
 int mig_store_open(const char *store, int *fd, ip_error *e);
+/* A file of the store, opened without blocking and only if it is a regular
+ * file (a FIFO, device or directory is damage); the fd or -errno with e. */
+int mig_store_open_file(int storefd, const char *name, ip_error *e);
 int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e);
 /* Check COMPLETE and the hashes it records; bad input when missing.
  * *alg: the store's hash algorithm. */

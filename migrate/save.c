@@ -850,7 +850,7 @@ static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
 		return ip_fail(e, -errno, "cannot open the store %s: %s", store, strerror(errno));
 	if (fchmod(c->storefd, 0700) < 0 || faccessat(c->storefd, ".", W_OK, AT_EACCESS) < 0)
 		return ip_fail(e, -errno, "the store %s is not writable: %s: choose a writable directory", store, strerror(errno));
-	fd = mig_openat_beneath(c->storefd, "COMPLETE", O_RDONLY, 0);
+	fd = mig_openat_beneath(c->storefd, "COMPLETE", O_PATH, 0);
 	if (fd >= 0) {
 		close(fd);
 		return ip_bad(e, -EEXIST, "%s already holds a complete profile: choose an empty store or remove it first", store);

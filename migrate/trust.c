@@ -297,7 +297,8 @@ int mig_trust_check(int rootfd, const struct mig_accounts *now, json_object *acc
 			if (gcur)
 				tmp.gid = mig_rec_id(gcur);
 			bool priv = !strcmp(pg, "root") || tmp.gid == 0 || group_privileged(p, now, g ? g : &tmp);
-			if (priv && !trusted) {
+			/* "users" is what a withheld primary group falls back to */
+			if (priv && !trusted && strcmp(pg, "users")) {
 				withhold(p, name, pg, "primary");
 				vu->primary = NULL;   /* restore gives the new OS's "users" */
 			} else if (g) {

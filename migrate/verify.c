@@ -51,9 +51,9 @@ int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, enu
 			return ip_fail(e, -EINVAL, "manifest.json is damaged (entry %zu of %s): save the profile again", i, file);
 		json_object_object_add(r->index, p, json_object_get(en));
 	}
-	r->fd = mig_openat_beneath(storefd, file, O_RDONLY, 0);
+	r->fd = mig_store_open_file(storefd, file, e);
 	if (r->fd < 0)
-		return ip_fail(e, r->fd, "cannot open %s of the store: %s", file, strerror(-r->fd));
+		return r->fd;
 	mig_hash_init(&r->st, alg);
 	r->a = archive_read_new();
 	if (!r->a)
@@ -317,7 +317,7 @@ int migrate_list(const char *store, json_object **out, ip_error *e)
 
 	if ((r = mig_store_open(store, &sfd, e)) < 0)
 		return r;
-	int cfd = mig_openat_beneath(sfd, "COMPLETE", O_RDONLY, 0);
+	int cfd = mig_openat_beneath(sfd, "COMPLETE", O_PATH, 0);
 	if (cfd >= 0)
 		close(cfd);
 	if ((r = mig_store_read_json(sfd, "manifest.json", &manifest, e)) < 0) {

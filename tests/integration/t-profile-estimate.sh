@@ -46,7 +46,9 @@ assert est["carol"] < 16 << 20, est' "$T/est.json" "$T/store"
 
 # save into exactly the estimated room
 mkdir -p "$T/room"
-if mount -t tmpfs -o size="$est",mode=0700 inplace-est "$T/room"; then
+if ! [ "$est" -gt 0 ] 2>/dev/null; then
+	fail "save into the estimated room" "no estimated_store_bytes"
+elif mount -t tmpfs -o size="$est",mode=0700 inplace-est "$T/room"; then
 	track_mount "$T/room"
 	ok "save into a tmpfs of exactly the estimated size" "$I" profile save --root "$T/old" --store "$T/room/store"
 	ok "that store verifies" "$I" profile verify --store "$T/room/store"

@@ -222,3 +222,12 @@ check "sup-admin: each withheld membership reported" \
 ok "sup-admin: restored with --trusted-store" "$I" profile restore --store "$T/sup-admin/store" --root "$T/sup-admin/root" --trusted-store
 check "sup-admin: --trusted-store brings sudo back" grep -q "^sudo:x:27:alice$" "$T/sup-admin/root/etc/group"
 check "sup-admin: nothing withheld with --trusted-store" test -z "$(withheld "$T/sup-admin" --trusted-store)"
+
+# a FIFO in place of a store file must be refused, never block open()
+python3 "$T/mkstore.py" "$T/fifo-base" harmless "$T/none"
+for f in manifest.json accounts.json alice.pax.zst; do
+	rm -rf "$T/fifo" "$T/fifo-root"; cp -a "$T/fifo-base" "$T/fifo"; cp -a "$T/new" "$T/fifo-root"
+	rm "$T/fifo/$f"; mkfifo "$T/fifo/$f"
+	must_fail 1 "a FIFO as $f: verify refuses it" timeout 20 "$I" profile verify --store "$T/fifo"
+	must_fail 1 "a FIFO as $f: restore refuses it" timeout 20 "$I" profile restore --store "$T/fifo" --root "$T/fifo-root"
+done
