@@ -964,20 +964,68 @@ static bool user_selected(json_object *sel, const char *name)
 }
 
 /* Every archive that will be restored, read whole before anything is
- * written: a store refused here leaves the new root as it was. */
+ * written: a store refused here leaves the new root as it was.  Archives
+ * are independent: read them in parallel, one per core. */
+struct cjob {
+	json_object *mu;
+	ip_error e;
+	int r;
+};
+
+struct cpool {
+	struct cjob *jobs;
+	size_t n;
+	int storefd;
+	enum mig_hash_alg alg;
+	atomic_size_t next;
+	atomic_int stop;
+};
+
+static void *check_worker(void *arg)
+{
+	struct cpool *p = arg;
+
+	for (;;) {
+		size_t i = atomic_fetch_add(&p->next, 1);
+		if (i >= p->n || atomic_load(&p->stop))
+			break;
+		p->jobs[i].r = mig_archive_check(p->storefd, p->jobs[i].mu, p->alg, NULL, NULL, &p->jobs[i].e);
+		if (p->jobs[i].r < 0)
+			atomic_store(&p->stop, 1);
+	}
+	return NULL;
+}
+
 static int check_archives(struct rctx *c, int storefd, json_object *users, json_object *sel, ip_error *e)
 {
-	for (size_t i = 0; i < json_object_array_length(users); i++) {
+	struct cpool p = { .storefd = storefd, .alg = c->alg };
+	size_t total = json_object_array_length(users), nt = 0;
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	pthread_t th[16];
+	int r = 0;
+
+	if (!(p.jobs = calloc(total + 1, sizeof(*p.jobs))))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < total; i++) {
 		json_object *mu = json_object_array_get_idx(users, i);
 		const char *name = jstr(mu, "name");
-		int r;
-
-		if (!user_selected(sel, name) || (!strcmp(name, MIG_SYSTEM_USER) && !c->o->trusted))
-			continue;
-		if ((r = mig_archive_check(storefd, mu, c->alg, NULL, NULL, e)) < 0)
-			return r;
+		if (user_selected(sel, name) && (strcmp(name, MIG_SYSTEM_USER) || c->o->trusted))
+			p.jobs[p.n++].mu = mu;
 	}
-	return 0;
+	while (nt < p.n && nt < (size_t)(ncpu < 1 ? 1 : ncpu) && nt < IP_ARRAY_SIZE(th) &&
+	       pthread_create(&th[nt], NULL, check_worker, &p) == 0)
+		nt++;
+	if (!nt)
+		check_worker(&p);
+	for (size_t i = 0; i < nt; i++)
+		pthread_join(th[i], NULL);
+	for (size_t i = 0; i < p.n && !r; i++)
+		if (p.jobs[i].r < 0) {
+			*e = p.jobs[i].e;
+			r = p.jobs[i].r;
+		}
+	free(p.jobs);
+	return r;
 }
 
 int migrate_restore(const char *store, const char *root, const struct migrate_restore_opts *o,
