@@ -6,6 +6,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 #define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
 #include <xxhash.h>
@@ -252,6 +253,13 @@ uint64_t mig_sampler_finish(struct mig_sampler *s);
 uint64_t mig_file_data_bytes(const struct stat *st);
 uint64_t mig_estimate_archive(uint64_t compressed, uint64_t files);
 uint64_t mig_estimate_store(uint64_t archives, uint64_t manifest, size_t narchives);
+
+/* ---- jobs on threads (pool.c) ---- */
+/* job(arg, i) for every i < n on at most nthreads threads (16 at most);
+ * a negative return sets *stop and no further job starts (a running job
+ * may poll *stop).  Results stay with the jobs. */
+void mig_parallel(size_t n, size_t nthreads, atomic_int *stop, int (*job)(void *arg, size_t i), void *arg);
+size_t mig_ncpu(void);
 
 /* ---- machine state ---- */
 int mig_machine_collect(int rootfd, json_object **out, ip_error *e);

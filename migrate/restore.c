@@ -22,8 +22,6 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/acl.h>
 #include <sys/stat.h>
@@ -891,61 +889,36 @@ struct rjob {
 	int r;
 };
 
-struct rpool {
-	struct rjob *jobs;
-	size_t n;
-	atomic_size_t next;
-	atomic_int stop;
-};
-
-static void *restore_worker(void *arg)
+static int home_job(void *arg, size_t i)
 {
-	struct rpool *p = arg;
+	struct rjob *j = (struct rjob *)arg + i;
 
-	for (;;) {
-		size_t i = atomic_fetch_add(&p->next, 1);
-		if (i >= p->n || atomic_load(&p->stop))
-			break;
-		p->jobs[i].r = restore_user(&p->jobs[i].c, p->jobs[i].storefd, p->jobs[i].mu, NULL, &p->jobs[i].e);
-		if (p->jobs[i].r < 0)
-			atomic_store(&p->stop, 1);
-	}
-	return NULL;
+	return j->r = restore_user(&j->c, j->storefd, j->mu, NULL, &j->e);
 }
 
 static int restore_homes(struct rctx *c, int storefd, json_object *users, json_object *sel, ip_error *e)
 {
-	struct rpool p = { 0 };
-	pthread_t th[16];
-	size_t nt = 0, total = json_object_array_length(users);
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n = 0, total = json_object_array_length(users);
+	struct rjob *jobs = calloc(total + 1, sizeof(*jobs));
+	atomic_int stop = 0;
 	int r = 0;
 
-	p.jobs = calloc(total + 1, sizeof(*p.jobs));
-	if (!p.jobs)
+	if (!jobs)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < total; i++) {
 		json_object *mu = json_object_array_get_idx(users, i);
 		if (!user_selected(sel, jstr(mu, "name")))
 			continue;
-		struct rjob *j = &p.jobs[p.n++];
+		struct rjob *j = &jobs[n++];
 		j->c = *c;
 		j->c.report_users = json_object_new_array();
 		j->storefd = storefd;
 		j->mu = mu;
 	}
-	if (ncpu < 1)
-		ncpu = 1;
 	/* restoring waits on the disk as much as on the CPU: two per core */
-	while (nt < p.n && nt < (size_t)ncpu * 2 && nt < IP_ARRAY_SIZE(th) &&
-	       pthread_create(&th[nt], NULL, restore_worker, &p) == 0)
-		nt++;
-	if (!nt)
-		restore_worker(&p);
-	for (size_t i = 0; i < nt; i++)
-		pthread_join(th[i], NULL);
-	for (size_t i = 0; i < p.n; i++) {
-		struct rjob *j = &p.jobs[i];
+	mig_parallel(n, mig_ncpu() * 2, &stop, home_job, jobs);
+	for (size_t i = 0; i < n; i++) {
+		struct rjob *j = &jobs[i];
 		if (j->r < 0 && !r) {
 			*e = j->e;
 			r = j->r;
@@ -954,7 +927,7 @@ static int restore_homes(struct rctx *c, int storefd, json_object *users, json_o
 			json_object_array_add(c->report_users, json_object_get(json_object_array_get_idx(j->c.report_users, k)));
 		json_object_put(j->c.report_users);
 	}
-	free(p.jobs);
+	free(jobs);
 	return r;
 }
 
@@ -967,64 +940,42 @@ static bool user_selected(json_object *sel, const char *name)
  * written: a store refused here leaves the new root as it was.  Archives
  * are independent: read them in parallel, one per core. */
 struct cjob {
+	int storefd;
+	enum mig_hash_alg alg;
 	json_object *mu;
 	ip_error e;
 	int r;
 };
 
-struct cpool {
-	struct cjob *jobs;
-	size_t n;
-	int storefd;
-	enum mig_hash_alg alg;
-	atomic_size_t next;
-	atomic_int stop;
-};
-
-static void *check_worker(void *arg)
+static int check_job(void *arg, size_t i)
 {
-	struct cpool *p = arg;
+	struct cjob *j = (struct cjob *)arg + i;
 
-	for (;;) {
-		size_t i = atomic_fetch_add(&p->next, 1);
-		if (i >= p->n || atomic_load(&p->stop))
-			break;
-		p->jobs[i].r = mig_archive_check(p->storefd, p->jobs[i].mu, p->alg, NULL, NULL, &p->jobs[i].e);
-		if (p->jobs[i].r < 0)
-			atomic_store(&p->stop, 1);
-	}
-	return NULL;
+	return j->r = mig_archive_check(j->storefd, j->mu, j->alg, NULL, NULL, &j->e);
 }
 
 static int check_archives(struct rctx *c, int storefd, json_object *users, json_object *sel, ip_error *e)
 {
-	struct cpool p = { .storefd = storefd, .alg = c->alg };
-	size_t total = json_object_array_length(users), nt = 0;
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	pthread_t th[16];
+	size_t n = 0, total = json_object_array_length(users);
+	struct cjob *jobs = calloc(total + 1, sizeof(*jobs));
+	atomic_int stop = 0;
 	int r = 0;
 
-	if (!(p.jobs = calloc(total + 1, sizeof(*p.jobs))))
+	if (!jobs)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < total; i++) {
 		json_object *mu = json_object_array_get_idx(users, i);
 		const char *name = jstr(mu, "name");
 		if (user_selected(sel, name) && (strcmp(name, MIG_SYSTEM_USER) || c->o->trusted))
-			p.jobs[p.n++].mu = mu;
+			jobs[n++] = (struct cjob){ .storefd = storefd, .alg = c->alg, .mu = mu };
 	}
-	while (nt < p.n && nt < (size_t)(ncpu < 1 ? 1 : ncpu) && nt < IP_ARRAY_SIZE(th) &&
-	       pthread_create(&th[nt], NULL, check_worker, &p) == 0)
-		nt++;
-	if (!nt)
-		check_worker(&p);
-	for (size_t i = 0; i < nt; i++)
-		pthread_join(th[i], NULL);
-	for (size_t i = 0; i < p.n && !r; i++)
-		if (p.jobs[i].r < 0) {
-			*e = p.jobs[i].e;
-			r = p.jobs[i].r;
+	mig_parallel(n, mig_ncpu(), &stop, check_job, jobs);
+	for (size_t i = 0; i < n && !r; i++)
+		if (jobs[i].r < 0) {
+			*e = jobs[i].e;
+			r = jobs[i].r;
 		}
-	free(p.jobs);
+	free(jobs);
 	return r;
 }
 

@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -46,7 +45,6 @@ struct save_ctx {
 	bool sample;            /* estimate: measure data and compression */
 	json_object *skipped;   /* users whose home is unsafe: [{name, home, reason}] */
 	unsigned zthreads;
-	atomic_size_t next;
 	atomic_int stop;
 	/* libarchive's disk reader changes the process's working directory
 	 * (fchdir) and reads a directory's default ACL, and what a symlink
@@ -606,47 +604,24 @@ out:
 	return r;
 }
 
-static void *worker(void *arg)
+static int user_job(void *arg, size_t i)
 {
 	struct save_ctx *c = arg;
 
-	for (;;) {
-		size_t i = atomic_fetch_add(&c->next, 1);
-		if (i >= c->nusers || atomic_load(&c->stop))
-			break;
-		c->users[i].r = archive_user(c, &c->users[i], &c->users[i].err);
-		if (c->users[i].r < 0)
-			atomic_store(&c->stop, 1);
-	}
-	return NULL;
+	return c->users[i].r = archive_user(c, &c->users[i], &c->users[i].err);
 }
 
 static int run_users(struct save_ctx *c, ip_error *e)
 {
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t nw;
-	pthread_t th[16];
+	size_t ncpu = mig_ncpu();
 
-	if (ncpu < 1)
-		ncpu = 1;
 	c->zthreads = c->spec->threads ? c->spec->threads : (unsigned)ncpu;
-	/* users in parallel, at most one walker per core (and at most 16) */
-	nw = c->nusers < (size_t)ncpu ? c->nusers : (size_t)ncpu;
-	if (nw > IP_ARRAY_SIZE(th))
-		nw = IP_ARRAY_SIZE(th);
-	if (!c->write)
-		nw = nw ? 1 : 0;
-	size_t started = 0;
 	/* where the working directory was: libarchive's readers leave it in
 	 * whichever directory the last one to close found at its open */
 	int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	for (; started < nw; started++)
-		if (pthread_create(&th[started], NULL, worker, c) != 0)
-			break;
-	if (!started && c->nusers)
-		worker(c);
-	for (size_t i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
+	/* users in parallel, at most one walker per core; an estimate walks
+	 * one user at a time */
+	mig_parallel(c->nusers, c->write ? ncpu : 1, &c->stop, user_job, c);
 	if (cwd >= 0) {
 		int k = fchdir(cwd);   /* on failure: nothing after this opens a relative path */
 		(void)k;
@@ -976,7 +951,6 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 				   ip_format_size(tot, a, sizeof(a)), ip_format_size(spec->max_size, b, sizeof(b)));
 			goto out;
 		}
-		atomic_store(&c.next, 0);
 	}
 	if ((r = store_prepare(&c, store, e)) < 0)
 		goto out;
