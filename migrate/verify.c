@@ -318,17 +318,20 @@ int migrate_list(const char *store, json_object **out, ip_error *e)
 	if ((r = mig_store_open(store, &sfd, e)) < 0)
 		return r;
 	int cfd = mig_openat_beneath(sfd, "COMPLETE", O_PATH, 0);
+	struct stat cst;
+	/* a FIFO or directory named COMPLETE is no marker */
+	bool complete = cfd >= 0 && fstat(cfd, &cst) == 0 && S_ISREG(cst.st_mode);
 	if (cfd >= 0)
 		close(cfd);
 	if ((r = mig_store_read_json(sfd, "manifest.json", &manifest, e)) < 0) {
 		enum mig_hash_alg alg;
-		if (cfd < 0)
+		if (!complete)
 			return mig_store_check_complete(sfd, store, &alg, e);
 		return r;
 	}
 	doc = ip_json_doc("profile list");
 	json_object_object_add(doc, "store", json_object_new_string(store));
-	json_object_object_add(doc, "complete", json_object_new_boolean(cfd >= 0));
+	json_object_object_add(doc, "complete", json_object_new_boolean(complete));
 	if (json_object_object_get_ex(manifest, "created", &v))
 		json_object_object_add(doc, "created", json_object_get(v));
 	arr = json_object_new_array();

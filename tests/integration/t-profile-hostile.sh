@@ -231,3 +231,6 @@ for f in manifest.json accounts.json alice.pax.zst; do
 	must_fail 1 "a FIFO as $f: verify refuses it" timeout 20 "$I" profile verify --store "$T/fifo"
 	must_fail 1 "a FIFO as $f: restore refuses it" timeout 20 "$I" profile restore --store "$T/fifo" --root "$T/fifo-root"
 done
+rm -rf "$T/fifo"; cp -a "$T/fifo-base" "$T/fifo"; rm "$T/fifo/COMPLETE"; mkfifo "$T/fifo/COMPLETE"
+must_fail 2 "a FIFO as COMPLETE: verify says the marker is damaged" timeout 20 "$I" profile verify --store "$T/fifo"
+check "a FIFO as COMPLETE: list says the store is not complete" sh -c 'timeout 20 "$1" profile list --store "$2" --json | python3 -c "import json,sys; assert json.load(sys.stdin)[\"complete\"] is False"' _ "$I" "$T/fifo"
