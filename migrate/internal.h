@@ -6,6 +6,7 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <sodium.h>
+#include <stdatomic.h>
 #include <sys/types.h>
 #define XXH_STATIC_LINKING_ONLY   /* XXH3_state_t on the stack */
 #include <xxhash.h>
@@ -143,6 +144,9 @@ void mig_hex(const uint8_t *h, size_t n, char *out);
 
 /* ---- store files ---- */
 int mig_store_open(const char *store, int *fd, ip_error *e);
+/* A file of the store, opened without blocking and only if it is a regular
+ * file (a FIFO, device or directory is damage); the fd or -errno with e. */
+int mig_store_open_file(int storefd, const char *name, ip_error *e);
 int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e);
 /* Check COMPLETE and the hashes it records; bad input when missing.
  * *alg: the store's hash algorithm. */
@@ -156,6 +160,8 @@ struct mig_areader {
 	int fd;
 	const char *file;          /* "alice.pax.zst" */
 	json_object *index;        /* path -> manifest entry */
+	json_object *seen_paths;   /* paths met in this reading (the manifest
+	                            * itself is never marked: it is read again) */
 	size_t nentries, seen;
 	char want_hash[MIG_HASH_HEX];
 	struct mig_hash st;
@@ -171,9 +177,94 @@ int mig_areader_check_hash(struct mig_areader *r, json_object *ment, const char 
 /* Every manifest entry seen, and the archive file's own hash. */
 int mig_areader_finish(struct mig_areader *r, ip_error *e);
 void mig_areader_close(struct mig_areader *r);
+/* Read one archive whole: every entry against the manifest, every content
+ * hash, and where each entry may go (no path out of the home, no device,
+ * nothing below a symlink, hardlinks only to files met before). */
+int mig_archive_check(int storefd, json_object *muser, enum mig_hash_alg alg, uint64_t *files, uint64_t *bytes, ip_error *e);
+
+/* ---- what a store may do to the accounts of a new OS (trust.c) ---- */
+struct mig_logindefs {
+	long uid_min, uid_max, sys_uid_max, gid_min, gid_max, sys_gid_max;
+};
+/* The new OS's etc/login.defs (shadow-utils' defaults when absent). */
+void mig_logindefs_load(int rootfd, struct mig_logindefs *d);
+/* A UID/GID: decimal, below 2^32-1, not nobody's 65534/65535. */
+bool mig_id_parse(const char *s, long *out);
+/* An account or group name useradd would accept. */
+bool mig_name_valid(const char *n);
+/* /home/NAME or /var/home/NAME, one safe component. */
+bool mig_home_plausible(const char *home);
+
+/* The vetted accounts.json; every string points into it. */
+struct mig_vgroup {
+	const char *name;
+	const char *f[4];        /* group record as saved */
+	const char *gsf[4];      /* gshadow record when have_gshadow */
+	bool have_gshadow;
+	long gid;                /* as saved */
+	bool needed;             /* a selected user joins it */
+	bool system;             /* privileged: created in the system range */
+};
+struct mig_vuser {
+	const char *name;
+	const char *pw[7], *sp[9];
+	bool have_shadow;
+	long uid;                /* as saved */
+	bool selected;
+	bool root;               /* include_root and --trusted-store */
+	const char *primary;     /* NULL: withheld or none, the new OS's "users" */
+	const char **groups;     /* supplementary groups allowed back */
+	size_t ngroups;
+};
+struct mig_trust_plan {
+	struct mig_logindefs defs;
+	struct mig_vuser *users;
+	size_t nusers;
+	struct mig_vgroup *groups;
+	size_t ngroups;
+	json_object *withheld;   /* [{user, group, kind}] memberships not restored */
+};
+/* Check accounts.json whole against the rules of trust.c (bad or hostile
+ * content refuses everything) and build the plan restore follows.
+ * musers: the manifest's "users"; sel: the names to restore. */
+int mig_trust_check(int rootfd, const struct mig_accounts *now, json_object *accounts, json_object *musers,
+		    json_object *sel, bool trusted, struct mig_trust_plan *p, ip_error *e);
+void mig_trust_plan_clear(struct mig_trust_plan *p);
+
+/* ---- store size estimate (estimate.c) ---- */
+struct stat;
+struct mig_sampler {
+	void *z;                 /* ZSTD_CCtx */
+	uint8_t *in, *out;
+	uint64_t budget, sampled, compressed, sampled_files;
+	uint64_t data;           /* bytes of every file added */
+	uint64_t estimate;       /* compressed, of the sampled files' data */
+	uint64_t unsampled;      /* data of the files not sampled */
+	double ratio;            /* after finish: of the whole sample */
+	bool failed;
+};
+int mig_sampler_init(struct mig_sampler *s, unsigned level);
+void mig_sampler_free(struct mig_sampler *s);
+/* Count fd's data and sample its start (bounded per file and in all). */
+void mig_sampler_add(struct mig_sampler *s, int fd, const struct stat *st);
+/* The estimated compressed size of everything added. */
+uint64_t mig_sampler_finish(struct mig_sampler *s);
+/* The bytes a file's archive entry holds: its size less its holes. */
+uint64_t mig_file_data_bytes(const struct stat *st);
+uint64_t mig_estimate_archive(uint64_t compressed, uint64_t files);
+uint64_t mig_estimate_store(uint64_t archives, uint64_t manifest, size_t narchives);
+
+/* ---- jobs on threads (pool.c) ---- */
+/* job(arg, i) for every i < n on at most nthreads threads (16 at most);
+ * a negative return sets *stop and no further job starts (a running job
+ * may poll *stop).  Results stay with the jobs. */
+void mig_parallel(size_t n, size_t nthreads, atomic_int *stop, int (*job)(void *arg, size_t i), void *arg);
+size_t mig_ncpu(void);
 
 /* ---- machine state ---- */
 int mig_machine_collect(int rootfd, json_object **out, ip_error *e);
+/* Every path and link of machine.json allowed, before anything is written. */
+int mig_machine_check(json_object *machine, ip_error *e);
 int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run, json_object *report, ip_error *e);
 
 #endif

@@ -223,6 +223,31 @@ static long name_id(const struct mig_db *db, const char *name)
 	return r ? mig_rec_id(r) : 0;
 }
 
+int mig_machine_check(json_object *machine, ip_error *e)
+{
+	json_object *files, *v;
+
+	if (!json_object_object_get_ex(machine, "files", &files) || !json_object_is_type(files, json_type_array))
+		return 0;
+	for (size_t i = 0; i < json_object_array_length(files); i++) {
+		json_object *f = json_object_array_get_idx(files, i);
+		const char *path = mig_json_str(json_object_object_get(f, "path"));
+		const char *b64;
+
+		if (!path || !mig_path_safe(path) || !machine_path_allowed(path))
+			return ip_fail(e, -EINVAL, "machine.json names an unsafe path: the store is damaged or hostile");
+		if (json_object_object_get_ex(f, "link", &v)) {
+			if (!mig_json_str(v) || !strchr(path, '/'))
+				return ip_fail(e, -EINVAL, "machine.json holds a damaged link for /%s: the store is damaged", path);
+			continue;
+		}
+		b64 = mig_json_str(json_object_object_get(f, "data"));
+		if (!b64)
+			return ip_fail(e, -EINVAL, "machine.json holds damaged data for /%s: the store is damaged", path);
+	}
+	return 0;
+}
+
 int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run,
 		      json_object *report, ip_error *e)
 {

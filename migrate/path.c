@@ -179,16 +179,31 @@ int mig_store_open(const char *store, int *fd, ip_error *e)
 	return 0;
 }
 
+int mig_store_open_file(int storefd, const char *name, ip_error *e)
+{
+	struct stat st;
+	int fd = mig_openat_beneath(storefd, name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+
+	/* O_NONBLOCK: a FIFO planted in the store must not hang open() */
+	if (fd < 0)
+		return ip_fail(e, fd, "cannot open %s of the store: %s", name, strerror(-fd));
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		return ip_fail(e, -EINVAL, "%s of the store is not a regular file: the store is damaged or hostile", name);
+	}
+	return fd;
+}
+
 int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e)
 {
-	_cleanup_close_ int fd = mig_openat_beneath(storefd, name, O_RDONLY, 0);
+	_cleanup_close_ int fd = mig_store_open_file(storefd, name, e);
 	_cleanup_free_ char *text = NULL;
 	char path[64];
 	json_tokener *tok;
 	int r;
 
 	if (fd < 0)
-		return ip_fail(e, fd, "cannot open %s of the store: %s", name, strerror(-fd));
+		return fd;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	if ((r = ip_read_file(path, 1UL << 31, &text, NULL, e)) < 0)
 		return r;
@@ -212,7 +227,7 @@ int mig_store_check_complete(int storefd, const char *store, enum mig_hash_alg *
 {
 	_cleanup_json_ json_object *c = NULL;
 	static const char *const files[] = { "manifest.json", "accounts.json", "machine.json" };
-	int fd = mig_openat_beneath(storefd, "COMPLETE", O_RDONLY, 0);
+	int fd = mig_openat_beneath(storefd, "COMPLETE", O_PATH, 0);
 
 	if (fd < 0)
 		return ip_bad(e, -ENOENT, "%s has no COMPLETE marker (an unfinished or interrupted save): run 'inplace profile save' again", store);
@@ -224,9 +239,11 @@ int mig_store_check_complete(int storefd, const char *store, enum mig_hash_alg *
 		return r;
 	for (size_t i = 0; i < IP_ARRAY_SIZE(files); i++) {
 		json_object *h;
-		_cleanup_close_ int ffd = mig_openat_beneath(storefd, files[i], O_RDONLY, 0);
+		_cleanup_close_ int ffd = mig_store_open_file(storefd, files[i], e);
 		char hex[MIG_HASH_HEX];
 
+		if (ffd < 0 && ffd != -ENOENT)
+			return ffd;
 		if (ffd < 0)
 			return ip_fail(e, ffd, "%s/%s is missing: the store is damaged", store, files[i]);
 		if (!json_object_object_get_ex(c, files[i], &h) || mig_hash_fd(ffd, *alg, hex) < 0)

@@ -22,8 +22,6 @@
 #include <archive_entry.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/acl.h>
 #include <sys/stat.h>
@@ -38,7 +36,6 @@ struct rctx {
 	struct mig_accounts acc;     /* the new root's, updated */
 	bool acc_dirty[MIG_NDB];
 	json_object *report_users;
-	json_object *done_users;     /* accounts planned (two passes) */
 	/* per user */
 	const char *user;
 	bool system;                 /* the "@system" archive: root/… entries */
@@ -67,50 +64,6 @@ static const char *jstr(json_object *o, const char *k)
 
 /* ---- accounts ---- */
 
-static int rec_from_json(json_object *arr, unsigned nf, const char **f)
-{
-	if (!arr || !json_object_is_type(arr, json_type_array) || json_object_array_length(arr) != nf)
-		return -EINVAL;
-	for (unsigned i = 0; i < nf; i++) {
-		f[i] = mig_json_str(json_object_array_get_idx(arr, i));
-		if (!f[i] || strchr(f[i], ':') || strchr(f[i], '\n'))
-			return -EINVAL;
-	}
-	return 0;
-}
-
-/* What useradd accepts (and "@system"): never a path, never a field. */
-static bool name_valid(const char *n)
-{
-	size_t l = n ? strlen(n) : 0;
-
-	if (n && !strcmp(n, MIG_SYSTEM_USER))
-		return true;
-	if (!l || l > 32 || n[0] == '-' || n[0] == '.' || (n[0] >= '0' && n[0] <= '9'))
-		return false;
-	for (size_t i = 0; i < l; i++) {
-		char c = n[i];
-		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-		      c == '_' || c == '-' || c == '.' || (c == '$' && i == l - 1)))
-			return false;
-	}
-	return true;
-}
-
-/* A home from an untrusted store must be /home/NAME or /var/home/NAME: an
- * altered accounts.json must not aim a home at /etc. */
-static bool home_plausible(const char *home)
-{
-	const char *rest = !strncmp(home, "/home/", 6) ? home + 6 : !strncmp(home, "/var/home/", 10) ? home + 10 : NULL;
-
-	return rest && *rest && !strchr(rest, '/') && mig_path_safe(home + 1);
-}
-
-static bool user_selected(json_object *sel, const char *name)
-{
-	return json_object_object_get_ex(sel, name, NULL);
-}
-
 static int set_field(struct mig_rec *r, unsigned i, const char *v)
 {
 	char *n = strdup(v);
@@ -121,148 +74,150 @@ static int set_field(struct mig_rec *r, unsigned i, const char *v)
 	return 0;
 }
 
-static int plan_accounts(struct rctx *c, json_object *accounts, json_object *sel, json_object *report, ip_error *e)
+static void report_remap(json_object *rm, const char *name, const char *kind, long from, long to)
 {
-	json_object *users, *groups, *rg = json_object_new_array(), *ru = json_object_new_array();
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(name));
+	json_object_object_add(o, "kind", json_object_new_string(kind));
+	json_object_object_add(o, "from", json_object_new_int64(from));
+	json_object_object_add(o, "to", json_object_new_int64(to));
+	json_object_array_add(rm, o);
+}
+
+static int add_group(struct rctx *c, const struct mig_vgroup *g, long id, json_object *rg)
+{
+	struct mig_db *gr = &c->acc.db[MIG_GROUP], *gs = &c->acc.db[MIG_GSHADOW];
+	char ids[16];
+
+	snprintf(ids, sizeof(ids), "%ld", id);
+	const char *nf[4] = { g->name, g->f[1], ids, "" };
+	if (mig_db_add(gr, nf, 4) < 0)
+		return -ENOMEM;
+	c->acc_dirty[MIG_GROUP] = true;
+	if (!mig_db_find(gs, g->name)) {
+		const char *d[4] = { g->name, g->have_gshadow ? g->gsf[1] : "!", g->have_gshadow ? g->gsf[2] : "", "" };
+		if (mig_db_add(gs, d, 4) < 0)
+			return -ENOMEM;
+		c->acc_dirty[MIG_GSHADOW] = true;
+	}
+	json_object *o = json_object_new_object();
+	json_object_object_add(o, "name", json_object_new_string(g->name));
+	json_object_object_add(o, "old_gid", json_object_new_int64(g->gid));
+	json_object_object_add(o, "gid", json_object_new_int64(id));
+	json_object_object_add(o, "created", json_object_new_boolean(1));
+	json_object_array_add(rg, o);
+	return 0;
+}
+
+/* Accounts in two passes, groups then users: first every id the new OS
+ * does not use is kept, and only then are the taken ones given new ids
+ * (from the ranges of the new OS's login.defs), so that one remap never
+ * pushes another account off a number that was free. */
+static int plan_accounts(struct rctx *c, const struct mig_trust_plan *p, json_object *report, ip_error *e)
+{
+	json_object *rg = json_object_new_array(), *ru = json_object_new_array(), *rm = json_object_new_array();
 	struct mig_db *pw = &c->acc.db[MIG_PASSWD], *sp = &c->acc.db[MIG_SHADOW];
 	struct mig_db *gr = &c->acc.db[MIG_GROUP], *gs = &c->acc.db[MIG_GSHADOW];
+	const struct mig_logindefs *d = &p->defs;
+	_cleanup_free_ bool *gdone = calloc(p->ngroups + 1, sizeof(bool)), *udone = calloc(p->nusers + 1, sizeof(bool));
 
 	json_object_object_add(report, "groups", rg);
 	json_object_object_add(report, "accounts", ru);
-	if (!json_object_object_get_ex(accounts, "users", &users) || !json_object_object_get_ex(accounts, "groups", &groups))
-		return ip_fail(e, -EINVAL, "accounts.json is damaged: save the profile again");
-	/* groups first: users need their primary group's new gid */
-	for (size_t i = 0; i < json_object_array_length(groups); i++) {
-		json_object *g = json_object_array_get_idx(groups, i);
-		const char *f[4], *gsf[4];
-		bool needed = false;
-
-		if (rec_from_json(json_object_object_get(g, "group"), 4, f) < 0)
-			return ip_fail(e, -EINVAL, "accounts.json holds a damaged group: save the profile again");
-		/* wanted when a selected user has it as primary or supplementary group */
-		for (size_t j = 0; j < json_object_array_length(users); j++) {
-			json_object *u = json_object_array_get_idx(users, j), *sg;
-			if (!user_selected(sel, jstr(u, "name")))
-				continue;
-			needed |= jstr(u, "primary_group") && !strcmp(jstr(u, "primary_group"), f[0]);
-			if (json_object_object_get_ex(u, "groups", &sg))
-				for (size_t k = 0; k < json_object_array_length(sg); k++) {
-					const char *gn = mig_json_str(json_object_array_get_idx(sg, k));
-					needed |= gn && !strcmp(gn, f[0]);
-				}
-		}
-		if (!needed)
-			continue;
-		struct mig_rec *cur = mig_db_find(gr, f[0]);
-		if (!cur) {
-			long old = strtol(f[2], NULL, 10);
-			long id = mig_db_free_id(gr, NULL, old, old >= 1000 ? 1000 : 100, old >= 1000 ? 59999 : 999);
-			char ids[16];
-			if (id < 0)
-				return ip_fail(e, -ENOSPC, "no free group id for '%s' in the new root: remove unused groups", f[0]);
-			snprintf(ids, sizeof(ids), "%ld", id);
-			const char *nf[4] = { f[0], f[1], ids, "" };
-			if (mig_db_add(gr, nf, 4) < 0)
-				return ip_fail(e, -ENOMEM, "out of memory");
-			c->acc_dirty[MIG_GROUP] = true;
-			if (!mig_db_find(gs, f[0])) {
-				const char *d[4] = { f[0], "!", "", "" };
-				if (rec_from_json(json_object_object_get(g, "gshadow"), 4, gsf) == 0) {
-					d[1] = gsf[1];
-					d[2] = gsf[2];
-				}
-				if (mig_db_add(gs, d, 4) < 0)
-					return ip_fail(e, -ENOMEM, "out of memory");
-				c->acc_dirty[MIG_GSHADOW] = true;
-			}
-			json_object *o = json_object_new_object();
-			json_object_object_add(o, "name", json_object_new_string(f[0]));
-			json_object_object_add(o, "old_gid", json_object_new_int64(old));
-			json_object_object_add(o, "gid", json_object_new_int64(id));
-			json_object_object_add(o, "created", json_object_new_boolean(1));
-			json_object_array_add(rg, o);
-		}
-	}
-	/* users: those whose number is free keep it; only then are the others
-	 * given new numbers, so that one remap never causes another */
+	json_object_object_add(report, "remapped", rm);
+	json_object_object_add(report, "withheld", json_object_get(p->withheld));
+	if (!gdone || !udone)
+		return ip_fail(e, -ENOMEM, "out of memory");
 	for (int pass = 0; pass < 2; pass++)
-	for (size_t j = 0; j < json_object_array_length(users); j++) {
-		json_object *u = json_object_array_get_idx(users, j), *sg;
-		const char *f[7], *sf[9];
-		const char *name = jstr(u, "name");
+		for (size_t i = 0; i < p->ngroups; i++) {
+			const struct mig_vgroup *g = &p->groups[i];
+			long lo = g->system ? 100 : d->gid_min, hi = g->system ? d->sys_gid_max : d->gid_max, id;
 
-		if (!user_selected(sel, name))
-			continue;
-		if (rec_from_json(json_object_object_get(u, "passwd"), 7, f) < 0 || strcmp(f[0], name))
-			return ip_fail(e, -EINVAL, "accounts.json holds a damaged user: save the profile again");
-		{
-			struct mig_rec *ex = mig_db_find(pw, name);
-			bool keeps = ex || !mig_db_find_id(pw, strtoul(f[2], NULL, 10));
-			if (json_object_object_get_ex(c->done_users, name, NULL) || (pass == 0 && !keeps))
+			if (!g->needed || gdone[i] || mig_db_find(gr, g->name))
 				continue;
-			json_object_object_add(c->done_users, name, NULL);
-		}
-		bool have_shadow = rec_from_json(json_object_object_get(u, "shadow"), 9, sf) == 0;
-		struct mig_rec *cur = mig_db_find(pw, name);
-		struct mig_rec *pg = jstr(u, "primary_group") ? mig_db_find(gr, jstr(u, "primary_group")) : NULL;
-		long old = strtol(f[2], NULL, 10), id;
-		json_object *o = json_object_new_object();
-
-		json_object_object_add(o, "name", json_object_new_string(name));
-		json_object_object_add(o, "old_uid", json_object_new_int64(old));
-		if (cur) {
-			id = mig_rec_id(cur);
-			json_object_object_add(o, "created", json_object_new_boolean(0));
-		} else {
-			char ids[16], gids[16];
-			if (!c->o->trusted && !home_plausible(f[5]))
-				return ip_fail(e, -EPERM, "accounts.json gives %s the home %s, outside /home: the store is damaged or hostile (use --trusted-store if it is yours)",
-					       name, f[5]);
-			id = mig_db_free_id(pw, NULL, old, old >= 1000 ? 1000 : 100, old >= 1000 ? 59999 : 999);
-			if (id < 0)
-				return ip_fail(e, -ENOSPC, "no free user id for '%s' in the new root", name);
-			snprintf(ids, sizeof(ids), "%ld", id);
-			snprintf(gids, sizeof(gids), "%ld", pg ? mig_rec_id(pg) : 100L);
-			const char *nf[7] = { f[0], have_shadow ? "x" : f[1], ids, gids, f[4], f[5], f[6] };
-			if (mig_db_add(pw, nf, 7) < 0)
-				return ip_fail(e, -ENOMEM, "out of memory");
-			c->acc_dirty[MIG_PASSWD] = true;
-			json_object_object_add(o, "created", json_object_new_boolean(1));
-		}
-		json_object_object_add(o, "uid", json_object_new_int64(id));
-		/* the password hash comes along whether the account is new or not */
-		if (have_shadow) {
-			struct mig_rec *cs = mig_db_find(sp, name);
-			if (!cs) {
-				if (mig_db_add(sp, sf, 9) < 0)
-					return ip_fail(e, -ENOMEM, "out of memory");
-				c->acc_dirty[MIG_SHADOW] = true;
-			} else if (strcmp(cs->f[1], sf[1])) {
-				if (set_field(cs, 1, sf[1]) < 0 || set_field(cs, 2, sf[2]) < 0)
-					return ip_fail(e, -ENOMEM, "out of memory");
-				c->acc_dirty[MIG_SHADOW] = true;
-			}
-		}
-		/* supplementary groups */
-		if (json_object_object_get_ex(u, "groups", &sg))
-			for (size_t k = 0; k < json_object_array_length(sg); k++) {
-				const char *gn = mig_json_str(json_object_array_get_idx(sg, k));
-				if (!gn)
+			if (pass == 0) {
+				if (g->gid < lo || g->gid > hi || mig_db_find_id(gr, (unsigned long)g->gid))
 					continue;
-				struct mig_rec *g = mig_db_find(gr, gn), *gsr = mig_db_find(gs, gn);
-				if (g && !mig_group_has_member(g, name)) {
-					if (mig_group_add_member(g, 3, name) < 0)
+				id = g->gid;
+			} else if ((id = mig_db_free_id(gr, NULL, -1, lo, hi)) < 0) {
+				return ip_fail(e, -ENOSPC, "no free group id for '%s' in the new root: remove unused groups", g->name);
+			}
+			if (add_group(c, g, id, rg) < 0)
+				return ip_fail(e, -ENOMEM, "out of memory");
+			gdone[i] = true;
+			if (id != g->gid)
+				report_remap(rm, g->name, "group", g->gid, id);
+		}
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t j = 0; j < p->nusers; j++) {
+			const struct mig_vuser *u = &p->users[j];
+			struct mig_rec *cur = mig_db_find(pw, u->name);
+			long id;
+
+			if (!u->selected || udone[j])
+				continue;
+			if (!cur && pass == 0 && (u->uid < d->uid_min || u->uid > d->uid_max || mig_db_find_id(pw, (unsigned long)u->uid)))
+				continue;
+			udone[j] = true;
+			json_object *o = json_object_new_object();
+			json_object_object_add(o, "name", json_object_new_string(u->name));
+			json_object_object_add(o, "old_uid", json_object_new_int64(u->uid));
+			if (cur) {
+				id = mig_rec_id(cur);
+				json_object_object_add(o, "created", json_object_new_boolean(0));
+			} else if (u->root) {
+				json_object_put(o);
+				return ip_fail(e, -ENOENT, "the new root has no root account: is --root the root of an installed system?");
+			} else {
+				char ids[16], gids[16];
+				struct mig_rec *pg = u->primary ? mig_db_find(gr, u->primary) : mig_db_find(gr, "users");
+				id = pass == 0 ? u->uid : mig_db_free_id(pw, NULL, -1, d->uid_min, d->uid_max);
+				if (id < 0) {
+					json_object_put(o);
+					return ip_fail(e, -ENOSPC, "no free user id for '%s' in the new root", u->name);
+				}
+				snprintf(ids, sizeof(ids), "%ld", id);
+				snprintf(gids, sizeof(gids), "%ld", pg ? mig_rec_id(pg) : 100L);
+				const char *nf[7] = { u->name, u->have_shadow ? "x" : u->pw[1], ids, gids, u->pw[4], u->pw[5], u->pw[6] };
+				if (mig_db_add(pw, nf, 7) < 0) {
+					json_object_put(o);
+					return ip_fail(e, -ENOMEM, "out of memory");
+				}
+				c->acc_dirty[MIG_PASSWD] = true;
+				json_object_object_add(o, "created", json_object_new_boolean(1));
+			}
+			if (id != u->uid)
+				report_remap(rm, u->name, "user", u->uid, id);
+			json_object_object_add(o, "uid", json_object_new_int64(id));
+			json_object_array_add(ru, o);
+			/* the password hash comes along whether the account is new or not */
+			if (u->have_shadow) {
+				struct mig_rec *cs = mig_db_find(sp, u->name);
+				if (!cs) {
+					if (mig_db_add(sp, u->sp, 9) < 0)
+						return ip_fail(e, -ENOMEM, "out of memory");
+					c->acc_dirty[MIG_SHADOW] = true;
+				} else if (strcmp(cs->f[1], u->sp[1])) {
+					if (set_field(cs, 1, u->sp[1]) < 0 || set_field(cs, 2, u->sp[2]) < 0)
+						return ip_fail(e, -ENOMEM, "out of memory");
+					c->acc_dirty[MIG_SHADOW] = true;
+				}
+			}
+			/* supplementary groups: only those the trust check let through */
+			for (size_t k = 0; k < u->ngroups; k++) {
+				struct mig_rec *g = mig_db_find(gr, u->groups[k]), *gsr = mig_db_find(gs, u->groups[k]);
+				if (g && !mig_group_has_member(g, u->name)) {
+					if (mig_group_add_member(g, 3, u->name) < 0)
 						return ip_fail(e, -ENOMEM, "out of memory");
 					c->acc_dirty[MIG_GROUP] = true;
 				}
-				if (gsr && !mig_group_has_member(gsr, name)) {
-					if (mig_group_add_member(gsr, 3, name) < 0)
+				if (gsr && !mig_group_has_member(gsr, u->name)) {
+					if (mig_group_add_member(gsr, 3, u->name) < 0)
 						return ip_fail(e, -ENOMEM, "out of memory");
 					c->acc_dirty[MIG_GSHADOW] = true;
 				}
 			}
-		json_object_array_add(ru, o);
-	}
+		}
 	return 0;
 }
 
@@ -922,6 +877,8 @@ out_free:
 	return r;
 }
 
+static bool user_selected(json_object *sel, const char *name);
+
 /* Homes are independent once the accounts are written: restore them in
  * parallel, one thread per user, at most two per core. */
 struct rjob {
@@ -932,61 +889,36 @@ struct rjob {
 	int r;
 };
 
-struct rpool {
-	struct rjob *jobs;
-	size_t n;
-	atomic_size_t next;
-	atomic_int stop;
-};
-
-static void *restore_worker(void *arg)
+static int home_job(void *arg, size_t i)
 {
-	struct rpool *p = arg;
+	struct rjob *j = (struct rjob *)arg + i;
 
-	for (;;) {
-		size_t i = atomic_fetch_add(&p->next, 1);
-		if (i >= p->n || atomic_load(&p->stop))
-			break;
-		p->jobs[i].r = restore_user(&p->jobs[i].c, p->jobs[i].storefd, p->jobs[i].mu, NULL, &p->jobs[i].e);
-		if (p->jobs[i].r < 0)
-			atomic_store(&p->stop, 1);
-	}
-	return NULL;
+	return j->r = restore_user(&j->c, j->storefd, j->mu, NULL, &j->e);
 }
 
 static int restore_homes(struct rctx *c, int storefd, json_object *users, json_object *sel, ip_error *e)
 {
-	struct rpool p = { 0 };
-	pthread_t th[16];
-	size_t nt = 0, total = json_object_array_length(users);
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n = 0, total = json_object_array_length(users);
+	struct rjob *jobs = calloc(total + 1, sizeof(*jobs));
+	atomic_int stop = 0;
 	int r = 0;
 
-	p.jobs = calloc(total + 1, sizeof(*p.jobs));
-	if (!p.jobs)
+	if (!jobs)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	for (size_t i = 0; i < total; i++) {
 		json_object *mu = json_object_array_get_idx(users, i);
 		if (!user_selected(sel, jstr(mu, "name")))
 			continue;
-		struct rjob *j = &p.jobs[p.n++];
+		struct rjob *j = &jobs[n++];
 		j->c = *c;
 		j->c.report_users = json_object_new_array();
 		j->storefd = storefd;
 		j->mu = mu;
 	}
-	if (ncpu < 1)
-		ncpu = 1;
 	/* restoring waits on the disk as much as on the CPU: two per core */
-	while (nt < p.n && nt < (size_t)ncpu * 2 && nt < IP_ARRAY_SIZE(th) &&
-	       pthread_create(&th[nt], NULL, restore_worker, &p) == 0)
-		nt++;
-	if (!nt)
-		restore_worker(&p);
-	for (size_t i = 0; i < nt; i++)
-		pthread_join(th[i], NULL);
-	for (size_t i = 0; i < p.n; i++) {
-		struct rjob *j = &p.jobs[i];
+	mig_parallel(n, mig_ncpu() * 2, &stop, home_job, jobs);
+	for (size_t i = 0; i < n; i++) {
+		struct rjob *j = &jobs[i];
 		if (j->r < 0 && !r) {
 			*e = j->e;
 			r = j->r;
@@ -995,7 +927,55 @@ static int restore_homes(struct rctx *c, int storefd, json_object *users, json_o
 			json_object_array_add(c->report_users, json_object_get(json_object_array_get_idx(j->c.report_users, k)));
 		json_object_put(j->c.report_users);
 	}
-	free(p.jobs);
+	free(jobs);
+	return r;
+}
+
+static bool user_selected(json_object *sel, const char *name)
+{
+	return name && json_object_object_get_ex(sel, name, NULL);
+}
+
+/* Every archive that will be restored, read whole before anything is
+ * written: a store refused here leaves the new root as it was.  Archives
+ * are independent: read them in parallel, one per core. */
+struct cjob {
+	int storefd;
+	enum mig_hash_alg alg;
+	json_object *mu;
+	ip_error e;
+	int r;
+};
+
+static int check_job(void *arg, size_t i)
+{
+	struct cjob *j = (struct cjob *)arg + i;
+
+	return j->r = mig_archive_check(j->storefd, j->mu, j->alg, NULL, NULL, &j->e);
+}
+
+static int check_archives(struct rctx *c, int storefd, json_object *users, json_object *sel, ip_error *e)
+{
+	size_t n = 0, total = json_object_array_length(users);
+	struct cjob *jobs = calloc(total + 1, sizeof(*jobs));
+	atomic_int stop = 0;
+	int r = 0;
+
+	if (!jobs)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < total; i++) {
+		json_object *mu = json_object_array_get_idx(users, i);
+		const char *name = jstr(mu, "name");
+		if (user_selected(sel, name) && (strcmp(name, MIG_SYSTEM_USER) || c->o->trusted))
+			jobs[n++] = (struct cjob){ .storefd = storefd, .alg = c->alg, .mu = mu };
+	}
+	mig_parallel(n, mig_ncpu(), &stop, check_job, jobs);
+	for (size_t i = 0; i < n && !r; i++)
+		if (jobs[i].r < 0) {
+			*e = jobs[i].e;
+			r = jobs[i].r;
+		}
+	free(jobs);
 	return r;
 }
 
@@ -1006,6 +986,7 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	_cleanup_json_ json_object *manifest = NULL, *accounts = NULL, *machine = NULL, *sel = NULL, *doc = NULL;
 	json_object *users;
 	struct rctx c = { .rootfd = -1, .o = o };
+	struct mig_trust_plan plan = { 0 };
 	int r;
 
 	if ((r = mig_store_open(store, &sfd, e)) < 0 || (r = mig_store_load(sfd, store, &c.alg, &manifest, e)) < 0 ||
@@ -1014,13 +995,21 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 		return r;
 	if (!json_object_object_get_ex(manifest, "users", &users) || !json_object_is_type(users, json_type_array))
 		return ip_fail(e, -EINVAL, "manifest.json of %s lists no users: the store is damaged", store);
-	for (size_t i = 0; i < json_object_array_length(users); i++)
-		if (!name_valid(jstr(json_object_array_get_idx(users, i), "name")))
-			return ip_fail(e, -EINVAL, "manifest.json names a user that is not a valid account name: the store is damaged or hostile");
 	sel = json_object_new_object();
+	for (size_t i = 0; i < json_object_array_length(users); i++) {
+		const char *n = jstr(json_object_array_get_idx(users, i), "name");
+		if (!n || (strcmp(n, MIG_SYSTEM_USER) && !mig_name_valid(n)))
+			return ip_fail(e, -EINVAL, "manifest.json names a user that is not a valid account name: the store is damaged or hostile");
+		/* one user twice would have two workers race over one home */
+		for (size_t k = 0; k < i; k++)
+			if (!strcmp(n, jstr(json_object_array_get_idx(users, k), "name")))
+				return ip_fail(e, -EINVAL, "manifest.json lists user '%s' twice: the store is damaged or hostile", n);
+	}
 	if (o->users) {
 		_cleanup_free_ char *list = strdup(o->users);
 		char *save = NULL;
+		if (!list)
+			return ip_fail(e, -ENOMEM, "out of memory");
 		for (char *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 			bool found = false;
 			for (size_t i = 0; i < json_object_array_length(users); i++)
@@ -1042,12 +1031,13 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	json_object_object_add(doc, "dry_run", json_object_new_boolean(o->dry_run));
 	c.report_users = json_object_new_array();
 	json_object_object_add(doc, "users", c.report_users);
-	c.done_users = json_object_new_object();
-	r = mig_accounts_load(c.rootfd, &c.acc, e);
-	if (r == 0)
-		r = plan_accounts(&c, accounts, sel, doc, e);
-	json_object_put(c.done_users);
-	if (r < 0)
+	/* Check everything first: the accounts (trust.c), every archive that
+	 * will be restored, the machine state; then write accounts; then homes. */
+	if ((r = mig_accounts_load(c.rootfd, &c.acc, e)) < 0 ||
+	    (r = mig_trust_check(c.rootfd, &c.acc, accounts, users, sel, o->trusted, &plan, e)) < 0 ||
+	    (r = check_archives(&c, sfd, users, sel, e)) < 0 ||
+	    (!o->no_machine && (r = mig_machine_check(machine, e)) < 0) ||
+	    (r = plan_accounts(&c, &plan, doc, e)) < 0)
 		goto out;
 	bool acc_changed = false;
 	for (int k = 0; k < MIG_NDB; k++)
@@ -1067,6 +1057,7 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	*out = TAKE_PTR(doc);
 	r = 0;
 out:
+	mig_trust_plan_clear(&plan);
 	mig_accounts_clear(&c.acc);
 	if (c.rootfd >= 0)
 		close(c.rootfd);

@@ -9,7 +9,6 @@
 #include <fcntl.h>
 #include <fnmatch.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -25,6 +24,10 @@ struct mig_user {
 	bool system;            /* the [system] paths, archived as "@system" */
 	/* results */
 	uint64_t files, bytes, allocated, archive_bytes;
+	uint64_t data;          /* estimate: bytes the archive will hold (no holes) */
+	uint64_t manifest_bytes;/* estimate: this user's share of manifest.json */
+	uint64_t est_archive;   /* estimate: the archive's compressed size */
+	struct mig_sampler sm;
 	char archive_hash[MIG_HASH_HEX];
 	json_object *entries;
 	ip_error err;
@@ -39,8 +42,9 @@ struct save_ctx {
 	struct mig_user *users;
 	size_t nusers;
 	bool write;             /* save; false: estimate */
+	bool sample;            /* estimate: measure data and compression */
+	json_object *skipped;   /* users whose home is unsafe: [{name, home, reason}] */
 	unsigned zthreads;
-	atomic_size_t next;
 	atomic_int stop;
 	/* libarchive's disk reader changes the process's working directory
 	 * (fchdir) and reads a directory's default ACL, and what a symlink
@@ -76,17 +80,41 @@ static void rd_free(struct save_ctx *c, struct archive *rd)
 	pthread_mutex_unlock(&c->cwd_lock);
 }
 
-static bool home_usable(int rootfd, const char *home)
+/* Why a passwd home cannot be saved, NULL when it can.  *unsafe: a home
+ * that would lead the walker out of /home (a symlink, /etc): refused with
+ * a warning, never silently; a missing home is simply not a profile. */
+static const char *home_refusal(int rootfd, const char *home, bool root, bool *unsafe)
 {
 	int fd;
 
+	*unsafe = false;
 	if (!home || home[0] != '/' || !home[1] || !strcmp(home, "/nonexistent"))
-		return false;
-	fd = mig_openat_inroot(rootfd, home + 1, O_RDONLY | O_DIRECTORY);
+		return "no home directory";
+	if (!mig_home_plausible(home) && !(root && !strcmp(home, "/root"))) {
+		*unsafe = true;
+		return "the home lies outside /home and /var/home";
+	}
+	/* beneath the root, no symlink anywhere: /home/mallory -> ../etc is
+	 * not mallory's home */
+	fd = mig_openat_beneath(rootfd, home + 1, O_RDONLY | O_DIRECTORY, 0);
+	if (fd == -ELOOP || fd == -EXDEV) {
+		*unsafe = true;
+		return "the home is a symlink or lies behind one";
+	}
 	if (fd < 0)
-		return false;
+		return "no home directory";
 	close(fd);
-	return true;
+	return NULL;
+}
+
+static void note_skipped(struct save_ctx *c, const char *name, const char *home, const char *why)
+{
+	json_object *o = json_object_new_object();
+
+	json_object_object_add(o, "name", json_object_new_string(name));
+	json_object_object_add(o, "home", json_object_new_string(home));
+	json_object_object_add(o, "reason", json_object_new_string(why));
+	json_object_array_add(c->skipped, o);
 }
 
 static int select_users(struct save_ctx *c, ip_error *e)
@@ -109,16 +137,22 @@ static int select_users(struct save_ctx *c, ip_error *e)
 
 		if (!r->f)
 			continue;
-		if (s->all_users)
-			want = (uid >= (long)s->min_uid && uid != 65534 && home_usable(c->rootfd, r->f[5])) ||
-			       (uid == 0 && s->include_root && home_usable(c->rootfd, r->f[5]));
-		else {
+		bool unsafe;
+		const char *why;
+		if (s->all_users) {
+			want = (uid >= (long)s->min_uid && uid != 65534) || (uid == 0 && s->include_root);
+			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe))) {
+				if (unsafe)
+					note_skipped(c, r->f[0], r->f[5], why);
+				want = false;
+			}
+		} else {
 			want = false;
 			for (size_t j = 0; j < s->users.n; j++)
 				want |= !strcmp(s->users.v[j], r->f[0]);
-			if (want && !home_usable(c->rootfd, r->f[5]))
-				return ip_bad(e, -ENOENT, "user '%s' has no home directory %s in %s: remove it from the spec",
-					      r->f[0], r->f[5], c->root);
+			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe)))
+				return ip_bad(e, unsafe ? -EPERM : -ENOENT, "user '%s' cannot be saved: %s (%s in %s): remove it from the spec",
+					      r->f[0], why, r->f[5], c->root);
 		}
 		if (!want)
 			continue;
@@ -316,12 +350,26 @@ static bool want_path(const struct save_ctx *c, const struct mig_user *u, const 
 	return mig_globs_match(&c->spec->include, rel) || (inc_u && mig_globs_match(inc_u, rel));
 }
 
+/* Estimate: the blocks a file really holds (libarchive's entry carries no
+ * block count) and a sample of its data for the compression ratio. */
+static void sample_file(struct save_ctx *c, struct mig_user *u, int dirfd, const char *rel)
+{
+	_cleanup_close_ int fd = *rel ? mig_openat_beneath(dirfd, rel, O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0) : -1;
+	struct stat st;
+
+	(void)c;
+	if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
+		return;
+	u->allocated += (uint64_t)st.st_blocks * 512;
+	mig_sampler_add(&u->sm, fd, &st);
+}
+
 /* Walk one home; with aw, archive it. */
 static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw, struct archive_entry_linkresolver *lr,
 		     ip_error *e)
 {
 	_cleanup_close_ int hfd = u->system ? mig_openat_inroot(c->rootfd, ".", O_RDONLY | O_DIRECTORY)
-					    : mig_openat_inroot(c->rootfd, u->home + 1, O_RDONLY | O_DIRECTORY);
+					    : mig_openat_beneath(c->rootfd, u->home + 1, O_RDONLY | O_DIRECTORY, 0);
 	struct archive *rd = archive_read_disk_new();
 	struct archive_entry *en = NULL;
 	char top[64];
@@ -381,9 +429,11 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 			archive_entry_copy_gname(en, g ? g : u->system ? "root" : u->name);
 		}
 		u->files++;
+		u->manifest_bytes += 160 + 2 * strlen(name) + (c->spec->hash == MIG_HASH_BLAKE2B ? 128 : 32);
 		if (archive_entry_filetype(en) == AE_IFREG) {
 			u->bytes += (uint64_t)archive_entry_size(en);
-			u->allocated += (uint64_t)archive_entry_stat(en)->st_blocks * 512;
+			if (c->sample && !archive_entry_hardlink(en))
+				sample_file(c, u, hfd, rel);
 		}
 		if (!aw)
 			continue;
@@ -428,7 +478,11 @@ static int add_extra(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 		return 0;
 	u->files++;
 	u->bytes += (uint64_t)st.st_size;
-	u->allocated += (uint64_t)st.st_blocks * 512;
+	u->manifest_bytes += 200 + (c->spec->hash == MIG_HASH_BLAKE2B ? 128 : 32);
+	if (c->sample) {
+		u->allocated += (uint64_t)st.st_blocks * 512;
+		mig_sampler_add(&u->sm, fd, &st);
+	}
 	if (!aw)
 		return 0;
 	/* open through the disk reader so xattrs/ACLs come along */
@@ -482,11 +536,18 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 
 	u->entries = json_object_new_array();
 	if (!c->write) {
-		if ((r = walk_home(c, u, NULL, NULL, e)) < 0 || u->system)
-			return r;
-		add_extra(c, u, NULL, "var/spool/cron/crontabs", "extra/crontab", e);
-		add_extra(c, u, NULL, "var/mail", "extra/mail", e);
-		return 0;
+		if (c->sample && mig_sampler_init(&u->sm, c->spec->level) < 0)
+			return ip_fail(e, -ENOMEM, "out of memory");
+		if ((r = walk_home(c, u, NULL, NULL, e)) == 0 && !u->system) {
+			add_extra(c, u, NULL, "var/spool/cron/crontabs", "extra/crontab", e);
+			add_extra(c, u, NULL, "var/mail", "extra/mail", e);
+		}
+		if (c->sample) {
+			u->est_archive = mig_estimate_archive(mig_sampler_finish(&u->sm), u->files);
+			u->data = u->sm.data;
+		}
+		mig_sampler_free(&u->sm);
+		return r;
 	}
 	snprintf(final, sizeof(final), "%s" MIG_ARCHIVE_EXT, u->name);
 	snprintf(tmp, sizeof(tmp), ".%s.tmp", final);
@@ -543,47 +604,24 @@ out:
 	return r;
 }
 
-static void *worker(void *arg)
+static int user_job(void *arg, size_t i)
 {
 	struct save_ctx *c = arg;
 
-	for (;;) {
-		size_t i = atomic_fetch_add(&c->next, 1);
-		if (i >= c->nusers || atomic_load(&c->stop))
-			break;
-		c->users[i].r = archive_user(c, &c->users[i], &c->users[i].err);
-		if (c->users[i].r < 0)
-			atomic_store(&c->stop, 1);
-	}
-	return NULL;
+	return c->users[i].r = archive_user(c, &c->users[i], &c->users[i].err);
 }
 
 static int run_users(struct save_ctx *c, ip_error *e)
 {
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-	size_t nw;
-	pthread_t th[16];
+	size_t ncpu = mig_ncpu();
 
-	if (ncpu < 1)
-		ncpu = 1;
 	c->zthreads = c->spec->threads ? c->spec->threads : (unsigned)ncpu;
-	/* users in parallel, at most one walker per core (and at most 16) */
-	nw = c->nusers < (size_t)ncpu ? c->nusers : (size_t)ncpu;
-	if (nw > IP_ARRAY_SIZE(th))
-		nw = IP_ARRAY_SIZE(th);
-	if (!c->write)
-		nw = nw ? 1 : 0;
-	size_t started = 0;
 	/* where the working directory was: libarchive's readers leave it in
 	 * whichever directory the last one to close found at its open */
 	int cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	for (; started < nw; started++)
-		if (pthread_create(&th[started], NULL, worker, c) != 0)
-			break;
-	if (!started && c->nusers)
-		worker(c);
-	for (size_t i = 0; i < started; i++)
-		pthread_join(th[i], NULL);
+	/* users in parallel, at most one walker per core; an estimate walks
+	 * one user at a time */
+	mig_parallel(c->nusers, c->write ? ncpu : 1, &c->stop, user_job, c);
 	if (cwd >= 0) {
 		int k = fchdir(cwd);   /* on failure: nothing after this opens a relative path */
 		(void)k;
@@ -603,6 +641,8 @@ static void ctx_clear(struct save_ctx *c)
 		if (c->users[i].entries)
 			json_object_put(c->users[i].entries);
 	free(c->users);
+	if (c->skipped)
+		json_object_put(c->skipped);
 	mig_accounts_clear(&c->acc);
 	if (c->rootfd >= 0)
 		close(c->rootfd);
@@ -617,6 +657,7 @@ static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *sp
 	c->storefd = -1;
 	c->root = root;
 	c->spec = spec;
+	c->skipped = json_object_new_array();
 	c->rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (c->rootfd < 0)
 		return ip_bad(e, -errno, "cannot open the root %s: %s", root, strerror(errno));
@@ -629,7 +670,7 @@ static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *sp
 static json_object *estimate_doc(struct save_ctx *c, const char *command)
 {
 	json_object *doc = ip_json_doc(command), *arr = json_object_new_array(), *tot = json_object_new_object();
-	uint64_t files = 0, bytes = 0, alloc = 0, store;
+	uint64_t files = 0, bytes = 0, alloc = 0, data = 0, archives = 0, manifest = 4096, sampled = 0, sampled_c = 0, store;
 
 	for (size_t i = 0; i < c->nusers; i++) {
 		struct mig_user *u = &c->users[i];
@@ -639,7 +680,15 @@ static json_object *estimate_doc(struct save_ctx *c, const char *command)
 		json_object_object_add(o, "home", json_object_new_string(u->home));
 		json_object_object_add(o, "files", ip_json_u64(u->files));
 		json_object_object_add(o, "bytes", ip_json_u64(u->bytes));
-		json_object_object_add(o, "allocated", ip_json_u64(u->allocated));
+		if (c->sample) {
+			json_object_object_add(o, "allocated", ip_json_u64(u->allocated));
+			json_object_object_add(o, "data_bytes", ip_json_u64(u->data));
+			json_object_object_add(o, "sampled_bytes", ip_json_u64(u->sm.sampled));
+			json_object_object_add(o, "compression_ratio", json_object_new_double(u->sm.ratio));
+			json_object_object_add(o, "estimated_archive_bytes", ip_json_u64(u->est_archive));
+			json_object_object_add(o, "estimated_store_bytes",
+					       ip_json_u64(mig_estimate_store(u->est_archive, u->manifest_bytes, 1)));
+		}
 		if (c->write) {
 			json_object_object_add(o, "archive", json_object_new_string(""));
 			json_object_object_add(o, "archive_bytes", ip_json_u64(u->archive_bytes));
@@ -648,19 +697,35 @@ static json_object *estimate_doc(struct save_ctx *c, const char *command)
 		files += u->files;
 		bytes += u->bytes;
 		alloc += u->allocated;
+		data += u->data;
+		archives += u->est_archive;
+		manifest += u->manifest_bytes;
+		sampled += u->sm.sampled;
+		sampled_c += u->sm.compressed;
 	}
-	/* The store needs at most the allocated data (compression only helps),
-	 * the pax headers, and room for the JSON files: 1% and 16 MiB. */
-	store = alloc + files * MIG_PAX_OVERHEAD;
-	store += store / 100 + (16ULL << 20);
-	store = (store + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
+	store = mig_estimate_store(archives, manifest, c->nusers);
 	json_object_object_add(doc, "root", json_object_new_string(c->root));
 	json_object_object_add(doc, "users", arr);
+	json_object_object_add(doc, "skipped", json_object_get(c->skipped));
 	json_object_object_add(tot, "files", ip_json_u64(files));
 	json_object_object_add(tot, "bytes", ip_json_u64(bytes));
-	json_object_object_add(tot, "allocated", ip_json_u64(alloc));
+	if (c->sample) {
+		json_object *how = json_object_new_object();
+		json_object_object_add(tot, "allocated", ip_json_u64(alloc));
+		json_object_object_add(tot, "data_bytes", ip_json_u64(data));
+		json_object_object_add(tot, "estimated_store_bytes", ip_json_u64(store));
+		json_object_object_add(doc, "estimated_store_bytes", ip_json_u64(store));
+		json_object_object_add(doc, "store_bytes", ip_json_u64(store));   /* older name */
+		json_object_object_add(how, "method", json_object_new_string("sampled-zstd"));
+		json_object_object_add(how, "data", json_object_new_string("file sizes less holes (st_blocks)"));
+		json_object_object_add(how, "level", json_object_new_int((int)c->spec->level));
+		json_object_object_add(how, "sampled_bytes", ip_json_u64(sampled));
+		json_object_object_add(how, "sample_compressed_bytes", ip_json_u64(sampled_c));
+		json_object_object_add(how, "headers_per_file", json_object_new_int(MIG_PAX_OVERHEAD / 3));
+		json_object_object_add(how, "margin_percent", json_object_new_int(10));
+		json_object_object_add(doc, "estimate", how);
+	}
 	json_object_object_add(doc, "total", tot);
-	json_object_object_add(doc, "store_bytes", ip_json_u64(store));
 	return doc;
 }
 
@@ -669,7 +734,12 @@ int migrate_estimate(const char *root, const migrate_spec *spec, json_object **o
 	struct save_ctx c;
 	int r;
 
-	if ((r = ctx_init(&c, root, spec, e)) < 0 || (r = run_users(&c, e)) < 0) {
+	if ((r = ctx_init(&c, root, spec, e)) < 0) {
+		ctx_clear(&c);
+		return r;
+	}
+	c.sample = true;
+	if ((r = run_users(&c, e)) < 0) {
 		ctx_clear(&c);
 		return r;
 	}
@@ -688,8 +758,62 @@ static bool store_owned_name(const char *n)
 	       (n[0] == '.' && l > 4 && (!strcmp(n + l - 4, ".tmp") || strstr(n, ".inplace-tmp")));
 }
 
+/* Is dir (or, when it does not exist yet, its nearest existing parent)
+ * beneath the root on the root's own filesystem?  Walked up by "..", so
+ * links and bind mounts of the root are seen through.  A separate
+ * filesystem mounted under the root (a storage partition under "/") is
+ * not the root's. */
+static bool store_under_root(int rootfd, const char *store)
+{
+	_cleanup_free_ char *path = strdup(store);
+	struct stat rst, st;
+	int fd = -1;
+
+	if (!path || fstat(rootfd, &rst) < 0)
+		return false;
+	while ((fd = open(*path ? path : ".", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		char *sl = strrchr(path, '/');
+		if (!sl)
+			*path = '\0';           /* relative: the working directory */
+		else if (sl == path)
+			path[1] = '\0';         /* "/" */
+		else
+			*sl = '\0';
+	}
+	if (fstat(fd, &st) < 0 || st.st_dev != rst.st_dev) {
+		close(fd);
+		return false;
+	}
+	for (int depth = 0; depth < 4096; depth++) {
+		struct stat pst;
+		int up;
+		if (st.st_dev == rst.st_dev && st.st_ino == rst.st_ino) {
+			close(fd);
+			return true;
+		}
+		up = openat(fd, "..", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		close(fd);
+		if (up < 0 || fstat(up, &pst) < 0) {
+			if (up >= 0)
+				close(up);
+			return false;
+		}
+		if (pst.st_dev == st.st_dev && pst.st_ino == st.st_ino) {
+			close(up);
+			return false;           /* "/" */
+		}
+		fd = up;
+		st = pst;
+	}
+	close(fd);
+	return false;
+}
+
 static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
 {
+	if (store_under_root(c->rootfd, store))
+		return ip_bad(e, -EINVAL, "the store %s lies under the root %s, which save never writes to: choose a store on another filesystem",
+			      store, c->root);
 	DIR *d;
 	struct dirent *de;
 	int fd, r;
@@ -701,7 +825,7 @@ static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
 		return ip_fail(e, -errno, "cannot open the store %s: %s", store, strerror(errno));
 	if (fchmod(c->storefd, 0700) < 0 || faccessat(c->storefd, ".", W_OK, AT_EACCESS) < 0)
 		return ip_fail(e, -errno, "the store %s is not writable: %s: choose a writable directory", store, strerror(errno));
-	fd = mig_openat_beneath(c->storefd, "COMPLETE", O_RDONLY, 0);
+	fd = mig_openat_beneath(c->storefd, "COMPLETE", O_PATH, 0);
 	if (fd >= 0) {
 		close(fd);
 		return ip_bad(e, -EEXIST, "%s already holds a complete profile: choose an empty store or remove it first", store);
@@ -753,6 +877,9 @@ static json_object *accounts_doc(struct save_ctx *c)
 	const struct mig_db *gr = &c->acc.db[MIG_GROUP];
 
 	json_object_object_add(doc, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
+	/* what the spec selected: restore accepts no account outside it */
+	json_object_object_add(doc, "min_uid", json_object_new_int64(c->spec->min_uid));
+	json_object_object_add(doc, "include_root", json_object_new_boolean(c->spec->include_root));
 	for (size_t i = 0; i < c->nusers; i++) {
 		struct mig_user *u = &c->users[i];
 		if (u->system)
@@ -824,7 +951,6 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 				   ip_format_size(tot, a, sizeof(a)), ip_format_size(spec->max_size, b, sizeof(b)));
 			goto out;
 		}
-		atomic_store(&c.next, 0);
 	}
 	if ((r = store_prepare(&c, store, e)) < 0)
 		goto out;

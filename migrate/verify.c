@@ -42,6 +42,7 @@ int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, enu
 	if (json_object_object_get_ex(muser, "archive_hash", &v))
 		snprintf(r->want_hash, sizeof(r->want_hash), "%s", mig_json_str(v) ? mig_json_str(v) : "");
 	r->index = json_object_new_object();
+	r->seen_paths = json_object_new_object();
 	r->nentries = json_object_array_length(entries);
 	for (size_t i = 0; i < r->nentries; i++) {
 		json_object *en = json_object_array_get_idx(entries, i);
@@ -50,9 +51,9 @@ int mig_areader_open(struct mig_areader *r, int storefd, json_object *muser, enu
 			return ip_fail(e, -EINVAL, "manifest.json is damaged (entry %zu of %s): save the profile again", i, file);
 		json_object_object_add(r->index, p, json_object_get(en));
 	}
-	r->fd = mig_openat_beneath(storefd, file, O_RDONLY, 0);
+	r->fd = mig_store_open_file(storefd, file, e);
 	if (r->fd < 0)
-		return ip_fail(e, r->fd, "cannot open %s of the store: %s", file, strerror(-r->fd));
+		return r->fd;
 	mig_hash_init(&r->st, alg);
 	r->a = archive_read_new();
 	if (!r->a)
@@ -98,9 +99,9 @@ int mig_areader_next(struct mig_areader *r, struct archive_entry **en, json_obje
 	}
 	if (!p || !json_object_object_get_ex(r->index, p, &m))
 		return ip_fail(e, -EBADMSG, "%s holds an entry the manifest does not list: the store is damaged or hostile", r->file);
-	if (json_object_object_get_ex(m, "seen", NULL))
+	if (json_object_object_get_ex(r->seen_paths, p, NULL))
 		return ip_fail(e, -EBADMSG, "%s holds a path twice: the store is damaged or hostile", r->file);
-	json_object_object_add(m, "seen", json_object_new_boolean(1));
+	json_object_object_add(r->seen_paths, p, NULL);
 	r->seen++;
 	mode = archive_entry_mode(*en);
 	hl = archive_entry_hardlink(*en);
@@ -160,6 +161,9 @@ void mig_areader_close(struct mig_areader *r)
 		close(r->fd);
 	if (r->index)
 		json_object_put(r->index);
+	if (r->seen_paths)
+		json_object_put(r->seen_paths);
+	r->seen_paths = NULL;
 	r->a = NULL;
 	r->fd = -1;
 	r->index = NULL;
@@ -193,6 +197,82 @@ static int hash_entry(struct mig_areader *r, struct archive_entry *en, char hex[
 	return 0;
 }
 
+/* Where an archive entry may go: "home" (the home itself), home/… or, in
+ * the [system] archive, root/…, and the two extras; never a device node,
+ * never below something that is not a directory, a hardlink only to a
+ * regular file met before. */
+static const char *entry_refusal(const char *p, struct archive_entry *en, bool sys, json_object *files, json_object *nondirs)
+{
+	const char *prefix = sys ? "root/" : "home/";
+	mode_t type = archive_entry_filetype(en);
+	const char *hl = archive_entry_hardlink(en);
+
+	if (!sys && !strcmp(p, "home"))
+		return type == AE_IFDIR && !hl ? NULL : "the home is not a directory";
+	if (!sys && (!strcmp(p, "extra/crontab") || !strcmp(p, "extra/mail")))
+		return type == AE_IFREG && !hl ? NULL : "not a regular file";
+	if (strncmp(p, prefix, 5) || !mig_path_safe(p + 5))
+		return "path outside the home (absolute, '..' or empty component)";
+	for (const char *s = strchr(p + 5, '/'); s; s = strchr(s + 1, '/')) {
+		char up[4200];
+		snprintf(up, sizeof(up), "%.*s", (int)(s - p), p);
+		if (json_object_object_get_ex(nondirs, up, NULL))
+			return "below a symlink or file of the same archive";
+	}
+	if (hl) {
+		if (strncmp(hl, prefix, 5) || !mig_path_safe(hl + 5) || !json_object_object_get_ex(files, hl, NULL))
+			return "hardlink to a file this archive did not restore";
+		return NULL;
+	}
+	switch (type) {
+	case AE_IFREG:
+	case AE_IFDIR:
+	case AE_IFIFO:
+		return NULL;
+	case AE_IFLNK:
+		return archive_entry_symlink(en) && *archive_entry_symlink(en) ? NULL : "symlink without a target";
+	}
+	return "device nodes and sockets are never restored";
+}
+
+int mig_archive_check(int storefd, json_object *mu, enum mig_hash_alg alg, uint64_t *nfiles, uint64_t *nbytes, ip_error *e)
+{
+	struct mig_areader ar;
+	struct archive_entry *en;
+	json_object *m, *v;
+	bool sys = json_object_object_get_ex(mu, "system", &v) && json_object_get_boolean(v);
+	_cleanup_json_ json_object *files = json_object_new_object(), *nondirs = json_object_new_object();
+	uint64_t nf = 0, nb = 0;
+	int r = mig_areader_open(&ar, storefd, mu, alg, e);
+
+	while (r == 0 && (r = mig_areader_next(&ar, &en, &m, e)) == 0) {
+		const char *p = archive_entry_pathname(en), *why = entry_refusal(p, en, sys, files, nondirs);
+
+		if (why) {
+			r = ip_fail(e, -EPERM, "%s holds '%.200s': %s: the store is damaged or hostile", ar.file, p, why);
+			break;
+		}
+		nf++;
+		if (archive_entry_filetype(en) != AE_IFDIR)
+			json_object_object_add(nondirs, p, NULL);
+		if (S_ISREG(archive_entry_mode(en)) && !archive_entry_hardlink(en)) {
+			char hex[MIG_HASH_HEX];
+			nb += (uint64_t)archive_entry_size(en);
+			json_object_object_add(files, p, NULL);
+			if ((r = hash_entry(&ar, en, hex, e)) < 0 || (r = mig_areader_check_hash(&ar, m, hex, e)) < 0)
+				break;
+		}
+	}
+	if (r == 1)
+		r = mig_areader_finish(&ar, e);
+	mig_areader_close(&ar);
+	if (nfiles)
+		*nfiles = nf;
+	if (nbytes)
+		*nbytes = nb;
+	return r;
+}
+
 int migrate_verify(const char *store, json_object **out, ip_error *e)
 {
 	_cleanup_close_ int sfd = -1;
@@ -210,31 +290,16 @@ int migrate_verify(const char *store, json_object **out, ip_error *e)
 	json_object_object_add(doc, "store", json_object_new_string(store));
 	json_object_object_add(doc, "users", arr);
 	for (size_t i = 0; i < json_object_array_length(users); i++) {
-		json_object *mu = json_object_array_get_idx(users, i), *m;
-		struct mig_areader ar;
-		struct archive_entry *en;
+		json_object *mu = json_object_array_get_idx(users, i);
 		uint64_t files = 0, bytes = 0;
 
-		r = mig_areader_open(&ar, sfd, mu, alg, e);
-		while (r == 0 && (r = mig_areader_next(&ar, &en, &m, e)) == 0) {
-			files++;
-			if (S_ISREG(archive_entry_mode(en)) && !archive_entry_hardlink(en)) {
-				char hex[MIG_HASH_HEX];
-				bytes += (uint64_t)archive_entry_size(en);
-				if ((r = hash_entry(&ar, en, hex, e)) < 0 || (r = mig_areader_check_hash(&ar, m, hex, e)) < 0)
-					break;
-			}
-		}
-		if (r == 1)
-			r = mig_areader_finish(&ar, e);
-		mig_areader_close(&ar);
-		if (r < 0) {
+		if ((r = mig_archive_check(sfd, mu, alg, &files, &bytes, e)) < 0) {
 			json_object_put(doc);
 			return r;
 		}
 		json_object *o = json_object_new_object();
 		json_object_object_add(o, "name", json_object_get(json_object_object_get(mu, "name")));
-		json_object_object_add(o, "archive", json_object_new_string(ar.file));
+		json_object_object_add(o, "archive", json_object_get(json_object_object_get(mu, "archive")));
 		json_object_object_add(o, "files", ip_json_u64(files));
 		json_object_object_add(o, "bytes", ip_json_u64(bytes));
 		json_object_array_add(arr, o);
@@ -252,18 +317,21 @@ int migrate_list(const char *store, json_object **out, ip_error *e)
 
 	if ((r = mig_store_open(store, &sfd, e)) < 0)
 		return r;
-	int cfd = mig_openat_beneath(sfd, "COMPLETE", O_RDONLY, 0);
+	int cfd = mig_openat_beneath(sfd, "COMPLETE", O_PATH, 0);
+	struct stat cst;
+	/* a FIFO or directory named COMPLETE is no marker */
+	bool complete = cfd >= 0 && fstat(cfd, &cst) == 0 && S_ISREG(cst.st_mode);
 	if (cfd >= 0)
 		close(cfd);
 	if ((r = mig_store_read_json(sfd, "manifest.json", &manifest, e)) < 0) {
 		enum mig_hash_alg alg;
-		if (cfd < 0)
+		if (!complete)
 			return mig_store_check_complete(sfd, store, &alg, e);
 		return r;
 	}
 	doc = ip_json_doc("profile list");
 	json_object_object_add(doc, "store", json_object_new_string(store));
-	json_object_object_add(doc, "complete", json_object_new_boolean(cfd >= 0));
+	json_object_object_add(doc, "complete", json_object_new_boolean(complete));
 	if (json_object_object_get_ex(manifest, "created", &v))
 		json_object_object_add(doc, "created", json_object_get(v));
 	arr = json_object_new_array();

@@ -91,6 +91,41 @@ acc = {"format_version": 1, "users": [{"name": "alice", "passwd": ["alice", "x",
 machine = {"files": []}
 if case == "home-etc":
     acc["users"][0]["passwd"][5] = "/etc"
+# accounts: one rule each (trust.c)
+U, G = acc["users"][0], acc["groups"]
+def rename(n, uid, home):
+    U["name"] = U["passwd"][0] = U["shadow"][0] = manifest["users"][0]["name"] = n
+    U["passwd"][2], U["passwd"][5] = uid, home
+    manifest["users"][0]["home"] = home
+if case == "acct-root":
+    rename("root", "0", "/root"); U["passwd"][3] = "0"; acc["include_root"] = True
+elif case == "acct-daemon":
+    rename("daemon", "1000", "/home/daemon")
+elif case == "acct-lowuid":
+    rename("mallory", "500", "/home/mallory")
+elif case == "acct-sysexisting":
+    rename("backupsvc", "1000", "/home/backupsvc")
+elif case == "uid-huge":
+    U["passwd"][2] = "4294967296"
+elif case == "uid-neg":
+    U["passwd"][2] = "-1"
+elif case == "uid-nobody":
+    U["passwd"][2] = "65535"
+elif case == "gid-huge":
+    G[0]["group"][2] = "4294967296"
+elif case == "gid-neg":
+    U["passwd"][3] = "-1"
+elif case == "dup-user":
+    manifest["users"].append(dict(manifest["users"][0]))
+elif case == "dup-account":
+    acc["users"].append(json.loads(json.dumps(U)))
+elif case == "primary-root":
+    U["primary_group"] = "root"; U["passwd"][3] = "0"
+    G.append({"name": "root", "group": ["root", "x", "0", ""]})
+elif case == "sup-admin":
+    U["groups"] = ["sudo", "shadow", "disk", "root", "project"]
+    G.append({"name": "disk", "group": ["disk", "x", "6", ""]})
+    G.append({"name": "project", "group": ["project", "x", "1500", ""]})
 if case == "machine-shadow":
     import base64
     machine["files"].append({"kind": "hostname", "path": "etc/shadow", "mode": 420, "owner": "root", "group": "root",
@@ -113,18 +148,27 @@ run_case() { # case expected-exit [extra restore args]
 	echo "precious" > "$d/sentinel/file"
 	cp -a "$T/new" "$d/root"
 	[ "$c" = planted-symlink-dir ] && mkdir -p "$d/root/home/alice" && ln -s "$d/sentinel" "$d/root/home/alice/d"
+	[ "$c" = acct-sysexisting ] && echo "backupsvc:x:998:998::/home/backupsvc:/usr/sbin/nologin" >> "$d/root/etc/passwd"
+	[ "$c" = existing-home-outside ] && echo "alice:x:1000:1000::/etc:/bin/sh" >> "$d/root/etc/passwd"
+	cp -a "$d/root/etc" "$d/etc.before"
 	sentinel_state "$d/sentinel" > "$d/before"
 	python3 "$T/mkstore.py" "$d/store" "$c" "$d/sentinel" || { fail "$c: build store"; return; }
 	must_fail "$want" "$c: restore exits $want" "$I" profile restore --store "$d/store" --root "$d/root" "$@"
 	sentinel_state "$d/sentinel" > "$d/after"
 	check "$c: sentinel beside the root unchanged" cmp -s "$d/before" "$d/after"
 	check "$c: nothing named pwned anywhere in the test dir" sh -c '! grep -rqs pwned "$1" --exclude-dir=store --exclude=mkstore.py' _ "$d"
+	# a refused store is refused before anything is written; only a new
+	# root that is itself in the way (a planted symlink) is met later
+	if [ "$want" != 0 ] && [ "$c" != planted-symlink-dir ]; then
+		check "$c: passwd, shadow, group, gshadow byte-equal" sh -c 'for f in passwd shadow group gshadow; do cmp -s "$1/etc.before/$f" "$1/root/etc/$f" || exit 1; done' _ "$d"
+		check "$c: no home created" sh -c '[ -z "$(ls -A "$1/root/home" | grep -v "^dave$")" ]' _ "$d"
+	fi
 }
 
 run_case dotdot 1
 run_case absolute 1
 run_case symlink-then-file 1
-check "symlink-then-file: the symlink itself is only a symlink" test -L "$T/symlink-then-file/root/home/alice/link"
+check "symlink-then-file: refused before the symlink was made" test ! -e "$T/symlink-then-file/root/home/alice/link"
 run_case abs-symlink-then-file 1
 run_case planted-symlink-dir 1
 run_case dir-then-symlink 1
@@ -146,3 +190,47 @@ run_case home-etc 1
 check "home-etc: nothing written into the new root's /etc" test ! -e "$T/home-etc/root/etc/evil"
 run_case machine-shadow 1
 check "machine-shadow: /etc/shadow not replaced" sh -c '! grep -q pwned "$1" && grep -q "^root:.*:19500:" "$1"' _ "$T/machine-shadow/root/etc/shadow"
+
+# accounts.json: one case per rule; every refusal leaves the account files
+# byte-equal (checked in run_case)
+run_case acct-root 1
+check "acct-root: /root untouched" test ! -e "$T/acct-root/root/root/ok.txt"
+run_case acct-daemon 1
+run_case acct-lowuid 1
+run_case acct-sysexisting 1
+run_case uid-huge 1
+run_case uid-neg 1
+run_case uid-nobody 1
+run_case gid-huge 1
+run_case gid-neg 1
+run_case dup-user 1
+run_case dup-account 1
+run_case existing-home-outside 1
+run_case primary-root 0
+check "primary-root: alice's primary group is not root without --trusted-store" \
+	sh -c 'grep -q "^alice:x:1000:100:" "$1/etc/passwd"' _ "$T/primary-root/root"
+withheld() { # root case-dir extra-args: the withheld list as user:group:kind
+	"$I" profile restore --store "$1/store" --root "$1/root" --dry-run --json "${@:2}" |
+		python3 -c 'import json,sys; print(" ".join(sorted("%s:%s:%s" % (w["user"], w["group"], w["kind"]) for w in json.load(sys.stdin)["withheld"])))'
+}
+check "primary-root: reported" test "$(withheld "$T/primary-root")" = "alice:root:primary"
+run_case sup-admin 0
+check "sup-admin: no admin membership without --trusted-store" \
+	sh -c '! grep -E "^(sudo|shadow|disk|root):.*alice" "$1/etc/group" && grep -q "^project:x:1500:alice$" "$1/etc/group"' _ "$T/sup-admin/root"
+check "sup-admin: each withheld membership reported" \
+	test "$(withheld "$T/sup-admin")" = "alice:disk:supplementary alice:root:supplementary alice:shadow:supplementary alice:sudo:supplementary"
+ok "sup-admin: restored with --trusted-store" "$I" profile restore --store "$T/sup-admin/store" --root "$T/sup-admin/root" --trusted-store
+check "sup-admin: --trusted-store brings sudo back" grep -q "^sudo:x:27:alice$" "$T/sup-admin/root/etc/group"
+check "sup-admin: nothing withheld with --trusted-store" test -z "$(withheld "$T/sup-admin" --trusted-store)"
+
+# a FIFO in place of a store file must be refused, never block open()
+python3 "$T/mkstore.py" "$T/fifo-base" harmless "$T/none"
+for f in manifest.json accounts.json alice.pax.zst; do
+	rm -rf "$T/fifo" "$T/fifo-root"; cp -a "$T/fifo-base" "$T/fifo"; cp -a "$T/new" "$T/fifo-root"
+	rm "$T/fifo/$f"; mkfifo "$T/fifo/$f"
+	must_fail 1 "a FIFO as $f: verify refuses it" timeout 20 "$I" profile verify --store "$T/fifo"
+	must_fail 1 "a FIFO as $f: restore refuses it" timeout 20 "$I" profile restore --store "$T/fifo" --root "$T/fifo-root"
+done
+rm -rf "$T/fifo"; cp -a "$T/fifo-base" "$T/fifo"; rm "$T/fifo/COMPLETE"; mkfifo "$T/fifo/COMPLETE"
+must_fail 2 "a FIFO as COMPLETE: verify says the marker is damaged" timeout 20 "$I" profile verify --store "$T/fifo"
+check "a FIFO as COMPLETE: list says the store is not complete" sh -c 'timeout 20 "$1" profile list --store "$2" --json | python3 -c "import json,sys; assert json.load(sys.stdin)[\"complete\"] is False"' _ "$I" "$T/fifo"

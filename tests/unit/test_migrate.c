@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -314,6 +315,88 @@ static void test_store_hash_alg(void **state)
 	}
 }
 
+static void test_id_parse(void **state)
+{
+	static const struct { const char *s; bool ok; long v; } cases[] = {
+		{ "0", true, 0 }, { "1000", true, 1000 }, { "4294967294", true, 4294967294L },
+		{ "4294967295", false, 0 }, { "4294967296", false, 0 }, { "-1", false, 0 },
+		{ "65534", false, 0 }, { "65535", false, 0 }, { "", false, 0 }, { "10a", false, 0 },
+		{ " 1", false, 0 }, { "+1", false, 0 }, { "99999999999", false, 0 },
+	};
+	(void)state;
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		long v = -7;
+		assert_int_equal(mig_id_parse(cases[i].s, &v), cases[i].ok);
+		if (cases[i].ok)
+			assert_int_equal(v, cases[i].v);
+	}
+	assert_false(mig_id_parse(NULL, &(long){ 0 }));
+}
+
+static void test_home_and_names(void **state)
+{
+	(void)state;
+	assert_true(mig_home_plausible("/home/alice"));
+	assert_true(mig_home_plausible("/var/home/alice"));
+	assert_false(mig_home_plausible("/etc"));
+	assert_false(mig_home_plausible("/home/"));
+	assert_false(mig_home_plausible("/home/../etc"));
+	assert_false(mig_home_plausible("/home/a/b"));
+	assert_false(mig_home_plausible("/root"));
+	assert_false(mig_home_plausible(NULL));
+	assert_true(mig_name_valid("alice"));
+	assert_true(mig_name_valid("host$"));
+	assert_false(mig_name_valid("../x"));
+	assert_false(mig_name_valid("a:b"));
+	assert_false(mig_name_valid("-rf"));
+	assert_false(mig_name_valid("@system"));
+	assert_false(mig_name_valid(""));
+}
+
+/* A file of random bytes is never estimated below what zstd makes of it,
+ * a file of zeros far below its size, a hole at nothing. */
+static void test_sampler(void **state)
+{
+	char path[] = "/tmp/test_migrate_sampleXXXXXX";
+	int fd = mkstemp(path);
+	struct mig_sampler s;
+	struct stat st;
+	uint8_t buf[65536];
+	uint64_t est;
+
+	(void)state;
+	assert_true(fd >= 0);
+	unlink(path);
+	for (int i = 0; i < 64; i++) {   /* 4 MiB of noise */
+		for (size_t k = 0; k < sizeof(buf); k++)
+			buf[k] = (uint8_t)(rand() >> 7);
+		assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	}
+	fsync(fd);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(mig_sampler_init(&s, 3), 0);
+	mig_sampler_add(&s, fd, &st);
+	est = mig_sampler_finish(&s);
+	assert_true(est >= (uint64_t)st.st_size);
+	mig_sampler_free(&s);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	memset(buf, 0, sizeof(buf));
+	for (int i = 0; i < 64; i++)
+		assert_int_equal(write(fd, buf, sizeof(buf)), (ssize_t)sizeof(buf));
+	fsync(fd);
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(mig_sampler_init(&s, 3), 0);
+	mig_sampler_add(&s, fd, &st);
+	est = mig_sampler_finish(&s);
+	assert_true(est < (uint64_t)st.st_size / 100);
+	mig_sampler_free(&s);
+	assert_int_equal(ftruncate(fd, 0), 0);
+	assert_int_equal(ftruncate(fd, 1 << 30), 0);   /* a hole */
+	assert_int_equal(fstat(fd, &st), 0);
+	assert_int_equal(mig_file_data_bytes(&st), 0);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -328,6 +411,9 @@ int main(void)
 		cmocka_unit_test(test_hash_vectors),
 		cmocka_unit_test(test_hash_sparse_fd),
 		cmocka_unit_test(test_store_hash_alg),
+		cmocka_unit_test(test_id_parse),
+		cmocka_unit_test(test_home_and_names),
+		cmocka_unit_test(test_sampler),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
