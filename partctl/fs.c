@@ -148,12 +148,17 @@ int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 	 * reports its type, with the numbers left 0. */
 	if (is_ext(out->type)) {
 		out->resizable = true;
-		if (partctl_ext_info(d, off, size, out, NULL) == 0)
-			partctl_ext_min_size(d, off, out->block_size, &out->min_size, NULL);
+		if (partctl_ext_info(d, off, size, out, NULL) == 0) {
+			partctl_ext_min_size(d, off, out->block_size, &out->min_estimate, NULL);
+			/* A layout the count does not know keeps the estimate. */
+			if (partctl_ext_min(d, off, &out->min_size, NULL) < 0)
+				out->min_size = out->min_estimate;
+		}
 	} else if (!strcmp(out->type, "ntfs")) {
 		out->resizable = true;
-		if (partctl_ntfs_info(d, off, size, out, NULL) == 0)
-			partctl_ntfs_min_size(d, off, size, &out->min_size, NULL);
+		if (partctl_ntfs_info(d, off, size, out, NULL) == 0 &&
+		    partctl_ntfs_min_size(d, off, size, &out->min_size, NULL) == 0)
+			out->min_estimate = out->min_size;
 	}
 	return 0;
 }

@@ -31,6 +31,33 @@ int partctl_ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 	return 0;
 }
 
+int partctl_ext_open_bitmaps(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
+{
+	errcode_t err;
+	int r = partctl_ext_open(d, off, fs, e);
+
+	if (r < 0)
+		return r;
+	if (ext2fs_has_feature_journal_needs_recovery((*fs)->super)) {
+		/* The bitmaps on disk may be missing what the journal holds. */
+		r = ip_fail(e, -EUCLEAN,
+			    "the ext filesystem at offset %llu of %s has a journal to replay: run e2fsck -f on it (after unmounting it)",
+			    (unsigned long long)off, ip_disk_path(d));
+		goto fail;
+	}
+	err = ext2fs_read_block_bitmap(*fs);
+	if (err) {
+		r = ip_fail(e, ext_errno(err),
+			    "cannot read the block bitmap of the ext filesystem at offset %llu of %s (%s): run e2fsck -f on it",
+			    (unsigned long long)off, ip_disk_path(d), error_message(err));
+		goto fail;
+	}
+	return 0;
+fail:
+	ext2fs_close_free(fs);
+	return r;
+}
+
 int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
 		     ip_error *e)
 {
@@ -62,23 +89,9 @@ int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap
 	int r;
 
 	*out = NULL;
-	r = partctl_ext_open(d, off, &fs, e);
+	r = partctl_ext_open_bitmaps(d, off, &fs, e);
 	if (r < 0)
 		return r;
-	if (ext2fs_has_feature_journal_needs_recovery(fs->super)) {
-		/* The bitmaps on disk may be missing what the journal holds. */
-		r = ip_fail(e, -EUCLEAN,
-			    "the ext filesystem at offset %llu of %s has a journal to replay: run e2fsck -f on it (after unmounting it)",
-			    (unsigned long long)off, ip_disk_path(d));
-		goto out;
-	}
-	err = ext2fs_read_block_bitmap(fs);
-	if (err) {
-		r = ip_fail(e, ext_errno(err),
-			    "cannot read the block bitmap of the ext filesystem at offset %llu of %s (%s): run e2fsck -f on it",
-			    (unsigned long long)off, ip_disk_path(d), error_message(err));
-		goto out;
-	}
 	bs = fs->blocksize;
 	r = partctl_map_begin(&b, size, bs);
 	if (r < 0)

@@ -23,6 +23,9 @@ void partctl_map_abort(struct partctl_map_builder *b);
 struct struct_ext2_filsys;   /* ext2_filsys, without ext2fs.h here */
 /* Open the filesystem at byte off of d (the unix I/O manager's offset). */
 int partctl_ext_open(ip_disk *d, uint64_t off, struct struct_ext2_filsys **fs, ip_error *e);
+/* The same, refusing a journal that needs replay (the bitmaps would lie),
+ * with the block bitmap read. */
+int partctl_ext_open_bitmaps(ip_disk *d, uint64_t off, struct struct_ext2_filsys **fs, ip_error *e);
 int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
 		     ip_error *e);
 int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
@@ -33,7 +36,25 @@ int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap
  * then writes every block back and flushes. */
 int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *bytes, ip_error *e);
 int partctl_ext_meta_restore(ip_disk *d, uint64_t off, const char *path, ip_error *e);
-/* `resize2fs -P`: the smallest size in bytes. */
+/* The smallest size in bytes the ext filesystem at off can be shrunk to,
+ * counted from the filesystem (fs_ext_min.c). */
+int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, ip_error *e);
+/* The count itself, on a filesystem's numbers (unit-tested). */
+struct partctl_ext_geom {
+	uint64_t block_size;
+	uint64_t first_data_block;
+	uint64_t blocks_per_group;
+	uint64_t inodes_per_group;
+	uint64_t used_inodes;
+	uint64_t data_blocks;     /* in use and not group metadata (files, dirs, journal) */
+	uint64_t groups;          /* groups now */
+	uint64_t blocks_now;      /* blocks now */
+	const uint64_t *meta;     /* meta[g]: blocks of group g's metadata */
+	const uint64_t *tables;   /* tables[g]: its bitmaps and inode table … */
+	const uint64_t *home;     /* home[g]: … lie in this group (flex_bg) */
+};
+uint64_t partctl_ext_min_blocks(const struct partctl_ext_geom *g);
+/* `resize2fs -P`: its estimate of the smallest size in bytes. */
 int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t *min,
 			 ip_error *e);
 

@@ -50,7 +50,11 @@ struct partctl_fsinfo {
 	uint64_t size;         /* bytes the filesystem spans (0 if unknown) */
 	uint64_t block_size;
 	uint64_t used;         /* bytes in use (0 if unknown) */
-	uint64_t min_size;     /* smallest size its resizer can shrink it to (0 if unknown) */
+	uint64_t min_size;     /* smallest size inplace shrinks it to (0 if unknown): for
+				* ext2/3/4 counted from the filesystem (fs_ext_min.c),
+				* for NTFS ntfsresize --info's */
+	uint64_t min_estimate; /* the resizer's own estimate (resize2fs -P); for
+				* NTFS the same as min_size (0 if unknown) */
 	bool resizable;        /* ext2/3/4 and NTFS: inplace can shrink and grow it */
 };
 

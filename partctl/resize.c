@@ -45,6 +45,15 @@ static bool is_ext(const char *t)
 	return !strcmp(t, "ext2") || !strcmp(t, "ext3") || !strcmp(t, "ext4");
 }
 
+/* INPLACE_TEST_NO_MIN=1 (tests only) lets a shrink below the minimum
+ * reach resize2fs, so that its failure and the roll back are tested. */
+static bool test_no_min(void)
+{
+	const char *v = getenv("INPLACE_TEST_NO_MIN");
+
+	return v && !strcmp(v, "1");
+}
+
 static uint64_t round_up(uint64_t v, uint64_t g)
 {
 	return (v + g - 1) / g * g;
@@ -90,6 +99,20 @@ static void last_line(const char *s, char *buf, size_t len)
 	while (start > s && start[-1] != '\n')
 		start--;
 	snprintf(buf, len, "%.*s", (int)(end - start), start);
+}
+
+/* The line of a tool's stderr that starts with prefix (its error), else
+ * the last one. */
+static void tool_line(const char *s, const char *prefix, char *buf, size_t len)
+{
+	const char *p = s ? strstr(s, prefix) : NULL;
+
+	if (!p || (p != s && p[-1] != '\n')) {
+		last_line(s, buf, len);
+		return;
+	}
+	p += strlen(prefix);
+	snprintf(buf, len, "%.*s", (int)strcspn(p, "\n"), p);
 }
 
 /* The device the tools work on: the kernel's partition node of a block
@@ -378,7 +401,7 @@ static int shrink_plan(const char *disk, unsigned n, uint64_t new_size,
 		return ip_fail(e, -EUCLEAN,
 			       "cannot learn the minimum size of the %s filesystem on partition %u of %s: check it with %s",
 			       fi->type, n, disk, is_ext(fi->type) ? "e2fsck -f" : "chkdsk /f (Windows) or ntfsfix -n");
-	if (!fs_fits(fi, out->new_size))
+	if (!fs_fits(fi, out->new_size) && !test_no_min())
 		return ip_bad(e, -ENOSPC,
 			      "cannot shrink partition %u of %s below %s (the filesystem's minimum): choose --to %lluMiB or larger",
 			      n, disk, ip_format_size(fi->min_size, b1, sizeof(b1)),
@@ -698,6 +721,38 @@ static int meta_roll_back(const struct shrink_rec *rec, const char *dev, ip_erro
 	return ext_fsck(dev, rec->disk, rec->n, e);
 }
 
+/* The minimum of the (checked) ext filesystem on dev: our count, or
+ * resize2fs -P's estimate for a layout the count does not describe. */
+static int ext_min_checked(const char *dev, uint64_t bs, uint64_t *min, ip_error *e)
+{
+	ip_disk *d = NULL;
+	int r = ip_disk_open(dev, IP_DISK_RDONLY, &d, e);
+
+	if (r == 0)
+		r = partctl_ext_min(d, 0, min, e);
+	ip_disk_free(d);
+	if (r == -EOPNOTSUPP)
+		return ext_min_dev(dev, bs, min, e);
+	return r;
+}
+
+/* resize2fs failed and the filesystem is back as it was: say so, with the
+ * smallest size known to work (resize2fs -P's, which it always reaches). */
+static int shrink_failed(const struct shrink_rec *rec, const char *dev, const char *why, ip_error *e)
+{
+	char b[IP_SIZE_BUFSZ];
+	uint64_t est = 0;
+
+	if (ext_min_dev(dev, rec->block_size, &est, NULL) < 0 || est >= rec->old_size)
+		return ip_fail(e, -ENOSPC,
+			       "resize2fs could not shrink partition %u of %s to %s (%s); the filesystem was rolled back unchanged and cannot be shrunk now: free some space in it first",
+			       rec->n, rec->disk, ip_format_size(rec->new_size, b, sizeof(b)), why);
+	return ip_fail(e, -ENOSPC,
+		       "resize2fs could not shrink partition %u of %s to %s (%s); the filesystem was rolled back unchanged: choose --to %lluMiB or larger (resize2fs -P's minimum)",
+		       rec->n, rec->disk, ip_format_size(rec->new_size, b, sizeof(b)), why,
+		       (unsigned long long)(round_up(est, 1 << 20) >> 20) + 1);
+}
+
 static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char *dev, ip_error *e)
 {
 	_cleanup_free_ char *err = NULL;
@@ -708,11 +763,11 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 	r = ext_fsck(dev, rec->disk, rec->n, e);
 	if (r < 0)
 		return r;
-	/* After the check, the minimum is exact (-P before it is an estimate). */
-	r = ext_min_dev(dev, bs, &min, e);
+	/* After the check, the count is of a consistent filesystem. */
+	r = ext_min_checked(dev, bs, &min, e);
 	if (r < 0)
 		return r;
-	if (round_down(rec->new_size, bs) < min)
+	if (round_down(rec->new_size, bs) < min && !test_no_min())
 		return ip_bad(e, -ENOSPC,
 			      "cannot shrink partition %u of %s below %s (the filesystem's minimum): choose --to %lluMiB or larger",
 			      rec->n, rec->disk, ip_format_size(min, b, sizeof(b)),
@@ -745,8 +800,11 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 	if (r < 0)
 		return r;
 	snprintf(blocks, sizeof(blocks), "%llu", (unsigned long long)(rec->new_size / bs));
-	const char *argv_undo[] = { "resize2fs", "-z", rec->undo, dev, blocks, NULL };
-	const char *argv_plain[] = { "resize2fs", dev, blocks, NULL };
+	/* -f: below resize2fs -P's estimate, which is far above what the
+	 * filesystem needs; our own count above stands guard, and a failure
+	 * is rolled back below. */
+	const char *argv_undo[] = { "resize2fs", "-f", "-z", rec->undo, dev, blocks, NULL };
+	const char *argv_plain[] = { "resize2fs", "-f", dev, blocks, NULL };
 	r = run_code(rec->undo[0] ? argv_undo : argv_plain, &code, &err, e);
 	if (r < 0)
 		return r;
@@ -754,26 +812,23 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 		char line[256];
 		ip_error e2 = { 0 };
 
-		last_line(err, line, sizeof(line));
+		tool_line(err, "resize2fs: ", line, sizeof(line));
 		/* Put back whatever it changed, then forget the shrink. */
-		if (rec->meta[0]) {
-			if (meta_roll_back(rec, dev, &e2) < 0)
-				return ip_fail(e, -EIO, "resize2fs failed (%s) and %s", line, e2.msg);
-			rec_done(s, rec, NULL);
-			return ip_fail(e, -EIO, "resize2fs could not shrink partition %u of %s (%s); it was rolled back unchanged: check it with e2fsck -f",
-				       rec->n, rec->disk, line);
-		}
-		if (!rec->undo[0] || !undo_has_header(rec->undo)) {
-			rec_done(s, rec, NULL);
-			return ip_fail(e, -EIO, "resize2fs could not shrink partition %u of %s (%s): check it with e2fsck -f",
-				       rec->n, rec->disk, line);
-		}
-		if (e2undo_run(rec->undo, dev, &e2) < 0)
-			return ip_fail(e, -EIO, "resize2fs failed (%s) and %s", line, e2.msg);
-		ext_fsck(dev, rec->disk, rec->n, NULL);
+		if (rec->meta[0])
+			r = meta_roll_back(rec, dev, &e2);
+		else if (rec->undo[0] && undo_has_header(rec->undo))
+			r = e2undo_run(rec->undo, dev, &e2) < 0 ? -EIO : ext_fsck(dev, rec->disk, rec->n, &e2);
+		else
+			r = ext_fsck(dev, rec->disk, rec->n, &e2);
+		if (r < 0)
+			return ip_fail(e, -EIO, "resize2fs failed on partition %u of %s (%s) and %s",
+				       rec->n, rec->disk, line, e2.msg);
+		r = flush_disk(rec->disk, rec->start, rec->old_size, &e2);
 		rec_done(s, rec, NULL);
-		return ip_fail(e, -EIO, "resize2fs could not shrink partition %u of %s (%s); it was rolled back unchanged: check it with e2fsck -f",
-			       rec->n, rec->disk, line);
+		if (r < 0)
+			return ip_fail(e, r, "resize2fs failed on partition %u of %s (%s) and %s",
+				       rec->n, rec->disk, line, e2.msg);
+		return shrink_failed(rec, dev, line, e);
 	}
 	return 0;
 }
