@@ -64,6 +64,13 @@ static uint64_t round_down(uint64_t v, uint64_t g)
 	return v / g * g;
 }
 
+/* Tell a caller that logs events how far an operation got. */
+static void report(const struct partctl_opts *o, const char *what, uint64_t done, uint64_t total)
+{
+	if (o && o->progress)
+		o->progress(o->progress_data, what, done, total);
+}
+
 /* ---- running the tools ---------------------------------------------------- */
 
 /* Run a tool and hand back its exit code; fails only when it could not run
@@ -899,19 +906,20 @@ static int shrink_fs(struct shrink_state *s, struct shrink_rec *rec, ip_error *e
 	return rec_write(s, rec, "fs-resized", e);
 }
 
-int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
+int partctl_part_shrink(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
+			struct partctl_resize_plan *res, ip_error *e)
 {
-	struct partctl_resize_plan p;
+	struct partctl_resize_plan pp, *rp = res ? res : &pp;
 	struct partctl_fsinfo fi;
 	struct shrink_state s;
 	struct shrink_rec rec = { 0 };
 	char real[PATH_MAX];
 	int r;
 
-	r = shrink_plan(disk, n, new_size, &p, &fi, e);
-	if (r < 0 || p.nothing)
+	r = shrink_plan(disk, n, new_size, rp, &fi, e);
+	if (r < 0 || rp->nothing || (o && o->dry_run))
 		return r;
-	r = ip_check_range_unmounted(disk, p.start, p.old_size, e);
+	r = ip_check_range_unmounted(disk, rp->start, rp->old_size, e);
 	if (r < 0)
 		return r;
 	r = state_open(disk, &s, true, e);
@@ -929,59 +937,52 @@ int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
 	snprintf(rec.disk, sizeof(rec.disk), "%s", real);
 	snprintf(rec.fs, sizeof(rec.fs), "%s", fi.type);
 	rec.n = n;
-	rec.start = p.start;
-	rec.old_size = p.old_size;
-	rec.new_size = p.new_size;
+	rec.start = rp->start;
+	rec.old_size = rp->old_size;
+	rec.new_size = rp->new_size;
 	rec.block_size = fi.block_size;
+	report(o, "shrinking", 0, 2);
 	r = shrink_fs(&s, &rec, e);
-	if (r == 0)
+	if (r == 0) {
+		report(o, "table", 1, 2);
 		r = shrink_finish(&s, &rec, e);
-	else if (!strcmp(rec.phase, "") || !strcmp(rec.phase, "checking") ||
+		if (r == 0)
+			report(o, "done", 2, 2);
+	} else if (!strcmp(rec.phase, "") || !strcmp(rec.phase, "checking") ||
 		 !strcmp(rec.phase, "checked"))
 		rec_done(&s, &rec, NULL); /* nothing changed: nothing to resume */
 	state_close(&s);
 	return r;
 }
 
+int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
+{
+	return partctl_part_shrink(disk, n, new_size, NULL, NULL, e);
+}
+
 /* ---- grow ------------------------------------------------------------------- */
 
-int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
+/* Grow the filesystem of partition n, [start, start+size) of disk, to fill
+ * it; check: run the one check policy first (a caller that has just
+ * checked it on the old range says false). */
+static int fs_grow(const char *disk, unsigned n, uint64_t start, uint64_t size, const char *fstype,
+		   bool check, ip_error *e)
 {
-	struct partctl_resize_plan p;
-	struct partctl_fsinfo fi;
-	struct tooldev td;
 	_cleanup_free_ char *err = NULL;
+	struct tooldev td;
 	char line[256];
-	int code, r;
+	int code = 0, r;
 
-	r = grow_plan(disk, n, new_size, &p, &fi, e);
-	if (r < 0 || p.nothing)
-		return r;
-	r = ip_check_range_unmounted(disk, p.start, p.new_size, e);
+	r = tooldev_get(disk, n, start, size, &td, e);
 	if (r < 0)
 		return r;
-	/* Check before anything changes: a damaged filesystem is refused
-	 * with the table untouched. */
-	r = tooldev_get(disk, n, p.start, p.old_size, &td, e);
-	if (r < 0)
-		return r;
-	r = is_ext(fi.type) ? ext_fsck(td.path, disk, n, e) : ntfs_check(td.path, disk, n, e);
-	tooldev_put(&td);
-	if (r < 0)
-		return r;
-	if (p.new_size != p.old_size) {
-		r = table_resize(disk, n, p.start, p.new_size, e);
-		if (r < 0)
-			return r;
-	}
-	r = tooldev_get(disk, n, p.start, p.new_size, &td, e);
-	if (r < 0)
-		return r;
-	if (is_ext(fi.type)) {
+	if (check)
+		r = is_ext(fstype) ? ext_fsck(td.path, disk, n, e) : ntfs_check(td.path, disk, n, e);
+	if (r == 0 && is_ext(fstype)) {
 		const char *argv[] = { "resize2fs", td.path, NULL };
 
 		r = run_code(argv, &code, &err, e);
-	} else {
+	} else if (r == 0) {
 		const char *argv[] = { "ntfsresize", "--force", "--no-progress-bar", td.path, NULL };
 
 		r = run_code(argv, &code, &err, e);
@@ -991,11 +992,83 @@ int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
 		return r;
 	if (code != 0) {
 		last_line(err, line, sizeof(line));
-		return ip_fail(e, -EIO,
-			       "the partition %u of %s is grown but its filesystem is not (%s): run 'inplace part grow %s %u' again",
+		return ip_fail(e, -EIO, "the filesystem of partition %u of %s was not grown (%s): run 'inplace part grow %s %u' again",
 			       n, disk, line, disk, n);
 	}
-	return flush_disk(disk, p.start, p.new_size, e);
+	return flush_disk(disk, start, size, e);
+}
+
+int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
+		      struct partctl_resize_plan *res, ip_error *e)
+{
+	struct partctl_resize_plan p, *rp = res ? res : &p;
+	struct partctl_fsinfo fi;
+	struct tooldev td;
+	int r;
+
+	r = grow_plan(disk, n, new_size, rp, &fi, e);
+	if (r < 0 || rp->nothing || (o && o->dry_run))
+		return r;
+	r = ip_check_range_unmounted(disk, rp->start, rp->new_size, e);
+	if (r < 0)
+		return r;
+	/* Check before anything changes: a damaged filesystem is refused
+	 * with the table untouched. */
+	report(o, "checking", 0, 3);
+	r = tooldev_get(disk, n, rp->start, rp->old_size, &td, e);
+	if (r < 0)
+		return r;
+	r = is_ext(fi.type) ? ext_fsck(td.path, disk, n, e) : ntfs_check(td.path, disk, n, e);
+	tooldev_put(&td);
+	if (r < 0)
+		return r;
+	if (rp->new_size != rp->old_size) {
+		report(o, "table", 1, 3);
+		r = table_resize(disk, n, rp->start, rp->new_size, e);
+		if (r < 0)
+			return r;
+	}
+	report(o, "growing", 2, 3);
+	r = fs_grow(disk, n, rp->start, rp->new_size, fi.type, false, e);
+	if (r == 0)
+		report(o, "done", 3, 3);
+	return r;
+}
+
+int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
+{
+	return partctl_part_grow(disk, n, new_size, NULL, NULL, e);
+}
+
+int partctl_fs_grow(const char *disk, unsigned n, const struct partctl_opts *o,
+		    struct partctl_resize_plan *res, ip_error *e)
+{
+	struct partctl_resize_plan p, *rp = res ? res : &p;
+	struct partctl_fsinfo fi;
+	struct part_geom g;
+	int r;
+
+	memset(rp, 0, sizeof(*rp));
+	r = load_resizable(disk, n, "grown", rp, &g, &fi, e);
+	if (r < 0)
+		return r;
+	/* The partition keeps its size; old_size and new_size are the
+	 * filesystem's. */
+	rp->max_size = rp->old_size;
+	rp->new_size = rp->old_size;
+	rp->old_size = fi.size;
+	rp->fs_min = fi.min_size;
+	rp->nothing = fi.size && rp->new_size - fi.size <= fi.block_size;
+	if (rp->nothing || (o && o->dry_run))
+		return 0;
+	r = ip_check_range_unmounted(disk, rp->start, rp->new_size, e);
+	if (r < 0)
+		return r;
+	report(o, "growing", 0, 1);
+	r = fs_grow(disk, n, rp->start, rp->new_size, fi.type, true, e);
+	if (r == 0)
+		report(o, "done", 1, 1);
+	return r;
 }
 
 /* ---- resume ----------------------------------------------------------------- */
