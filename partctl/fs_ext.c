@@ -138,10 +138,7 @@ out:
 int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t *min,
 			 ip_error *e)
 {
-	_cleanup_free_ char *dev = NULL, *out = NULL;
-	const char *p;
-	unsigned long long blocks;
-	int r;
+	_cleanup_free_ char *dev = NULL;
 
 	*min = 0;
 	/* e2fsprogs tools accept "IMAGE?offset=N" as the device. */
@@ -149,13 +146,5 @@ int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t
 		dev = NULL;
 		return ip_fail(e, -ENOMEM, "out of memory");
 	}
-	const char *argv[] = { "resize2fs", "-P", dev, NULL };
-	r = ip_spawn(argv, &out, e);
-	if (r < 0)
-		return r;
-	p = out ? strstr(out, "minimum size of the filesystem:") : NULL;
-	if (!p || sscanf(strchr(p, ':') + 1, "%llu", &blocks) != 1)
-		return ip_fail(e, -EIO, "resize2fs -P printed no minimum size for %s", dev);
-	*min = blocks * block_size;
-	return 0;
+	return partctl_ext_estimate(dev, block_size, min, e);
 }
