@@ -284,11 +284,26 @@ int partctl_resize_table(const char *disk, unsigned n, uint64_t start, uint64_t 
 
 /* ---- grow ------------------------------------------------------------------- */
 
-/* Grow the filesystem of partition n, [start, start+size) of disk, to fill
- * it; check: run the one check policy first (a caller that has just
- * checked it on the old range says false). */
+/* The one check policy on [start, start+size) of disk: a range the size of
+ * the filesystem, since ntfsfix looks for the backup boot sector at the
+ * device's end. */
+static int fs_check(const char *disk, unsigned n, uint64_t start, uint64_t size, const char *fstype,
+		    ip_error *e)
+{
+	struct partctl_tooldev td;
+	int r = partctl_tooldev_get(disk, n, start, size, &td, e);
+
+	if (r < 0)
+		return r;
+	r = partctl_is_ext(fstype) ? partctl_ext_fsck(td.path, disk, n, e) : partctl_ntfs_check(td.path, disk, n, e);
+	partctl_tooldev_put(&td);
+	return r;
+}
+
+/* Grow the (checked) filesystem of partition n, [start, start+size) of
+ * disk, to fill it. */
 static int fs_grow(const char *disk, unsigned n, uint64_t start, uint64_t size, const char *fstype,
-		   bool check, ip_error *e)
+		   ip_error *e)
 {
 	_cleanup_free_ char *err = NULL;
 	struct partctl_tooldev td;
@@ -298,13 +313,11 @@ static int fs_grow(const char *disk, unsigned n, uint64_t start, uint64_t size, 
 	r = partctl_tooldev_get(disk, n, start, size, &td, e);
 	if (r < 0)
 		return r;
-	if (check)
-		r = partctl_is_ext(fstype) ? partctl_ext_fsck(td.path, disk, n, e) : partctl_ntfs_check(td.path, disk, n, e);
-	if (r == 0 && partctl_is_ext(fstype)) {
+	if (partctl_is_ext(fstype)) {
 		const char *argv[] = { "resize2fs", td.path, NULL };
 
 		r = partctl_tool_run(argv, &code, &err, e);
-	} else if (r == 0) {
+	} else {
 		const char *argv[] = { "ntfsresize", "--force", "--no-progress-bar", td.path, NULL };
 
 		r = partctl_tool_run(argv, &code, &err, e);
@@ -325,7 +338,6 @@ int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const str
 {
 	struct partctl_resize_plan p, *rp = res ? res : &p;
 	struct partctl_fsinfo fi;
-	struct partctl_tooldev td;
 	int r;
 
 	r = grow_plan(disk, n, new_size, rp, &fi, e);
@@ -337,11 +349,7 @@ int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const str
 	/* Check before anything changes: a damaged filesystem is refused
 	 * with the table untouched. */
 	partctl_report(o, "checking", 0, 3);
-	r = partctl_tooldev_get(disk, n, rp->start, rp->old_size, &td, e);
-	if (r < 0)
-		return r;
-	r = partctl_is_ext(fi.type) ? partctl_ext_fsck(td.path, disk, n, e) : partctl_ntfs_check(td.path, disk, n, e);
-	partctl_tooldev_put(&td);
+	r = fs_check(disk, n, rp->start, rp->old_size, fi.type, e);
 	if (r < 0)
 		return r;
 	if (rp->new_size != rp->old_size) {
@@ -351,7 +359,7 @@ int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const str
 			return r;
 	}
 	partctl_report(o, "growing", 2, 3);
-	r = fs_grow(disk, n, rp->start, rp->new_size, fi.type, false, e);
+	r = fs_grow(disk, n, rp->start, rp->new_size, fi.type, e);
 	if (r == 0)
 		partctl_report(o, "done", 3, 3);
 	return r;
@@ -387,7 +395,9 @@ int partctl_fs_grow(const char *disk, unsigned n, const struct partctl_opts *o,
 	if (r < 0)
 		return r;
 	partctl_report(o, "growing", 0, 1);
-	r = fs_grow(disk, n, rp->start, rp->new_size, fi.type, true, e);
+	r = fs_check(disk, n, rp->start, fi.size && fi.size < rp->new_size ? fi.size : rp->new_size, fi.type, e);
+	if (r == 0)
+		r = fs_grow(disk, n, rp->start, rp->new_size, fi.type, e);
 	if (r == 0)
 		partctl_report(o, "done", 1, 1);
 	return r;
