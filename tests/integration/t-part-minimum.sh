@@ -51,17 +51,22 @@ mkfs_mount() {
 	return 0
 }
 
-# sized IMG BS PCT MAKER: an image whose filesystem is about PCT full, at
-# the used bytes of the tree (learnt once per block size) / PCT.
-declare -A tree_used
+# sized IMG BS PCT MAKER: an image whose filesystem is about PCT full.
+# Used bytes grow with the size (inode tables, bitmaps), so they are learnt
+# once per block size at two sizes, used = C + k * size, and the size for
+# PCT is C / (PCT - k).
+declare -A fix_c fix_k
 sized() {
-	local img=$1 bs=$2 pct=$3 maker=$4 mib
-	if [ -z "${tree_used[$bs]:-}" ]; then
-		new_img "$img" 400
-		mkfs_d "$img" "$bs" || return 1
-		tree_used[$bs]=$(show "$img" 1 used)
+	local img=$1 bs=$2 pct=$3 maker=$4 mib u1 u2
+	if [ -z "${fix_c[$bs]:-}" ]; then
+		new_img "$img" 400 && mkfs_d "$img" "$bs" || return 1
+		u1=$(show "$img" 1 used)
+		new_img "$img" 200 && mkfs_d "$img" "$bs" || return 1
+		u2=$(show "$img" 1 used)
+		fix_k[$bs]=$(( (u1 - u2) * 1000000 / (200 * MiB) ))       # per million
+		fix_c[$bs]=$(( u1 - fix_k[$bs] * 400 * MiB / 1000000 ))
 	fi
-	mib=$(( tree_used[$bs] * 100 / pct / MiB + 2 ))
+	mib=$(( fix_c[$bs] * 1000000 / (pct * 10000 - fix_k[$bs]) / MiB + 2 ))
 	new_img "$img" "$mib"
 	if [ "$maker" = mkfs ]; then mkfs_d "$img" "$bs"; else mkfs_mount "$img" "$bs" "$pct"; fi
 }
