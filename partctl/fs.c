@@ -146,7 +146,7 @@ int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 		if (partctl_ext_info(d, off, size, out, NULL) == 0) {
 			partctl_ext_min_size(d, off, out->block_size, &out->min_estimate, NULL);
 			/* A layout the count does not know keeps the estimate. */
-			if (partctl_ext_min(d, off, &out->min_size, NULL) < 0)
+			if (partctl_ext_min(d, off, &out->min_size, NULL, NULL) < 0)
 				out->min_size = out->min_estimate;
 		}
 	} else if (!strcmp(out->type, "ntfs")) {

@@ -50,6 +50,8 @@ uint64_t partctl_ext_min_blocks(const struct partctl_ext_geom *g)
 	margin = g->data_blocks / MARGIN_DIV;
 	if (margin < MARGIN_MIN / g->block_size)
 		margin = MARGIN_MIN / g->block_size;
+	if (g->no_margin)
+		margin = 0;
 	groups = div_ceil(g->used_inodes, g->inodes_per_group);
 	if (groups == 0)
 		groups = 1;
@@ -87,7 +89,7 @@ static uint64_t group_super(ext2_filsys fs, dgrp_t g)
 	return used;
 }
 
-int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, ip_error *e)
+int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, uint64_t *floor, ip_error *e)
 {
 	_cleanup_free_ uint64_t *meta = NULL;
 	uint64_t *tables, *home;
@@ -99,6 +101,8 @@ int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, ip_error *e)
 	int r;
 
 	*min = 0;
+	if (floor)
+		*floor = 0;
 	r = partctl_ext_open_bitmaps(d, off, &fs, e);
 	if (r < 0)
 		return r;
@@ -144,6 +148,10 @@ int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, ip_error *e)
 	g.tables = tables;
 	g.home = home;
 	*min = partctl_ext_min_blocks(&g) * fs->blocksize;
+	if (floor) {
+		g.no_margin = true;
+		*floor = partctl_ext_min_blocks(&g) * fs->blocksize;
+	}
 	r = 0;
 out:
 	ext2fs_close_free(&fs);

@@ -39,8 +39,10 @@ int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap
 int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *bytes, ip_error *e);
 int partctl_ext_meta_restore(ip_disk *d, uint64_t off, const char *path, ip_error *e);
 /* The smallest size in bytes the ext filesystem at off can be shrunk to,
- * counted from the filesystem (fs_ext_min.c). */
-int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, ip_error *e);
+ * counted from the filesystem (fs_ext_min.c).  floor (may be NULL): the
+ * same without the margin for extent-tree growth, below which resize2fs
+ * cannot succeed at all. */
+int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, uint64_t *floor, ip_error *e);
 /* The count itself, on a filesystem's numbers (unit-tested). */
 struct partctl_ext_geom {
 	uint64_t block_size;
@@ -54,6 +56,7 @@ struct partctl_ext_geom {
 	const uint64_t *meta;     /* meta[g]: blocks of group g's metadata */
 	const uint64_t *tables;   /* tables[g]: its bitmaps and inode table … */
 	const uint64_t *home;     /* home[g]: … lie in this group (flex_bg) */
+	bool no_margin;           /* the floor: no margin for extent growth */
 };
 uint64_t partctl_ext_min_blocks(const struct partctl_ext_geom *g);
 /* `resize2fs -P`: its estimate of the smallest size in bytes. */

@@ -214,18 +214,21 @@ static int meta_roll_back(const struct shrink_rec *rec, const char *dev, ip_erro
 	return partctl_ext_fsck(dev, rec->disk, rec->n, e);
 }
 
-/* The minimum of the (checked) ext filesystem on dev: our count, or
- * resize2fs -P's estimate for a layout the count does not describe. */
-static int ext_min_checked(const char *dev, uint64_t bs, uint64_t *min, ip_error *e)
+/* The minimum of the (checked) ext filesystem on dev and its floor: our
+ * count, or resize2fs -P's estimate for a layout the count does not
+ * describe. */
+static int ext_min_checked(const char *dev, uint64_t bs, uint64_t *min, uint64_t *floor, ip_error *e)
 {
 	ip_disk *d = NULL;
 	int r = ip_disk_open(dev, IP_DISK_RDONLY, &d, e);
 
 	if (r == 0)
-		r = partctl_ext_min(d, 0, min, e);
+		r = partctl_ext_min(d, 0, min, floor, e);
 	ip_disk_free(d);
-	if (r == -EOPNOTSUPP)
-		return partctl_ext_estimate(dev, bs, min, e);
+	if (r == -EOPNOTSUPP) {
+		r = partctl_ext_estimate(dev, bs, min, e);
+		*floor = *min;
+	}
 	return r;
 }
 
@@ -250,17 +253,21 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 {
 	_cleanup_free_ char *err = NULL;
 	char blocks[32], b[IP_SIZE_BUFSZ];
-	uint64_t min = 0, bs = rec->block_size;
+	uint64_t min = 0, floor = 0, bs = rec->block_size;
 	int code, r;
 
 	r = partctl_ext_fsck(dev, rec->disk, rec->n, e);
 	if (r < 0)
 		return r;
 	/* After the check, the count is of a consistent filesystem. */
-	r = ext_min_checked(dev, bs, &min, e);
+	/* The plan checked the size against the minimum part show reports;
+	 * e2fsck may since have corrected a few blocks (mke2fs -d leaves
+	 * some to fix), which the margin absorbs: refuse only below the
+	 * floor, where resize2fs cannot succeed. */
+	r = ext_min_checked(dev, bs, &min, &floor, e);
 	if (r < 0)
 		return r;
-	if (partctl_round_down(rec->new_size, bs) < min && !partctl_test_no_min())
+	if (partctl_round_down(rec->new_size, bs) < floor && !partctl_test_no_min())
 		return ip_bad(e, -ENOSPC,
 			      "cannot shrink partition %u of %s below %s (the filesystem's minimum): choose --to %lluMiB or larger",
 			      rec->n, rec->disk, ip_format_size(min, b, sizeof(b)),

@@ -406,6 +406,10 @@ static void test_ext_min_formula(void **state)
 	/* 2 groups: their metadata, the tables of groups 2 and 3 that lie in
 	 * group 0 (freed only after the move), the data, 4 MiB of margin */
 	assert_int_equal(partctl_ext_min_blocks(&g), 579 + 579 + 514 + 514 + 40000 + 1024);
+	/* the floor: the same without the margin */
+	g.no_margin = true;
+	assert_int_equal(partctl_ext_min_blocks(&g), 579 + 579 + 514 + 514 + 40000);
+	g.no_margin = false;
 	/* every inode table but the kept ones counted only where it lies */
 	home[2] = 2, home[3] = 3;
 	assert_int_equal(partctl_ext_min_blocks(&g), 579 + 579 + 40000 + 1024);
