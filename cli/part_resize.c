@@ -132,14 +132,11 @@ static int resize_verb(int argc, char **argv, bool grow)
 	cli_opts_apply(&o);
 	if (to_arg && (r = cli_parse_disk_size(&o, cmd, disk, to_arg, &to)))
 		return r;
-	r = grow ? partctl_grow_plan(disk, n, to, &p, &e) : partctl_shrink_plan(disk, n, to, &p, &e);
+	struct partctl_opts po = { .dry_run = o.dry_run };
+
+	r = grow ? partctl_part_grow(disk, n, to, &po, &p, &e) : partctl_part_shrink(disk, n, to, &po, &p, &e);
 	if (r < 0)
 		return cli_error(&o, cmd, &e);
-	if (!o.dry_run && !p.nothing) {
-		r = grow ? partctl_grow(disk, n, to, &e) : partctl_shrink(disk, n, to, &e);
-		if (r < 0)
-			return cli_error(&o, cmd, &e);
-	}
 	return emit(&o, cmd, disk, &p, grow);
 }
 

@@ -44,6 +44,10 @@ static void add_fs_json(json_object *o, const struct partctl_fsinfo *fs)
 	json_object_object_add(o, "fs_size", ip_json_u64(fs->size));
 	json_object_object_add(o, "used", ip_json_u64(fs->used));
 	json_object_object_add(o, "min_size", ip_json_u64(fs->min_size));
+	/* min_bytes: ours (min_size kept for existing readers); the resizer's
+	 * own estimate beside it, so a fleet tool sees the difference. */
+	json_object_object_add(o, "min_bytes", ip_json_u64(fs->min_size));
+	json_object_object_add(o, "min_estimate_bytes", ip_json_u64(fs->min_estimate));
 	json_object_object_add(o, "resizable", json_object_new_boolean(fs->resizable));
 }
 

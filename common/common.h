@@ -254,6 +254,18 @@ int ip_write_all(int fd, const void *buf, size_t len);
 /* mkdir -p with mode for the created components. */
 int ip_mkdir_p(const char *path, mode_t mode, ip_error *e);
 
+/* ---- the state directory (state.c) -------------------------------------- */
+
+/* Where records that must outlive the process live: $INPLACE_STATE_DIR,
+ * default /var/lib/inplace. */
+const char *ip_state_dir(void);
+/* out = DIR/KIND<disk path>-<disk size>.EXT: keyed by path and size, so
+ * that another disk that later takes the same name is not mistaken for
+ * this one. */
+int ip_state_file(const char *disk, const char *kind, const char *ext, char *out, size_t n,
+		  ip_error *e);
+int ip_state_mkdir(ip_error *e);
+
 /* ---- JSON -------------------------------------------------------------- */
 
 /* A new result document {"version": IP_JSON_VERSION, "command": command}. */

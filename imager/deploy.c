@@ -243,53 +243,6 @@ static void discard_unused(struct dep *c)
 	}
 }
 
-/* Grow the filesystem to fill the partition, with its own resizer, on a
- * loop device over the partition (or the partition node itself). */
-static int grow_fs(const char *disk, unsigned n, uint64_t off, uint64_t size, const char *fs,
-		   ip_error *e)
-{
-	char dev[256];
-	bool loop = false;
-	struct stat sb;
-	int r;
-
-	if (stat(disk, &sb) == 0 && S_ISBLK(sb.st_mode) && ip_partition_node(disk, n, dev, sizeof(dev)) == 0) {
-		/* the kernel's partition node */
-	} else {
-		r = ip_loop_attach(disk, off, size, false, dev, sizeof(dev), e);
-		if (r < 0)
-			return r;
-		loop = true;
-	}
-	if (!strncmp(fs, "ext", 3)) {
-		const char *fsck[] = { "e2fsck", "-f", "-y", dev, NULL };
-		const char *rs[] = { "resize2fs", dev, NULL };
-		ip_proc p = { .argv = fsck };
-
-		r = ip_proc_run(&p, e);
-		/* 0: clean, 1: errors fixed; anything else stops the grow. */
-		if (r == 0 && p.exit_code > 1) {
-			char why[64];
-
-			r = ip_fail(e, -EIO, "e2fsck found errors it could not fix on %s (%s): run e2fsck by hand, then resize2fs",
-				    dev, ip_proc_describe(&p, why, sizeof(why)));
-		}
-		ip_proc_clear(&p);
-		if (r == 0)
-			r = ip_spawn(rs, NULL, e);
-	} else if (!strcmp(fs, "ntfs")) {
-		const char *rs[] = { "ntfsresize", "--force", "--force", "--no-progress-bar", dev, NULL };
-
-		r = ip_spawn(rs, NULL, e);
-	} else {
-		r = ip_bad(e, -EOPNOTSUPP, "cannot grow a %s filesystem: deploy without --grow",
-			   *fs ? fs : "unknown");
-	}
-	if (loop)
-		ip_loop_detach(dev, NULL);
-	return r;
-}
-
 int imager_deploy(const char *image, const char *disk, unsigned n,
 		  const struct imager_deploy_opts *o, struct imager_deploy_result *res,
 		  ip_error *e)
@@ -473,7 +426,8 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 	ip_disk_free(c.d);
 	c.d = NULL;
 	if (o->grow && size > img->meta.part_size) {
-		r = grow_fs(disk, n, off, size, img->meta.fs_type, e);
+		/* partctl's one check-and-grow policy, as `part grow` uses. */
+		r = partctl_fs_grow(disk, n, NULL, NULL, e);
 		if (r < 0) {
 			ip_error_prefix(e, "the image was written but growing its filesystem failed");
 			goto out;

@@ -85,11 +85,6 @@ static int check_range(ip_disk *d, uint64_t off, uint64_t size, ip_error *e)
 	return 0;
 }
 
-static bool is_ext(const char *type)
-{
-	return !strcmp(type, "ext2") || !strcmp(type, "ext3") || !strcmp(type, "ext4");
-}
-
 static void copy_tag(blkid_probe pr, const char *name, char *dst, size_t len)
 {
 	const char *v = NULL;
@@ -146,14 +141,19 @@ int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 		return r;
 	/* Size, usage and minimum are best effort: a damaged filesystem still
 	 * reports its type, with the numbers left 0. */
-	if (is_ext(out->type)) {
+	if (partctl_is_ext(out->type)) {
 		out->resizable = true;
-		if (partctl_ext_info(d, off, size, out, NULL) == 0)
-			partctl_ext_min_size(d, off, out->block_size, &out->min_size, NULL);
+		if (partctl_ext_info(d, off, size, out, NULL) == 0) {
+			partctl_ext_min_size(d, off, out->block_size, &out->min_estimate, NULL);
+			/* A layout the count does not know keeps the estimate. */
+			if (partctl_ext_min(d, off, &out->min_size, NULL, NULL) < 0)
+				out->min_size = out->min_estimate;
+		}
 	} else if (!strcmp(out->type, "ntfs")) {
 		out->resizable = true;
-		if (partctl_ntfs_info(d, off, size, out, NULL) == 0)
-			partctl_ntfs_min_size(d, off, size, &out->min_size, NULL);
+		if (partctl_ntfs_info(d, off, size, out, NULL) == 0 &&
+		    partctl_ntfs_min_size(d, off, size, &out->min_size, NULL) == 0)
+			out->min_estimate = out->min_size;
 	}
 	return 0;
 }
@@ -169,7 +169,7 @@ int partctl_fs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap 
 	r = probe_type(d, off, size, &fi, e);
 	if (r < 0)
 		return r;
-	if (is_ext(fi.type))
+	if (partctl_is_ext(fi.type))
 		return partctl_ext_usedmap(d, off, size, out, e);
 	if (!strcmp(fi.type, "ntfs"))
 		return partctl_ntfs_usedmap(d, off, size, out, e);

@@ -31,6 +31,33 @@ int partctl_ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 	return 0;
 }
 
+int partctl_ext_open_bitmaps(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
+{
+	errcode_t err;
+	int r = partctl_ext_open(d, off, fs, e);
+
+	if (r < 0)
+		return r;
+	if (ext2fs_has_feature_journal_needs_recovery((*fs)->super)) {
+		/* The bitmaps on disk may be missing what the journal holds. */
+		r = ip_fail(e, -EUCLEAN,
+			    "the ext filesystem at offset %llu of %s has a journal to replay: run e2fsck -f on it (after unmounting it)",
+			    (unsigned long long)off, ip_disk_path(d));
+		goto fail;
+	}
+	err = ext2fs_read_block_bitmap(*fs);
+	if (err) {
+		r = ip_fail(e, ext_errno(err),
+			    "cannot read the block bitmap of the ext filesystem at offset %llu of %s (%s): run e2fsck -f on it",
+			    (unsigned long long)off, ip_disk_path(d), error_message(err));
+		goto fail;
+	}
+	return 0;
+fail:
+	ext2fs_close_free(fs);
+	return r;
+}
+
 int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
 		     ip_error *e)
 {
@@ -62,23 +89,9 @@ int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap
 	int r;
 
 	*out = NULL;
-	r = partctl_ext_open(d, off, &fs, e);
+	r = partctl_ext_open_bitmaps(d, off, &fs, e);
 	if (r < 0)
 		return r;
-	if (ext2fs_has_feature_journal_needs_recovery(fs->super)) {
-		/* The bitmaps on disk may be missing what the journal holds. */
-		r = ip_fail(e, -EUCLEAN,
-			    "the ext filesystem at offset %llu of %s has a journal to replay: run e2fsck -f on it (after unmounting it)",
-			    (unsigned long long)off, ip_disk_path(d));
-		goto out;
-	}
-	err = ext2fs_read_block_bitmap(fs);
-	if (err) {
-		r = ip_fail(e, ext_errno(err),
-			    "cannot read the block bitmap of the ext filesystem at offset %llu of %s (%s): run e2fsck -f on it",
-			    (unsigned long long)off, ip_disk_path(d), error_message(err));
-		goto out;
-	}
 	bs = fs->blocksize;
 	r = partctl_map_begin(&b, size, bs);
 	if (r < 0)
@@ -125,10 +138,7 @@ out:
 int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t *min,
 			 ip_error *e)
 {
-	_cleanup_free_ char *dev = NULL, *out = NULL;
-	const char *p;
-	unsigned long long blocks;
-	int r;
+	_cleanup_free_ char *dev = NULL;
 
 	*min = 0;
 	/* e2fsprogs tools accept "IMAGE?offset=N" as the device. */
@@ -136,13 +146,5 @@ int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t
 		dev = NULL;
 		return ip_fail(e, -ENOMEM, "out of memory");
 	}
-	const char *argv[] = { "resize2fs", "-P", dev, NULL };
-	r = ip_spawn(argv, &out, e);
-	if (r < 0)
-		return r;
-	p = out ? strstr(out, "minimum size of the filesystem:") : NULL;
-	if (!p || sscanf(strchr(p, ':') + 1, "%llu", &blocks) != 1)
-		return ip_fail(e, -EIO, "resize2fs -P printed no minimum size for %s", dev);
-	*min = blocks * block_size;
-	return 0;
+	return partctl_ext_estimate(dev, block_size, min, e);
 }

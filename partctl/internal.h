@@ -3,6 +3,8 @@
 #ifndef INPLACE_PARTCTL_INTERNAL_H
 #define INPLACE_PARTCTL_INTERNAL_H
 
+#include <string.h>
+
 #include "partctl/partctl.h"
 
 /* ==== filesystem knowledge and resize (owner: resize) =================== */
@@ -23,6 +25,9 @@ void partctl_map_abort(struct partctl_map_builder *b);
 struct struct_ext2_filsys;   /* ext2_filsys, without ext2fs.h here */
 /* Open the filesystem at byte off of d (the unix I/O manager's offset). */
 int partctl_ext_open(ip_disk *d, uint64_t off, struct struct_ext2_filsys **fs, ip_error *e);
+/* The same, refusing a journal that needs replay (the bitmaps would lie),
+ * with the block bitmap read. */
+int partctl_ext_open_bitmaps(ip_disk *d, uint64_t off, struct struct_ext2_filsys **fs, ip_error *e);
 int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
 		     ip_error *e);
 int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
@@ -33,7 +38,28 @@ int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap
  * then writes every block back and flushes. */
 int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *bytes, ip_error *e);
 int partctl_ext_meta_restore(ip_disk *d, uint64_t off, const char *path, ip_error *e);
-/* `resize2fs -P`: the smallest size in bytes. */
+/* The smallest size in bytes the ext filesystem at off can be shrunk to,
+ * counted from the filesystem (fs_ext_min.c).  floor (may be NULL): the
+ * same without the margin for extent-tree growth, below which resize2fs
+ * cannot succeed at all. */
+int partctl_ext_min(ip_disk *d, uint64_t off, uint64_t *min, uint64_t *floor, ip_error *e);
+/* The count itself, on a filesystem's numbers (unit-tested). */
+struct partctl_ext_geom {
+	uint64_t block_size;
+	uint64_t first_data_block;
+	uint64_t blocks_per_group;
+	uint64_t inodes_per_group;
+	uint64_t used_inodes;
+	uint64_t data_blocks;     /* in use and not group metadata (files, dirs, journal) */
+	uint64_t groups;          /* groups now */
+	uint64_t blocks_now;      /* blocks now */
+	const uint64_t *meta;     /* meta[g]: blocks of group g's metadata */
+	const uint64_t *tables;   /* tables[g]: its bitmaps and inode table … */
+	const uint64_t *home;     /* home[g]: … lie in this group (flex_bg) */
+	bool no_margin;           /* the floor: no margin for extent growth */
+};
+uint64_t partctl_ext_min_blocks(const struct partctl_ext_geom *g);
+/* `resize2fs -P`: its estimate of the smallest size in bytes. */
 int partctl_ext_min_size(ip_disk *d, uint64_t off, uint64_t block_size, uint64_t *min,
 			 ip_error *e);
 
@@ -46,6 +72,64 @@ int partctl_ntfs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedma
 int partctl_ntfs_min_size(ip_disk *d, uint64_t off, uint64_t size, uint64_t *min,
 			  ip_error *e);
 
+/* ---- resize (resize.c: plans, table step, grow; shrink.c: the journaled
+ *      shrink and its resume; fstool.c: the tools) ---- */
+
+static inline bool partctl_is_ext(const char *t)
+{
+	return !strcmp(t, "ext2") || !strcmp(t, "ext3") || !strcmp(t, "ext4");
+}
+
+static inline uint64_t partctl_round_up(uint64_t v, uint64_t g)
+{
+	return (v + g - 1) / g * g;
+}
+
+static inline uint64_t partctl_round_down(uint64_t v, uint64_t g)
+{
+	return v / g * g;
+}
+
+/* INPLACE_TEST_NO_MIN=1 (tests only) lets a shrink below the minimum
+ * reach resize2fs, so that its failure and the roll back are tested. */
+bool partctl_test_no_min(void);
+/* Tell a caller that logs events (o->progress) how far an operation got. */
+void partctl_report(const struct partctl_opts *o, const char *what, uint64_t done, uint64_t total);
+/* partctl_shrink_plan, also handing back what the probe found. */
+int partctl_shrink_plan_fs(const char *disk, unsigned n, uint64_t new_size,
+			   struct partctl_resize_plan *out, struct partctl_fsinfo *fi, ip_error *e);
+/* Write partition n's new range into the table. */
+int partctl_resize_table(const char *disk, unsigned n, uint64_t start, uint64_t size, ip_error *e);
+
+/* Run a tool and hand back its exit code; fails only when it could not
+ * run or died of a signal.  err_out (may be NULL): its stderr. */
+int partctl_tool_run(const char *const argv[], int *code, char **err_out, ip_error *e);
+/* The last line of a tool's output; the line starting with prefix (its
+ * error), else the last one. */
+void partctl_tool_last_line(const char *s, char *buf, size_t len);
+void partctl_tool_line(const char *s, const char *prefix, char *buf, size_t len);
+/* The device the tools work on: the kernel's partition node of a block
+ * device when it has the right size, else a loop device over the range. */
+struct partctl_tooldev {
+	char path[64];
+	bool loop;
+};
+int partctl_tooldev_get(const char *disk, unsigned n, uint64_t start, uint64_t size,
+			struct partctl_tooldev *td, ip_error *e);
+void partctl_tooldev_put(struct partctl_tooldev *td);
+/* fsync what the tools wrote through the page cache (and under
+ * INPLACE_IOLOG record the range as external writes). */
+int partctl_tool_flush(const char *disk, uint64_t off, uint64_t len, ip_error *e);
+/* The one check policy: e2fsck -f -y (exit 0-3 is clean or repaired),
+ * ntfsfix -n (exit 0).  disk and n name the partition in messages. */
+int partctl_ext_fsck(const char *dev, const char *disk, unsigned n, ip_error *e);
+int partctl_ntfs_check(const char *dev, const char *disk, unsigned n, ip_error *e);
+/* resize2fs -P on dev: its estimate of the minimum, in bytes. */
+int partctl_ext_estimate(const char *dev, uint64_t bs, uint64_t *min, ip_error *e);
+/* resize2fs -z's undo file: did it get as far as its header; roll back. */
+bool partctl_e2undo_has_header(const char *undo);
+int partctl_e2undo_run(const char *undo, const char *dev, ip_error *e);
+
 /* Finish an interrupted `part shrink` recorded in the state directory:
  * roll an interrupted resize2fs back with e2undo and redo the shrink, or
  * finish the table step when the filesystem was already shrunk.  0 and
@@ -53,9 +137,9 @@ int partctl_ntfs_min_size(ip_disk *d, uint64_t off, uint64_t size, uint64_t *min
  * partctl_resume() calls this first. */
 int partctl_resize_resume(const char *disk, bool *did, ip_error *e);
 
-/* The state directory ($INPLACE_STATE_DIR, default /var/lib/inplace):
- * out = DIR/KIND<disk path>-<disk size>.EXT, so that another disk that
- * later takes the same name is not mistaken for this one. */
+/* The state directory (common/state.c): out = DIR/KIND<disk path>-<disk
+ * size>.EXT, so that another disk that later takes the same name is not
+ * mistaken for this one. */
 int partctl_state_file(const char *disk, const char *kind, const char *ext, char *out, size_t n,
 		       ip_error *e);
 int partctl_state_mkdir(ip_error *e);

@@ -52,7 +52,11 @@ struct partctl_fsinfo {
 	uint64_t size;         /* bytes the filesystem spans (0 if unknown) */
 	uint64_t block_size;
 	uint64_t used;         /* bytes in use (0 if unknown) */
-	uint64_t min_size;     /* smallest size its resizer can shrink it to (0 if unknown) */
+	uint64_t min_size;     /* smallest size inplace shrinks it to (0 if unknown): for
+				* ext2/3/4 counted from the filesystem (fs_ext_min.c),
+				* for NTFS ntfsresize --info's */
+	uint64_t min_estimate; /* the resizer's own estimate (resize2fs -P); for
+				* NTFS the same as min_size (0 if unknown) */
 	bool resizable;        /* ext2/3/4 and NTFS: inplace can shrink and grow it */
 };
 
@@ -309,13 +313,6 @@ int partctl_make_storage(const char *disk, uint64_t need, const char *label, con
 /* ==== resizing through the filesystem's own tool (partctl/resize.c,
  *      owner: resize) ===================================================== */
 
-/* Shrink: fs check, fs resize (resize2fs / ntfsresize), then the table; never
- * leaves a filesystem larger than its partition.  Below the fs minimum:
- * bad input naming the minimum. */
-int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e);
-/* Grow: the table first, then the fs.  new_size 0: as far as free space allows. */
-int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e);
-
 /* What a shrink or grow would do, computed without writing (--dry-run, and
  * the first step of partctl_shrink/partctl_grow): the size is aligned so
  * that the partition ends on the table's grain, checked against the
@@ -334,6 +331,27 @@ int partctl_shrink_plan(const char *disk, unsigned n, uint64_t new_size,
 			struct partctl_resize_plan *out, ip_error *e);
 int partctl_grow_plan(const char *disk, unsigned n, uint64_t new_size,
 		      struct partctl_resize_plan *out, ip_error *e);
+
+/* Shrink: fs check, fs resize (resize2fs -f / ntfsresize), then the table;
+ * never leaves a filesystem larger than its partition.  Below the fs
+ * minimum: bad input naming the minimum.  resize2fs failing is rolled back
+ * (exit 1 naming resize2fs -P's size).  res (may be NULL): what was done,
+ * or with o->dry_run what would be done. */
+int partctl_part_shrink(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
+			struct partctl_resize_plan *res, ip_error *e);
+/* Grow: the table first, then the fs.  new_size 0: as far as free space
+ * allows. */
+int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
+		      struct partctl_resize_plan *res, ip_error *e);
+/* Grow the filesystem of partition n to fill the partition (after an image
+ * was written to a larger one): one check (e2fsck -f -y / ntfsfix -n), then
+ * resize2fs / ntfsresize.  res: old_size and new_size are the filesystem's
+ * before and after; nothing when it already fills the partition. */
+int partctl_fs_grow(const char *disk, unsigned n, const struct partctl_opts *o,
+		    struct partctl_resize_plan *res, ip_error *e);
+/* The old shapes, for plan_exec.c until it calls partctl_part_shrink. */
+int partctl_shrink(const char *disk, unsigned n, uint64_t new_size, ip_error *e);
+int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e);
 
 /* ==== crash-safe move (partctl/move.c, owner: move) ===================== */
 

@@ -3,8 +3,8 @@
 # `inplace part resume`: every file intact, fsck clean, the shrink finished.
 #
 # ext4: 20 kills at random instants (half of them spread over the whole
-# command, half timed from the moment resize2fs starts writing its undo
-# file), plus the kill right after resize2fs finished and before inplace
+# command, half timed from the moment the metadata undo is complete and
+# resize2fs starts), plus the kill right after resize2fs finished and before inplace
 # recorded it.  The whole process group is killed, as a crash would: a
 # resize2fs left running would keep writing.  NTFS (ntfsresize has no undo):
 # kills just before and just after ntfsresize, through a wrapper in PATH.
@@ -110,8 +110,8 @@ for i in $(seq 1 "$KILLS"); do
 	if [ $((i % 2)) -eq 1 ]; then
 		delay=$((RANDOM % DUR)); what="at ${delay} ms"
 	else
-		# from the moment resize2fs starts its undo file
-		wait_for "$INPLACE_STATE_DIR/*.e2undo"
+		# from the moment the metadata undo is complete: resize2fs starts
+		wait_for "$INPLACE_STATE_DIR/*.metaundo"
 		delay=$((RANDOM % (DUR / 2 + 1))); what="${delay} ms into resize2fs"
 	fi
 	sleep "$(printf '0.%03d' "$delay")" 2>/dev/null || sleep $((delay / 1000))
@@ -127,7 +127,7 @@ echo "  ($interrupted of $KILLS kills interrupted a shrink that resume then fini
 for i in 1 2; do
 	cp --sparse=always "$T/pristine.img" "$IMG"
 	start_shrink
-	wait_for "$INPLACE_STATE_DIR/*.e2undo"
+	wait_for "$INPLACE_STATE_DIR/*.metaundo"
 	delay=$((RANDOM % (DUR / 2 + 1)))
 	sleep "$(printf '0.%03d' "$delay")" 2>/dev/null || sleep $((delay / 1000))
 	kill -9 "$PID" 2>/dev/null

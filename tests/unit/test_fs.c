@@ -158,6 +158,8 @@ static void test_ext4(void **state)
 	assert_int_equal(fi.block_size, 4096);
 	assert_int_equal(fi.size, PART_SIZE);
 	assert_true(fi.min_size > 0 && fi.min_size < PART_SIZE);
+	/* ours: at least what is used of the one group it keeps */
+	assert_true(fi.min_size >= fi.used && fi.min_estimate > 0);
 
 	assert_int_equal(partctl_fs_usedmap(d, PART_OFF, PART_SIZE, &m, &e), 0);
 	check_map_shape(m);
@@ -387,9 +389,48 @@ static void test_ext_meta_undo(void **state)
 	assert_memory_equal(orig, now, olen);
 }
 
+/* The minimum on a filesystem's numbers: 4 groups of 32768 blocks, the
+ * superblock backups in 0, 1 and 3, flex_bg: every group's bitmaps and
+ * inode table (514 blocks) in group 0. */
+static void test_ext_min_formula(void **state)
+{
+	const uint64_t meta[] = { 579, 579, 514, 579 }, tables[] = { 514, 514, 514, 514 };
+	uint64_t home[] = { 0, 0, 0, 0 };
+	struct partctl_ext_geom g = {
+		.block_size = 4096, .first_data_block = 0, .blocks_per_group = 32768,
+		.inodes_per_group = 8192, .used_inodes = 100, .data_blocks = 40000,
+		.groups = 4, .blocks_now = 4 * 32768, .meta = meta, .tables = tables, .home = home,
+	};
+
+	(void)state;
+	/* 2 groups: their metadata, the tables of groups 2 and 3 that lie in
+	 * group 0 (freed only after the move), the data, 4 MiB of margin */
+	assert_int_equal(partctl_ext_min_blocks(&g), 579 + 579 + 514 + 514 + 40000 + 1024);
+	/* the floor: the same without the margin */
+	g.no_margin = true;
+	assert_int_equal(partctl_ext_min_blocks(&g), 579 + 579 + 514 + 514 + 40000);
+	g.no_margin = false;
+	/* every inode table but the kept ones counted only where it lies */
+	home[2] = 2, home[3] = 3;
+	assert_int_equal(partctl_ext_min_blocks(&g), 579 + 579 + 40000 + 1024);
+	home[2] = 0, home[3] = 0;
+	/* the inodes in use need 3 groups: the third must exist, with its
+	 * metadata and resize2fs's 50 blocks of slack */
+	g.used_inodes = 2 * 8192 + 1;
+	assert_int_equal(partctl_ext_min_blocks(&g), 2 * 32768 + 514 + 50);
+	/* a filesystem that needs every group it has shrinks inside the last */
+	g.used_inodes = 100;
+	g.data_blocks = 3 * 32768;
+	assert_int_equal(partctl_ext_min_blocks(&g), 579 + 579 + 514 + 579 + 3 * 32768 + 3 * 32768 / 64);
+	/* one that needs more than it has cannot shrink */
+	g.data_blocks = 4 * 32768;
+	assert_int_equal(partctl_ext_min_blocks(&g), g.blocks_now);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_ext_min_formula),
 		cmocka_unit_test(test_ext4),
 		cmocka_unit_test(test_ext2_1k),
 		cmocka_unit_test(test_ext_meta_undo),
