@@ -534,6 +534,10 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 
 	memset(res, 0, sizeof(*res));
 	r = pipe_lock(&pp, false, e);
+	/* loop devices a killed run left over an image file (never a block
+	 * device's partitions: those are the kernel's) */
+	if (r == 0 && disk)
+		ip_loop_detach_stale(disk, NULL);
 	if (r == 0)
 		r = locate(&pp, disk, e);
 	if (r < 0)
@@ -669,6 +673,7 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	snprintf(pp.dir, sizeof(pp.dir), "%s", state_dir_of(o));
 	if ((r = pipe_lock(&pp, false, e)) < 0)
 		goto out;
+	ip_loop_detach_stale(job->disk, NULL);
 	if (job->boot != BOOTSTAGE_BOOT_NONE) {
 		r = ip_bad(e, -EOPNOTSUPP, "%s: [boot] method=%s needs the staging environment and reboot hooks, "
 			   "which this inplace does not have yet: use method = none and 'inplace resume' for each boot",

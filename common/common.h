@@ -176,6 +176,11 @@ int ip_umount(struct ip_mount *m, ip_error *e);
 /* Unmount everything mounted below the directory base (what a killed run
  * left), deepest first; *n (may be NULL): how many. */
 int ip_umount_below(const char *base, unsigned *n, ip_error *e);
+/* Detach the loop devices over the file path that nothing mounts or holds:
+ * what a process killed between attach and mount (or while a tool ran on
+ * the device) left.  Only for a caller that holds the lock of every user of
+ * path's loop devices.  *n (may be NULL): how many. */
+int ip_loop_detach_stale(const char *path, unsigned *n);
 
 /* ---- spawning external tools ------------------------------------------- */
 

@@ -3,7 +3,9 @@
  * read-only to save profiles, the store read-write, and the new root to
  * restore into; on an image file the partition goes through a loop device
  * over its byte range. */
+#include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <linux/loop.h>
 #include <string.h>
@@ -132,4 +134,74 @@ int ip_umount_below(const char *base, unsigned *n, ip_error *e)
 	if (n)
 		*n = count;
 	return r;
+}
+
+/* Is the block device maj:min mounted anywhere? */
+static bool dev_mounted(unsigned maj, unsigned min)
+{
+	_cleanup_fclose_ FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[8192];
+	unsigned a, b;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%*s %*s %u:%u", &a, &b) == 2 && a == maj && b == min)
+			return true;
+	return false;
+}
+
+int ip_loop_detach_stale(const char *path, unsigned *n)
+{
+	char real[PATH_MAX];
+	DIR *d = opendir("/sys/block");
+	struct dirent *de;
+	unsigned count = 0;
+
+	if (n)
+		*n = 0;
+	if (!d || !realpath(path, real)) {
+		if (d)
+			closedir(d);
+		return 0;
+	}
+	while ((de = readdir(d))) {
+		char p[PATH_MAX], back[PATH_MAX], dev[300];
+		unsigned maj, min;
+		FILE *f;
+		bool match = false;
+		DIR *h;
+		int holders = 0;
+
+		if (strncmp(de->d_name, "loop", 4))
+			continue;
+		snprintf(p, sizeof(p), "/sys/block/%s/loop/backing_file", de->d_name);
+		if (!(f = fopen(p, "re")))
+			continue;
+		if (fgets(back, sizeof(back), f)) {
+			back[strcspn(back, "\n")] = '\0';
+			match = !strcmp(back, real);
+		}
+		fclose(f);
+		snprintf(p, sizeof(p), "/sys/block/%s/dev", de->d_name);
+		if (!match || !(f = fopen(p, "re")))
+			continue;
+		match = fscanf(f, "%u:%u", &maj, &min) == 2;
+		fclose(f);
+		snprintf(p, sizeof(p), "/sys/block/%s/holders", de->d_name);
+		if ((h = opendir(p))) {
+			struct dirent *x;
+
+			while ((x = readdir(h)))
+				holders += x->d_name[0] != '.';
+			closedir(h);
+		}
+		if (!match || holders || dev_mounted(maj, min))
+			continue;
+		snprintf(dev, sizeof(dev), "/dev/%s", de->d_name);
+		if (ip_loop_detach(dev, NULL) == 0)
+			count++;
+	}
+	closedir(d);
+	if (n)
+		*n = count;
+	return 0;
 }

@@ -26,6 +26,12 @@ cleanup() {
 	for ((i = ${#_pids[@]} - 1; i >= 0; i--)); do kill "${_pids[i]}" 2>/dev/null; wait "${_pids[i]}" 2>/dev/null; done
 	for ((i = ${#_mounts[@]} - 1; i >= 0; i--)); do umount "${_mounts[i]}" 2>/dev/null || umount -l "${_mounts[i]}" 2>/dev/null; done
 	for ((i = ${#_loops[@]} - 1; i >= 0; i--)); do losetup -d "${_loops[i]}" 2>/dev/null; done
+	# and any loop device over a file of this test that the binary under
+	# test left behind (a killed process): it would break the next run
+	local l
+	for l in $(losetup -l -n -O NAME,BACK-FILE 2>/dev/null | awk -v t="$T/" 'index($2, t) == 1 {print $1}'); do
+		umount "$l" 2>/dev/null; losetup -d "$l" 2>/dev/null
+	done
 	rm -rf "$T"
 }
 trap cleanup EXIT

@@ -254,6 +254,7 @@ while [ "$kills" -lt 30 ] && [ "$round" -lt 6 ]; do
 	done
 	check_result "kill round $round" "$D" "$S"; umount "$CHK_ROOT"
 	check "kill round $round: nothing left mounted" test -z "$(grep " $T/run" /proc/self/mountinfo)"
+	check "kill round $round: no loop device left over the disk" test -z "$(losetup -j "$D")"
 	rm -f "$D"
 done
 echo "   kills: $kills in $round rounds, by the phase they landed in:$(printf "%s\n" $phases | sort | uniq -c | awk '{printf " %s×%s", $2, $1}')"
