@@ -221,9 +221,9 @@ unset INPLACE_STATE_DIR
 # killed again waits a little longer each time, so that every step, however
 # slow on a loaded machine, ends in the end.  Rounds on fresh disks until 30
 # kills have landed; every round must end done with every file equal.
-delays=(0.05 0.15 0.3 0.5 0.8 1.2 0.1 0.4 1.0 1.6 0.2 0.6 2.0 0.25 0.7)
+delays=(0.02 0.3 0.05 0.5 0.1 0.8 0.15 1.2 0.2 0.4 0.08 0.6 1.6 0.25 0.12)
 kills=0 phases="" round=0
-while [ "$kills" -lt 30 ] && [ "$round" -lt 6 ]; do
+while [ "$kills" -lt 30 ] && [ "$round" -lt 10 ]; do
 	round=$((round + 1))
 	D=$T/kill$round.img S=$T/state-kill$round
 	make_disk "$D" gpt
@@ -252,13 +252,49 @@ while [ "$kills" -lt 30 ] && [ "$round" -lt 6 ]; do
 		fi
 		wait "$pid" 2>/dev/null
 	done
-	check_result "kill round $round" "$D" "$S"; umount "$CHK_ROOT"
 	check "kill round $round: nothing left mounted" test -z "$(grep " $T/run" /proc/self/mountinfo)"
 	check "kill round $round: no loop device left over the disk" test -z "$(losetup -j "$D")"
+	check_result "kill round $round" "$D" "$S"; umount "$CHK_ROOT"
 	rm -f "$D"
 done
 echo "   kills: $kills in $round rounds, by the phase they landed in:$(printf "%s\n" $phases | sort | uniq -c | awk '{printf " %s×%s", $2, $1}')"
 check "kill: 30 kills landed" test "$kills" -ge 30
-check "kill: kills landed in prepare, deploy and restore or finish" \
-	bash -c "grep -qw prepare <<<'$phases' && grep -qw deploy <<<'$phases' && grep -Eqw 'restore|finish' <<<'$phases'"
+
+# And one run killed inside each step in turn, found by watching its
+# state.json (in the state directory, then in the mounted store): kill -9
+# the moment the step is recorded running, then go on.
+D=$T/aim.img S=$T/state-aim
+make_disk "$D" gpt
+write_job "$T/aim.ini" "$D"
+export INPLACE_STATE_DIR=$S
+step_now() { cat "$S/state.json" "$T"/run/*/store/inplace/state/state.json 2>/dev/null | jq -r 'select(.step != "") | .phase + "/" + .step' 2>/dev/null | tail -1; }
+"$INPLACE" run "$T/aim.ini" >/dev/null 2>>kill.err
+hit=""
+# the steps long enough to be seen by polling, in the order they come
+# (a resume that stops where a reboot comes before the target is followed
+# by another)
+for target in prepare/make-storage prepare/save deploy/deploy restore/restore finish/reclaim; do
+	for attempt in 1 2 3; do
+		"$INPLACE" resume --disk "$D" >/dev/null 2>>kill.err &
+		pid=$!
+		for ((i = 0; i < 3000; i++)); do
+			[ "$(step_now)" = "$target" ] && break
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.01
+		done
+		if kill -9 "$pid" 2>/dev/null && [ "$(step_now)" = "$target" ]; then
+			wait "$pid" 2>/dev/null
+			hit="$hit $target"
+			break
+		fi
+		wait "$pid" 2>/dev/null
+	done
+done
+while "$INPLACE" resume --disk "$D" >/dev/null 2>>kill.err &&
+	[ "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" != done ]; do :; done
+echo "   killed inside:$hit"
+check "aimed kills: inside make-storage, save, deploy, restore and reclaim at least" \
+	bash -c "for s in prepare/make-storage prepare/save deploy/deploy restore/restore finish/reclaim; do grep -qw \"\$s\" <<<'$hit' || exit 1; done"
+check "aimed kills: no loop device left over the disk" test -z "$(losetup -j "$D")"
+check_result "aimed kills" "$D" "$S"; umount "$CHK_ROOT"
 unset INPLACE_STATE_DIR
