@@ -302,6 +302,11 @@ static int journal_open(ip_disk *d, const partctl_table *t, const char *file, ui
 
 	*map_off = 0;
 	if (file) {
+		/* a journal written over the disk itself (its path again, a link
+		 * to it, one of its partitions) would wipe the table it guards */
+		r = ip_check_distinct(file, ip_disk_path(d), e);
+		if (r < 0)
+			return r;
 		snprintf(where, wlen, "%s", file);
 		return ip_journal_open_file(file, j, e);
 	}
@@ -352,6 +357,9 @@ int partctl_move_journal_check(const char *disk, const char *file, char *where, 
 		slash = strrchr(dir, '/');
 		if (slash)
 			*(slash == dir ? slash + 1 : slash) = '\0';
+		r = ip_check_distinct(file, disk, e);
+		if (r < 0)
+			return r;
 		if (access(file, F_OK) == 0 ? access(file, R_OK | W_OK) : access(slash ? dir : ".", W_OK | X_OK))
 			return ip_bad(e, -errno, "cannot write the move journal %s: %s: give --journal FILE in a writable directory on another disk",
 				      file, strerror(errno));

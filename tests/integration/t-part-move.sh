@@ -110,6 +110,12 @@ bad_case "gap full up to the journal's margin" 2 "$T/grub.img" 1 --to 60MiB
 cp --sparse=always "$G" "$T/grub.img"
 printf 'foreign data' | dd of="$T/grub.img" bs=1 seek=$((1024 * 1024 - 4096)) conv=notrunc status=none
 bad_case "gap tail holds foreign data" 2 "$T/grub.img" 1 --to 60MiB
+# a journal that is the disk itself (its name, a symlink, a hardlink): refused, unchanged
+bad_case "--journal the disk itself" 2 "$T/grub.img" 1 --to 60MiB --journal "$T/grub.img"
+ln -sf "$T/grub.img" "$T/grub.link" && ln -f "$T/grub.img" "$T/grub.hard"
+bad_case "--journal a symlink to the disk" 2 "$T/grub.img" 1 --to 60MiB --journal "$T/grub.link"
+bad_case "--journal a hardlink of the disk" 2 "$T/grub.img" 1 --to 60MiB --journal "$T/grub.hard"
+rm -f "$T/grub.link" "$T/grub.hard"
 if "$INPLACE" part move -q "$T/grub.img" 1 --to 60MiB --journal "$T/side.journal" >/dev/null 2>&1 &&
    [ "$(fx_hashes "$T/grub.img" 1)" = "$(fx_hashes "$G" 1)" ] && fx_fsck "$T/grub.img" 1 &&
    "$INPLACE" part resume -q "$T/grub.img" --journal "$T/side.journal" >/dev/null; then
