@@ -264,17 +264,6 @@ static char *job_reader(char *str, int num, void *stream)
 	return str;
 }
 
-static int parse_bool(const char *v, bool *out)
-{
-	if (!strcasecmp(v, "yes") || !strcasecmp(v, "true") || !strcasecmp(v, "on") || !strcmp(v, "1"))
-		*out = true;
-	else if (!strcasecmp(v, "no") || !strcasecmp(v, "false") || !strcasecmp(v, "off") || !strcmp(v, "0"))
-		*out = false;
-	else
-		return -EINVAL;
-	return 0;
-}
-
 static bool is_url(const char *v)
 {
 	return (!strncmp(v, "http://", 7) && v[7]) || (!strncmp(v, "https://", 8) && v[8]);
@@ -352,7 +341,7 @@ static int set_value(struct jctx *c, const struct keydef *k, const char *v, cons
 	}
 	case KT_BOOL:
 		*want = "yes or no";
-		return parse_bool(v, field);
+		return ip_parse_bool(v, field);
 	case KT_ENUM:
 		for (size_t i = 0; k->names[i]; i++) {
 			if (!strcmp(v, k->names[i])) {

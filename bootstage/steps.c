@@ -252,6 +252,19 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
 	return 0;
 }
 
+/* End a step that ran on a mounted root: unmount (its error counts only
+ * when the step went well), keep the migrate result r produced. */
+static int umount_with(struct ip_mount *m, int r, json_object *out, json_object *res, ip_error *e)
+{
+	int r2 = ip_umount(m, r < 0 ? NULL : e);
+
+	if (r == 0 && out)
+		json_object_object_add(res, "profile", out);
+	else
+		json_object_put(out);
+	return r < 0 ? r : r2;
+}
+
 static void profile_dir(const struct bs_store *s, char *out, size_t n)
 {
 	snprintf(out, n, "%s/profile", s->root);
@@ -262,7 +275,7 @@ int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, 
 	char store[4200], root[4200], complete[4300];
 	struct ip_mount m;
 	json_object *out = NULL;
-	int r, r2;
+	int r;
 
 	*res = result_new("save");
 	profile_dir(s, store, sizeof(store));
@@ -281,12 +294,7 @@ int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, 
 	if (r < 0)
 		return r;
 	r = migrate_save(root, store, p->spec, &out, e);
-	r2 = ip_umount(&m, r < 0 ? NULL : e);
-	if (r == 0 && out)
-		json_object_object_add(*res, "profile", out);
-	else
-		json_object_put(out);
-	return r < 0 ? r : r2;
+	return umount_with(&m, r, out, *res, e);
 }
 
 int bs_step_verify(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
@@ -520,7 +528,7 @@ int bs_step_restore(const struct bs_params *p, struct bs_store *s, bs_result *re
 	struct migrate_restore_opts o = { .trusted = true };
 	struct ip_mount m;
 	json_object *out = NULL;
-	int r, r2;
+	int r;
 
 	*res = result_new("restore");
 	profile_dir(s, store, sizeof(store));
@@ -529,12 +537,7 @@ int bs_step_restore(const struct bs_params *p, struct bs_store *s, bs_result *re
 	if (r < 0)
 		return r;
 	r = migrate_restore(store, root, &o, &out, e);
-	r2 = ip_umount(&m, r < 0 ? NULL : e);
-	if (r == 0 && out)
-		json_object_object_add(*res, "profile", out);
-	else
-		json_object_put(out);
-	return r < 0 ? r : r2;
+	return umount_with(&m, r, out, *res, e);
 }
 
 /* The store holds password hashes and host keys: its blocks go before

@@ -68,6 +68,9 @@ void ip_error_clear(ip_error *e);
  * bytes, or sectors with "s" (needs sector_size).  Rejects overflow, empty
  * and negative input. */
 int ip_parse_size(const char *s, unsigned sector_size, uint64_t *out, ip_error *e);
+/* The booleans of INI files (job files, profile specs): yes/no, true/false,
+ * on/off, 1/0, any case.  -EINVAL otherwise (the caller names the line). */
+int ip_parse_bool(const char *v, bool *out);
 /* "3.1 GiB"; returns buf. */
 char *ip_format_size(uint64_t bytes, char *buf, size_t len);
 #define IP_SIZE_BUFSZ 32

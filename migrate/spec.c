@@ -88,17 +88,6 @@ struct parse_ctx {
 	int err;
 };
 
-static int parse_bool(const char *v, bool *out)
-{
-	if (!strcasecmp(v, "true") || !strcasecmp(v, "yes") || !strcmp(v, "1") || !strcasecmp(v, "on"))
-		*out = true;
-	else if (!strcasecmp(v, "false") || !strcasecmp(v, "no") || !strcmp(v, "0") || !strcasecmp(v, "off"))
-		*out = false;
-	else
-		return -EINVAL;
-	return 0;
-}
-
 static int parse_ulong(const char *v, unsigned long max, unsigned long *out)
 {
 	char *end;
@@ -126,9 +115,9 @@ static int handler(void *user, const char *section, const char *key, const char 
 				r = mig_globs_add_list(&s->users, value);
 			}
 		} else if (!strcmp(key, "include_root")) {
-			r = parse_bool(value, &s->include_root);
+			r = ip_parse_bool(value, &s->include_root);
 		} else if (!strcmp(key, "machine")) {
-			r = parse_bool(value, &s->machine);
+			r = ip_parse_bool(value, &s->machine);
 		} else if (!strcmp(key, "min_uid")) {
 			if (!(r = parse_ulong(value, 0xfffffffeUL, &n)))
 				s->min_uid = (uid_t)n;
