@@ -168,7 +168,7 @@ static ssize_t copy_chunk(int in, int out, off_t left)
 	return ip_write_all(out, buf, (size_t)n) < 0 ? -1 : n;
 }
 
-/* Copy src to dst through dst.part: fsync, rename, fsync of the directory. */
+/* Copy src to dst through dst.part: fsync, then common's durable rename. */
 static int copy_durable(const char *src, const char *dst, ip_error *e)
 {
 	_cleanup_close_ int in = -1, out = -1;
@@ -176,11 +176,13 @@ static int copy_durable(const char *src, const char *dst, ip_error *e)
 	struct stat sb;
 	int r = 0;
 
-	in = open(src, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-	if (in < 0)
-		return ip_bad(e, -errno, "cannot open %s: %s", src, strerror(errno));
-	if (fstat(in, &sb) < 0 || !S_ISREG(sb.st_mode))
-		return ip_bad(e, -EINVAL, "%s is not a regular file: give the path of an image file", src);
+	r = ip_open_input(src, &in, e);
+	if (r < 0)
+		return r;
+	if (fstat(in, &sb) < 0)
+		return ip_fail(e, -errno, "cannot read %s: %s", src, strerror(errno));
+	/* one fixed temporary name, not ip_outfile's per-process one: a copy
+	 * cut by a kill is overwritten by the next, never left to fill the store */
 	snprintf(tmp, sizeof(tmp), "%s.part", dst);
 	out = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (out < 0)
@@ -198,12 +200,12 @@ static int copy_durable(const char *src, const char *dst, ip_error *e)
 		}
 		left -= n;
 	}
-	if (fsync(out) < 0 || rename(tmp, dst) < 0) {
+	if (fsync(out) < 0) {
 		r = -errno;
 		unlink(tmp);
 		return ip_fail(e, r, "cannot write %s: %s", dst, strerror(-r));
 	}
-	return ip_fsync_parent(dst, e);
+	return ip_rename_durable(tmp, dst, e);
 }
 
 static void image_paths(const struct bs_store *s, char *img, char *sig, size_t n)
