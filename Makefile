@@ -4,7 +4,8 @@
 CC      ?= gcc
 BUILD   ?= build
 PKGS    := fdisk blkid smartcols ext2fs libntfs-3g libarchive libzstd libcurl \
-           inih json-c libsodium libacl libxxhash
+           inih json-c libsodium libacl libxxhash \
+           libelf libkmod
 OPT     ?= -O2
 V       ?= 0
 Q       := $(if $(filter 1,$(V)),,@)
