@@ -15,11 +15,12 @@
  *
  * File: a header, then runs (first block, count, the blocks), then a
  * trailer holding the count of runs and a BLAKE2b-256 of everything before
- * it.  The whole file is written to a temporary name, fsynced and renamed,
- * so it exists only complete.  Restore checks the trailer before it
+ * it.  The whole file is written through ip_outfile (temporary name, fsync,
+ * rename, fsync of the directory), so it exists only complete.  Restore checks the trailer before it
  * writes a byte. */
 #include <errno.h>
 #include <fcntl.h>
+#include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +127,22 @@ static int put(int fd, crypto_generichash_state *st, const void *p, size_t n)
 	return ip_write_all(fd, p, n);
 }
 
+/* A save killed half-way leaves its temporary file (ip_outfile's
+ * PATH.tmp-PID-XXXXXX); the next save of the same undo removes it. */
+static void drop_stale(const char *path)
+{
+	_cleanup_free_ char *pat = NULL;
+	glob_t g;
+
+	if (asprintf(&pat, "%s.tmp-*", path) < 0)
+		return;
+	if (glob(pat, GLOB_NOSORT | GLOB_NOESCAPE, NULL, &g) == 0) {
+		for (size_t i = 0; i < g.gl_pathc; i++)
+			unlink(g.gl_pathv[i]);
+		globfree(&g);
+	}
+}
+
 int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *bytes, ip_error *e)
 {
 	ext2_filsys fs = NULL;
@@ -133,9 +150,8 @@ int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *
 	crypto_generichash_state st;
 	struct mu_header h = { .magic = MU_MAGIC };
 	struct mu_trailer t = { .magic = MU_END };
-	_cleanup_free_ char *tmp = NULL;
 	_cleanup_free_ uint8_t *buf = NULL;
-	_cleanup_close_ int fd = -1;
+	ip_outfile of = { .fd = -1 };
 	blk64_t blk, end;
 	errcode_t err;
 	int r;
@@ -155,18 +171,17 @@ int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *
 	h.fs_blocks = ext2fs_blocks_count(fs->super);
 	h.fs_offset = off;
 	buf = malloc((size_t)MU_RUN_MAX * fs->blocksize);
-	if (!buf || asprintf(&tmp, "%s.tmp", path) < 0) {
-		tmp = NULL;
+	if (!buf) {
 		r = ip_fail(e, -ENOMEM, "out of memory");
 		goto out;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0) {
-		r = ip_fail(e, -errno, "cannot create %s: %s", tmp, strerror(errno));
+	drop_stale(path);
+	/* the undo must never land on the disk it guards */
+	r = ip_outfile_open(path, ip_disk_path(d), 0600, &of, e);
+	if (r < 0)
 		goto out;
-	}
 	crypto_generichash_init(&st, NULL, 0, sizeof(t.hash));
-	r = put(fd, &st, &h, sizeof(h));
+	r = put(of.fd, &st, &h, sizeof(h));
 	end = ext2fs_blocks_count(fs->super) - 1;
 	blk = fs->super->s_first_data_block;
 	while (r == 0 && blk <= end) {
@@ -181,8 +196,8 @@ int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *
 		struct mu_run run = { first, stop - first };
 		size_t len = (size_t)run.count * fs->blocksize;
 		r = ip_disk_read(d, buf, len, off + first * fs->blocksize, e);
-		if (r == 0 && ((r = put(fd, &st, &run, sizeof(run))) < 0 || (r = put(fd, &st, buf, len)) < 0))
-			ip_fail(e, r, "cannot write %s: %s", tmp, strerror(-r));
+		if (r == 0 && ((r = put(of.fd, &st, &run, sizeof(run))) < 0 || (r = put(of.fd, &st, buf, len)) < 0))
+			ip_fail(e, r, "cannot write %s: %s", path, strerror(-r));
 		t.runs++;
 		*bytes += len;
 		blk = stop;
@@ -190,15 +205,13 @@ int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *
 	if (r < 0)
 		goto out;
 	crypto_generichash_final(&st, t.hash, sizeof(t.hash));
-	if ((r = put(fd, NULL, &t, sizeof(t))) < 0 || (fsync(fd) < 0 && (r = -errno)) ||
-	    (rename(tmp, path) < 0 && (r = -errno))) {
+	if ((r = put(of.fd, NULL, &t, sizeof(t))) < 0) {
 		r = ip_fail(e, r, "cannot write %s: %s", path, strerror(-r));
 		goto out;
 	}
-	r = ip_fsync_parent(path, e);
+	r = ip_outfile_commit(&of, e);
 out:
-	if (r < 0 && tmp)
-		unlink(tmp);
+	ip_outfile_abort(&of);
 	if (map)
 		ext2fs_free_block_bitmap(map);
 	ext2fs_close_free(&fs);
