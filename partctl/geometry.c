@@ -235,3 +235,12 @@ uint64_t partctl_table_head_end(const partctl_table *t)
 	/* the usual 128 entries of 128 bytes end at LBA 33 */
 	return last ? (last + 1) * t->ssz : t->first_usable;
 }
+
+int partctl_table_label_id(const partctl_table *t, char **id, ip_error *e)
+{
+	int r = fdisk_get_disklabel_id(t->cxt, id);
+
+	if (r < 0)
+		return ip_fail(e, r, "cannot read the disk label id of %s: %s", t->path, strerror(-r));
+	return 0;
+}

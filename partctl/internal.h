@@ -164,6 +164,25 @@ struct partctl_table {
 	char problem[512];          /* what partctl_table_check() found ("" sound) */
 };
 
+/* The disk label's id (GPT disk GUID, MBR "0x" signature), malloc'd;
+ * *id NULL when the label has none. */
+int partctl_table_label_id(const partctl_table *t, char **id, ip_error *e);
+/* Where the boot record (EBR) of logical partition n lies, in bytes. */
+int partctl_table_ebr(const partctl_table *t, unsigned n, uint64_t *off, ip_error *e);
+/* Put the boot record of logical partition n at byte at (inside the
+ * container, before the partition, outside every other logical), the
+ * partition and its number unchanged; in memory, like every change.  A
+ * logical partition moved towards the disk's start takes its record
+ * along this way (partctl_table_set_range does it). */
+int partctl_table_move_ebr(partctl_table *t, unsigned n, uint64_t at, ip_error *e);
+/* Make sure the boot record of logical partition n of the disk d lies
+ * before start (a move towards the disk's start: the copy will overwrite
+ * the old place): else it moves to the grain before start, the partition
+ * staying where it is.  The new record is written and flushed before the
+ * one record that links it into the chain, so a crash leaves the old chain
+ * or the new one.  Nothing to do (0) for a primary partition or a record
+ * already before start; idempotent, for resume. */
+int partctl_table_ebr_before(ip_disk *d, unsigned n, uint64_t start, ip_error *e);
 /* The MBR extended container, or NULL. */
 const struct partctl_part *partctl_geom_extended(const partctl_table *t);
 /* Can [start, start+size) hold partition n (0: a new one) of the given

@@ -48,8 +48,6 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <libfdisk.h>
-
 #include "partctl/internal.h"
 
 #define MOVE_KIND "IPMOVE01"
@@ -153,48 +151,19 @@ static void legacy_identity(const char *lid, uint8_t id[16])
 
 static int table_facts(const partctl_table *t, uint64_t *end, uint8_t id[16], uint8_t legacy[16], ip_error *e)
 {
-	const char *disk = partctl_table_path(t);
-	unsigned ss = partctl_table_sector_size(t);
-	struct fdisk_context *cxt = fdisk_new_context();
-	struct fdisk_labelitem *item = NULL;
-	char *lid = NULL;
-	uint64_t last = 0;
-	int r;
+	_cleanup_free_ char *lid = NULL;
 
-	if (!cxt)
-		return ip_fail(e, -ENOMEM, "out of memory");
-	r = fdisk_assign_device(cxt, disk, 1);
-	if (r < 0) {
-		fdisk_unref_context(cxt);
-		return ip_fail(e, r, "cannot read the partition table of %s: %s", disk, strerror(-r));
-	}
-	*end = ss; /* MBR: sector 0 */
-	if (fdisk_is_label(cxt, GPT)) {
-		item = fdisk_new_labelitem();
-		r = item ? fdisk_get_disklabel_item(cxt, GPT_LABELITEM_ENTRIESLASTLBA, item) : -ENOMEM;
-		if (r == 0)
-			r = fdisk_labelitem_get_data_u64(item, &last);
-		fdisk_unref_labelitem(item);
-		if (r != 0) {
-			r = ip_fail(e, r < 0 ? r : -EUCLEAN, "cannot find the end of the GPT entry array of %s: repair the table (gdisk) first",
-				    disk);
-			goto out;
-		}
-		*end = (last + 1) * ss;
-	}
+	(void)e;
+	/* the table handle already open: one libfdisk context per disk */
+	*end = partctl_table_head_end(t);
 	memset(id, 0, 16);
 	memset(legacy, 0, 16);
-	r = fdisk_get_disklabel_id(cxt, &lid);
-	if (r == 0 && lid) {
+	/* a label without an id is identified by size and sector size alone */
+	if (partctl_table_label_id(t, &lid, NULL) == 0 && lid) {
 		ip_checksum(lid, strlen(lid), id);
 		legacy_identity(lid, legacy);
 	}
-	r = 0;
-out:
-	free(lid);
-	fdisk_deassign_device(cxt, 1);
-	fdisk_unref_context(cxt);
-	return r;
+	return 0;
 }
 
 /* The two places of an on-disk journal: tail, where moves write it, and
@@ -744,8 +713,14 @@ static int check_dest(const partctl_table *t, const struct partctl_part *p, uint
 		} else if (q->logical) {
 			if (!p->logical)
 				continue; /* the container stands for them */
-			/* its boot record lies in the grain before it */
+			/* its boot record lies in the grain before it, and so
+			 * will p's */
 			qs = qs > grain ? qs - grain : 0;
+			if (to - grain < qe && qs < to + p->size)
+				return ip_bad(e, -EEXIST, "logical partition %u at byte %llu and its boot record would overlap logical partition %u (bytes %llu to %llu): choose free space (see 'inplace part show %s')",
+					      p->n, (unsigned long long)to, q->n, (unsigned long long)q->start,
+					      (unsigned long long)(q->start + q->size), disk);
+			continue;
 		}
 		if (to < qe && qs < to + p->size)
 			return ip_bad(e, -EEXIST, "partition %u at byte %llu would overlap partition %u (bytes %llu to %llu): choose free space (see 'inplace part show %s')",
@@ -957,6 +932,12 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	r = ip_journal_write(j, &c.rec, sizeof(c.rec), e);
 	if (r < 0)
 		goto out;
+	/* a logical partition going down takes its boot record along first:
+	 * the copy may overwrite the old one */
+	if (new_start < from && (r = partctl_table_ebr_before(d, n, new_start, e)) < 0) {
+		ip_error_prefix(e, "move of partition %u interrupted ('inplace part resume %s' finishes it)", n, disk);
+		goto out;
+	}
 	snprintf(label, sizeof(label), "moving partition %u", n);
 	c.prog = ip_progress_new(label, map->used);
 	r = copy_all(&c, e);
@@ -1080,6 +1061,10 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 	}
 	*did = true;
 	if (!table_done && c.rec.state != MOVE_DATA_DONE) {
+		/* the boot record first, as the move did (done already, unless
+		 * the move stopped before its first batch) */
+		if (c.rec.to < c.rec.from && (r = partctl_table_ebr_before(d, c.rec.n, c.rec.to, e)) < 0)
+			goto out;
 		c.d = d;
 		c.j = j;
 		c.map = map = map_load(d, c.map_off, &c.rec);

@@ -324,14 +324,22 @@ int partctl_table_set_range(partctl_table *t, unsigned n, uint64_t start, uint64
 		return ip_bad(e, -ENOENT, "%s has no partition %u: see 'inplace part show %s'", t->path, n, t->path);
 	if (p->extended && start != p->start)
 		return ip_bad(e, -EINVAL, "cannot move extended partition %u of %s: only its end can change", n, t->path);
-	/* The EBR of a logical partition lies before it; its start may not move
-	 * in front of where it was. */
-	if (p->logical && start < p->start)
-		return ip_bad(e, -EINVAL, "cannot move logical partition %u of %s towards the start of the disk: its boot record lies there",
-			      n, t->path);
 	r = partctl_geom_check_range(t, n, start, size, p->logical, p->extended, e);
 	if (r < 0)
 		return r;
+	/* The boot record of a logical partition lies before it: a start at
+	 * or before it takes the record along, to the grain before the new
+	 * start (the first logical's record is the container's first sector
+	 * and stays). */
+	if (p->logical) {
+		uint64_t ebr;
+
+		r = partctl_table_ebr(t, n, &ebr, e);
+		if (r == 0 && start <= ebr)
+			r = partctl_table_move_ebr(t, n, start - t->grain, e);
+		if (r < 0)
+			return r;
+	}
 	pa = fdisk_new_partition();
 	if (!pa)
 		return ip_fail(e, -ENOMEM, "out of memory");
@@ -351,6 +359,225 @@ int partctl_table_set_range(partctl_table *t, unsigned n, uint64_t start, uint64
 	if (!p || p->start != start || p->size != size)
 		return ip_fail(e, -EIO, "libfdisk did not place partition %u of %s where asked", n, t->path);
 	return 0;
+}
+
+int partctl_table_ebr(const partctl_table *t, unsigned n, uint64_t *off, ip_error *e)
+{
+	const struct partctl_part *p = partctl_table_find(t, n);
+	const char *name = NULL;
+	uint64_t o = 0;
+	size_t len = 0;
+
+	/* libfdisk numbers the boot records of logical partitions 1, 2, …
+	 * after the MBR (0) */
+	if (!p || !p->logical || fdisk_locate_disklabel(t->cxt, (int)n - 4, &name, &o, &len) != 0 || !name ||
+	    strcmp(name, "EBR"))
+		return ip_fail(e, -ENOENT, "cannot find the boot record of logical partition %u of %s", n, t->path);
+	*off = o;
+	return 0;
+}
+
+int partctl_table_move_ebr(partctl_table *t, unsigned n, uint64_t at, ip_error *e)
+{
+	const struct partctl_part *p = partctl_table_find(t, n), *ext = partctl_geom_extended(t);
+	struct fdisk_partition *old = NULL, *pa = NULL;
+	uint64_t start, size, first = (uint64_t)fdisk_get_first_lba(t->cxt) * t->ssz, ebr;
+	size_t partno = 0;
+	bool boot;
+	int r;
+
+	if (!p || !p->logical || !ext)
+		return ip_bad(e, -ENOENT, "%s has no logical partition %u", t->path, n);
+	start = p->start;
+	size = p->size;
+	if (partctl_table_ebr(t, n, &ebr, NULL) == 0 && ebr == at)
+		return 0;
+	if (at % t->ssz || at <= ext->start || at >= start)
+		return ip_bad(e, -ERANGE, "the boot record of logical partition %u of %s cannot lie at byte %llu: it must lie inside extended partition %u, before the partition",
+			      n, t->path, (unsigned long long)at, ext->n);
+	for (size_t i = 0; i < t->n; i++) {
+		const struct partctl_part *q = &t->parts[i];
+
+		if (q->logical && q->n != n && at >= q->start && at < q->start + q->size)
+			return ip_bad(e, -EEXIST, "the boot record of logical partition %u of %s cannot lie at byte %llu, inside partition %u",
+				      n, t->path, (unsigned long long)at, q->n);
+	}
+	if (partctl_table_ebr(t, n, &ebr, NULL) == 0 && ebr == ext->start)
+		return ip_bad(e, -EINVAL, "the boot record of logical partition %u of %s is the extended partition's first sector: it does not move",
+			      n, t->path);
+	r = fdisk_get_partition(t->cxt, n - 1, &old);
+	if (r < 0)
+		return ip_fail(e, r, "cannot read partition %u of %s: %s", n, t->path, strerror(-r));
+	boot = fdisk_partition_is_bootable(old);
+	/* libfdisk keeps a boot record where it is; one is placed anew only
+	 * with a new entry, at the first LBA offset before its start.  So: the
+	 * entry goes, comes back one sector long right after the new place,
+	 * takes its old range again, and the chain is sorted back into disk
+	 * order, which gives the entry its number back.  All in memory. */
+	pa = fdisk_new_partition();
+	if (!pa) {
+		fdisk_unref_partition(old);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	fdisk_partition_set_start(pa, (at + first) / t->ssz);
+	fdisk_partition_set_size(pa, 1);
+	fdisk_partition_size_explicit(pa, 1);
+	fdisk_partition_set_type(pa, fdisk_partition_get_type(old));
+	t->warn[0] = '\0';
+	r = fdisk_delete_partition(t->cxt, n - 1);
+	if (r == 0)
+		r = fdisk_add_partition(t->cxt, pa, &partno);
+	fdisk_unref_partition(pa);
+	fdisk_unref_partition(old);
+	pa = r == 0 ? fdisk_new_partition() : NULL;
+	if (r == 0 && !pa)
+		r = -ENOMEM;
+	if (r == 0) {
+		fdisk_partition_set_start(pa, start / t->ssz);
+		fdisk_partition_set_size(pa, size / t->ssz);
+		fdisk_partition_size_explicit(pa, 1);
+		r = fdisk_set_partition(t->cxt, partno, pa);
+		fdisk_unref_partition(pa);
+	}
+	if (r == 0 && fdisk_reorder_partitions(t->cxt) < 0)
+		r = -EIO;
+	if (r == 0 && boot)
+		r = fdisk_toggle_partition_flag(t->cxt, n - 1, DOS_FLAG_ACTIVE);
+	if (r < 0)
+		return ip_fail(e, r, "cannot move the boot record of logical partition %u of %s: %s", n, t->path,
+			       t->warn[0] ? t->warn : strerror(-r));
+	r = reload(t, e);
+	if (r < 0)
+		return r;
+	p = partctl_table_find(t, n);
+	if (!p || p->start != start || p->size != size || partctl_table_ebr(t, n, &ebr, NULL) < 0 || ebr != at)
+		return ip_fail(e, -EIO, "libfdisk did not place the boot record of logical partition %u of %s where asked",
+			       n, t->path);
+	return 0;
+}
+
+/* The sectors of the table's records: the MBR (0) and every EBR. */
+static int record_offsets(const partctl_table *t, uint64_t *v, size_t max, size_t *n)
+{
+	const char *name;
+	uint64_t off;
+	size_t len;
+
+	*n = 0;
+	for (int k = 0; *n < max; k++) {
+		if (fdisk_locate_disklabel(t->cxt, k, &name, &off, &len) != 0)
+			return 0;
+		v[(*n)++] = off;
+	}
+	return -E2BIG;
+}
+
+static bool in_set(const uint64_t *v, size_t n, uint64_t x)
+{
+	for (size_t i = 0; i < n; i++)
+		if (v[i] == x)
+			return true;
+	return false;
+}
+
+#define MAX_RECORDS (1 + 128)
+
+/* The table change runs on a scratch file holding only the disk's records
+ * (sparse, the disk's size, so libfdisk sees the same geometry); the
+ * sectors that came out different are then written to the disk through d,
+ * the new ones first (nothing points to them yet), one flush, then the
+ * single record that switches the chain over, another flush. */
+static int ebr_write_ordered(ip_disk *d, partctl_table *old, unsigned n, uint64_t at, ip_error *e)
+{
+	const char *disk = ip_disk_path(d);
+	uint64_t was[MAX_RECORDS], now[MAX_RECORDS], live = UINT64_MAX;
+	size_t nwas, nnow;
+	uint8_t a[512], b[512];
+	char scratch[4096];
+	partctl_table *t = NULL;
+	int fd = -1, r;
+
+	if (old->ssz != sizeof(a))
+		return ip_bad(e, -EOPNOTSUPP, "%s has %u-byte sectors: inplace moves logical partitions only on disks of 512-byte sectors",
+			      disk, old->ssz);
+	if (record_offsets(old, was, MAX_RECORDS, &nwas) < 0)
+		return ip_bad(e, -E2BIG, "%s has more logical partitions than inplace handles (%d)", disk, MAX_RECORDS - 1);
+	if ((r = partctl_state_mkdir(e)) < 0 ||
+	    (r = partctl_state_file(disk, "ebr", "scratch", scratch, sizeof(scratch), e)) < 0)
+		return r;
+	fd = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return ip_fail(e, -errno, "cannot create %s: %s", scratch, strerror(errno));
+	if (ftruncate(fd, (off_t)old->size) < 0)
+		r = ip_fail(e, -errno, "cannot size %s: %s", scratch, strerror(errno));
+	for (size_t i = 0; r == 0 && i < nwas; i++) {
+		r = ip_disk_read(d, a, sizeof(a), was[i], e);
+		if (r == 0 && pwrite(fd, a, sizeof(a), (off_t)was[i]) != (ssize_t)sizeof(a))
+			r = ip_fail(e, -EIO, "cannot write %s: %s", scratch, strerror(errno));
+	}
+	if (r == 0)
+		r = partctl_table_open(scratch, true, &t, e);
+	if (r == 0)
+		r = partctl_table_move_ebr(t, n, at, e);
+	if (r == 0)
+		r = fdisk_write_disklabel(t->cxt) < 0 ? ip_fail(e, -EIO, "cannot write %s", scratch) : 0;
+	if (r == 0 && record_offsets(t, now, MAX_RECORDS, &nnow) < 0)
+		r = ip_fail(e, -E2BIG, "too many records in %s", scratch);
+	/* which sectors changed: records new to the chain, and those of the
+	 * chain as it is, which must be one */
+	for (int pass = 0; r == 0 && pass < 2; pass++) {
+		for (size_t i = 0; r == 0 && i < nnow; i++) {
+			bool fresh = !in_set(was, nwas, now[i]);
+
+			if (fresh != (pass == 0))
+				continue;
+			r = ip_disk_read(d, a, sizeof(a), now[i], e);
+			if (r == 0 && pread(fd, b, sizeof(b), (off_t)now[i]) != (ssize_t)sizeof(b))
+				r = ip_fail(e, -EIO, "cannot read %s: %s", scratch, strerror(errno));
+			if (r < 0 || !memcmp(a, b, sizeof(a)))
+				continue;
+			if (!fresh && live != UINT64_MAX)
+				r = ip_fail(e, -EXDEV, "moving the boot record of logical partition %u of %s would change two records (bytes %llu and %llu) at once: nothing was written",
+					    n, disk, (unsigned long long)live, (unsigned long long)now[i]);
+			if (!fresh)
+				live = now[i];
+			else
+				r = ip_disk_write(d, b, sizeof(b), now[i], e);
+		}
+		if (r == 0 && pass == 0)
+			r = ip_disk_flush(d, e);
+	}
+	if (r == 0 && live != UINT64_MAX) {
+		r = pread(fd, b, sizeof(b), (off_t)live) == (ssize_t)sizeof(b) ? 0 : ip_fail(e, -EIO, "cannot read %s", scratch);
+		if (r == 0)
+			r = ip_disk_write(d, b, sizeof(b), live, e);
+		if (r == 0)
+			r = ip_disk_flush(d, e);
+	}
+	partctl_table_free(t);
+	close(fd);
+	unlink(scratch);
+	return r;
+}
+
+int partctl_table_ebr_before(ip_disk *d, unsigned n, uint64_t start, ip_error *e)
+{
+	partctl_table *t = NULL;
+	const struct partctl_part *p;
+	uint64_t ebr;
+	int r;
+
+	r = partctl_table_open(ip_disk_path(d), false, &t, e);
+	if (r < 0)
+		return r;
+	p = partctl_table_find(t, n);
+	if (p && p->logical) {
+		r = partctl_table_ebr(t, n, &ebr, e);
+		if (r == 0 && ebr >= start)
+			r = ebr_write_ordered(d, t, n, start - t->grain, e);
+	}
+	partctl_table_free(t);
+	return r;
 }
 
 static struct fdisk_parttype *parse_type(partctl_table *t, const char *type, bool extended)
