@@ -11,7 +11,11 @@
  *   3. shrink several neighbouring top-level filesystems (the largest room
  *      first, the last one only as far as needed) and pack the partitions
  *      between them down, so that the freed space joins one region: the
- *      fewest shrinks, then the roomiest filesystems, then the fewest moves.
+ *      fewest shrinks, then the roomiest filesystems, then the fewest moves;
+ *      then the same with the logical partitions inside the extended
+ *      container, each packed behind the grain of its boot record (a moved
+ *      logical partition takes its record along, move.c), the room joining
+ *      at the container's end, which grows into free space after it.
  * When there is no way, the message names the shortfall, and
  * partctl_plan.shortfall holds it for a caller that looks for more room
  * (partctl_make_storage lists the system caches that could go).
@@ -339,25 +343,49 @@ struct cand {
 	uint64_t keep, reclaim;
 };
 
-/* Top-level layout of top[first..last] with new sizes sz[] (indexed like
- * top): top[first] keeps its start, the others pack down behind it (never
- * up).  starts[] gets the new starts; [*s, *e) is the free region after
- * top[last], up to the next partition or the usable end. */
-static void pack(const struct ctx *c, size_t first, size_t last, const uint64_t *sz, uint64_t *starts,
-		 uint64_t *s, uint64_t *e)
+/* A row of partitions that pack down one behind the other: the top level
+ * (primaries and the extended container, nothing between them), or the
+ * logical partitions inside the container (each after the grain that holds
+ * its boot record; a moved one takes its record along, move.c). */
+struct row {
+	cpart **v;             /* by start */
+	size_t n;
+	uint64_t ebr;          /* room each start leaves before it: 0 or the grain */
+	uint64_t end;          /* where the free region after the last one ends */
+	bool logical;
+};
+
+static struct row top_row(const struct ctx *c)
 {
-	uint64_t cur = c->top[first]->part.start;
+	return (struct row){ c->top, c->ntop, 0, c->d->end_usable, false };
+}
+
+/* The logicals' free region at the end runs on past the container into
+ * the free space after it (the container grows). */
+static struct row logical_row(const struct ctx *c)
+{
+	return (struct row){ c->log, c->nlog, c->g, after_ext_end(c), true };
+}
+
+/* Layout of v[first..last] with new sizes sz[] (indexed like v): v[first]
+ * keeps its start, the others pack down behind it (never up).  starts[]
+ * gets the new starts; [*s, *e) is the free region after v[last], up to
+ * the next partition (its boot record) or the row's end. */
+static void pack(const struct ctx *c, const struct row *w, size_t first, size_t last, const uint64_t *sz,
+		 uint64_t *starts, uint64_t *s, uint64_t *e)
+{
+	uint64_t cur = w->v[first]->part.start;
 
 	for (size_t j = first; j <= last; j++) {
-		uint64_t qs = j == first ? cur : align_up(cur, c->g);
+		uint64_t qs = j == first ? cur : align_up(cur + w->ebr, c->g);
 
-		if (qs > c->top[j]->part.start)
-			qs = c->top[j]->part.start; /* an unaligned start: leave it */
+		if (qs > w->v[j]->part.start)
+			qs = w->v[j]->part.start; /* an unaligned start: leave it */
 		starts[j] = qs;
 		cur = qs + sz[j];
 	}
-	*s = align_up(cur, c->g);
-	*e = last + 1 < c->ntop ? c->top[last + 1]->part.start : c->d->end_usable;
+	*s = align_up(cur + w->ebr, c->g);
+	*e = last + 1 < w->n ? w->v[last + 1]->part.start - w->ebr : w->end;
 	if (*e < *s)
 		*e = *s;
 }
@@ -368,42 +396,42 @@ struct multi {
 	uint64_t *sz, *starts;
 };
 
-/* 2''. Shrink several top-level filesystems of top[lo..last], the largest
- * room first, each to its minimum plus headroom (the last one only as far as
- * needed), and pack the partitions between them down so that the freed
- * space joins the free region after top[last].  false when even all of them
+/* 2''. Shrink several filesystems of v[lo..last] of a row, the largest
+ * room first, each to its minimum plus headroom (the last one only as far
+ * as needed), and pack the partitions between them down so that the freed
+ * space joins the free region after v[last].  false when even all of them
  * do not make want bytes there; *most: the largest region they could make. */
-static bool multi_window(const struct ctx *c, size_t lo, size_t last, const struct cand *cands, size_t nc,
-			 uint64_t want, struct multi *m, uint64_t *most)
+static bool multi_window(const struct ctx *c, const struct row *w, size_t lo, size_t last,
+			 const struct cand *cands, size_t nc, uint64_t want, struct multi *m, uint64_t *most)
 {
 	uint64_t s, e;
 	size_t first = SIZE_MAX, k;
 
-	for (size_t j = 0; j < c->ntop; j++)
-		m->sz[j] = c->top[j]->part.size;
+	for (size_t j = 0; j < w->n; j++)
+		m->sz[j] = w->v[j]->part.size;
 	/* cands are sorted by room, largest first */
 	for (k = 0; k < nc; k++) {
 		size_t j;
 
-		for (j = lo; j <= last && c->top[j] != cands[k].p; j++)
+		for (j = lo; j <= last && w->v[j] != cands[k].p; j++)
 			;
 		if (j > last)
 			continue;
-		m->sz[j] = align_up(c->top[j]->part.start + cands[k].keep, c->g) - c->top[j]->part.start;
+		m->sz[j] = align_up(w->v[j]->part.start + cands[k].keep, c->g) - w->v[j]->part.start;
 		if (j < first)
 			first = j;
-		pack(c, first, last, m->sz, m->starts, &s, &e);
+		pack(c, w, first, last, m->sz, m->starts, &s, &e);
 		if (e - s > *most)
 			*most = e - s;
 		if (e - s < want)
 			continue;
 		/* give back what is not needed, to the one shrunk last */
 		{
-			uint64_t full = c->top[j]->part.size, slack = align_down(e - s - want, c->g);
+			uint64_t full = w->v[j]->part.size, slack = align_down(e - s - want, c->g);
 
 			m->sz[j] = m->sz[j] + slack > full ? full : m->sz[j] + slack;
 			for (;;) {
-				pack(c, first, last, m->sz, m->starts, &s, &e);
+				pack(c, w, first, last, m->sz, m->starts, &s, &e);
 				if (e - s >= want || m->sz[j] <= c->g)
 					break;
 				m->sz[j] -= c->g;
@@ -415,42 +443,57 @@ static bool multi_window(const struct ctx *c, size_t lo, size_t last, const stru
 		m->ranks = 0;
 		for (size_t r = 0; r <= k && r < 64; r++)
 			for (size_t q = first; q <= last; q++)
-				if (c->top[q] == cands[r].p && m->sz[q] != c->top[q]->part.size)
+				if (w->v[q] == cands[r].p && m->sz[q] != w->v[q]->part.size)
 					m->ranks |= 1ULL << r;
 		for (size_t q = first; q <= last; q++) {
-			m->nshrink += m->sz[q] != c->top[q]->part.size;
-			m->nmove += m->starts[q] != c->top[q]->part.start;
+			m->nshrink += m->sz[q] != w->v[q]->part.size;
+			m->nmove += m->starts[q] != w->v[q]->part.start;
 		}
 		return true;
 	}
 	return false;
 }
 
-static bool try_multi_top(struct ctx *c, const struct cand *cands, size_t nc, struct partctl_plan *p,
-			  uint64_t *most)
+/* The new partition in the region at s that a row's packing made: a
+ * top-level one, or a logical one (growing the container when the region
+ * runs past its end). */
+static void place_row(const struct ctx *c, const struct row *w, struct partctl_plan *p, uint64_t s)
 {
-	uint64_t ovh = top_overhead(c), want, s, e, region = 0;
+	if (!w->logical) {
+		place_top(c, p, s);
+		return;
+	}
+	if (s + c->need > pend(c->ext))
+		add_step(p, PARTCTL_OP_GROW_EXTENDED, c->ext->part.n, c->ext->part.size,
+			 s + c->need - c->ext->part.start, 0, 0, false);
+	finish(c, p, next_logical(c), s, true);
+}
+
+static bool try_multi(const struct ctx *c, const struct row *w, const struct cand *cands, size_t nc,
+		      struct partctl_plan *p, uint64_t *most)
+{
+	uint64_t ovh = w->logical ? 0 : top_overhead(c), want, s, e, region = 0;
 	struct multi cur = { 0 }, best = { 0 };
 	bool found = false;
 
-	if (ovh == UINT64_MAX || !c->ntop)
+	if (ovh == UINT64_MAX || !w->n)
 		return false;
 	want = c->need + ovh;
-	cur.sz = calloc(c->ntop, sizeof(uint64_t));
-	cur.starts = calloc(c->ntop, sizeof(uint64_t));
-	best.sz = calloc(c->ntop, sizeof(uint64_t));
-	best.starts = calloc(c->ntop, sizeof(uint64_t));
+	cur.sz = calloc(w->n, sizeof(uint64_t));
+	cur.starts = calloc(w->n, sizeof(uint64_t));
+	best.sz = calloc(w->n, sizeof(uint64_t));
+	best.starts = calloc(w->n, sizeof(uint64_t));
 	if (!cur.sz || !cur.starts || !best.sz || !best.starts)
 		goto out;
 	/* every window of neighbours the extended container does not cut (it
 	 * does not move); the fewest shrinks win, then those with the most
 	 * room (largest room first), then the fewest moves */
-	for (size_t last = 0; last < c->ntop; last++) {
+	for (size_t last = 0; last < w->n; last++) {
 		for (size_t lo = last + 1; lo-- > 0;) {
-			if (c->top[lo]->part.extended)
+			if (w->v[lo]->part.extended)
 				break;
-			if (!multi_window(c, lo, last, cands, nc, want, &cur, &region) ||
-			    cur.nshrink + cur.nmove + 2 > PARTCTL_PLAN_MAX_STEPS)
+			if (!multi_window(c, w, lo, last, cands, nc, want, &cur, &region) ||
+			    cur.nshrink + cur.nmove + 3 > PARTCTL_PLAN_MAX_STEPS)
 				continue;
 			if (!found || cur.nshrink < best.nshrink ||
 			    (cur.nshrink == best.nshrink && cur.ranks < best.ranks) ||
@@ -460,8 +503,8 @@ static bool try_multi_top(struct ctx *c, const struct cand *cands, size_t nc, st
 				best.last = cur.last;
 				best.nshrink = cur.nshrink;
 				best.nmove = cur.nmove;
-				memcpy(best.sz, cur.sz, c->ntop * sizeof(uint64_t));
-				memcpy(best.starts, cur.starts, c->ntop * sizeof(uint64_t));
+				memcpy(best.sz, cur.sz, w->n * sizeof(uint64_t));
+				memcpy(best.starts, cur.starts, w->n * sizeof(uint64_t));
 				found = true;
 			}
 		}
@@ -471,15 +514,15 @@ static bool try_multi_top(struct ctx *c, const struct cand *cands, size_t nc, st
 	/* in disk order: a partition shrinks where it is, then moves down into
 	 * the room its lower neighbour has just left */
 	for (size_t j = best.first; j <= best.last; j++) {
-		cpart *q = c->top[j];
+		cpart *q = w->v[j];
 
 		if (best.sz[j] != q->part.size)
 			add_step(p, PARTCTL_OP_SHRINK, q->part.n, q->part.size, best.sz[j], 0, 0, false);
 		if (best.starts[j] != q->part.start)
 			add_step(p, PARTCTL_OP_MOVE, q->part.n, q->part.start, best.starts[j], 0, 0, false);
 	}
-	pack(c, best.first, best.last, best.sz, best.starts, &s, &e);
-	place_top(c, p, s);
+	pack(c, w, best.first, best.last, best.sz, best.starts, &s, &e);
+	place_row(c, w, p, s);
 out:
 	/* multi_window counts the whole region; the new partition gets it less
 	 * the overhead */
@@ -561,12 +604,14 @@ static int compute(struct ctx *c, struct partctl_plan *out, ip_error *e)
 			bestp = cands[i].p;
 		}
 	}
-	/* several filesystems together */
-	{
+	/* several filesystems together: top-level ones, then logical ones
+	 * packed inside the container */
+	for (int k = 0; k < 2; k++) {
 		struct partctl_plan trial = { .need = c->need };
+		struct row w = k ? (c->ext ? logical_row(c) : (struct row){ 0 }) : top_row(c);
 		uint64_t b = 0;
 
-		if (try_multi_top(c, cands, nc, &trial, &b)) {
+		if (try_multi(c, &w, cands, nc, &trial, &b)) {
 			*out = trial;
 			free(cands);
 			return 0;

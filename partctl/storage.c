@@ -63,9 +63,14 @@ static bool free_region(const struct partctl_plan_disk *d, const struct partctl_
 
 		for (size_t i = 0; i < d->n && !hit; i++) {
 			const struct partctl_part *q = &d->parts[i].part;
-			uint64_t size = q->size;
+			/* a logical partition's boot record lies in the grain
+			 * before it, where it is and where a move takes it; the
+			 * container itself holds nothing of its own */
+			uint64_t size = q->size, ebr = q->logical ? d->grain : 0;
 
-			hit = off < q->start + q->size && q->start < off + mib;
+			if (q->extended)
+				continue;
+			hit = off < q->start + q->size && q->start - ebr < off + mib;
 			/* where moves copy it to, at its size by then */
 			for (size_t k = 0; k < p->n && !hit; k++) {
 				const struct partctl_plan_step *s = &p->steps[k];
@@ -75,7 +80,7 @@ static bool free_region(const struct partctl_plan_disk *d, const struct partctl_
 				if (s->op == PARTCTL_OP_SHRINK)
 					size = s->to;
 				if (s->op == PARTCTL_OP_MOVE)
-					hit = off < s->to + size && s->to < off + mib;
+					hit = off < s->to + size && s->to - ebr < off + mib;
 			}
 		}
 		if (!hit) {

@@ -297,6 +297,60 @@ static void test_mbr_shrink_logical(void **state)
 	check_sane(&d, &p);
 }
 
+/* Three logical partitions filling the container, none with enough room
+ * alone: the two roomiest shrink and the last one moves down behind its
+ * shrunk neighbour (its boot record along), so the room joins at the end
+ * of the container, where the new logical partition goes. */
+static void test_mbr_pack_logicals(void **state)
+{
+	struct partctl_plan_disk d = disk("dos", 2048 * MiB, 5);
+	uint64_t st[5], sz[5];
+	unsigned shrunk = 0, moved = 0;
+	struct partctl_plan p;
+	ip_error e = { 0 };
+
+	(void)state;
+	part(0, 1, MiB, 300 * MiB, 280 * MiB);
+	extended(1, 2, 301 * MiB, 1747 * MiB);
+	part(2, 5, 302 * MiB, 500 * MiB, 300 * MiB);
+	part(3, 6, 803 * MiB, 500 * MiB, 250 * MiB);
+	part(4, 7, 1304 * MiB, 744 * MiB, 300 * MiB);
+	assert_int_equal(partctl_plan_compute(&d, 500 * MiB, &p, &e), 0);
+	for (size_t i = 0; i < d.n; i++) {
+		st[i] = parts[i].part.start;
+		sz[i] = parts[i].part.size;
+	}
+	for (size_t k = 0; k < p.n; k++) {
+		const struct partctl_plan_step *s = &p.steps[k];
+		size_t i = s->partition == 5 ? 2 : s->partition == 6 ? 3 : s->partition == 7 ? 4 : 0;
+
+		if (s->op == PARTCTL_OP_SHRINK) {
+			shrunk |= 1u << s->partition;
+			sz[i] = s->to;
+		} else if (s->op == PARTCTL_OP_MOVE) {
+			moved |= 1u << s->partition;
+			assert_true(s->to < st[i]);
+			st[i] = s->to;
+		} else {
+			continue;
+		}
+		/* after every step: each logical keeps the grain before it for
+		 * its boot record, clear of its lower neighbour */
+		for (size_t j = 3; j < 5; j++)
+			assert_true(st[j - 1] + sz[j - 1] <= st[j] - MiB);
+	}
+	assert_int_equal(shrunk, (1u << 6) | (1u << 7));
+	assert_int_equal(moved, 1u << 7);
+	assert_true(p.logical);
+	assert_int_equal(p.partition, 8);
+	assert_true(st[4] + sz[4] <= p.start - MiB);
+	assert_true(p.start + p.size <= 2048 * MiB);
+	check_sane(&d, &p);
+	/* asked for more than all three give: refused, naming the shortfall */
+	assert_int_equal(partctl_plan_compute(&d, 900 * MiB, &p, &e), -ENOSPC);
+	assert_non_null(strstr(e.msg, "short"));
+}
+
 static void test_no_shrinkable(void **state)
 {
 	struct partctl_plan_disk d = disk("gpt", 2 * GiB, 1);
@@ -418,6 +472,7 @@ int main(void)
 		cmocka_unit_test(test_mbr_logical_in_extended),
 		cmocka_unit_test(test_mbr_grow_extended),
 		cmocka_unit_test(test_mbr_shrink_logical),
+		cmocka_unit_test(test_mbr_pack_logicals),
 		cmocka_unit_test(test_no_shrinkable),
 		cmocka_unit_test(test_mbr_three_primaries_two_shrinks),
 		cmocka_unit_test(test_gpt_root_home_swap),
