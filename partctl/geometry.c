@@ -196,6 +196,21 @@ int partctl_table_free_regions(const partctl_table *t, struct partctl_region **o
 			end = t->end_usable;
 			at_end = true;
 		}
+		/* libfdisk's region before a logical partition runs up to (or a
+		 * sector into) its start, over its boot record: the region ends
+		 * before the record of every logical partition after its start
+		 * (none left when a record lies at or before the start) */
+		for (size_t i = 0; inside && i < t->n; i++) {
+			const struct partctl_part *q = &t->parts[i];
+			uint64_t ebr;
+
+			if (!q->logical || q->start < s)
+				continue;
+			if (partctl_table_ebr(t, q->n, &ebr, NULL) < 0 || ebr > q->start)
+				ebr = q->start;
+			if (ebr < end)
+				end = ebr / t->grain * t->grain;
+		}
 		if (end > s && end - s >= t->grain)
 			r = add_region(&v, &n, &cap, s, end - s, inside);
 	}

@@ -205,6 +205,10 @@ struct partctl_plan_disk {
 	unsigned max_parts;        /* GPT: entries in the table (128); MBR: 4 */
 	size_t n;
 	struct partctl_plan_part *parts;
+	/* the free regions as the table knows them (partctl_table_free_regions:
+	 * aligned, a logical's boot record left out), sorted by start */
+	size_t nregions;
+	struct partctl_region *regions;
 };
 
 enum partctl_plan_op {

@@ -172,53 +172,40 @@ static uint64_t after_ext_end(const struct ctx *c)
 	return c->d->end_usable;
 }
 
-/* 1. Free space that already fits. */
+/* 1. Free space that already fits: a free region of the table (its own
+ * alignment and boot-record rules, partctl_table_free_regions), the
+ * smallest that does. */
 static bool try_free(struct ctx *c, struct partctl_plan *p)
 {
-	uint64_t best_s = 0, best_len = UINT64_MAX, cur = c->d->first_usable, ovh = top_overhead(c);
+	uint64_t best_s = 0, best_len = UINT64_MAX, ovh = top_overhead(c);
+	bool best_inside = false;
 
-	/* top level */
-	for (size_t i = 0; i <= c->ntop; i++) {
-		uint64_t s = align_up(cur, c->g);
-		uint64_t e = i < c->ntop ? c->top[i]->part.start : c->d->end_usable;
+	for (size_t i = 0; i < c->d->nregions; i++) {
+		const struct partctl_region *r = &c->d->regions[i];
+		uint64_t want = r->inside ? c->need : ovh == UINT64_MAX ? UINT64_MAX : c->need + ovh;
 
-		if (e > s) {
-			if (align_down(e - s, c->g) > c->largest_free)
-				c->largest_free = align_down(e - s, c->g);
-			if (ovh != UINT64_MAX && e - s >= c->need + ovh && e - s < best_len) {
-				best_len = e - s;
-				best_s = s;
-			}
+		if (r->inside && !c->ext)
+			continue;
+		if (align_down(r->size, c->g) > c->largest_free)
+			c->largest_free = align_down(r->size, c->g);
+		/* top level first: a primary where a slot is free */
+		if (want != UINT64_MAX && r->size >= want &&
+		    (best_len == UINT64_MAX || (best_inside && !r->inside) ||
+		     (best_inside == r->inside && r->size < best_len))) {
+			best_len = r->size;
+			best_s = r->start;
+			best_inside = r->inside;
 		}
-		if (i < c->ntop && pend(c->top[i]) > cur)
-			cur = pend(c->top[i]);
 	}
 	if (best_len != UINT64_MAX) {
-		place_top(c, p, best_s);
+		if (best_inside)
+			finish(c, p, next_logical(c), best_s, true);
+		else
+			place_top(c, p, best_s);
 		return true;
 	}
 	if (!c->ext)
 		return false;
-	/* inside the extended container, between logical partitions */
-	for (size_t i = 0; i <= c->nlog; i++) {
-		uint64_t s, e;
-
-		if (i == 0)
-			s = align_up(c->ext->part.start + (c->nlog ? 2 : 1) * c->g, c->g);
-		else
-			s = align_up(pend(c->log[i - 1]) + c->g, c->g);
-		e = i < c->nlog ? c->log[i]->part.start - c->g : pend(c->ext);
-		if (e > s && align_down(e - s, c->g) > c->largest_free)
-			c->largest_free = align_down(e - s, c->g);
-		if (e > s && e - s >= c->need && e - s < best_len) {
-			best_len = e - s;
-			best_s = s;
-		}
-	}
-	if (best_len != UINT64_MAX) {
-		finish(c, p, next_logical(c), best_s, true);
-		return true;
-	}
 	/* grow the container into free space right after it */
 	{
 		uint64_t s = logical_tail_start(c), e = after_ext_end(c);

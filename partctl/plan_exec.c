@@ -14,6 +14,7 @@ void partctl_plan_disk_free(struct partctl_plan_disk *d)
 		return;
 	free((char *)d->path);
 	free(d->parts);
+	free(d->regions);
 	free(d);
 }
 
@@ -61,6 +62,9 @@ int partctl_plan_describe(const char *disk, struct partctl_plan_disk **out, ip_e
 	d->first_usable = partctl_table_first_usable(t);
 	d->end_usable = partctl_table_end_usable(t);
 	d->max_parts = partctl_table_max_parts(t);
+	r = partctl_table_free_regions(t, &d->regions, &d->nregions, e);
+	if (r < 0)
+		goto out;
 	for (size_t i = 0; i < partctl_table_count(t); i++) {
 		struct partctl_plan_part *pp = &d->parts[d->n++];
 

@@ -15,6 +15,15 @@
 #define GiB (1024ULL * MiB)
 
 static struct partctl_plan_part parts[8];
+static struct partctl_region regs[4];
+
+/* A free region [start, end) as partctl_table_free_regions reports it
+ * (aligned; inside: in the container, a boot record's grain left out). */
+static void region(struct partctl_plan_disk *d, uint64_t start, uint64_t end, bool inside)
+{
+	regs[d->nregions++] = (struct partctl_region){ start, end - start, inside };
+	d->regions = regs;
+}
 
 static struct partctl_plan_disk disk(const char *label, uint64_t size, size_t n)
 {
@@ -133,6 +142,7 @@ static void test_free_tail(void **state)
 
 	(void)state;
 	part(0, 1, MiB, GiB, 100 * MiB);
+	region(&d, GiB + MiB, d.end_usable, false);
 	assert_int_equal(partctl_plan_compute(&d, 1000 * MiB, &p, &e), 0);
 	assert_int_equal(p.n, 1);
 	assert_int_equal(p.partition, 2);
@@ -208,6 +218,7 @@ static void test_mbr_four_primaries(void **state)
 	part(1, 2, 513 * MiB, 512 * MiB, 10 * MiB);
 	part(2, 3, 1025 * MiB, 512 * MiB, 10 * MiB);
 	part(3, 4, 1537 * MiB, 512 * MiB, 10 * MiB); /* 2 GiB free after it */
+	region(&d, 2049 * MiB, d.end_usable, false);
 	assert_int_equal(partctl_plan_compute(&d, 256 * MiB, &p, &e), -ENOSPC);
 	assert_non_null(strstr(e.msg, "four primary"));
 }
@@ -222,6 +233,7 @@ static void test_mbr_last_slot_makes_extended(void **state)
 	part(0, 1, MiB, 512 * MiB, 10 * MiB);
 	part(1, 2, 513 * MiB, 512 * MiB, 10 * MiB);
 	part(2, 3, 1025 * MiB, 512 * MiB, 10 * MiB);
+	region(&d, 1537 * MiB, d.end_usable, false);
 	assert_int_equal(partctl_plan_compute(&d, GiB, &p, &e), 0);
 	assert_int_equal(p.n, 2);
 	assert_int_equal(p.steps[0].op, PARTCTL_OP_CREATE_EXTENDED);
@@ -246,6 +258,7 @@ static void test_mbr_logical_in_extended(void **state)
 	extended(3, 4, 1537 * MiB, 4 * GiB - 1537 * MiB);
 	part(4, 5, 1538 * MiB, 512 * MiB, 500 * MiB);
 	part(5, 6, 2051 * MiB, 256 * MiB, 250 * MiB);
+	region(&d, 2308 * MiB, d.end_usable, true);
 	/* free inside the container after logical 6 */
 	assert_int_equal(partctl_plan_compute(&d, GiB, &p, &e), 0);
 	assert_int_equal(p.n, 1);
@@ -268,6 +281,7 @@ static void test_mbr_grow_extended(void **state)
 	extended(3, 4, 1537 * MiB, 1024 * MiB);
 	part(4, 5, 1538 * MiB, 1000 * MiB, 990 * MiB);
 	part(5, 6, 2539 * MiB, 21 * MiB, 0);
+	region(&d, 2561 * MiB, d.end_usable, false);
 	assert_int_equal(partctl_plan_compute(&d, GiB, &p, &e), 0);
 	assert_int_equal(p.n, 2);
 	assert_int_equal(p.steps[0].op, PARTCTL_OP_GROW_EXTENDED);

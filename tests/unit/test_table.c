@@ -11,7 +11,7 @@
 
 #include <cmocka.h>
 
-#include "partctl/partctl.h"
+#include "partctl/internal.h"
 
 #define MiB (1024ULL * 1024)
 
@@ -259,6 +259,60 @@ static void test_free_regions(void **state)
 	partctl_table_free(t);
 }
 
+/* A logical partition going down: the free region between two logicals
+ * ends before the next one's boot record, and the record moves to the
+ * grain before the new start (partition and number unchanged) before the
+ * move, after which the start can follow. */
+static void test_logical_ebr(void **state)
+{
+	partctl_table *t = NULL;
+	struct partctl_region *r = NULL;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	uint64_t ebr;
+	size_t n = 0;
+	char sd[600];
+
+	(void)state;
+	snprintf(sd, sizeof(sd), "%s/state", dir);
+	setenv("INPLACE_STATE_DIR", sd, 1);
+	make_image(img("ebr.img"), 256 * MiB,
+		   "label: dos\nstart=1MiB, size=64MiB, type=83\nstart=100MiB, size=100MiB, type=5\n"
+		   "start=101MiB, size=20MiB, type=83\nstart=150MiB, size=20MiB, type=83\n");
+	assert_int_equal(partctl_table_open(img("ebr.img"), false, &t, &e), 0);
+	assert_int_equal(partctl_table_free_regions(t, &r, &n, &e), 0);
+	assert_true(n >= 2);
+	assert_int_equal(r[1].start, 122 * MiB);
+	assert_int_equal(r[1].start + r[1].size, 149 * MiB);
+	assert_true(r[1].inside);
+	free(r);
+	assert_int_equal(partctl_table_ebr(t, 6, &ebr, &e), 0);
+	assert_int_equal(ebr, 149 * MiB);
+	partctl_table_free(t);
+
+	assert_int_equal(ip_disk_open(img("ebr.img"), IP_DISK_RDWR, &d, &e), 0);
+	assert_int_equal(partctl_table_ebr_before(d, 6, 130 * MiB, &e), 0);
+	assert_int_equal(partctl_table_ebr_before(d, 6, 130 * MiB, &e), 0); /* idempotent */
+	ip_disk_free(d);
+	assert_int_equal(partctl_table_open(img("ebr.img"), true, &t, &e), 0);
+	assert_int_equal(partctl_table_ebr(t, 6, &ebr, &e), 0);
+	assert_int_equal(ebr, 129 * MiB);
+	assert_int_equal(partctl_table_find(t, 6)->start, 150 * MiB);
+	assert_int_equal(partctl_table_find(t, 5)->start, 101 * MiB);
+	/* the start follows; its record stays */
+	assert_int_equal(partctl_table_set_range(t, 6, 130 * MiB, 20 * MiB, &e), 0);
+	assert_int_equal(partctl_table_write(t, &e), 0);
+	partctl_table_free(t);
+	assert_int_equal(partctl_table_open(img("ebr.img"), false, &t, &e), 0);
+	assert_int_equal(partctl_table_find(t, 6)->start, 130 * MiB);
+	assert_int_equal(partctl_table_ebr(t, 6, &ebr, &e), 0);
+	assert_int_equal(ebr, 129 * MiB);
+	/* the first logical's record is the container's first sector */
+	assert_int_equal(partctl_table_move_ebr(t, 5, 100 * MiB + MiB / 2, &e), -EINVAL);
+	partctl_table_free(t);
+	unsetenv("INPLACE_STATE_DIR");
+}
+
 /* partctl_create/partctl_delete: the rules before any write, dry runs
  * that write nothing, the number of the new partition. */
 static void test_create_delete(void **state)
@@ -356,6 +410,7 @@ int main(void)
 		cmocka_unit_test(test_refusals),
 		cmocka_unit_test(test_mbr_extended),
 		cmocka_unit_test(test_free_regions),
+		cmocka_unit_test(test_logical_ebr),
 		cmocka_unit_test(test_create_delete),
 		cmocka_unit_test(test_damaged_refused),
 	};
