@@ -6,7 +6,8 @@
 # points k, tests/tools/iolog-replay builds what the disk could hold after a
 # power cut between flush k and k+1 — every write before flush k, plus a
 # random subset (whole, lost or torn) of those in flight — and
-# `inplace part resume` must leave every file intact and fsck clean.
+# `inplace part resume` must leave every file intact and fsck clean.  Also
+# a logical partition moving down, its boot record moved first (MBR).
 . "$TESTS_DIR/lib.sh"
 
 MiB=$((1024 * 1024))
@@ -24,16 +25,22 @@ start=$2MiB, size=40MiB, type=linux"
 }
 mkbase "$T/low.img" 1
 mkbase "$T/high.img" 17
+# logical 6 behind a small logical 5, 9 MiB of room between them
+fx_disk "$T/log.img" 96M "label: dos
+start=1MiB, size=94MiB, type=5
+start=2MiB, size=4MiB, type=83
+start=16MiB, size=40MiB, type=83"
+fx_mkfs "$T/log.img" 6 ext4 "$T/tree"
 fx_hashes "$T/low.img" 1 > "$T/want"
 [ -s "$T/want" ] || { fail "fixture" "no files hashed"; exit 1; }
 
-# powercut NAME BASE TO_MIB
+# powercut NAME BASE TO_MIB [PARTITION]
 powercut() {
-	local name=$1 base=$2 to=$3 img=$T/work.img log=$T/io.log from n k step out start bad=0 seed
-	read -r from _ < <(fx_part_range "$base" 1)
+	local name=$1 base=$2 to=$3 p=${4:-1} img=$T/work.img log=$T/io.log from n k step out start bad=0 seed
+	read -r from _ < <(fx_part_range "$base" "$p")
 	cp --sparse=always "$base" "$img"
 	rm -f "$log"
-	if ! INPLACE_IOLOG=$log "$INPLACE" part move -q "$img" 1 --to "${to}MiB" >/dev/null 2>&1; then
+	if ! INPLACE_IOLOG=$log "$INPLACE" part move -q "$img" "$p" --to "${to}MiB" >/dev/null 2>&1; then
 		fail "$name" "the recorded move failed"; return 1
 	fi
 	n=$("$REPLAY" "$log") || { fail "$name" "cannot read the log"; return 1; }
@@ -50,14 +57,14 @@ powercut() {
 		if ! out=$("$INPLACE" part resume -q "$img" 2>&1); then
 			fail "$name, cut after flush $k/$n" "resume: $out"; bad=1; continue
 		fi
-		read -r start _ < <(fx_part_range "$img" 1)
+		read -r start _ < <(fx_part_range "$img" "$p")
 		if [ "$start" -ne "$from" ] && [ "$start" -ne $((to * MiB)) ]; then
 			fail "$name, cut after flush $k/$n" "partition at $start"; bad=1; continue
 		fi
-		if ! fx_hashes "$img" 1 | cmp -s - "$T/want"; then
+		if ! fx_hashes "$img" "$p" | cmp -s - "$T/want"; then
 			fail "$name, cut after flush $k/$n" "files differ"; bad=1; continue
 		fi
-		if ! fx_fsck "$img" 1; then
+		if ! fx_fsck "$img" "$p"; then
 			fail "$name, cut after flush $k/$n" "fsck found problems"; bad=1; continue
 		fi
 		pass "$name, cut after flush $k/$n (at $((start / MiB)) MiB)"
@@ -68,3 +75,4 @@ powercut() {
 
 powercut "forward by 1 MiB"      "$T/low.img" 2
 powercut "backward, overlapping" "$T/high.img" 5
+powercut "logical, backward overlapping" "$T/log.img" 7 6
