@@ -482,6 +482,11 @@ static bool in_set(const uint64_t *v, size_t n, uint64_t x)
 
 #define MAX_RECORDS (1 + 128)
 
+static int scratch_path(const char *disk, char *out, size_t n, ip_error *e)
+{
+	return partctl_state_file(disk, "ebr", "scratch", out, n, e);
+}
+
 /* The table change runs on a scratch file holding only the disk's records
  * (sparse, the disk's size, so libfdisk sees the same geometry); the
  * sectors that came out different are then written to the disk through d,
@@ -502,8 +507,7 @@ static int ebr_write_ordered(ip_disk *d, partctl_table *old, unsigned n, uint64_
 			      disk, old->ssz);
 	if (record_offsets(old, was, MAX_RECORDS, &nwas) < 0)
 		return ip_bad(e, -E2BIG, "%s has more logical partitions than inplace handles (%d)", disk, MAX_RECORDS - 1);
-	if ((r = partctl_state_mkdir(e)) < 0 ||
-	    (r = partctl_state_file(disk, "ebr", "scratch", scratch, sizeof(scratch), e)) < 0)
+	if ((r = partctl_state_mkdir(e)) < 0 || (r = scratch_path(disk, scratch, sizeof(scratch), e)) < 0)
 		return r;
 	fd = open(scratch, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
@@ -562,6 +566,7 @@ static int ebr_write_ordered(ip_disk *d, partctl_table *old, unsigned n, uint64_
 
 int partctl_table_ebr_before(ip_disk *d, unsigned n, uint64_t start, ip_error *e)
 {
+	char scratch[4096];
 	partctl_table *t = NULL;
 	const struct partctl_part *p;
 	uint64_t ebr;
@@ -577,6 +582,9 @@ int partctl_table_ebr_before(ip_disk *d, unsigned n, uint64_t start, ip_error *e
 			r = ebr_write_ordered(d, t, n, start - t->grain, e);
 	}
 	partctl_table_free(t);
+	/* a move killed while the records were computed left the scratch copy */
+	if (r == 0 && scratch_path(ip_disk_path(d), scratch, sizeof(scratch), NULL) == 0)
+		unlink(scratch);
 	return r;
 }
 
