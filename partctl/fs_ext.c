@@ -2,6 +2,7 @@
  * or image ("offset=N" on the unix I/O manager), so that image files need no
  * loop device. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,11 +17,22 @@ static int ext_errno(errcode_t err)
 	return err > 0 && err < 4096 ? -(int)err : -EIO;
 }
 
+/* libext2fs's codes read as "Unknown code ext2 156" until its com_err table
+ * is registered; every message below names one, so it is registered once,
+ * by whichever thread opens a filesystem first. */
+static pthread_once_t ext_errors_once = PTHREAD_ONCE_INIT;
+
+static void ext_errors_register(void)
+{
+	initialize_ext2_error_table();
+}
+
 int partctl_ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 {
 	char opts[64];
 	errcode_t err;
 
+	pthread_once(&ext_errors_once, ext_errors_register);
 	snprintf(opts, sizeof(opts), "offset=%llu", (unsigned long long)off);
 	err = ext2fs_open2(ip_disk_path(d), opts, EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP, 0, 0,
 			   unix_io_manager, fs);

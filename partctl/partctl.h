@@ -28,6 +28,10 @@ struct partctl_opts {
 
 /* ==== filesystem knowledge (partctl/fs*.c) ============================== */
 
+/* Room for any type name libblkid reports; its longest, "xfs_external_log",
+ * has 16 characters. */
+#define PARTCTL_FSTYPE_LEN 32
+
 /* A byte range, relative to the start of the partition. */
 typedef struct partctl_extent {
 	uint64_t off;
@@ -46,7 +50,7 @@ typedef struct partctl_usedmap {
 } partctl_usedmap;
 
 struct partctl_fsinfo {
-	char type[16];         /* "ext4", "ntfs", "xfs", "swap", … ; "" when none */
+	char type[PARTCTL_FSTYPE_LEN]; /* "ext4", "ntfs", "xfs", "swap", … ; "" when none */
 	char label[64];
 	char uuid[64];
 	uint64_t size;         /* bytes the filesystem spans (0 if unknown) */
@@ -158,7 +162,7 @@ struct partctl_create_spec {
 };
 struct partctl_create_result {
 	struct partctl_part part; /* the new entry (part.n: its number) */
-	char fs[16];              /* "ext4", "ntfs" or "none" */
+	char fs[PARTCTL_FSTYPE_LEN]; /* "ext4", "ntfs" or "none" */
 };
 int partctl_create(const char *disk, const struct partctl_create_spec *s, const struct partctl_opts *o,
 		   struct partctl_create_result *res, ip_error *e);
@@ -319,7 +323,7 @@ int partctl_make_storage(const char *disk, uint64_t need, const char *label, con
  * filesystem's minimum (shrink) or the free space after it (grow). */
 struct partctl_resize_plan {
 	unsigned n;
-	char fstype[16];
+	char fstype[PARTCTL_FSTYPE_LEN];
 	uint64_t start;        /* bytes from the start of the disk */
 	uint64_t old_size;     /* the partition now */
 	uint64_t new_size;     /* the partition afterwards */

@@ -45,7 +45,7 @@ struct shrink_rec {
 	char disk[PATH_MAX];
 	unsigned n;
 	uint64_t start, old_size, new_size, block_size;
-	char fs[16];
+	char fs[PARTCTL_FSTYPE_LEN];
 	char phase[24];
 	char undo[PATH_MAX];
 	char meta[PATH_MAX];   /* the metadata undo of an ext fs of 1 KiB blocks */
