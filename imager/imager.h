@@ -129,6 +129,9 @@ struct imager_fetch_opts {
 	const char *ca_file;        /* PEM CAs for https, NULL: the system's */
 	unsigned threads;
 	bool want_sig;              /* also fetch URL.minisig next to dest */
+	uint64_t max_bytes;         /* a source announcing a larger file is refused,
+				     * and no download grows past what its source
+				     * announced; 0: only that */
 	imager_cancel_flag *cancel;
 };
 
