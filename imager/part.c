@@ -84,6 +84,10 @@ int imager_capture_part(const char *disk, unsigned n, const char *out,
 	r = partctl_fs_probe(d, off, size, &fi, e);
 	if (r < 0)
 		goto out;
+	/* a map clipped to the partition would be an image that loses data */
+	r = partctl_fs_check_fits(&fi, size, disk, n, e);
+	if (r < 0)
+		goto out;
 	r = partctl_fs_usedmap(d, off, size, &map, e);
 	if (r < 0)
 		goto out;

@@ -85,8 +85,15 @@ int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 	blocks = ext2fs_blocks_count(fs->super);
 	freeb = ext2fs_free_blocks_count(fs->super);
 	fi->size = blocks * fs->blocksize;
-	fi->used = (blocks - (freeb < blocks ? freeb : blocks)) * fs->blocksize;
 	ext2fs_close_free(&fs);
+	/* More free blocks than blocks: the count is wrong, so is any usage
+	 * computed from it (0 would read as "empty"). */
+	if (freeb > blocks)
+		return ip_fail(e, -EUCLEAN,
+			       "the superblock of the ext filesystem at offset %llu of %s counts %llu free blocks of %llu: run e2fsck -f on it",
+			       (unsigned long long)off, ip_disk_path(d), (unsigned long long)freeb,
+			       (unsigned long long)blocks);
+	fi->used = (blocks - freeb) * fi->block_size;
 	return 0;
 }
 

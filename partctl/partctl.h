@@ -62,12 +62,21 @@ struct partctl_fsinfo {
 	uint64_t min_estimate; /* the resizer's own estimate (resize2fs -P); for
 				* NTFS the same as min_size (0 if unknown) */
 	bool resizable;        /* ext2/3/4 and NTFS: inplace can shrink and grow it */
+	bool used_known;       /* false: used is unknown (not 0: a damaged or
+				* unreadable filesystem, or one inplace does not read) */
+	bool min_known;        /* false: min_size is unknown */
+	char unknown[192];     /* why a number above is unknown ("" when known) */
 };
 
 /* Probe the filesystem in [off, off+size) of d.  No filesystem is not an
  * error (type ""). */
 int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *out,
 		     ip_error *e);
+/* Refuse (bad input, naming both sizes) a filesystem that claims more bytes
+ * than partition n of disk has: what it keeps past the end is lost, and
+ * nothing sized from it (an image, a shrink) can be right. */
+int partctl_fs_check_fits(const struct partctl_fsinfo *fi, uint64_t part_size, const char *disk,
+			  unsigned n, ip_error *e);
 /* The used-block map of the filesystem in [off, off+size) of d. */
 int partctl_fs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
 		       ip_error *e);
