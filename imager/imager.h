@@ -39,6 +39,8 @@ struct imager_capture_opts {
 	const char *fs_type;        /* for the metadata; NULL: "" */
 	const char *sign_key;       /* minisign secret key file (unencrypted) or NULL */
 	imager_cancel_flag *cancel; /* may be NULL */
+	bool raw;                   /* capture_part: every block, trusting no bitmap
+				     * (a damaged filesystem, captured whole) */
 };
 
 struct imager_capture_result {

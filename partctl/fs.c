@@ -181,6 +181,41 @@ int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 	return 0;
 }
 
+int partctl_fs_check_clean(ip_disk *d, uint64_t off, const struct partctl_fsinfo *fi, const char *disk,
+			   unsigned n, ip_error *e)
+{
+	_cleanup_free_ char *dev = NULL;
+	char why[512], line[256];
+	unsigned count = 0;
+	int code, r;
+
+	if (!partctl_is_ext(fi->type))
+		return 0;
+	r = partctl_ext_sb_errors(d, off, why, sizeof(why), e);
+	if (r < 0)
+		return r;
+	if (!why[0]) {
+		/* e2fsprogs opens "IMAGE?offset=N" at that byte */
+		if (asprintf(&dev, "%s?offset=%llu", ip_disk_path(d), (unsigned long long)off) < 0) {
+			dev = NULL;
+			return ip_fail(e, -ENOMEM, "out of memory");
+		}
+		r = partctl_e2fsck(dev, false, &code, why, sizeof(why), &count, line, sizeof(line), e);
+		if (r < 0)
+			return r;
+		if (code == 0)
+			return 0;
+		if (code >= 8)
+			return ip_fail(e, -EIO, "e2fsck -fn could not check the %s filesystem on partition %u of %s (exit %d%s%s)",
+				       fi->type, n, disk, code, *line ? ": " : "", line);
+		if (!why[0])
+			snprintf(why, sizeof(why), "%s", *line ? line : "errors found");
+	}
+	return ip_bad(e, -EUCLEAN,
+		      "the %s filesystem on partition %u of %s is damaged (e2fsck -fn: %s): its block bitmap cannot be trusted; repair it with e2fsck -f, or capture every block with --raw",
+		      fi->type, n, disk, why);
+}
+
 int partctl_fs_check_fits(const struct partctl_fsinfo *fi, uint64_t part_size, const char *disk,
 			  unsigned n, ip_error *e)
 {

@@ -43,6 +43,22 @@ int partctl_ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 	return 0;
 }
 
+int partctl_ext_sb_errors(ip_disk *d, uint64_t off, char *why, size_t len, ip_error *e)
+{
+	ext2_filsys fs;
+	int r = partctl_ext_open(d, off, &fs, e);
+
+	if (r < 0)
+		return r;
+	why[0] = '\0';
+	/* the kernel marks errors it met; e2fsck clears them after repairing */
+	if (fs->super->s_state & EXT2_ERROR_FS || fs->super->s_error_count)
+		snprintf(why, len, "its superblock records %u error(s) the kernel met",
+			 fs->super->s_error_count ? fs->super->s_error_count : 1);
+	ext2fs_close_free(&fs);
+	return 0;
+}
+
 int partctl_ext_open_bitmaps(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 {
 	errcode_t err;

@@ -24,6 +24,8 @@ struct partctl_opts {
 	void *progress_data;
 	const char *journal;          /* moves: journal file on another disk;
 				       * NULL: on the disk itself (move.c) */
+	bool no_repair;               /* shrink: refuse a filesystem e2fsck would
+				       * repair, rather than repair it */
 };
 
 /* ==== filesystem knowledge (partctl/fs*.c) ============================== */
@@ -77,6 +79,11 @@ int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
  * nothing sized from it (an image, a shrink) can be right. */
 int partctl_fs_check_fits(const struct partctl_fsinfo *fi, uint64_t part_size, const char *disk,
 			  unsigned n, ip_error *e);
+/* Refuse (bad input) a filesystem whose block bitmap cannot be trusted:
+ * for ext2/3/4, errors recorded in its superblock or any problem e2fsck -fn
+ * finds, named in the message.  Other filesystems pass. */
+int partctl_fs_check_clean(ip_disk *d, uint64_t off, const struct partctl_fsinfo *fi, const char *disk,
+			   unsigned n, ip_error *e);
 /* The used-block map of the filesystem in [off, off+size) of d. */
 int partctl_fs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
 		       ip_error *e);
@@ -339,6 +346,8 @@ struct partctl_resize_plan {
 	uint64_t fs_min;       /* the filesystem's minimum (0 if unknown) */
 	uint64_t max_size;     /* grow: the largest the partition can become */
 	bool nothing;          /* already that size: nothing to do */
+	unsigned repairs;      /* shrink: problems e2fsck repaired first … */
+	char repaired[512];    /* … and what they were, "; "-joined ("" none) */
 };
 int partctl_shrink_plan(const char *disk, unsigned n, uint64_t new_size,
 			struct partctl_resize_plan *out, ip_error *e);

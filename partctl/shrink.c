@@ -53,6 +53,8 @@ struct shrink_rec {
 };
 
 struct shrink_state {
+	bool no_repair;        /* the caller's --no-repair */
+	struct partctl_resize_plan *res; /* where e2fsck's repairs are told */
 	char jpath[PATH_MAX];
 	char undo[PATH_MAX];
 	char meta[PATH_MAX];
@@ -256,7 +258,9 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 	uint64_t min = 0, floor = 0, bs = rec->block_size;
 	int code, r;
 
-	r = partctl_ext_fsck(dev, rec->disk, rec->n, e);
+	r = s->res ? partctl_ext_fsck_repair(dev, rec->disk, rec->n, !s->no_repair, s->res->repaired,
+					     sizeof(s->res->repaired), &s->res->repairs, e)
+		   : partctl_ext_fsck(dev, rec->disk, rec->n, e);
 	if (r < 0)
 		return r;
 	/* After the check, the count is of a consistent filesystem. */
@@ -419,6 +423,8 @@ int partctl_part_shrink(const char *disk, unsigned n, uint64_t new_size, const s
 	r = state_open(disk, &s, true, e);
 	if (r < 0)
 		return r;
+	s.no_repair = o && o->no_repair;
+	s.res = rp;
 	r = rec_read(&s, &rec, NULL);
 	if (r == 0) {
 		state_close(&s);

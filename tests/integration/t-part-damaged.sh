@@ -2,7 +2,9 @@
 # t-part-damaged — damaged ext filesystems, crafted here with debugfs and dd:
 # show says "unknown" (JSON null and a reason) instead of 0 for what it
 # cannot learn; a filesystem larger than its partition is refused by capture
-# and shrink, naming both sizes.
+# and shrink, naming both sizes; a filesystem whose block bitmap lost blocks
+# in use is refused by capture (naming e2fsck) or captured whole with --raw;
+# shrink says what e2fsck repaired, and --no-repair refuses to repair.
 . "$TESTS_DIR/lib.sh"
 cd "$T" || exit 1
 require_tool debugfs jq || exit 1
@@ -50,3 +52,38 @@ must_fail 2 "... shrink refuses it" "$INPLACE" part shrink big.img 1 --to 4M
 check "... naming both sizes" sh -c '"$1" part shrink big.img 1 --to 4M 2>&1 | grep -q "67108864 bytes.*8388608 bytes"' _ "$INPLACE"
 check "... the disk is unchanged" sha256sum -c --quiet big.sum
 check "... show names the fault in JSON" sh -c '"$1" part show --json big.img | jq -e ".partitions[0].fs_problem | test(\"larger than its partition\")" >/dev/null' _ "$INPLACE"
+
+# ---- 16, 19: a block bitmap that lost 1000 blocks of a file ----
+# (debugfs freeb keeps the checksums right: only e2fsck sees the damage)
+lose_blocks() {
+	local b
+	b=$(debugfs -R "blocks /data.bin" "d.img?offset=$OFF" 2>/dev/null | awk '{print $1}')
+	[ -n "$b" ] && debugfs -w -R "freeb $b 1000" "d.img?offset=$OFF" >/dev/null 2>&1
+}
+fresh && lose_blocks || { fail "fixture" "debugfs freeb"; exit 1; }
+fx_hashes d.img 1 > want
+cp d.img damaged.img
+must_fail 2 "capture refuses a filesystem e2fsck finds damaged" "$INPLACE" image capture -q d.img 1 -o out.img
+check "... naming e2fsck and --raw" sh -c '"$1" image capture -q d.img 1 -o out.img 2>&1 | grep -q "e2fsck -fn: Block bitmap differences.*--raw"' _ "$INPLACE"
+check "... and writes no image" [ ! -e out.img ]
+ok "capture --raw takes every block" "$INPLACE" image capture -q --raw d.img 1 -o out.img
+fx_disk dst.img 40M 'label: gpt
+size=32M, type=linux'
+ok "... deploy of the raw image" "$INPLACE" image deploy -q out.img dst.img 1
+check "... every file is there" cmp -s want <(fx_hashes dst.img 1)
+check "... byte for byte the partition" cmp -s <(dd if=d.img bs=1M skip=1 count=32 status=none) \
+	<(dd if=dst.img bs=1M skip=1 count=32 status=none)
+
+must_fail 2 "shrink --no-repair refuses a filesystem e2fsck would repair" \
+	"$INPLACE" part shrink d.img 1 --to 24M --no-repair
+check "... the disk is unchanged" cmp -s d.img damaged.img
+J=$("$INPLACE" part shrink d.img 1 --to 24M --json)
+check "shrink repairs it and says so in JSON ($(jq -c '[.repairs, .repaired]' <<<"$J"))" \
+	jq -e '.repairs >= 1 and (.repaired | test("Block bitmap differences"))' <<<"$J"
+ok "... fsck clean after" fx_fsck d.img 1
+check "... every file is still there" cmp -s want <(fx_hashes d.img 1)
+cp damaged.img d.img
+check "... and in its output" sh -c '"$1" part shrink d.img 1 --to 24M | grep -q "^e2fsck repaired 1 problem .*Block bitmap differences"' _ "$INPLACE"
+fresh
+J=$("$INPLACE" part shrink d.img 1 --to 24M --json)
+check "a clean filesystem: no repairs reported" jq -e '.repairs == 0 and .repaired == null' <<<"$J"
