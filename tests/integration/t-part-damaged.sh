@@ -87,3 +87,21 @@ check "... and in its output" sh -c '"$1" part shrink d.img 1 --to 24M | grep -q
 fresh
 J=$("$INPLACE" part shrink d.img 1 --to 24M --json)
 check "a clean filesystem: no repairs reported" jq -e '.repairs == 0 and .repaired == null' <<<"$J"
+
+# ---- 21: a 4Kn GPT in an image file is not a damaged one ----
+truncate -s 64M k.img
+printf 'g\nn\n\n\n+32M\nw\n' | fdisk -b 4096 k.img >/dev/null 2>&1
+mke2fs -q -F -t ext4 -d tree -E offset=$OFF k.img 32768k || { fail "fixture" "4Kn disk"; exit 1; }
+J=$("$INPLACE" part show --json k.img)
+check "4Kn GPT: show reads it, 4096-byte sectors" jq -e '.sector_size == 4096 and .label == "gpt"' <<<"$J"
+check "... partition 1 at 1 MiB, 32 MiB, ext4 with its usage" \
+	jq -e '.partitions[0] | .start == 1048576 and .size == 33554432 and .fs == "ext4" and .used > 0' <<<"$J"
+ok "... capture works" "$INPLACE" image capture -q k.img 1 -o k-out.img
+# both GPT headers gone: refused, naming the sector size as a possible cause
+dd if=/dev/zero of=k.img bs=4096 seek=1 count=1 conv=notrunc status=none
+dd if=/dev/zero of=k.img bs=4096 seek=$((16384 - 1)) count=1 conv=notrunc status=none
+sha256sum k.img > k.sum
+must_fail 2 "no GPT header at 512 or 4096: refused" "$INPLACE" part show k.img
+check "... the message says the sector size may be another" sh -c '"$1" part show k.img 2>&1 | grep -q "sector size"' _ "$INPLACE"
+must_fail 2 "... and shrink refuses it too" "$INPLACE" part shrink k.img 1 --to 16M
+check "... nothing written" sha256sum -c --quiet k.sum
