@@ -14,6 +14,7 @@
 #include <sys/statvfs.h>
 #include <time.h>
 
+#include "common/http.h"
 #include "imager/imager_int.h"
 
 #define FETCH_ROUNDS 6        /* passes over the mirror list (about 8 s of waits) before giving up */
@@ -82,30 +83,15 @@ static size_t on_data(char *p, size_t sz, size_t n, void *arg)
 
 static CURL *easy_new(const char *url, const struct imager_fetch_opts *o, char *errbuf)
 {
-	CURL *c = curl_easy_init();
+	CURL *c = ip_http_new(url, o->ca_file, 15L, errbuf);
 
 	if (!c)
 		return NULL;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
 	/* A stalled transfer (under 1 KiB/s for 30 s) counts as cut. */
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "inplace/" IP_TOOL_VERSION);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	if (o->max_rate)
 		curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)o->max_rate);
-	/* https: the system's CAs, or only those of --ca-cert; the peer and
-	 * its name are always verified (libcurl's defaults, kept explicit) */
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (o->ca_file)
-		curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
 	return c;
 }
 
