@@ -3,6 +3,7 @@
 #ifndef INPLACE_PARTCTL_INTERNAL_H
 #define INPLACE_PARTCTL_INTERNAL_H
 
+#include <limits.h>
 #include <string.h>
 
 #include "partctl/partctl.h"
@@ -144,6 +145,22 @@ int partctl_ext_estimate(const char *dev, uint64_t bs, uint64_t *min, ip_error *
 /* resize2fs -z's undo file: did it get as far as its header; roll back. */
 bool partctl_e2undo_has_header(const char *undo);
 int partctl_e2undo_run(const char *undo, const char *dev, ip_error *e);
+
+/* One record: what the shrink is and how far it got. */
+struct shrink_rec {
+	char disk[PATH_MAX];
+	unsigned n;
+	uint64_t start, old_size, new_size, block_size;
+	char fs[PARTCTL_FSTYPE_LEN];
+	char phase[24];
+	char undo[PATH_MAX];
+	char meta[PATH_MAX];   /* the metadata undo of an ext fs of 1 KiB blocks */
+	char dev[64];          /* the device the resizer runs on */
+};
+/* Parse a shrink record (its journal payload, NUL-terminated, changed in
+ * place); jpath names the journal in messages.  The record's own text
+ * only: the fuzz target runs it (tests/fuzz/fuzz_shrink_rec.c). */
+int partctl_shrink_rec_parse(char *buf, const char *jpath, struct shrink_rec *rec, ip_error *e);
 
 /* Finish an interrupted `part shrink` recorded in the state directory:
  * roll an interrupted resize2fs back with e2undo and redo the shrink, or

@@ -40,17 +40,6 @@ static inline void closedirp(DIR **d)
 
 /* ---- the shrink journal ----------------------------------------------------- */
 
-/* One record: what the shrink is and how far it got. */
-struct shrink_rec {
-	char disk[PATH_MAX];
-	unsigned n;
-	uint64_t start, old_size, new_size, block_size;
-	char fs[PARTCTL_FSTYPE_LEN];
-	char phase[24];
-	char undo[PATH_MAX];
-	char meta[PATH_MAX];   /* the metadata undo of an ext fs of 1 KiB blocks */
-	char dev[64];          /* the device the resizer runs on */
-};
 
 struct shrink_state {
 	bool no_repair;        /* the caller's --no-repair */
@@ -113,18 +102,11 @@ static int rec_write(struct shrink_state *s, struct shrink_rec *rec, const char 
 	return ip_journal_write(s->j, buf, (size_t)len, e);
 }
 
-static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
+int partctl_shrink_rec_parse(char *buf, const char *jpath, struct shrink_rec *rec, ip_error *e)
 {
-	char buf[IP_JOURNAL_PAYLOAD_MAX + 1];
-	size_t len = sizeof(buf) - 1;
 	char *line, *save = NULL;
-	int r;
 
 	memset(rec, 0, sizeof(*rec));
-	r = ip_journal_read(s->j, buf, &len, e);
-	if (r < 0)
-		return r;
-	buf[len] = '\0';
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *v = strchr(line, '=');
 		unsigned long long x;
@@ -134,8 +116,8 @@ static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
 		*v++ = '\0';
 		x = strtoull(v, NULL, 10);
 		if (!strcmp(line, "op") && strcmp(v, "shrink"))
-			return ip_fail(e, -EINVAL, "%s holds a '%s' record, not a shrink: remove it if no operation is pending",
-				       s->jpath, v);
+			return ip_fail(e, -EINVAL, "%s holds a '%.64s' record, not a shrink: remove it if no operation is pending",
+				       jpath, v);
 		else if (!strcmp(line, "disk"))
 			snprintf(rec->disk, sizeof(rec->disk), "%s", v);
 		else if (!strcmp(line, "n"))
@@ -161,8 +143,22 @@ static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
 	}
 	if (!rec->n || !rec->new_size || !rec->old_size || !*rec->phase)
 		return ip_fail(e, -EINVAL, "the shrink record %s is incomplete: remove it if no shrink is pending",
-			       s->jpath);
+			       jpath);
 	return 0;
+}
+
+static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
+{
+	char buf[IP_JOURNAL_PAYLOAD_MAX + 1];
+	size_t len = sizeof(buf) - 1;
+	int r;
+
+	memset(rec, 0, sizeof(*rec));
+	r = ip_journal_read(s->j, buf, &len, e);
+	if (r < 0)
+		return r;
+	buf[len] = '\0';
+	return partctl_shrink_rec_parse(buf, s->jpath, rec, e);
 }
 
 /* The operation is over: forget it, durably. */
