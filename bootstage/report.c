@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 
 #include "bootstage/internal.h"
+#include "common/http.h"
 
 static void read_cursor(const char *path, uint64_t *off)
 {
@@ -42,26 +43,12 @@ static size_t discard_body(char *p, size_t size, size_t n, void *data)
 
 CURL *bs_curl_new(const char *url, const char *ca_cert, char *errbuf)
 {
-	CURL *c = curl_easy_init();
+	CURL *c = ip_http_new(url, ca_cert, 5L, errbuf);
 
-	if (!c)
-		return NULL;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
 	/* a check or a report must not hold the pipeline up: a server that
 	 * does not answer soon is down */
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
-	curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "inplace/" IP_TOOL_VERSION);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (ca_cert)
-		curl_easy_setopt(c, CURLOPT_CAINFO, ca_cert);
+	if (c)
+		curl_easy_setopt(c, CURLOPT_TIMEOUT, 15L);
 	return c;
 }
 

@@ -51,6 +51,8 @@ static void usage_capture(void)
 	      " -t, --threads T      compression threads (default: every CPU)\n"
 	      " -n, --name NAME      a name recorded in the metadata\n"
 	      " -s, --sign KEY       sign with a minisign secret key (unencrypted), writing IMAGE.minisig\n"
+	      "     --raw            every block, trusting no bitmap (a filesystem e2fsck finds\n"
+	      "                      damaged is refused otherwise)\n"
 	      "     --json           print the result as JSON\n"
 	      " -q, --quiet          no progress bar\n"
 	      " -h, --help           display this help\n", stdout);
@@ -58,8 +60,9 @@ static void usage_capture(void)
 
 static int cmd_capture(int argc, char **argv)
 {
-	enum { OPT_LEVEL = OPT_CLI_LAST };
+	enum { OPT_RAW = OPT_CLI_LAST };
 	static const struct option opts[] = {
+		{ "raw", no_argument, NULL, OPT_RAW },
 		{ "output", required_argument, NULL, 'o' },
 		{ "level", required_argument, NULL, 'l' },
 		{ "threads", required_argument, NULL, 't' },
@@ -96,6 +99,7 @@ static int cmd_capture(int argc, char **argv)
 			break;
 		case 'n': co.name = optarg; break;
 		case 's': co.sign_key = optarg; break;
+		case OPT_RAW: co.raw = true; break;
 		case 'h': usage_capture(); return 0;
 		default: return cli_usage(&o, cmd, "unknown option");
 		}
@@ -124,7 +128,7 @@ static int cmd_capture(int argc, char **argv)
 		json_object_object_add(doc, "image_size", ip_json_u64(res.out_size));
 		json_object_object_add(doc, "frames", ip_json_u64(res.frames));
 		json_object_object_add(doc, "signed", json_object_new_boolean(res.signed_));
-		json_object_object_add(doc, "all_blocks", json_object_new_boolean(warn_all));
+		json_object_object_add(doc, "all_blocks", json_object_new_boolean(warn_all || co.raw));
 		return cli_emit(doc);
 	}
 	char a[IP_SIZE_BUFSZ], b[IP_SIZE_BUFSZ], d[IP_SIZE_BUFSZ];

@@ -4,7 +4,7 @@
 #include "cli/cli.h"
 #include "partctl/partctl.h"
 
-enum { OPT_TO = OPT_CLI_LAST, OPT_MAX };
+enum { OPT_TO = OPT_CLI_LAST, OPT_MAX, OPT_NO_REPAIR };
 
 static void shrink_usage(void)
 {
@@ -18,6 +18,8 @@ static void shrink_usage(void)
 	      "     --to SIZE       the partition's new size (512MiB, 8G, bytes, or\n"
 	      "                       sectors with 's'); its end is aligned up to the\n"
 	      "                       table's grain (1 MiB)\n"
+	      "     --no-repair     refuse a filesystem e2fsck would repair (it is\n"
+	      "                       repaired with e2fsck -f -y otherwise, and told)\n"
 	      "     --dry-run       check and show the plan, write nothing\n"
 	      "     --json          one JSON document on stdout\n"
 	      " -q, --quiet         no progress output\n"
@@ -66,10 +68,18 @@ static int emit(const struct cli_opts *o, const char *cmd, const char *disk,
 			json_object_object_add(doc, "fs_min_size", ip_json_u64(p->fs_min));
 		if (grow)
 			json_object_object_add(doc, "max_size", ip_json_u64(p->max_size));
+		if (!grow) {
+			/* what e2fsck repaired before the shrink */
+			json_object_object_add(doc, "repairs", json_object_new_int((int)p->repairs));
+			json_object_object_add(doc, "repaired", p->repaired[0] ? json_object_new_string(p->repaired) : NULL);
+		}
 		json_object_object_add(doc, "dry_run", json_object_new_boolean(o->dry_run));
 		json_object_object_add(doc, "changed", json_object_new_boolean(changed));
 		return cli_emit(doc);
 	}
+	if (!grow && p->repairs)
+		printf("e2fsck repaired %u problem%s in partition %u of %s first: %s\n", p->repairs,
+		       p->repairs == 1 ? "" : "s", p->n, disk, p->repaired[0] ? p->repaired : "(it did not say what)");
 	ip_format_size(p->old_size, b1, sizeof(b1));
 	ip_format_size(p->new_size, b2, sizeof(b2));
 	if (p->nothing)
@@ -88,6 +98,7 @@ static int resize_verb(int argc, char **argv, bool grow)
 	static const struct option longopts[] = {
 		{ "to", required_argument, NULL, OPT_TO },
 		{ "max", no_argument, NULL, OPT_MAX },
+		{ "no-repair", no_argument, NULL, OPT_NO_REPAIR },
 		CLI_COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
@@ -95,7 +106,7 @@ static int resize_verb(int argc, char **argv, bool grow)
 	struct cli_opts o = { 0 };
 	struct partctl_resize_plan p;
 	const char *to_arg = NULL, *disk;
-	bool max = false;
+	bool max = false, no_repair = false;
 	ip_error e = { 0 };
 	uint64_t to = 0;
 	unsigned n;
@@ -112,6 +123,11 @@ static int resize_verb(int argc, char **argv, bool grow)
 			if (!grow)
 				return cli_usage(&o, cmd, "--max is for 'part grow'; give --to SIZE");
 			max = true;
+			break;
+		case OPT_NO_REPAIR:
+			if (grow)
+				return cli_usage(&o, cmd, "--no-repair is for 'part shrink'");
+			no_repair = true;
 			break;
 		case 'h':
 			grow ? grow_usage() : shrink_usage();
@@ -132,7 +148,7 @@ static int resize_verb(int argc, char **argv, bool grow)
 	cli_opts_apply(&o);
 	if (to_arg && (r = cli_parse_disk_size(&o, cmd, disk, to_arg, &to)))
 		return r;
-	struct partctl_opts po = { .dry_run = o.dry_run };
+	struct partctl_opts po = { .dry_run = o.dry_run, .no_repair = no_repair };
 
 	r = grow ? partctl_part_grow(disk, n, to, &po, &p, &e) : partctl_part_shrink(disk, n, to, &po, &p, &e);
 	if (r < 0)

@@ -36,27 +36,50 @@ static const char *show_usage =
 	"     --json         one JSON document on stdout\n"
 	" -h, --help         display this help\n";
 
-static void add_fs_json(json_object *o, const struct partctl_fsinfo *fs)
+/* A number inplace could not learn is null, never 0 (0 reads as "empty"). */
+static json_object *known_u64(bool known, uint64_t v)
+{
+	return known ? ip_json_u64(v) : NULL;
+}
+
+static void add_fs_json(json_object *o, const struct partctl_fsinfo *fs, const char *fs_problem)
 {
 	json_object_object_add(o, "fs", fs->type[0] ? json_object_new_string(fs->type) : NULL);
 	json_object_object_add(o, "label", json_object_new_string(fs->label));
 	json_object_object_add(o, "uuid", json_object_new_string(fs->uuid));
-	json_object_object_add(o, "fs_size", ip_json_u64(fs->size));
-	json_object_object_add(o, "used", ip_json_u64(fs->used));
-	json_object_object_add(o, "min_size", ip_json_u64(fs->min_size));
+	json_object_object_add(o, "fs_size", known_u64(fs->size > 0, fs->size));
+	json_object_object_add(o, "used", known_u64(fs->used_known, fs->used));
+	json_object_object_add(o, "min_size", known_u64(fs->min_known, fs->min_size));
 	/* min_bytes: ours (min_size kept for existing readers); the resizer's
 	 * own estimate beside it, so a fleet tool sees the difference. */
-	json_object_object_add(o, "min_bytes", ip_json_u64(fs->min_size));
-	json_object_object_add(o, "min_estimate_bytes", ip_json_u64(fs->min_estimate));
+	json_object_object_add(o, "min_bytes", known_u64(fs->min_known, fs->min_size));
+	json_object_object_add(o, "min_estimate_bytes", known_u64(fs->min_estimate > 0, fs->min_estimate));
 	json_object_object_add(o, "resizable", json_object_new_boolean(fs->resizable));
+	/* why used or min_size is null */
+	json_object_object_add(o, "unknown", fs->unknown[0] ? json_object_new_string(fs->unknown) : NULL);
+	json_object_object_add(o, "fs_problem", fs_problem && fs_problem[0] ? json_object_new_string(fs_problem) : NULL);
 }
 
-static void set_size_cell(struct libscols_line *ln, int col, uint64_t v)
+/* The fault of a filesystem larger than its partition ("" when none). */
+static const char *fs_problem(const struct partctl_fsinfo *fs, const struct partctl_part *p, const char *disk,
+			      ip_error *e)
+{
+	ip_error_clear(e);
+	if (partctl_fs_check_fits(fs, p->size, disk, p->n, e) < 0)
+		return e->msg;
+	return "";
+}
+
+/* A size cell: empty when there is nothing to measure, "?" when there is
+ * but inplace could not learn it. */
+static void set_size_cell(struct libscols_line *ln, int col, bool known, uint64_t v, bool measurable)
 {
 	char b[IP_SIZE_BUFSZ];
 
-	if (v)
+	if (known && v)
 		scols_line_set_data(ln, col, hsize(v, b));
+	else if (!known && measurable)
+		scols_line_set_data(ln, col, "?");
 }
 
 static int print_show_human(const partctl_table *t, const struct partctl_fsinfo *fsv,
@@ -136,13 +159,13 @@ static int print_show_human(const partctl_table *t, const struct partctl_fsinfo 
 				scols_line_set_data(ln, C_START, num);
 				snprintf(num, sizeof(num), "%llu", (unsigned long long)((bp->start + bp->size) / ssz - 1));
 				scols_line_set_data(ln, C_END, num);
-				set_size_cell(ln, C_SIZE, bp->size);
+				set_size_cell(ln, C_SIZE, true, bp->size, false);
 				scols_line_set_data(ln, C_TYPE, bp->type);
 				scols_line_set_data(ln, C_FS, fs->type);
 				scols_line_set_data(ln, C_LABEL, fs->label[0] ? fs->label : bp->name);
 				scols_line_set_data(ln, C_UUID, fs->uuid);
-				set_size_cell(ln, C_USED, fs->used);
-				set_size_cell(ln, C_MIN, fs->min_size);
+				set_size_cell(ln, C_USED, fs->used_known, fs->used, fs->type[0]);
+				set_size_cell(ln, C_MIN, fs->min_known, fs->min_size, fs->resizable);
 				if (bp->extended)
 					extline = ln;
 				cur = bp->start + 1;
@@ -152,7 +175,7 @@ static int print_show_human(const partctl_table *t, const struct partctl_fsinfo 
 				scols_line_set_data(ln, C_START, num);
 				snprintf(num, sizeof(num), "%llu", (unsigned long long)((br->start + br->size) / ssz - 1));
 				scols_line_set_data(ln, C_END, num);
-				set_size_cell(ln, C_SIZE, br->size);
+				set_size_cell(ln, C_SIZE, true, br->size, false);
 				scols_line_set_data(ln, C_TYPE, "free");
 				cur = br->start + 1;
 			}
@@ -250,7 +273,7 @@ int cmd_part_show(int argc, char **argv)
 			json_object_object_add(o2, "part_uuid", json_object_new_string(p->uuid));
 			json_object_object_add(o2, "extended", json_object_new_boolean(p->extended));
 			json_object_object_add(o2, "logical", json_object_new_boolean(p->logical));
-			add_fs_json(o2, &fsv[i]);
+			add_fs_json(o2, &fsv[i], fs_problem(&fsv[i], p, disk, &e));
 			json_object_array_add(parts, o2);
 		}
 		for (size_t i = 0; i < nfr; i++) {
@@ -267,6 +290,15 @@ int cmd_part_show(int argc, char **argv)
 		rc = cli_emit(doc);
 	} else {
 		rc = print_show_human(t, fsv, fr, nfr);
+		for (size_t i = 0; i < partctl_table_count(t); i++) {
+			const struct partctl_part *p = partctl_table_at(t, i);
+
+			if (fsv[i].resizable && fsv[i].unknown[0])
+				printf("partition %u: %s unknown: %s\n", p->n,
+				       !fsv[i].used_known ? "usage and minimum" : "minimum", fsv[i].unknown);
+			if (fs_problem(&fsv[i], p, disk, &e)[0])
+				fprintf(stderr, "inplace: warning: %s\n", e.msg);
+		}
 	}
 	free(fsv);
 	free(fr);

@@ -99,6 +99,11 @@ const char *ip_disk_path(const ip_disk *d);
 int ip_disk_fd(const ip_disk *d);
 uint64_t ip_disk_size(const ip_disk *d);
 unsigned ip_disk_sector_size(const ip_disk *d);
+/* The logical sector size of a disk-image file, from where its GPT header
+ * lies ("EFI PART" at byte 512 or 4096): 512 or 4096, 0 when it has no
+ * GPT header at either (no GPT, a damaged one, or another sector size).
+ * An image file has no BLKSSZGET to ask. */
+unsigned ip_gpt_sector_size(int fd);
 bool ip_disk_is_blockdev(const ip_disk *d);
 bool ip_disk_writable(const ip_disk *d);
 /* Whole-buffer positioned I/O; a short read past the end is an error. */

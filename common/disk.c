@@ -76,7 +76,7 @@ static int disk_open(const char *path, unsigned flags, uint64_t wr_off, uint64_t
 			d->sector_size = 512;
 	} else {
 		d->size = (uint64_t)st.st_size;
-		d->sector_size = 512;
+		d->sector_size = ip_gpt_sector_size(d->fd) == 4096 ? 4096 : 512;
 	}
 	if (d->writable) {
 		const char *log = getenv("INPLACE_IOLOG");
@@ -125,6 +125,17 @@ const char *ip_disk_path(const ip_disk *d) { return d->path; }
 int ip_disk_fd(const ip_disk *d) { return d->fd; }
 uint64_t ip_disk_size(const ip_disk *d) { return d->size; }
 unsigned ip_disk_sector_size(const ip_disk *d) { return d->sector_size; }
+
+unsigned ip_gpt_sector_size(int fd)
+{
+	static const unsigned sizes[] = { 512, 4096 };
+	char sig[8];
+
+	for (size_t i = 0; i < IP_ARRAY_SIZE(sizes); i++)
+		if (pread(fd, sig, sizeof(sig), sizes[i]) == (ssize_t)sizeof(sig) && !memcmp(sig, "EFI PART", 8))
+			return sizes[i];
+	return 0;
+}
 bool ip_disk_is_blockdev(const ip_disk *d) { return d->blockdev; }
 bool ip_disk_writable(const ip_disk *d) { return d->writable; }
 

@@ -274,6 +274,12 @@ int imager_deploy(const char *image, const char *disk, unsigned n,
 		r = cache_path(o, image, &cached, e);
 		if (r < 0)
 			return r;
+		/* no image of this partition is larger: a server that says
+		 * otherwise is refused before a byte is stored */
+		r = partctl_part_range(disk, n, &off, &size, e);
+		if (r < 0)
+			return r;
+		fo.max_bytes = imager_max_file_size(size);
 		if (access(cached, F_OK) != 0) {
 			r = imager_fetch(image, &fo, cached, e);
 			if (r < 0)

@@ -139,6 +139,12 @@ int imager_seektable_parse(const uint8_t *buf, size_t len, struct imager_seektab
 
 		st->f[i].csize = imager_get32(p);
 		st->f[i].dsize = imager_get32(p + 4);
+		/* readers size a buffer per thread from these: bound them first */
+		if (st->f[i].csize > IMAGER_MAX_CSIZE || st->f[i].dsize > IMAGER_FRAME_SIZE) {
+			imager_seektable_clear(st);
+			return ip_bad(e, -EINVAL, "the seek table claims a frame %u of %u bytes (%u uncompressed), more than the format allows (%u): capture or download it again",
+				      i, imager_get32(p), imager_get32(p + 4), IMAGER_MAX_CSIZE);
+		}
 		st->f[i].coff = coff;
 		st->f[i].doff = doff;
 		coff += st->f[i].csize;
@@ -173,6 +179,13 @@ int imager_seektable_encode(const uint32_t *csize, const uint32_t *dsize, uint32
 	*out = b;
 	*len = sz;
 	return 0;
+}
+
+uint64_t imager_max_file_size(uint64_t part_size)
+{
+	uint64_t frames = (part_size + IMAGER_FRAME_SIZE - 1) / IMAGER_FRAME_SIZE;
+
+	return frames * IMAGER_MAX_CSIZE + 8 + IMAGER_META_MAX + 8 + frames * 12 + IMAGER_SEEK_FOOTER;
 }
 
 /* ---- metadata ---------------------------------------------------------- */

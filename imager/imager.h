@@ -39,6 +39,8 @@ struct imager_capture_opts {
 	const char *fs_type;        /* for the metadata; NULL: "" */
 	const char *sign_key;       /* minisign secret key file (unencrypted) or NULL */
 	imager_cancel_flag *cancel; /* may be NULL */
+	bool raw;                   /* capture_part: every block, trusting no bitmap
+				     * (a damaged filesystem, captured whole) */
 };
 
 struct imager_capture_result {
@@ -129,6 +131,9 @@ struct imager_fetch_opts {
 	const char *ca_file;        /* PEM CAs for https, NULL: the system's */
 	unsigned threads;
 	bool want_sig;              /* also fetch URL.minisig next to dest */
+	uint64_t max_bytes;         /* a source announcing a larger file is refused,
+				     * and no download grows past what its source
+				     * announced; 0: only that */
 	imager_cancel_flag *cancel;
 };
 

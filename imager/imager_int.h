@@ -4,6 +4,7 @@
 #define INPLACE_IMAGER_INT_H
 
 #include <sodium.h>
+#include <zstd.h>
 
 #include "imager/imager.h"
 
@@ -35,6 +36,10 @@
 #define IMAGER_META_MAX (64u << 20)         /* larger metadata is refused */
 #define IMAGER_HASH_LEN 32                  /* BLAKE2b-256 */
 #define IMAGER_MAX_FRAMES (1u << 26)        /* 256 TiB of 4 MiB frames */
+/* The largest compressed frame: zstd's bound for a frame of IMAGER_FRAME_SIZE
+ * bytes (incompressible data grows a little).  A seek table claiming more is
+ * damaged or hostile, and is refused before any buffer is sized from it. */
+#define IMAGER_MAX_CSIZE ((uint32_t)ZSTD_COMPRESSBOUND(IMAGER_FRAME_SIZE))
 
 struct imager_frame {
 	uint64_t coff;        /* byte offset of the compressed frame in the file */
@@ -78,6 +83,10 @@ struct imager_image {
 	struct imager_seektable st;
 	struct imager_meta meta;
 };
+
+/* The largest file an image of a partition of part_size bytes can be: every
+ * frame at its bound, the largest metadata, the seek table. */
+uint64_t imager_max_file_size(uint64_t part_size);
 
 /* Parse the footer (last 9 bytes of the file): frame count and the size of
  * the seek-table frame.  -EINVAL when it is not a seekable footer. */

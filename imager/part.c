@@ -60,6 +60,26 @@ int imager_part_check_capture(const char *disk, unsigned n, ip_error *e)
 	return 0;
 }
 
+/* Every byte of the partition, as one extent. */
+static int whole_map(uint64_t size, partctl_usedmap **out, ip_error *e)
+{
+	partctl_usedmap *m = calloc(1, sizeof(*m));
+
+	if (m)
+		m->ext = calloc(1, sizeof(*m->ext));
+	if (!m || !m->ext) {
+		partctl_usedmap_free(m);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
+	m->block_size = 512;
+	m->size = m->used = size;
+	m->n = 1;
+	m->ext[0] = (partctl_extent){ .off = 0, .len = size };
+	m->exact = false;
+	*out = m;
+	return 0;
+}
+
 int imager_capture_part(const char *disk, unsigned n, const char *out,
 			const struct imager_capture_opts *o, struct imager_capture_result *res,
 			bool *warn_all, ip_error *e)
@@ -84,10 +104,24 @@ int imager_capture_part(const char *disk, unsigned n, const char *out,
 	r = partctl_fs_probe(d, off, size, &fi, e);
 	if (r < 0)
 		goto out;
-	r = partctl_fs_usedmap(d, off, size, &map, e);
+	/* a map clipped to the partition would be an image that loses data */
+	r = partctl_fs_check_fits(&fi, size, disk, n, e);
 	if (r < 0)
 		goto out;
-	*warn_all = !map->exact;
+	if (o->raw) {
+		r = whole_map(size, &map, e);
+		if (r < 0)
+			goto out;
+	} else {
+		/* a damaged bitmap would silently drop blocks in use */
+		r = partctl_fs_check_clean(d, off, &fi, disk, n, e);
+		if (r < 0)
+			goto out;
+		r = partctl_fs_usedmap(d, off, size, &map, e);
+		if (r < 0)
+			goto out;
+		*warn_all = !map->exact;
+	}
 	if (!oo.fs_type)
 		oo.fs_type = fi.type;
 	r = imager_capture(d, off, size, map, out, &oo, res, e);

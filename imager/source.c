@@ -11,11 +11,17 @@
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
+#include "common/http.h"
 #include "imager/imager_int.h"
 
 #define FETCH_ROUNDS 6        /* passes over the mirror list (about 8 s of waits) before giving up */
+/* What a download leaves free on the filesystem it writes to: the state
+ * directory's filesystem also holds journals and the machine's own logs. */
+#define FREE_MARGIN ((uint64_t)64 << 20)
+#define SPACE_CHECK_EVERY ((uint64_t)8 << 20)
 
 bool imager_is_url(const char *s)
 {
@@ -25,18 +31,47 @@ bool imager_is_url(const char *s)
 struct dl {
 	int fd;
 	uint64_t have;
+	uint64_t limit;        /* the file never grows past this (0: no cap) */
+	uint64_t next_check;   /* have at which free space is looked at again */
 	ip_progress *prog;
 	imager_cancel_flag *cancel;
 	int werr;
+	bool over;             /* the server sent more than limit */
+	bool low;              /* the filesystem written to ran low */
 };
+
+/* Bytes free to an unprivileged writer on the filesystem of fd. */
+static int free_bytes(int fd, uint64_t *avail)
+{
+	struct statvfs vfs;
+
+	if (fstatvfs(fd, &vfs) < 0)
+		return -errno;
+	*avail = (uint64_t)vfs.f_bavail * vfs.f_frsize;
+	return 0;
+}
 
 static size_t on_data(char *p, size_t sz, size_t n, void *arg)
 {
 	struct dl *d = arg;
 	size_t len = sz * n;
+	uint64_t avail = UINT64_MAX;
 
 	if (d->cancel && *d->cancel)
 		return 0;
+	/* Content-Length and HEAD are the server's word: an endless body
+	 * (chunked, or a connection that never closes) is cut here. */
+	if (d->limit && (d->have > d->limit || len > d->limit - d->have)) {
+		d->over = true;
+		return 0;
+	}
+	if (d->have + len >= d->next_check) {
+		if (free_bytes(d->fd, &avail) == 0 && avail < FREE_MARGIN + len) {
+			d->low = true;
+			return 0;
+		}
+		d->next_check = d->have + len + SPACE_CHECK_EVERY;
+	}
 	if (ip_write_all(d->fd, p, len) < 0) {
 		d->werr = errno;
 		return 0;
@@ -48,30 +83,15 @@ static size_t on_data(char *p, size_t sz, size_t n, void *arg)
 
 static CURL *easy_new(const char *url, const struct imager_fetch_opts *o, char *errbuf)
 {
-	CURL *c = curl_easy_init();
+	CURL *c = ip_http_new(url, o->ca_file, 15L, errbuf);
 
 	if (!c)
 		return NULL;
-	curl_easy_setopt(c, CURLOPT_URL, url);
-	curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
-	curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
-	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 15L);
 	/* A stalled transfer (under 1 KiB/s for 30 s) counts as cut. */
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 	curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, 30L);
-	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
-	curl_easy_setopt(c, CURLOPT_USERAGENT, "inplace/" IP_TOOL_VERSION);
-	curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(c, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	if (o->max_rate)
 		curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)o->max_rate);
-	/* https: the system's CAs, or only those of --ca-cert; the peer and
-	 * its name are always verified (libcurl's defaults, kept explicit) */
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(c, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (o->ca_file)
-		curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
 	return c;
 }
 
@@ -109,9 +129,10 @@ static int remote_size(const char *url, const struct imager_fetch_opts *o, uint6
 	return 0;
 }
 
-/* GET url into d from byte from on (0: all of it), at most max bytes (0:
- * no cap); -EIO with the reason in why when the transfer fails. */
-static int get_into(const char *url, const struct imager_fetch_opts *o, struct dl *d, uint64_t from, uint64_t max,
+/* GET url into d from byte from on (0: all of it), until d holds d->limit
+ * bytes (0: no cap); -EIO with the reason in why when the transfer fails,
+ * -EFBIG when the server sends more, -ENOSPC when the filesystem runs low. */
+static int get_into(const char *url, const struct imager_fetch_opts *o, struct dl *d, uint64_t from,
 		    char *why, size_t wlen)
 {
 	char errbuf[CURL_ERROR_SIZE] = "";
@@ -124,10 +145,19 @@ static int get_into(const char *url, const struct imager_fetch_opts *o, struct d
 	curl_easy_setopt(c, CURLOPT_WRITEDATA, d);
 	if (from)
 		curl_easy_setopt(c, CURLOPT_RESUME_FROM_LARGE, (curl_off_t)from);
-	if (max)
-		curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max);
+	/* a Content-Length past the cap is refused before the body */
+	if (d->limit)
+		curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)(d->limit - from));
 	rc = curl_easy_perform(c);
 	curl_easy_cleanup(c);
+	if (d->over || rc == CURLE_FILESIZE_EXCEEDED) {
+		d->over = true;
+		snprintf(why, wlen, "%s sent more than the %llu bytes it announced", url,
+			 (unsigned long long)d->limit);
+		return -EFBIG;
+	}
+	if (d->low)
+		return -ENOSPC;
 	if (rc != CURLE_OK) {
 		snprintf(why, wlen, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
 		return -EIO;
@@ -140,7 +170,7 @@ static int fetch_range(const char *url, int fd, uint64_t size, const struct imag
 		       ip_progress *prog, char *why, size_t wlen)
 {
 	struct stat sb;
-	struct dl d = { .fd = fd, .prog = prog, .cancel = o->cancel };
+	struct dl d = { .fd = fd, .prog = prog, .cancel = o->cancel, .limit = size };
 	int r;
 
 	if (fstat(fd, &sb) < 0)
@@ -150,11 +180,13 @@ static int fetch_range(const char *url, int fd, uint64_t size, const struct imag
 		return 0;
 	if (lseek(fd, 0, SEEK_END) < 0)
 		return -errno;
-	r = get_into(url, o, &d, d.have, 0, why, wlen);
+	r = get_into(url, o, &d, d.have, why, wlen);
 	if (d.werr)
 		return -d.werr;
 	if (o->cancel && *o->cancel)
 		return -EINTR;
+	if (r == -EFBIG && ftruncate(fd, sb.st_size) < 0)
+		return -errno; /* nothing of a lying answer is kept */
 	if (r < 0)
 		return r;
 	return d.have == size ? 0 : -EAGAIN;
@@ -165,13 +197,13 @@ static int fetch_small(const char *url, const char *path, const struct imager_fe
 {
 	ip_outfile of;
 	ip_error e = { 0 };
-	struct dl d = { .cancel = o->cancel };
+	struct dl d = { .cancel = o->cancel, .limit = 65536 };
 	int r = ip_outfile_open(path, NULL, 0644, &of, &e);
 
 	if (r < 0)
 		return r;
 	d.fd = of.fd;
-	r = get_into(url, o, &d, 0, 65536, why, wlen);
+	r = get_into(url, o, &d, 0, why, wlen);
 	if (r < 0) {
 		ip_outfile_abort(&of);
 		return r;
@@ -214,6 +246,33 @@ static int keep_hashed(const char *path, int fd, unsigned threads)
 	return 0;
 }
 
+/* Whether the filesystem of fd has room for the rest of a file of size
+ * bytes and FREE_MARGIN besides; -ENOSPC with the reason in e. */
+static int check_room(int fd, const char *part, uint64_t size, ip_error *e)
+{
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], b3[IP_SIZE_BUFSZ];
+	struct stat sb;
+	uint64_t avail = 0, need;
+
+	if (fstat(fd, &sb) < 0 || free_bytes(fd, &avail) < 0)
+		return ip_fail(e, -errno, "cannot stat %s: %s", part, strerror(errno));
+	need = size > (uint64_t)sb.st_size ? size - (uint64_t)sb.st_size : 0;
+	if (avail >= need + FREE_MARGIN)
+		return 0;
+	return ip_fail(e, -ENOSPC, "the filesystem holding %s has %s free, the download needs %s and keeps %s spare: free space there and run again",
+		       part, ip_format_size(avail, b1, sizeof(b1)), ip_format_size(need, b2, sizeof(b2)),
+		       ip_format_size(FREE_MARGIN, b3, sizeof(b3)));
+}
+
+/* A download that got nothing leaves no empty .part behind. */
+static void drop_empty(int fd, const char *part)
+{
+	struct stat sb;
+
+	if (fstat(fd, &sb) == 0 && sb.st_size == 0)
+		unlink(part);
+}
+
 static void sleep_ms(long ms)
 {
 	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
@@ -231,6 +290,7 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 	static bool curl_ready;
 	ip_progress *prog = NULL;
 	const char *untrusted = NULL;
+	bool lying[IP_ARRAY_SIZE(srcs)] = { false };
 	uint64_t size = 0;
 	int r;
 
@@ -252,13 +312,18 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 		return ip_fail(e, -errno, "cannot create %s: %s", part, strerror(errno));
 
 	for (int round = 0; round < FETCH_ROUNDS; round++) {
-		size_t nuntrusted = 0;
+		size_t nuntrusted = 0, nlying = 0;
 
 		for (size_t s = 0; s < ns; s++) {
 			uint64_t sz;
 
 			if (o->cancel && *o->cancel)
 				return ip_fail(e, -EINTR, "interrupted: run again to resume the download");
+			/* a server that sent more than it announced is not asked again */
+			if (lying[s]) {
+				nlying++;
+				continue;
+			}
 			r = remote_size(srcs[s], o, &sz, why, sizeof(why));
 			if (r == -EPERM) {
 				untrusted = srcs[s];
@@ -269,6 +334,15 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 
 				snprintf(w2, sizeof(w2), "%s: %s", srcs[s], why);
 				snprintf(why, sizeof(why), "%s", w2);
+				continue;
+			}
+			if (o->max_bytes && sz > o->max_bytes) {
+				char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ];
+
+				snprintf(why, sizeof(why), "%s announces %s, more than an image of the target can be (%s)",
+					 srcs[s], ip_format_size(sz, b1, sizeof(b1)), ip_format_size(o->max_bytes, b2, sizeof(b2)));
+				lying[s] = true;
+				nlying++;
 				continue;
 			}
 			if (size && sz != size) {
@@ -283,6 +357,12 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 				if (fstat(fd, &sb) == 0 && (uint64_t)sb.st_size > size && ftruncate(fd, 0) < 0)
 					return ip_fail(e, -errno, "cannot truncate %s: %s", part, strerror(errno));
 			}
+			r = check_room(fd, part, size, e);
+			if (r < 0) {
+				ip_progress_free(prog);
+				drop_empty(fd, part);
+				return r;
+			}
 			if (!prog)
 				prog = ip_progress_new("download", size);
 			/* keep pulling from this source while it makes progress */
@@ -296,6 +376,16 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 				if (r == -EINTR) {
 					ip_progress_free(prog);
 					return ip_fail(e, r, "interrupted: run again to resume the download");
+				}
+				if (r == -ENOSPC) {
+					ip_progress_free(prog);
+					return check_room(fd, part, size, e) < 0 ? r :
+					       ip_fail(e, r, "the filesystem holding %s ran low on space during the download: free space there and run again", part);
+				}
+				if (r == -EFBIG) {
+					lying[s] = true;
+					nlying++;
+					break;
 				}
 				if (r != -EIO && r != -EAGAIN) {
 					ip_progress_free(prog);
@@ -334,21 +424,16 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 			}
 			return ip_rename_durable(part, dest, e);
 		}
-		/* a certificate nobody trusts stays untrusted: say so now */
-		if (nuntrusted == ns)
+		/* a certificate nobody trusts stays untrusted, a server that
+		 * sends endless bytes keeps sending them: say so now */
+		if (nuntrusted + nlying == ns)
 			break;
 		/* every source failed this round: wait a little (a restarting
 		 * server, a network coming back), then try them all again */
 		sleep_ms(250L << (round < 4 ? round : 4));
 	}
 	ip_progress_free(prog);
-	{
-		/* nothing fetched: leave no empty .part behind */
-		struct stat sb;
-
-		if (fstat(fd, &sb) == 0 && sb.st_size == 0)
-			unlink(part);
-	}
+	drop_empty(fd, part);
 	if (untrusted && !size)
 		return ip_fail(e, -EPERM, "cannot download %s: the certificate of %s is not trusted (%s): pass its CA with --ca-cert FILE, or add the CA to the system's store",
 			       url, untrusted, why);

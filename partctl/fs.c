@@ -132,30 +132,102 @@ static int probe_type(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fs
 	return 0;
 }
 
+/* Keep the first reason a number is unknown. */
+static void set_unknown(struct partctl_fsinfo *fi, const char *why)
+{
+	if (!fi->unknown[0])
+		snprintf(fi->unknown, sizeof(fi->unknown), "%s", why && *why ? why : "unreadable");
+}
+
 int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *out,
 		     ip_error *e)
 {
+	ip_error why = { 0 };
 	int r = probe_type(d, off, size, out, e);
 
 	if (r < 0)
 		return r;
 	/* Size, usage and minimum are best effort: a damaged filesystem still
-	 * reports its type, with the numbers left 0. */
+	 * reports its type, with the numbers unknown (and why), never 0. */
 	if (partctl_is_ext(out->type)) {
 		out->resizable = true;
-		if (partctl_ext_info(d, off, size, out, NULL) == 0) {
-			partctl_ext_min_size(d, off, out->block_size, &out->min_estimate, NULL);
+		if (partctl_ext_info(d, off, size, out, &why) == 0) {
+			out->used_known = true;
+			partctl_ext_min_size(d, off, out->block_size, &out->min_estimate, &why);
 			/* A layout the count does not know keeps the estimate. */
 			if (partctl_ext_min(d, off, &out->min_size, NULL, NULL) < 0)
 				out->min_size = out->min_estimate;
+			out->min_known = out->min_size > 0;
+			if (!out->min_known)
+				set_unknown(out, why.msg);
+		} else {
+			set_unknown(out, why.msg);
 		}
 	} else if (!strcmp(out->type, "ntfs")) {
 		out->resizable = true;
-		if (partctl_ntfs_info(d, off, size, out, NULL) == 0 &&
-		    partctl_ntfs_min_size(d, off, size, &out->min_size, NULL) == 0)
+		if (partctl_ntfs_info(d, off, size, out, &why) == 0) {
+			out->used_known = true;
+			if (partctl_ntfs_min_size(d, off, size, &out->min_size, &why) == 0 && out->min_size)
+				out->min_known = true;
+			else
+				set_unknown(out, why.msg);
 			out->min_estimate = out->min_size;
+		} else {
+			set_unknown(out, why.msg);
+		}
+	} else if (out->type[0]) {
+		snprintf(out->unknown, sizeof(out->unknown), "inplace reads the usage of ext2/3/4 and NTFS only");
 	}
 	return 0;
+}
+
+int partctl_fs_check_clean(ip_disk *d, uint64_t off, const struct partctl_fsinfo *fi, const char *disk,
+			   unsigned n, ip_error *e)
+{
+	_cleanup_free_ char *dev = NULL;
+	char why[512], line[256];
+	unsigned count = 0;
+	int code, r;
+
+	if (!partctl_is_ext(fi->type))
+		return 0;
+	r = partctl_ext_sb_errors(d, off, why, sizeof(why), e);
+	if (r < 0)
+		return r;
+	if (!why[0]) {
+		/* e2fsprogs opens "IMAGE?offset=N" at that byte */
+		if (asprintf(&dev, "%s?offset=%llu", ip_disk_path(d), (unsigned long long)off) < 0) {
+			dev = NULL;
+			return ip_fail(e, -ENOMEM, "out of memory");
+		}
+		r = partctl_e2fsck(dev, false, &code, why, sizeof(why), &count, line, sizeof(line), e);
+		if (r < 0)
+			return r;
+		if (code == 0)
+			return 0;
+		if (code >= 8)
+			return ip_fail(e, -EIO, "e2fsck -fn could not check the %s filesystem on partition %u of %s (exit %d%s%s)",
+				       fi->type, n, disk, code, *line ? ": " : "", line);
+		if (!why[0])
+			snprintf(why, sizeof(why), "%s", *line ? line : "errors found");
+	}
+	return ip_bad(e, -EUCLEAN,
+		      "the %s filesystem on partition %u of %s is damaged (e2fsck -fn: %s): its block bitmap cannot be trusted; repair it with e2fsck -f, or capture every block with --raw",
+		      fi->type, n, disk, why);
+}
+
+int partctl_fs_check_fits(const struct partctl_fsinfo *fi, uint64_t part_size, const char *disk,
+			  unsigned n, ip_error *e)
+{
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ];
+
+	if (fi->size <= part_size)
+		return 0;
+	return ip_bad(e, -EFBIG,
+		      "the %s filesystem on partition %u of %s is %s (%llu bytes), larger than its partition of %s (%llu bytes): its end is cut off; fix the table (the partition that held it) or check the filesystem with %s first",
+		      fi->type, n, disk, ip_format_size(fi->size, b1, sizeof(b1)), (unsigned long long)fi->size,
+		      ip_format_size(part_size, b2, sizeof(b2)), (unsigned long long)part_size,
+		      partctl_is_ext(fi->type) ? "e2fsck -f" : "ntfsfix -n");
 }
 
 int partctl_fs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,

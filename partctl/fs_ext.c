@@ -2,6 +2,7 @@
  * or image ("offset=N" on the unix I/O manager), so that image files need no
  * loop device. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -16,11 +17,22 @@ static int ext_errno(errcode_t err)
 	return err > 0 && err < 4096 ? -(int)err : -EIO;
 }
 
+/* libext2fs's codes read as "Unknown code ext2 156" until its com_err table
+ * is registered; every message below names one, so it is registered once,
+ * by whichever thread opens a filesystem first. */
+static pthread_once_t ext_errors_once = PTHREAD_ONCE_INIT;
+
+static void ext_errors_register(void)
+{
+	initialize_ext2_error_table();
+}
+
 int partctl_ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 {
 	char opts[64];
 	errcode_t err;
 
+	pthread_once(&ext_errors_once, ext_errors_register);
 	snprintf(opts, sizeof(opts), "offset=%llu", (unsigned long long)off);
 	err = ext2fs_open2(ip_disk_path(d), opts, EXT2_FLAG_64BITS | EXT2_FLAG_SKIP_MMP, 0, 0,
 			   unix_io_manager, fs);
@@ -28,6 +40,22 @@ int partctl_ext_open(ip_disk *d, uint64_t off, ext2_filsys *fs, ip_error *e)
 		return ip_fail(e, ext_errno(err),
 			       "cannot read the ext filesystem at offset %llu of %s (%s): run e2fsck on it",
 			       (unsigned long long)off, ip_disk_path(d), error_message(err));
+	return 0;
+}
+
+int partctl_ext_sb_errors(ip_disk *d, uint64_t off, char *why, size_t len, ip_error *e)
+{
+	ext2_filsys fs;
+	int r = partctl_ext_open(d, off, &fs, e);
+
+	if (r < 0)
+		return r;
+	why[0] = '\0';
+	/* the kernel marks errors it met; e2fsck clears them after repairing */
+	if (fs->super->s_state & EXT2_ERROR_FS || fs->super->s_error_count)
+		snprintf(why, len, "its superblock records %u error(s) the kernel met",
+			 fs->super->s_error_count ? fs->super->s_error_count : 1);
+	ext2fs_close_free(&fs);
 	return 0;
 }
 
@@ -73,8 +101,15 @@ int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsi
 	blocks = ext2fs_blocks_count(fs->super);
 	freeb = ext2fs_free_blocks_count(fs->super);
 	fi->size = blocks * fs->blocksize;
-	fi->used = (blocks - (freeb < blocks ? freeb : blocks)) * fs->blocksize;
 	ext2fs_close_free(&fs);
+	/* More free blocks than blocks: the count is wrong, so is any usage
+	 * computed from it (0 would read as "empty"). */
+	if (freeb > blocks)
+		return ip_fail(e, -EUCLEAN,
+			       "the superblock of the ext filesystem at offset %llu of %s counts %llu free blocks of %llu: run e2fsck -f on it",
+			       (unsigned long long)off, ip_disk_path(d), (unsigned long long)freeb,
+			       (unsigned long long)blocks);
+	fi->used = (blocks - freeb) * fi->block_size;
 	return 0;
 }
 

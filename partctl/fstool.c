@@ -115,24 +115,116 @@ int partctl_tool_flush(const char *disk, uint64_t off, uint64_t len, ip_error *e
 	return r;
 }
 
-int partctl_ext_fsck(const char *dev, const char *disk, unsigned n, ip_error *e)
+/* Append one finding to buf ("; " between them), as much as fits. */
+static void add_finding(char *buf, size_t len, const char *s, size_t n)
 {
-	_cleanup_free_ char *err = NULL;
-	const char *argv[] = { "e2fsck", "-f", "-y", dev, NULL };
-	char line[256];
+	size_t have = strlen(buf);
+
+	while (n && isspace((unsigned char)s[n - 1]))
+		n--;
+	while (n && isspace((unsigned char)*s))
+		s++, n--;
+	if (!n || have + 3 >= len)
+		return;
+	snprintf(buf + have, len - have, "%s%.*s", have ? "; " : "", (int)n, s);
+}
+
+unsigned partctl_fsck_findings(const char *out, char *buf, size_t len)
+{
+	const char *line = out, *prev = NULL;
+	size_t prevlen = 0;
+	unsigned count = 0;
+
+	if (len)
+		buf[0] = '\0';
+	for (; line && *line; line += strcspn(line, "\n") + (line[strcspn(line, "\n")] == '\n')) {
+		size_t l = strcspn(line, "\n"), w;
+		const char *q;
+
+		/* e2fsck states a problem, then asks "Fix? yes" (or Clear?,
+		 * Salvage?, …) on its own line or at the end of the same one */
+		if (l >= 4 && (!strncmp(line + l - 4, "? no", 4) || (l >= 5 && !strncmp(line + l - 5, "? yes", 5)))) {
+			q = memchr(line, '?', l);
+			w = (size_t)(q - line);
+			while (w && !isspace((unsigned char)line[w - 1]))
+				w--; /* the prompt's word */
+			count++;
+			if (w && line[strspn(line, " \t")] != line[w])
+				add_finding(buf, len, line, w);
+			else if (prev)
+				add_finding(buf, len, prev, prevlen);
+			prev = NULL;
+			continue;
+		}
+		if (l && strncmp(line, "Pass ", 5) && line[strspn(line, " \t")] != '\0') {
+			prev = line;
+			prevlen = l;
+		}
+	}
+	return count;
+}
+
+int partctl_e2fsck(const char *dev, bool repair, int *code, char *found, size_t flen, unsigned *count,
+		   char *errline, size_t elen, ip_error *e)
+{
+	const char *argv[] = { "e2fsck", "-f", repair ? "-y" : "-n", dev, NULL };
+	ip_proc p = { .argv = argv };
+	int r = ip_proc_run(&p, e);
+
+	if (r == 0) {
+		*code = p.exit_code;
+		*count = partctl_fsck_findings(p.out, found, flen);
+		partctl_tool_last_line(p.err, errline, elen);
+	}
+	ip_proc_clear(&p);
+	return r;
+}
+
+int partctl_ext_fsck_repair(const char *dev, const char *disk, unsigned n, bool may_repair, char *found,
+			    size_t flen, unsigned *count, ip_error *e)
+{
+	char line[256], fbuf[512];
+	unsigned cnt = 0;
 	int code, r;
 
-	r = partctl_tool_run(argv, &code, &err, e);
+	if (!found) {
+		found = fbuf;
+		flen = sizeof(fbuf);
+	}
+	*found = '\0';
+	if (!may_repair) {
+		/* look first, repair nothing: any finding is a refusal */
+		r = partctl_e2fsck(dev, false, &code, found, flen, &cnt, line, sizeof(line), e);
+		if (r < 0)
+			return r;
+		if (code != 0)
+			return ip_bad(e, -EUCLEAN,
+				      "the filesystem on partition %u of %s needs repairs (e2fsck -fn: %s) and --no-repair was given: repair it with e2fsck -f, or shrink without --no-repair",
+				      n, disk, *found ? found : *line ? line : "exit status 4");
+		if (count)
+			*count = 0;
+		return 0;
+	}
+	r = partctl_e2fsck(dev, true, &code, found, flen, &cnt, line, sizeof(line), e);
 	if (r < 0)
 		return r;
 	/* 0: clean, 1: errors corrected, 2: corrected, reboot (root only). */
-	if (code >= 4) {
-		partctl_tool_last_line(err, line, sizeof(line));
+	if (code >= 4)
 		return ip_fail(e, -EUCLEAN,
 			       "the filesystem on partition %u of %s has errors e2fsck could not repair (exit %d%s%s): repair it with e2fsck -f first",
 			       n, disk, code, *line ? ": " : "", line);
-	}
+	if (code == 0)
+		*found = '\0', cnt = 0; /* what it "fixed" on a clean fs is bookkeeping */
+	else if (!cnt)
+		cnt = 1;
+	if (count)
+		*count = cnt;
 	return 0;
+}
+
+int partctl_ext_fsck(const char *dev, const char *disk, unsigned n, ip_error *e)
+{
+	return partctl_ext_fsck_repair(dev, disk, n, true, NULL, 0, NULL, e);
 }
 
 int partctl_ext_estimate(const char *dev, uint64_t bs, uint64_t *min, ip_error *e)

@@ -3,6 +3,7 @@
 #ifndef INPLACE_PARTCTL_INTERNAL_H
 #define INPLACE_PARTCTL_INTERNAL_H
 
+#include <limits.h>
 #include <string.h>
 
 #include "partctl/partctl.h"
@@ -28,6 +29,9 @@ int partctl_ext_open(ip_disk *d, uint64_t off, struct struct_ext2_filsys **fs, i
 /* The same, refusing a journal that needs replay (the bitmaps would lie),
  * with the block bitmap read. */
 int partctl_ext_open_bitmaps(ip_disk *d, uint64_t off, struct struct_ext2_filsys **fs, ip_error *e);
+/* Whether the superblock records errors (its state or error count): why
+ * says so, "" when it does not. */
+int partctl_ext_sb_errors(ip_disk *d, uint64_t off, char *why, size_t len, ip_error *e);
 int partctl_ext_info(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *fi,
 		     ip_error *e);
 int partctl_ext_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
@@ -123,12 +127,40 @@ int partctl_tool_flush(const char *disk, uint64_t off, uint64_t len, ip_error *e
 /* The one check policy: e2fsck -f -y (exit 0-3 is clean or repaired),
  * ntfsfix -n (exit 0).  disk and n name the partition in messages. */
 int partctl_ext_fsck(const char *dev, const char *disk, unsigned n, ip_error *e);
+/* The same, saying what e2fsck repaired: found (flen bytes, may be NULL)
+ * the problems it stated, "; "-joined, *count (may be NULL) how many.
+ * !may_repair: e2fsck -fn, and any problem is a refusal naming it. */
+int partctl_ext_fsck_repair(const char *dev, const char *disk, unsigned n, bool may_repair, char *found,
+			    size_t flen, unsigned *count, ip_error *e);
+/* e2fsck -f -y (repair) or -f -n on dev: *code its exit status, found and
+ * *count its findings, errline the last line of its stderr. */
+int partctl_e2fsck(const char *dev, bool repair, int *code, char *found, size_t flen, unsigned *count,
+		   char *errline, size_t elen, ip_error *e);
+/* The problems in e2fsck's output (the statement before each "Fix? yes"
+ * style prompt), "; "-joined into buf; returns how many prompts. */
+unsigned partctl_fsck_findings(const char *out, char *buf, size_t len);
 int partctl_ntfs_check(const char *dev, const char *disk, unsigned n, ip_error *e);
 /* resize2fs -P on dev: its estimate of the minimum, in bytes. */
 int partctl_ext_estimate(const char *dev, uint64_t bs, uint64_t *min, ip_error *e);
 /* resize2fs -z's undo file: did it get as far as its header; roll back. */
 bool partctl_e2undo_has_header(const char *undo);
 int partctl_e2undo_run(const char *undo, const char *dev, ip_error *e);
+
+/* One record: what the shrink is and how far it got. */
+struct shrink_rec {
+	char disk[PATH_MAX];
+	unsigned n;
+	uint64_t start, old_size, new_size, block_size;
+	char fs[PARTCTL_FSTYPE_LEN];
+	char phase[24];
+	char undo[PATH_MAX];
+	char meta[PATH_MAX];   /* the metadata undo of an ext fs of 1 KiB blocks */
+	char dev[64];          /* the device the resizer runs on */
+};
+/* Parse a shrink record (its journal payload, NUL-terminated, changed in
+ * place); jpath names the journal in messages.  The record's own text
+ * only: the fuzz target runs it (tests/fuzz/fuzz_shrink_rec.c). */
+int partctl_shrink_rec_parse(char *buf, const char *jpath, struct shrink_rec *rec, ip_error *e);
 
 /* Finish an interrupted `part shrink` recorded in the state directory:
  * roll an interrupted resize2fs back with e2undo and redo the shrink, or

@@ -24,9 +24,15 @@ struct partctl_opts {
 	void *progress_data;
 	const char *journal;          /* moves: journal file on another disk;
 				       * NULL: on the disk itself (move.c) */
+	bool no_repair;               /* shrink: refuse a filesystem e2fsck would
+				       * repair, rather than repair it */
 };
 
 /* ==== filesystem knowledge (partctl/fs*.c) ============================== */
+
+/* Room for any type name libblkid reports; its longest, "xfs_external_log",
+ * has 16 characters. */
+#define PARTCTL_FSTYPE_LEN 32
 
 /* A byte range, relative to the start of the partition. */
 typedef struct partctl_extent {
@@ -46,7 +52,7 @@ typedef struct partctl_usedmap {
 } partctl_usedmap;
 
 struct partctl_fsinfo {
-	char type[16];         /* "ext4", "ntfs", "xfs", "swap", … ; "" when none */
+	char type[PARTCTL_FSTYPE_LEN]; /* "ext4", "ntfs", "xfs", "swap", … ; "" when none */
 	char label[64];
 	char uuid[64];
 	uint64_t size;         /* bytes the filesystem spans (0 if unknown) */
@@ -58,12 +64,26 @@ struct partctl_fsinfo {
 	uint64_t min_estimate; /* the resizer's own estimate (resize2fs -P); for
 				* NTFS the same as min_size (0 if unknown) */
 	bool resizable;        /* ext2/3/4 and NTFS: inplace can shrink and grow it */
+	bool used_known;       /* false: used is unknown (not 0: a damaged or
+				* unreadable filesystem, or one inplace does not read) */
+	bool min_known;        /* false: min_size is unknown */
+	char unknown[192];     /* why a number above is unknown ("" when known) */
 };
 
 /* Probe the filesystem in [off, off+size) of d.  No filesystem is not an
  * error (type ""). */
 int partctl_fs_probe(ip_disk *d, uint64_t off, uint64_t size, struct partctl_fsinfo *out,
 		     ip_error *e);
+/* Refuse (bad input, naming both sizes) a filesystem that claims more bytes
+ * than partition n of disk has: what it keeps past the end is lost, and
+ * nothing sized from it (an image, a shrink) can be right. */
+int partctl_fs_check_fits(const struct partctl_fsinfo *fi, uint64_t part_size, const char *disk,
+			  unsigned n, ip_error *e);
+/* Refuse (bad input) a filesystem whose block bitmap cannot be trusted:
+ * for ext2/3/4, errors recorded in its superblock or any problem e2fsck -fn
+ * finds, named in the message.  Other filesystems pass. */
+int partctl_fs_check_clean(ip_disk *d, uint64_t off, const struct partctl_fsinfo *fi, const char *disk,
+			   unsigned n, ip_error *e);
 /* The used-block map of the filesystem in [off, off+size) of d. */
 int partctl_fs_usedmap(ip_disk *d, uint64_t off, uint64_t size, partctl_usedmap **out,
 		       ip_error *e);
@@ -158,7 +178,7 @@ struct partctl_create_spec {
 };
 struct partctl_create_result {
 	struct partctl_part part; /* the new entry (part.n: its number) */
-	char fs[16];              /* "ext4", "ntfs" or "none" */
+	char fs[PARTCTL_FSTYPE_LEN]; /* "ext4", "ntfs" or "none" */
 };
 int partctl_create(const char *disk, const struct partctl_create_spec *s, const struct partctl_opts *o,
 		   struct partctl_create_result *res, ip_error *e);
@@ -323,13 +343,15 @@ int partctl_make_storage(const char *disk, uint64_t need, const char *label, con
  * filesystem's minimum (shrink) or the free space after it (grow). */
 struct partctl_resize_plan {
 	unsigned n;
-	char fstype[16];
+	char fstype[PARTCTL_FSTYPE_LEN];
 	uint64_t start;        /* bytes from the start of the disk */
 	uint64_t old_size;     /* the partition now */
 	uint64_t new_size;     /* the partition afterwards */
 	uint64_t fs_min;       /* the filesystem's minimum (0 if unknown) */
 	uint64_t max_size;     /* grow: the largest the partition can become */
 	bool nothing;          /* already that size: nothing to do */
+	unsigned repairs;      /* shrink: problems e2fsck repaired first … */
+	char repaired[512];    /* … and what they were, "; "-joined ("" none) */
 };
 int partctl_shrink_plan(const char *disk, unsigned n, uint64_t new_size,
 			struct partctl_resize_plan *out, ip_error *e);

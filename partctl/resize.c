@@ -186,6 +186,10 @@ int partctl_shrink_plan_fs(const char *disk, unsigned n, uint64_t new_size,
 	r = load_resizable(disk, n, "shrunk", out, &g, fi, e);
 	if (r < 0)
 		return r;
+	/* its minimum and the sizes proposed would be measured past the end */
+	r = partctl_fs_check_fits(fi, out->old_size, disk, n, e);
+	if (r < 0)
+		return r;
 	/* Rounded up: never smaller than asked, so never below a minimum the
 	 * user chose with care. */
 	out->new_size = align_end(out->start, new_size, g.grain, true);
@@ -199,10 +203,14 @@ int partctl_shrink_plan_fs(const char *disk, unsigned n, uint64_t new_size,
 		out->nothing = true;
 		return 0;
 	}
-	if (fi->min_size == 0)
-		return ip_fail(e, -EUCLEAN,
-			       "cannot learn the minimum size of the %s filesystem on partition %u of %s: check it with %s",
-			       fi->type, n, disk, partctl_is_ext(fi->type) ? "e2fsck -f" : "chkdsk /f (Windows) or ntfsfix -n");
+	/* a refusal before anything is written: bad input, exit 2 */
+	if (!fi->min_known && fi->unknown[0])
+		return ip_bad(e, -EUCLEAN, "cannot learn the minimum size of the %s filesystem on partition %u of %s: %s",
+			      fi->type, n, disk, fi->unknown);
+	if (!fi->min_known)
+		return ip_bad(e, -EUCLEAN,
+			      "cannot learn the minimum size of the %s filesystem on partition %u of %s: check it with %s",
+			      fi->type, n, disk, partctl_is_ext(fi->type) ? "e2fsck -f" : "chkdsk /f (Windows) or ntfsfix -n");
 	if (!fs_fits(fi, out->new_size) && !partctl_test_no_min())
 		return ip_bad(e, -ENOSPC,
 			      "cannot shrink partition %u of %s below %s (the filesystem's minimum): choose --to %lluMiB or larger",

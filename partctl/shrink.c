@@ -40,19 +40,10 @@ static inline void closedirp(DIR **d)
 
 /* ---- the shrink journal ----------------------------------------------------- */
 
-/* One record: what the shrink is and how far it got. */
-struct shrink_rec {
-	char disk[PATH_MAX];
-	unsigned n;
-	uint64_t start, old_size, new_size, block_size;
-	char fs[16];
-	char phase[24];
-	char undo[PATH_MAX];
-	char meta[PATH_MAX];   /* the metadata undo of an ext fs of 1 KiB blocks */
-	char dev[64];          /* the device the resizer runs on */
-};
 
 struct shrink_state {
+	bool no_repair;        /* the caller's --no-repair */
+	struct partctl_resize_plan *res; /* where e2fsck's repairs are told */
 	char jpath[PATH_MAX];
 	char undo[PATH_MAX];
 	char meta[PATH_MAX];
@@ -111,18 +102,11 @@ static int rec_write(struct shrink_state *s, struct shrink_rec *rec, const char 
 	return ip_journal_write(s->j, buf, (size_t)len, e);
 }
 
-static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
+int partctl_shrink_rec_parse(char *buf, const char *jpath, struct shrink_rec *rec, ip_error *e)
 {
-	char buf[IP_JOURNAL_PAYLOAD_MAX + 1];
-	size_t len = sizeof(buf) - 1;
 	char *line, *save = NULL;
-	int r;
 
 	memset(rec, 0, sizeof(*rec));
-	r = ip_journal_read(s->j, buf, &len, e);
-	if (r < 0)
-		return r;
-	buf[len] = '\0';
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *v = strchr(line, '=');
 		unsigned long long x;
@@ -132,8 +116,8 @@ static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
 		*v++ = '\0';
 		x = strtoull(v, NULL, 10);
 		if (!strcmp(line, "op") && strcmp(v, "shrink"))
-			return ip_fail(e, -EINVAL, "%s holds a '%s' record, not a shrink: remove it if no operation is pending",
-				       s->jpath, v);
+			return ip_fail(e, -EINVAL, "%s holds a '%.64s' record, not a shrink: remove it if no operation is pending",
+				       jpath, v);
 		else if (!strcmp(line, "disk"))
 			snprintf(rec->disk, sizeof(rec->disk), "%s", v);
 		else if (!strcmp(line, "n"))
@@ -159,8 +143,22 @@ static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
 	}
 	if (!rec->n || !rec->new_size || !rec->old_size || !*rec->phase)
 		return ip_fail(e, -EINVAL, "the shrink record %s is incomplete: remove it if no shrink is pending",
-			       s->jpath);
+			       jpath);
 	return 0;
+}
+
+static int rec_read(struct shrink_state *s, struct shrink_rec *rec, ip_error *e)
+{
+	char buf[IP_JOURNAL_PAYLOAD_MAX + 1];
+	size_t len = sizeof(buf) - 1;
+	int r;
+
+	memset(rec, 0, sizeof(*rec));
+	r = ip_journal_read(s->j, buf, &len, e);
+	if (r < 0)
+		return r;
+	buf[len] = '\0';
+	return partctl_shrink_rec_parse(buf, s->jpath, rec, e);
 }
 
 /* The operation is over: forget it, durably. */
@@ -256,7 +254,9 @@ static int shrink_ext(struct shrink_state *s, struct shrink_rec *rec, const char
 	uint64_t min = 0, floor = 0, bs = rec->block_size;
 	int code, r;
 
-	r = partctl_ext_fsck(dev, rec->disk, rec->n, e);
+	r = s->res ? partctl_ext_fsck_repair(dev, rec->disk, rec->n, !s->no_repair, s->res->repaired,
+					     sizeof(s->res->repaired), &s->res->repairs, e)
+		   : partctl_ext_fsck(dev, rec->disk, rec->n, e);
 	if (r < 0)
 		return r;
 	/* After the check, the count is of a consistent filesystem. */
@@ -419,6 +419,8 @@ int partctl_part_shrink(const char *disk, unsigned n, uint64_t new_size, const s
 	r = state_open(disk, &s, true, e);
 	if (r < 0)
 		return r;
+	s.no_repair = o && o->no_repair;
+	s.res = rp;
 	r = rec_read(&s, &rec, NULL);
 	if (r == 0) {
 		state_close(&s);

@@ -203,6 +203,14 @@ static int table_open(const char *disk, bool write, bool check, partctl_table **
 	}
 	fdisk_set_ask(t->cxt, ask_cb, t);
 	fdisk_disable_dialogs(t->cxt, 1);
+	/* An image file has no sector size to ask for, and libfdisk assumes
+	 * 512: a 4Kn GPT (its header in the second 4096-byte sector) would
+	 * read as a protective MBR with both GPT headers damaged. */
+	if (!t->blockdev && ip_gpt_sector_size(t->fd) == 4096 &&
+	    fdisk_save_user_sector_size(t->cxt, 4096, 4096) < 0) {
+		partctl_table_free(t);
+		return ip_fail(e, -ENOMEM, "out of memory");
+	}
 	r = fdisk_assign_device_by_fd(t->cxt, t->fd, disk, !write);
 	if (r < 0) {
 		partctl_table_free(t);
@@ -248,7 +256,7 @@ static int table_open(const char *disk, bool write, bool check, partctl_table **
 		if (!strcmp(t->parts[i].type, "ee")) {
 			partctl_table_free(t);
 			return ip_bad(e, -EUCLEAN,
-				      "%s has a protective MBR but no valid GPT (both GPT headers are damaged): repair it with gdisk or restore the table",
+				      "%s has a protective MBR but no GPT header where sectors of 512 or 4096 bytes put it: both GPT headers are damaged, or its sector size is another; check it with fdisk -b SIZE -l (a block device over it: losetup -b SIZE) before any repair",
 				      disk);
 		}
 	/* The whole table is checked before anything is written, by every

@@ -427,6 +427,69 @@ static void test_ext_min_formula(void **state)
 	assert_int_equal(partctl_ext_min_blocks(&g), g.blocks_now);
 }
 
+/* A block bitmap whose checksum no longer matches: the refusal names
+ * libext2fs's reason, not "Unknown code ext2 156" (its com_err table is
+ * registered before the first open). */
+static void test_ext_error_text(void **state)
+{
+	char img[300], dev[340], opt[64], sz[32];
+	partctl_usedmap *m = NULL;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+	_cleanup_free_ char *info = NULL;
+	uint64_t bitmap;
+	uint8_t byte;
+	int fd;
+
+	(void)state;
+	path(img, sizeof(img), "csum.img");
+	make_image(img);
+	snprintf(opt, sizeof(opt), "offset=%llu", PART_OFF);
+	snprintf(sz, sizeof(sz), "%lluk", PART_SIZE / 1024);
+	run((const char *const[]){ "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-O", "metadata_csum",
+				   "-E", opt, img, sz, NULL });
+	snprintf(dev, sizeof(dev), "%s?offset=%llu", img, PART_OFF);
+	info = run_out((const char *const[]){ "dumpe2fs", dev, NULL });
+	bitmap = field(info, "Block bitmap at");
+	/* the bit of the group's last block: free, so only the checksum tells */
+	fd = open(img, O_RDWR | O_CLOEXEC);
+	assert_true(fd >= 0);
+	assert_int_equal(pread(fd, &byte, 1, (off_t)(PART_OFF + bitmap * 4096 + 4095)), 1);
+	byte ^= 0x80;
+	assert_int_equal(pwrite(fd, &byte, 1, (off_t)(PART_OFF + bitmap * 4096 + 4095)), 1);
+	close(fd);
+	assert_int_equal(ip_disk_open(img, IP_DISK_RDONLY, &d, &e), 0);
+	assert_true(partctl_fs_usedmap(d, PART_OFF, PART_SIZE, &m, &e) < 0);
+	assert_null(m);
+	if (strstr(e.msg, "Unknown code") || !strstr(e.msg, "checksum"))
+		fail_msg("the reason is lost: %s", e.msg);
+	ip_disk_free(d);
+}
+
+/* blkid's longest type name, "xfs_external_log", whole (it was cut to 15
+ * characters). */
+static void test_long_fstype(void **state)
+{
+	char data[300], log[300], opt[340];
+	struct partctl_fsinfo fi;
+	ip_disk *d = NULL;
+	ip_error e = { 0 };
+
+	(void)state;
+	path(data, sizeof(data), "xfs.img");
+	path(log, sizeof(log), "xfs.log");
+	run((const char *const[]){ "truncate", "-s", "300M", data, NULL });
+	run((const char *const[]){ "truncate", "-s", "64M", log, NULL });
+	snprintf(opt, sizeof(opt), "logdev=%s,size=64m", log);
+	run((const char *const[]){ "mkfs.xfs", "-q", "-f", "-l", opt, data, NULL });
+	assert_int_equal(ip_disk_open(log, IP_DISK_RDONLY, &d, &e), 0);
+	assert_int_equal(partctl_fs_probe(d, 0, 64 * MiB, &fi, &e), 0);
+	assert_string_equal(fi.type, "xfs_external_log");
+	ip_disk_free(d);
+	unlink(data);
+	unlink(log);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -436,6 +499,8 @@ int main(void)
 		cmocka_unit_test(test_ext_meta_undo),
 		cmocka_unit_test(test_ntfs),
 		cmocka_unit_test(test_unknown_and_corrupt),
+		cmocka_unit_test(test_ext_error_text),
+		cmocka_unit_test(test_long_fstype),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

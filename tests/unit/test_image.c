@@ -280,6 +280,74 @@ static void test_capture_verify(void **state)
 	free(buf);
 }
 
+/* A seek table claiming a frame far larger than zstd's bound for 4 MiB (a
+ * sparse file makes the sizes add up) is refused when the image is opened,
+ * before any reader sizes its buffers from it. */
+static void test_seektable_frame_bound(void **state)
+{
+	char dir[] = "/tmp/test-image.XXXXXX", src[64], img[80], forged[80];
+	uint64_t size = 10u << 20;
+	partctl_extent ext[1] = { { 0, 10u << 20 } };
+	partctl_usedmap map = { .block_size = 4096, .size = size, .used = size, .n = 1, .ext = ext, .exact = true };
+	struct imager_capture_opts co = { .level = 1, .threads = 1, .name = "unit", .fs_type = "none" };
+	struct imager_capture_result res;
+	struct imager_verify_opts vo = { 0 };
+	uint32_t cs[3], ds[3];
+	imager_image *im;
+	ip_disk *d;
+	ip_error e = { 0 };
+	_cleanup_free_ uint8_t *meta = NULL, *tab = NULL;
+	size_t mlen, tlen;
+	uint64_t at;
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(src, sizeof(src), "%s/src", dir);
+	snprintf(img, sizeof(img), "%s/img", dir);
+	snprintf(forged, sizeof(forged), "%s/forged", dir);
+	fd = open(src, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, (off_t)size), 0);
+	close(fd);
+	assert_int_equal(ip_disk_open(src, IP_DISK_RDONLY, &d, &e), 0);
+	assert_int_equal(imager_capture(d, 0, size, &map, img, &co, &res, &e), 0);
+	ip_disk_free(d);
+	assert_int_equal(imager_open(img, &im, &e), 0);
+	assert_int_equal(im->st.n, 3);
+	for (int i = 0; i < 3; i++) {
+		cs[i] = im->st.f[i].csize;
+		ds[i] = im->st.f[i].dsize;
+	}
+	mlen = im->file_size - im->st.table_size - im->st.csum;
+	meta = malloc(mlen);
+	assert_non_null(meta);
+	assert_int_equal(pread(im->fd, meta, mlen, (off_t)im->st.csum), (ssize_t)mlen);
+	imager_free(im);
+
+	/* frame 0 claims 4 GiB - 256: the metadata and table where that puts them */
+	cs[0] = 0xffffff00u;
+	assert_int_equal(imager_seektable_encode(cs, ds, 3, &tab, &tlen), 0);
+	assert_int_equal(imager_seektable_parse(tab, tlen, &(struct imager_seektable){ 0 }, &e), -EINVAL);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	at = (uint64_t)cs[0] + cs[1] + cs[2];
+	fd = open(forged, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(pwrite(fd, meta, mlen, (off_t)at), (ssize_t)mlen);
+	assert_int_equal(pwrite(fd, tab, tlen, (off_t)(at + mlen)), (ssize_t)tlen);
+	close(fd);
+	ip_error_clear(&e);
+	assert_true(imager_open(forged, &im, &e) < 0);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_non_null(strstr(e.msg, "more than the format allows"));
+	assert_int_equal(imager_verify(forged, &vo, &e), -EINVAL);
+	{
+		const char *rm[] = { "rm", "-rf", dir, NULL };
+
+		assert_int_equal(ip_spawn(rm, NULL, NULL), 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -290,6 +358,7 @@ int main(void)
 		cmocka_unit_test(test_meta_rejects),
 		cmocka_unit_test(test_meta_against_seektable),
 		cmocka_unit_test(test_capture_verify),
+		cmocka_unit_test(test_seektable_frame_bound),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
