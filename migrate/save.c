@@ -22,6 +22,7 @@ struct mig_user {
 	const char *home;       /* absolute in the root: "/home/alice" */
 	const struct mig_user_rule *rule;
 	bool system;            /* the [system] paths, archived as "@system" */
+	const struct migrate_kept *kept; /* the home stays on its own filesystem */
 	/* results */
 	uint64_t files, bytes, allocated, archive_bytes;
 	uint64_t data;          /* estimate: bytes the archive will hold (no holes) */
@@ -38,6 +39,8 @@ struct save_ctx {
 	int rootfd, storefd;
 	const char *root;
 	const migrate_spec *spec;
+	const struct migrate_kept *kept;  /* directories whose homes stay */
+	size_t nkept;
 	struct mig_accounts acc;
 	struct mig_user *users;
 	size_t nusers;
@@ -117,6 +120,18 @@ static void note_skipped(struct save_ctx *c, const char *name, const char *home,
 	json_object_array_add(c->skipped, o);
 }
 
+/* The kept directory home lies in (home itself or below it), or NULL. */
+static const struct migrate_kept *kept_for(const struct save_ctx *c, const char *home)
+{
+	for (size_t i = 0; home && i < c->nkept; i++) {
+		size_t l = strlen(c->kept[i].dir);
+
+		if (!strncmp(home, c->kept[i].dir, l) && (!home[l] || home[l] == '/'))
+			return &c->kept[i];
+	}
+	return NULL;
+}
+
 static int select_users(struct save_ctx *c, ip_error *e)
 {
 	const struct mig_db *pw = &c->acc.db[MIG_PASSWD];
@@ -139,9 +154,12 @@ static int select_users(struct save_ctx *c, ip_error *e)
 			continue;
 		bool unsafe;
 		const char *why;
+		/* a home on a filesystem that stays is not in the root (its
+		 * partition is not mounted there): only the account travels */
+		const struct migrate_kept *kept = mig_home_plausible(r->f[5]) ? kept_for(c, r->f[5]) : NULL;
 		if (s->all_users) {
 			want = (uid >= (long)s->min_uid && uid != 65534) || (uid == 0 && s->include_root);
-			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe))) {
+			if (want && !kept && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe))) {
 				if (unsafe)
 					note_skipped(c, r->f[0], r->f[5], why);
 				want = false;
@@ -150,7 +168,7 @@ static int select_users(struct save_ctx *c, ip_error *e)
 			want = false;
 			for (size_t j = 0; j < s->users.n; j++)
 				want |= !strcmp(s->users.v[j], r->f[0]);
-			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe)))
+			if (want && !kept && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe)))
 				return ip_bad(e, unsafe ? -EPERM : -ENOENT, "user '%s' cannot be saved: %s (%s in %s): remove it from the spec",
 					      r->f[0], why, r->f[5], c->root);
 		}
@@ -166,6 +184,7 @@ static int select_users(struct save_ctx *c, ip_error *e)
 		u->uid = (uid_t)uid;
 		u->gid = (gid_t)strtoul(r->f[3], NULL, 10);
 		u->home = r->f[5];
+		u->kept = kept;
 		u->rule = mig_spec_rule(s, u->name);
 	}
 	if (s->sys_include.n) {
@@ -376,6 +395,11 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 	size_t toplen;
 	int r = 0;
 
+	if (u->kept) {
+		/* stays on its filesystem: nothing of it goes into the store */
+		archive_read_free(rd);
+		return 0;
+	}
 	if (!rd)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	if (hfd < 0) {
@@ -650,9 +674,12 @@ static void ctx_clear(struct save_ctx *c)
 		close(c->storefd);
 }
 
-static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *spec, ip_error *e)
+static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *spec,
+		    const struct migrate_kept *kept, size_t nkept, ip_error *e)
 {
 	memset(c, 0, sizeof(*c));
+	c->kept = kept;
+	c->nkept = nkept;
 	c->cwd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 	c->storefd = -1;
 	c->root = root;
@@ -734,7 +761,7 @@ int migrate_estimate(const char *root, const migrate_spec *spec, json_object **o
 	struct save_ctx c;
 	int r;
 
-	if ((r = ctx_init(&c, root, spec, e)) < 0) {
+	if ((r = ctx_init(&c, root, spec, NULL, 0, e)) < 0) {
 		ctx_clear(&c);
 		return r;
 	}
@@ -927,12 +954,28 @@ static json_object *accounts_doc(struct save_ctx *c)
 
 int migrate_save(const char *root, const char *store, const migrate_spec *spec, json_object **out, ip_error *e)
 {
+	return migrate_save_keeping(root, store, spec, NULL, 0, out, e);
+}
+
+/* A kept directory the manifest may name: /home, /var/home or one home. */
+bool mig_kept_dir_valid(const char *dir)
+{
+	return dir && (!strcmp(dir, "/home") || !strcmp(dir, "/var/home") || mig_home_plausible(dir));
+}
+
+int migrate_save_keeping(const char *root, const char *store, const migrate_spec *spec,
+			 const struct migrate_kept *kept, size_t nkept, json_object **out, ip_error *e)
+{
 	_cleanup_json_ json_object *accounts = NULL, *machine = NULL, *manifest = NULL, *complete = NULL;
 	struct save_ctx c;
-	json_object *musers;
+	json_object *musers, *mkept;
 	int r;
 
-	if ((r = ctx_init(&c, root, spec, e)) < 0)
+	for (size_t i = 0; i < nkept; i++)
+		if (!mig_kept_dir_valid(kept[i].dir))
+			return ip_bad(e, -EINVAL, "cannot keep %s in place: only /home, /var/home or one home directory can stay on its own filesystem",
+				      kept[i].dir ? kept[i].dir : "(none)");
+	if ((r = ctx_init(&c, root, spec, kept, nkept, e)) < 0)
 		goto out;
 	if (spec->max_size) {
 		c.write = false;
@@ -985,10 +1028,21 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 		json_object_object_add(o, "bytes", ip_json_u64(u->bytes));
 		if (u->system)
 			json_object_object_add(o, "system", json_object_new_boolean(1));
+		if (u->kept)
+			json_object_object_add(o, "home_kept", json_object_new_string(u->kept->uuid ? u->kept->uuid : ""));
 		json_object_object_add(o, "entries", json_object_get(u->entries));
 		json_object_array_add(musers, o);
 	}
 	json_object_object_add(manifest, "users", musers);
+	mkept = json_object_new_array();
+	for (size_t i = 0; i < nkept; i++) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "dir", json_object_new_string(kept[i].dir));
+		json_object_object_add(o, "uuid", json_object_new_string(kept[i].uuid ? kept[i].uuid : ""));
+		json_object_array_add(mkept, o);
+	}
+	json_object_object_add(manifest, "kept", mkept);
 	if ((r = put_json(&c, "accounts.json", accounts, complete, e)) < 0 ||
 	    (r = put_json(&c, "machine.json", machine, complete, e)) < 0 ||
 	    (r = put_json(&c, "manifest.json", manifest, complete, e)) < 0)
