@@ -275,6 +275,10 @@ static int params_from_job(struct pipe *pp, ip_error *e)
 		.rollback_image = j->rollback_image,
 		.work_dir = pp->work,
 	};
+	/* [machine] items off: restore leaves them as the new OS has them */
+	for (size_t i = 0, k = 0; i < BOOTSTAGE_MACHINE_N && k + 1 < IP_ARRAY_SIZE(pp->p.machine_skip); i++)
+		if (!j->machine[i])
+			pp->p.machine_skip[k++] = bootstage_machine_item_name((enum bootstage_machine_item)i);
 	return 0;
 }
 

@@ -30,6 +30,9 @@ struct bs_params {
 	 * reclaim deletes exactly this one, even once its filesystem is wiped */
 	unsigned store_part;
 	uint64_t store_off, store_size_made;
+	/* [machine] items off: machine.json kinds restore leaves as the new
+	 * OS has them (NULL-terminated) */
+	const char *machine_skip[16];
 };
 
 /* Where the storage lives once prepare made it: a mounted partition, or
@@ -54,7 +57,11 @@ int bs_store_close(struct bs_store *s, ip_error *e);
  * them there: deploy must not depend on the old root, which it overwrites. */
 int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* Save the profiles of the system partition, mounted read-only, into the
- * store; a complete profile that verifies is kept as it is. */
+ * store; a complete profile that verifies is kept as it is.  Homes the old
+ * fstab mounts from another partition of the disk (/home …) stay there:
+ * only their accounts are saved, and STORE/kept.json records each
+ * ({dir, uuid, type, options}) for configure (fstab line by UUID) and
+ * restore (mounted there, files re-owned for renumbered accounts). */
 int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 int bs_step_verify(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* Capture the old system partition into the store (rollback_image = yes):

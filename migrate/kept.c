@@ -11,12 +11,16 @@
  * before the marker moves on: after a kill, the rerun picks up the
  * recorded pass with the recorded map, so no file is mapped twice.
  * Hardlinks are seen once per name; a second visit finds the id already
- * moved on, which no pass maps again. */
+ * moved on, which no pass maps again.  Named entries of POSIX ACLs (u:bob,
+ * g:project) move with the same map. */
+#include <acl/libacl.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <string.h>
+#include <sys/acl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 
 #include "migrate/internal.h"
 
@@ -47,14 +51,65 @@ static long lookup(const struct mig_idmap *m, size_t n, long id)
 	return -1;
 }
 
+/* The named user and group entries of one ACL of path, mapped; 0 or -errno. */
+static int remap_acl(const char *path, acl_type_t type, const char *xname)
+{
+	acl_t a;
+	acl_entry_t en;
+	bool changed = false;
+	int r = 0, k;
+
+	/* most files have no extended ACL: one getxattr says so */
+	if (lgetxattr(path, xname, NULL, 0) <= 0)
+		return 0;
+	if (!(a = acl_get_file(path, type)))
+		return errno == ENOTSUP || errno == ENODATA ? 0 : -errno;
+	for (k = acl_get_entry(a, ACL_FIRST_ENTRY, &en); k == 1; k = acl_get_entry(a, ACL_NEXT_ENTRY, &en)) {
+		acl_tag_t tag;
+		void *q;
+		long to;
+
+		if (acl_get_tag_type(en, &tag) < 0 || (tag != ACL_USER && tag != ACL_GROUP))
+			continue;
+		if (!(q = acl_get_qualifier(en)))
+			continue;
+		to = tag == ACL_USER ? lookup(walk.m->u, walk.m->nu, (long)*(uid_t *)q)
+				     : lookup(walk.m->g, walk.m->ng, (long)*(gid_t *)q);
+		if (to >= 0) {
+			uid_t id = (uid_t)to;   /* uid_t and gid_t are both 32-bit */
+
+			if (acl_set_qualifier(en, &id) < 0)
+				r = -errno;
+			changed = true;
+		}
+		acl_free(q);
+	}
+	walk.changed += changed;
+	if (r == 0 && changed && !walk.dry_run && acl_set_file(path, type, a) < 0)
+		r = -errno;
+	acl_free(a);
+	return r;
+}
+
 static int visit(const char *path, const struct stat *st, int flag, struct FTW *f)
 {
 	long nu = lookup(walk.m->u, walk.m->nu, (long)st->st_uid);
 	long ng = lookup(walk.m->g, walk.m->ng, (long)st->st_gid);
+	int r = 0;
 
 	(void)flag;
 	if (f->level == 1 && !strcmp(path + f->base, KEPT_MARKER))
 		return 0;
+	if (!S_ISLNK(st->st_mode)) {
+		r = remap_acl(path, ACL_TYPE_ACCESS, "system.posix_acl_access");
+		if (r == 0 && S_ISDIR(st->st_mode))
+			r = remap_acl(path, ACL_TYPE_DEFAULT, "system.posix_acl_default");
+		if (r < 0) {
+			walk.err = r;
+			snprintf(walk.err_path, sizeof(walk.err_path), "%s", path);
+			return 1;
+		}
+	}
 	if (nu < 0 && ng < 0)
 		return 0;
 	walk.changed++;

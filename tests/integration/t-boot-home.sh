@@ -1,0 +1,93 @@
+#!/bin/bash
+# t-boot-home — a separate /home partition is kept, not copied: the old
+# root's fstab mounts /home from partition 2 of the disk.  The pipeline
+# saves only the accounts of the homes there, leaves the partition where it
+# is (same place, same filesystem UUID), carries its fstab line into the new
+# root by UUID and re-owns its files for the remapped bob.  The job also
+# turns two [machine] items off: hostname and SSH host keys stay the new
+# OS's while the machine-id is carried.
+. "$TESTS_DIR/lib.sh"
+cd "$T" || exit 1
+have_loop || { skip "home" "no loop devices (the steps mount partitions)"; exit 0; }
+export INPLACE_RUN_DIR=$T/run
+
+bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
+"$INPLACE" image build -q --from-dir new --fs ext4 --size 160MiB -o newos.img >/dev/null ||
+	{ fail "fixture" "image build"; exit 1; }
+users='^(alice|bob|carol)/'
+snap_home() { bash "$TESTS_DIR/fixtures/profile-root.sh" snap "$1" home | grep -E "$users" | grep -v '/\.cache/'; }
+snap_home old > want.snap
+[ -s want.snap ] || { fail "fixture" "empty snapshot of the old homes"; exit 1; }
+
+# The homes move to their own tree (same filesystem: xattrs, ACLs and
+# hardlinks stay as they are), the old root keeps an empty /home.
+HOME_UUID=6b1b5e52-7d0c-4d8e-9a41-1f0e5c3a2b77
+mkdir homes && mv old/home/* homes/
+printf 'UUID=%s / ext4 errors=remount-ro 0 1\nUUID=%s /home ext4 defaults,nodev 0 2\n' \
+	"$(cat /proc/sys/kernel/random/uuid)" "$HOME_UUID" > old/etc/fstab
+
+# GPT, 1 GiB: the root (partition 1), then /home (partition 2) to the end
+D=$T/home.img S=$T/state
+fx_disk "$D" 1G $'label: gpt\nname=system, size=700MiB, type=L\nname=home, type=L'
+fx_mkfs "$D" 1 ext4 old system
+read -r hs hz < <(fx_part_range "$D" 2)
+mke2fs -q -F -t ext4 -U "$HOME_UUID" -d homes -E offset="$hs" "$D" $((hz / 1024))k ||
+	{ fail "fixture" "mke2fs of /home"; exit 1; }
+home_range=$(partx -g -n 2 -o START,SECTORS "$D")
+
+cat > job.ini <<EOF
+; the old root of partition 1 becomes the new OS; /home (partition 2) stays
+[job]
+image = $T/newos.img
+require_signature = no
+disk = $D
+system_partition = 1
+store_size = 200MiB
+
+[machine]
+hostname = no
+ssh-host-keys = no
+
+[boot]
+method = none
+
+[notify]
+countdown = 0
+EOF
+
+export INPLACE_STATE_DIR=$S
+ok "run stops where the first reboot comes" "$INPLACE" run job.ini
+ok "resume plays the staging boot" "$INPLACE" resume --disk "$D"
+ok "resume plays the first boot of the new OS" "$INPLACE" resume --disk "$D"
+check "the run is done" test "$("$INPLACE" status --json | jq -r .phase)" = done
+
+# the /home partition: where it was, its filesystem the same one, clean
+check "/home partition: same start and size" test "$(partx -g -n 2 -o START,SECTORS "$D")" = "$home_range"
+check "/home partition: filesystem UUID unchanged" \
+	test "$(blkid -p -O "$hs" -o value -s UUID "$D")" = "$HOME_UUID"
+ok "/home partition: fsck clean" fx_fsck "$D" 2
+ok "root: fsck clean" fx_fsck "$D" 1
+saved=$(jq -r '[.steps[] | select(.step == "save") | .result.profile.total.bytes] | first' "$S/state.json")
+# the homes hold 300 kB of random data each; what is left is alice's
+# crontab and bob's mail, which live on the root
+check "no home went into the store (saved: $saved bytes: crontab and mail)" test "$saved" -lt 4096
+check "save recorded the kept /home by UUID" \
+	test "$(jq -r '[.steps[] | select(.step == "save") | .result.kept_homes[].uuid] | first' "$S/state.json")" = "$HOME_UUID"
+
+# the new root with /home mounted where its fstab mounts it
+m=$T/new-root
+read -r s z < <(fx_part_range "$D" 1)
+mkdir -p "$m"
+LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
+	mount -o ro "$LOOPDEV" "$m" && track_mount "$m" || { fail "mount the new root"; exit 1; }
+LOOPDEV=$(losetup -f --show -r -o "$hs" --sizelimit "$hz" "$D") && track_loop "$LOOPDEV" &&
+	mount -o ro "$LOOPDEV" "$m/home" && track_mount "$m/home" || { fail "mount /home in the new root"; exit 1; }
+check "fstab carries /home by UUID with its options" \
+	grep -qx "UUID=$HOME_UUID /home ext4 defaults,nodev 0 2" "$m/etc/fstab"
+check "bob remapped off dave's UID" test "$(awk -F: '$1=="bob"{print $3}' "$m/etc/passwd")" != 1001
+check "every home file equal, owners by name after the remap" diff want.snap <(snap_home "$m")
+check "no re-own marker left" test ! -e "$m/home/.inplace-reown.json"
+check "[machine] hostname = no: the new OS's hostname" test "$(cat "$m/etc/hostname")" = newos
+check "[machine] ssh-host-keys = no: the new OS's host key" cmp -s new/etc/ssh/ssh_host_ed25519_key "$m/etc/ssh/ssh_host_ed25519_key"
+check "[machine] machine-id (on by default) carried" test "$(cat "$m/etc/machine-id")" = 0123456789abcdef0123456789abcdef
+umount "$m/home" "$m"
