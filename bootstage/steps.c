@@ -1,6 +1,7 @@
 /* steps.c — the pipeline's steps, each a call into partctl, imager or
  * migrate plus the mounts around it.  Every step is idempotent (see
  * steps.h): what it finds on disk tells it what is left to do. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
@@ -8,6 +9,7 @@
 #include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "bootstage/steps.h"
 #include "imager/imager.h"
@@ -514,6 +516,98 @@ int bs_rollback(const struct bs_params *p, struct bs_store *s, bs_result *res, i
 
 /* ---- deploy ----------------------------------------------------------- */
 
+/* Where configure records which image the system partition was written
+ * from: inside the deployed filesystem, so the record goes wherever the
+ * filesystem goes and dies with it. */
+#define DEPLOYED_RECORD "var/lib/inplace/image.json"
+
+/* The image's content hash (hex), from its metadata. */
+static int image_content_hash(const char *image, char *hex, size_t n, ip_error *e)
+{
+	imager_image *img = NULL;
+	json_object *info, *v;
+	int r;
+
+	r = imager_open(image, &img, e);
+	if (r < 0)
+		return r;
+	info = imager_info_json(img);
+	if (info && json_object_object_get_ex(info, "content_hash", &v) && json_object_is_type(v, json_type_string))
+		snprintf(hex, n, "%s", json_object_get_string(v));
+	else
+		r = ip_fail(e, -EINVAL, "%s records no content hash: it cannot be matched to a deployed system", image);
+	json_object_put(info);
+	imager_free(img);
+	return r;
+}
+
+int bs_image_deployed(const char *disk, unsigned sys_part, const char *image, const char *work_dir, bool *same,
+		      ip_error *e)
+{
+	char want[200] = "", root[4200], path[4300];
+	_cleanup_free_ char *text = NULL;
+	_cleanup_json_ json_object *rec = NULL;
+	struct partctl_fsinfo fi;
+	struct ip_mount m;
+	uint64_t off, size;
+	size_t len = 0;
+	int r;
+
+	*same = false;
+	r = image_content_hash(image, want, sizeof(want), e);
+	if (r == 0)
+		r = probe_part(disk, sys_part, &off, &size, &fi, e);
+	if (r < 0 || !*fi.type)
+		return r;
+	path_join(root, sizeof(root), work_dir, "oldroot");
+	if (ip_mount_part(disk, sys_part, off, size, fi.type, IP_MOUNT_RDONLY, root, &m, NULL) < 0)
+		return 0;   /* not a filesystem we can read: not this image */
+	path_join(path, sizeof(path), root, DEPLOYED_RECORD);
+	if (ip_read_file(path, 1 << 16, &text, &len, NULL) == 0 && (rec = json_tokener_parse(text)))
+		/* the content, and the very filesystem configure recorded it in:
+		 * a root captured from a deployed machine carries a stale record
+		 * only until its UUID differs */
+		*same = !strcmp(kstr(rec, "content_hash"), want) && !strcasecmp(kstr(rec, "fs_uuid"), fi.uuid);
+	return ip_umount(&m, e);
+}
+
+/* No directory, or nothing in it. */
+static bool dir_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	bool empty = true;
+
+	if (!d)
+		return true;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+/* The record bs_image_deployed reads, written into the new root. */
+static int record_image(const struct bs_store *s, const char *root, const char *uuid, ip_error *e)
+{
+	char img[4200], sig[4200], hex[200], dir[4300], path[4300];
+	_cleanup_json_ json_object *o = json_object_new_object();
+	const char *t;
+	int r;
+
+	image_paths(s, img, sig, sizeof(img));
+	r = image_content_hash(img, hex, sizeof(hex), e);
+	if (r < 0)
+		return r;
+	json_object_object_add(o, "content_hash", json_object_new_string(hex));
+	json_object_object_add(o, "fs_uuid", json_object_new_string(uuid));
+	json_object_object_add(o, "deployed", json_object_new_int64((int64_t)time(NULL)));
+	t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	path_join(dir, sizeof(dir), root, "var/lib/inplace");
+	path_join(path, sizeof(path), root, DEPLOYED_RECORD);
+	r = ip_mkdir_p(dir, 0755, e);
+	return r < 0 ? r : ip_write_file_atomic(path, t, strlen(t), 0644, e);
+}
+
 int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
 	char img[4200], sig[4200], state[4200], key[4200];
@@ -524,6 +618,23 @@ int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res
 	*res = result_new("deploy");
 	image_paths(s, img, sig, sizeof(img));
 	snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
+	snprintf(state, sizeof(state), "%s/deploy-state", s->root);
+	if (dir_empty(state)) {
+		bool same = false;
+
+		/* the system partition holds this very image already (deployed
+		 * and recorded by an earlier run): writing it again would only
+		 * throw away what runs there.  Asked only before deploy began:
+		 * a partition half written is deploy's to finish. */
+		r = bs_image_deployed(p->disk, p->sys_part, img, p->work_dir, &same, e);
+		if (r < 0)
+			return r;
+		if (same) {
+			json_object_object_add(*res, "skipped",
+					       json_object_new_string("the system partition already carries this image"));
+			return 0;
+		}
+	}
 	/* deploy's own journal goes into the store: the staging env keeps
 	 * nothing across a power cut, and the target is being overwritten */
 	snprintf(state, sizeof(state), "%s/deploy-state", s->root);
@@ -688,6 +799,8 @@ int bs_step_configure(const struct bs_params *p, struct bs_store *s, bs_result *
 	if (r < 0)
 		return r;
 	r = fix_fstab(root, fi.uuid, fi.type, kept, e);
+	if (r == 0)
+		r = record_image(s, root, fi.uuid, e);
 	if (r == 0)
 		r = install_hook(root, p->disk, e);
 	r2 = ip_umount(&m, r < 0 ? NULL : e);

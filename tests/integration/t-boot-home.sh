@@ -5,7 +5,9 @@
 # is (same place, same filesystem UUID), carries its fstab line into the new
 # root by UUID and re-owns its files for the remapped bob.  The job also
 # turns two [machine] items off: hostname and SSH host keys stay the new
-# OS's while the machine-id is carried.
+# OS's while the machine-id is carried.  Last, "already deployed" by
+# content: with the state gone, the same image is recognised on the disk
+# and nothing changes; another image is not taken for it.
 . "$TESTS_DIR/lib.sh"
 cd "$T" || exit 1
 have_loop || { skip "home" "no loop devices (the steps mount partitions)"; exit 0; }
@@ -91,3 +93,20 @@ check "[machine] hostname = no: the new OS's hostname" test "$(cat "$m/etc/hostn
 check "[machine] ssh-host-keys = no: the new OS's host key" cmp -s new/etc/ssh/ssh_host_ed25519_key "$m/etc/ssh/ssh_host_ed25519_key"
 check "[machine] machine-id (on by default) carried" test "$(cat "$m/etc/machine-id")" = 0123456789abcdef0123456789abcdef
 umount "$m/home" "$m"
+
+# ---- already deployed, known from the disk itself --------------------------
+sha_done=$(sha256sum < "$D")
+out=$(INPLACE_STATE_DIR=$T/state-lost "$INPLACE" run --json job.ini)
+check "state lost: run says the disk already carries the image" test "$(jq -r .already_done <<<"$out")" = true
+check "state lost: the disk is unchanged" test "$(sha256sum < "$D")" = "$sha_done"
+check "state lost: no state written" test ! -e "$T/state-lost/state.json"
+sed 's/^countdown = 0$/countdown = 0\nmessage = another wording, another job hash/' job.ini > job2.ini
+out=$("$INPLACE" run --json job2.ini)
+check "another job file, same image: already deployed" test "$(jq -r .already_done <<<"$out")" = true
+check "another job file: the disk is unchanged" test "$(sha256sum < "$D")" = "$sha_done"
+mkdir -p new2 && cp -a new/. new2/ && echo "a newer release" > new2/etc/issue
+"$INPLACE" image build -q --from-dir new2 --fs ext4 --size 160MiB -o newos2.img >/dev/null ||
+	{ fail "fixture" "image build of a second image"; exit 1; }
+sed "s|^image = .*|image = $T/newos2.img|" job.ini > job3.ini
+out=$(INPLACE_STATE_DIR=$T/state-other "$INPLACE" run --json job3.ini)
+check "another image: not taken for the deployed one" test "$(jq -r .already_done <<<"$out")" = false
