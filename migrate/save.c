@@ -38,6 +38,7 @@ struct mig_user {
 struct save_ctx {
 	int rootfd, storefd;
 	const char *root;
+	const char *store;      /* its path: ip_outfile names the files by it */
 	const migrate_spec *spec;
 	const struct migrate_kept *kept;  /* directories whose homes stay */
 	size_t nkept;
@@ -552,7 +553,8 @@ out:
 
 static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 {
-	char tmp[300], final[300], opt[16];
+	char final[4400], opt[16];
+	ip_outfile of = { .fd = -1 };
 	struct out o = { .fd = -1 };
 	struct archive *aw = NULL;
 	struct archive_entry_linkresolver *lr = NULL;
@@ -573,12 +575,13 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 		mig_sampler_free(&u->sm);
 		return r;
 	}
-	snprintf(final, sizeof(final), "%s" MIG_ARCHIVE_EXT, u->name);
-	snprintf(tmp, sizeof(tmp), ".%s.tmp", final);
-	unlinkat(c->storefd, tmp, 0);
-	o.fd = openat(c->storefd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (o.fd < 0)
-		return ip_fail(e, -errno, "cannot create %s in the store: %s", tmp, strerror(errno));
+	snprintf(final, sizeof(final), "%s/%s" MIG_ARCHIVE_EXT, c->store, u->name);
+	/* whole or not at all: a temporary file beside it, renamed once
+	 * complete and synced (a cut save leaves only a .tmp- name, which
+	 * the next save's store_prepare removes) */
+	if ((r = ip_outfile_open(final, NULL, 0600, &of, e)) < 0)
+		return r;
+	o.fd = of.fd;
 	mig_hash_init(&o.st, c->spec->hash);
 	aw = archive_write_new();
 	lr = archive_entry_linkresolver_new();
@@ -611,10 +614,9 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 		r = ip_fail(e, o.err ? o.err : -EIO, "cannot write the archive of %s: %s", u->name, archive_error_string(aw));
 		goto out;
 	}
-	if (fsync(o.fd) < 0 || renameat(c->storefd, tmp, c->storefd, final) < 0) {
-		r = ip_fail(e, -errno, "cannot write %s in the store: %s", final, strerror(errno));
+	o.fd = -1;   /* the outfile's: commit closes it */
+	if ((r = ip_outfile_commit(&of, e)) < 0)
 		goto out;
-	}
 	mig_hash_hex(&o.st, u->archive_hash);
 	u->archive_bytes = o.bytes;
 	r = 0;
@@ -622,9 +624,8 @@ out:
 	if (aw)
 		archive_write_free(aw);
 	archive_entry_linkresolver_free(lr);
-	close(o.fd);
 	if (r < 0)
-		unlinkat(c->storefd, tmp, 0);
+		ip_outfile_abort(&of);
 	return r;
 }
 
@@ -775,11 +776,20 @@ int migrate_estimate(const char *root, const migrate_spec *spec, json_object **o
 	return 0;
 }
 
-/* Our files in a store: everything else (lost+found …) is left alone. */
+/* Our files in a store: everything else (lost+found …) is left alone.
+ * Temporary files of a cut save: NAME.tmp-PID-XXXXXX (ip_outfile) of one
+ * of ours, and the older .NAME.tmp. */
 static bool store_owned_name(const char *n)
 {
 	size_t l = strlen(n), el = strlen(MIG_ARCHIVE_EXT);
+	const char *t = strstr(n, ".tmp-");
 
+	if (t && t > n) {
+		char base[256];
+
+		snprintf(base, sizeof(base), "%.*s", (int)(t - n), n);
+		return !strstr(base, ".tmp-") && store_owned_name(base);
+	}
 	return !strcmp(n, "manifest.json") || !strcmp(n, "accounts.json") || !strcmp(n, "machine.json") ||
 	       !strcmp(n, "COMPLETE") || (l > el && !strcmp(n + l - el, MIG_ARCHIVE_EXT)) ||
 	       (n[0] == '.' && l > 4 && (!strcmp(n + l - 4, ".tmp") || strstr(n, ".inplace-tmp")));
@@ -878,10 +888,19 @@ static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
 static int put_json(struct save_ctx *c, const char *name, json_object *o, json_object *complete, ip_error *e)
 {
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	char hex[MIG_HASH_HEX];
+	char hex[MIG_HASH_HEX], path[4400];
+	ip_outfile of;
 	int r;
 
-	r = mig_write_beneath(c->storefd, name, s, strlen(s), 0600, (uid_t)-1, (gid_t)-1, true, e);
+	snprintf(path, sizeof(path), "%s/%s", c->store, name);
+	r = ip_outfile_open(path, NULL, 0600, &of, e);
+	if (r < 0)
+		return r;
+	if ((r = ip_write_all(of.fd, s, strlen(s))) < 0) {
+		ip_outfile_abort(&of);
+		return ip_fail(e, r, "cannot write %s: %s", path, strerror(-r));
+	}
+	r = ip_outfile_commit(&of, e);
 	if (r < 0)
 		return r;
 	mig_hash_buf(c->spec->hash, s, strlen(s), hex);
@@ -995,6 +1014,7 @@ int migrate_save_keeping(const char *root, const char *store, const migrate_spec
 			goto out;
 		}
 	}
+	c.store = store;
 	if ((r = store_prepare(&c, store, e)) < 0)
 		goto out;
 	if (spec->machine && (r = mig_machine_collect(c.rootfd, &machine, e)) < 0)
