@@ -969,7 +969,7 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 		/* what stays (a kept partition, the job's directory) loses the
 		 * profile, which holds password hashes and host keys; a directory
 		 * store loses everything inplace put in it unless it is kept */
-		static const char *const ours[] = { "profile", "image", "deploy-state", "state", NULL };
+		static const char *const ours[] = { "profile", "image", "deploy-state", "state", "kept.json", NULL };
 
 		for (size_t i = 0; r == 0 && ours[i]; i++) {
 			char path[4200];
