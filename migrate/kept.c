@@ -97,7 +97,12 @@ static int visit(const char *path, const struct stat *st, int flag, struct FTW *
 	long ng = lookup(walk.m->g, walk.m->ng, (long)st->st_gid);
 	int r = 0;
 
-	(void)flag;
+	if (flag == FTW_NS || flag == FTW_DNR) {
+		/* a file not re-owned would keep another account's number */
+		walk.err = -EACCES;
+		snprintf(walk.err_path, sizeof(walk.err_path), "%s", path);
+		return 1;
+	}
 	if (f->level == 1 && !strcmp(path + f->base, KEPT_MARKER))
 		return 0;
 	if (!S_ISLNK(st->st_mode)) {
