@@ -541,6 +541,16 @@ static int image_content_hash(const char *image, char *hex, size_t n, ip_error *
 	return r;
 }
 
+/* Is partition n of disk (a block device) the running system's root? */
+static bool running_root(const char *disk, unsigned n)
+{
+	struct stat d, p, r;
+	char node[64];
+
+	return stat(disk, &d) == 0 && S_ISBLK(d.st_mode) && ip_partition_node(disk, n, node, sizeof(node)) == 0 &&
+	       stat(node, &p) == 0 && stat("/", &r) == 0 && r.st_dev == p.st_rdev;
+}
+
 int bs_image_deployed(const char *disk, unsigned sys_part, const char *image, const char *work_dir, bool *same,
 		      ip_error *e)
 {
@@ -559,16 +569,23 @@ int bs_image_deployed(const char *disk, unsigned sys_part, const char *image, co
 		r = probe_part(disk, sys_part, &off, &size, &fi, e);
 	if (r < 0 || !*fi.type)
 		return r;
-	path_join(root, sizeof(root), work_dir, "oldroot");
-	if (ip_mount_part(disk, sys_part, off, size, fi.type, IP_MOUNT_RDONLY, root, &m, NULL) < 0)
-		return 0;   /* not a filesystem we can read: not this image */
-	path_join(path, sizeof(path), root, DEPLOYED_RECORD);
+	if (running_root(disk, sys_part)) {
+		/* the old system runs from it: read where it is mounted (a
+		 * second mount of a read-write filesystem is refused) */
+		snprintf(path, sizeof(path), "/%s", DEPLOYED_RECORD);
+		m.mounted = false;
+	} else {
+		path_join(root, sizeof(root), work_dir, "oldroot");
+		if (ip_mount_part(disk, sys_part, off, size, fi.type, IP_MOUNT_RDONLY, root, &m, NULL) < 0)
+			return 0;   /* not a filesystem we can read: not this image */
+		path_join(path, sizeof(path), root, DEPLOYED_RECORD);
+	}
 	if (ip_read_file(path, 1 << 16, &text, &len, NULL) == 0 && (rec = json_tokener_parse(text)))
 		/* the content, and the very filesystem configure recorded it in:
 		 * a root captured from a deployed machine carries a stale record
 		 * only until its UUID differs */
 		*same = !strcmp(kstr(rec, "content_hash"), want) && !strcasecmp(kstr(rec, "fs_uuid"), fi.uuid);
-	return ip_umount(&m, e);
+	return m.mounted ? ip_umount(&m, e) : 0;
 }
 
 /* No directory, or nothing in it. */
