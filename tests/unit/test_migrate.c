@@ -432,6 +432,21 @@ static void test_kept_dirs(void **state)
 	assert_false(mig_kept_dir_valid("/home/../etc"));
 	assert_false(mig_kept_dir_valid("/home/a/b"));
 	assert_false(mig_kept_dir_valid(NULL));
+
+	/* a manifest naming another directory as kept is refused whole */
+	const char *good = "{\"kept\":[{\"dir\":\"/home\",\"uuid\":\"x\"}]}";
+	const char *bad = "{\"kept\":[{\"dir\":\"/home\"},{\"dir\":\"/etc\"}]}";
+	json_object *m = json_tokener_parse(good);
+	ip_error e = { 0 };
+
+	assert_int_equal(mig_kept_check(m, &e), 0);
+	json_object_put(m);
+	m = json_tokener_parse(bad);
+	assert_int_equal(mig_kept_check(m, &e), -EINVAL);
+	json_object_put(m);
+	m = json_tokener_parse("{\"kept\":\"/home\"}");
+	assert_int_equal(mig_kept_check(m, &e), -EINVAL);
+	json_object_put(m);
 }
 
 /* A file of random bytes is never estimated below what zstd makes of it,
