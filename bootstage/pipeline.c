@@ -25,6 +25,7 @@
 #include "bootstage/internal.h"
 #include "bootstage/notify.h"
 #include "bootstage/steps.h"
+#include "imager/imager.h"
 #include "partctl/partctl.h"
 
 struct pipe {
@@ -275,6 +276,10 @@ static int params_from_job(struct pipe *pp, ip_error *e)
 		.rollback_image = j->rollback_image,
 		.work_dir = pp->work,
 	};
+	/* [machine] items off: restore leaves them as the new OS has them */
+	for (size_t i = 0, k = 0; i < BOOTSTAGE_MACHINE_N && k + 1 < IP_ARRAY_SIZE(pp->p.machine_skip); i++)
+		if (!j->machine[i])
+			pp->p.machine_skip[k++] = bootstage_machine_item_name((enum bootstage_machine_item)i);
 	return 0;
 }
 
@@ -660,6 +665,23 @@ static int notify_phase(struct pipe *pp, const struct bootstage_run_opts *o, str
 	return 0;
 }
 
+/* Does the system partition carry the job's image already (the record the
+ * configure step leaves there)?  Images given by URL are known only once
+ * staged: for them the deploy step asks. */
+static bool deployed_already(struct pipe *pp)
+{
+	bool same = false;
+
+	if (imager_is_url(pp->job->image) ||
+	    snprintf(pp->work, sizeof(pp->work), "%s/work.XXXXXX", run_base()) >= (int)sizeof(pp->work) ||
+	    !mkdtemp(pp->work)) {
+		*pp->work = '\0';
+		return false;
+	}
+	return bs_image_deployed(pp->job->disk, pp->job->system_partition, pp->job->image, pp->work, &same, NULL) == 0 &&
+	       same;
+}
+
 int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e)
 {
@@ -697,6 +719,13 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	}
 	bootstage_state_free(pp.st);
 	pp.st = NULL;
+	if (deployed_already(&pp)) {
+		/* the machine carries this image (a run of another job file, a
+		 * state directory lost): say so, change nothing, write no state */
+		res->already = true;
+		res->phase = BOOTSTAGE_PHASE_DONE;
+		goto out;
+	}
 	/* the checks are read-only and run again on every run (the image or
 	 * the disk may have changed); a first run whose checks fail writes
 	 * nothing at all, not even a state */

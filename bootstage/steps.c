@@ -1,12 +1,15 @@
 /* steps.c — the pipeline's steps, each a call into partctl, imager or
  * migrate plus the mounts around it.  Every step is idempotent (see
  * steps.h): what it finds on disk tells it what is left to do. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "bootstage/steps.h"
 #include "imager/imager.h"
@@ -33,7 +36,10 @@ static int probe_part(const char *disk, unsigned n, uint64_t *off, uint64_t *siz
 	return r;
 }
 
-int bs_find_store(const char *disk, unsigned *part, uint64_t *off, uint64_t *size, ip_error *e)
+/* The first partition of disk whose filesystem matches: of type (NULL:
+ * any), by label or else by uuid.  *part 0 when none does. */
+static int find_fs(const char *disk, const char *type, const char *label, const char *uuid, unsigned *part,
+		   uint64_t *off, uint64_t *size, ip_error *e)
 {
 	partctl_table *t = NULL;
 	ip_disk *d = NULL;
@@ -50,7 +56,7 @@ int bs_find_store(const char *disk, unsigned *part, uint64_t *off, uint64_t *siz
 
 		if (pp->extended || partctl_fs_probe(d, pp->start, pp->size, &fi, NULL) < 0)
 			continue;
-		if (!strcmp(fi.type, "ext4") && !strcmp(fi.label, BS_STORE_LABEL)) {
+		if ((!type || !strcmp(fi.type, type)) && (label ? !strcmp(fi.label, label) : !strcasecmp(fi.uuid, uuid))) {
 			*part = pp->n;
 			*off = pp->start;
 			*size = pp->size;
@@ -60,6 +66,11 @@ int bs_find_store(const char *disk, unsigned *part, uint64_t *off, uint64_t *siz
 	ip_disk_free(d);
 	partctl_table_free(t);
 	return r;
+}
+
+int bs_find_store(const char *disk, unsigned *part, uint64_t *off, uint64_t *size, ip_error *e)
+{
+	return find_fs(disk, "ext4", BS_STORE_LABEL, NULL, part, off, size, e);
 }
 
 static int mount_part(const char *disk, unsigned n, unsigned flags, const char *dir, struct ip_mount *m,
@@ -272,11 +283,127 @@ static void profile_dir(const struct bs_store *s, char *out, size_t n)
 	snprintf(out, n, "%s/profile", s->root);
 }
 
+/* ---- homes on their own partition ------------------------------------ */
+
+/* A mount point whose homes can stay where they are: /home, /var/home or
+ * one home in them (what migrate_save_keeping accepts). */
+static bool home_mount(const char *mnt)
+{
+	const char *rest = !strncmp(mnt, "/home/", 6) ? mnt + 6 : !strncmp(mnt, "/var/home/", 10) ? mnt + 10 : NULL;
+
+	if (!strcmp(mnt, "/home") || !strcmp(mnt, "/var/home"))
+		return true;
+	return rest && *rest && !strchr(rest, '/') && strcmp(rest, ".") && strcmp(rest, "..");
+}
+
+/* The filesystem an fstab source names, as a partition of disk. */
+static int fstab_source(const char *disk, const char *spec, unsigned *part, uint64_t *off, uint64_t *size,
+			ip_error *e)
+{
+	*part = 0;
+	if (!strncmp(spec, "UUID=", 5))
+		return find_fs(disk, NULL, NULL, spec + 5, part, off, size, e);
+	if (!strncmp(spec, "/dev/disk/by-uuid/", 18))
+		return find_fs(disk, NULL, NULL, spec + 18, part, off, size, e);
+	if (!strncmp(spec, "LABEL=", 6))
+		return find_fs(disk, NULL, spec + 6, NULL, part, off, size, e);
+	if (!strncmp(spec, "/dev/disk/by-label/", 19))
+		return find_fs(disk, NULL, spec + 19, NULL, part, off, size, e);
+	return 0;   /* a device name or PARTUUID: not resolvable off the running system */
+}
+
+/* The homes of the old root that live on another partition of the disk:
+ * [{dir, uuid, type, options}] from its fstab, each mount resolved to a
+ * partition of the disk and probed (the uuid is the filesystem's own). */
+static int kept_from_fstab(const struct bs_params *p, const char *root, json_object **out, ip_error *e)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[4200], *line, *save = NULL;
+	json_object *arr = json_object_new_array();
+	size_t len = 0;
+	int r;
+
+	*out = arr;
+	path_join(path, sizeof(path), root, "etc/fstab");
+	r = ip_read_file(path, 1 << 20, &text, &len, NULL);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0)
+		return ip_fail(e, r, "cannot read the old system's /etc/fstab: %s", strerror(-r));
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char spec[512], mnt[512], type[64], opts[512] = "defaults";
+		struct partctl_fsinfo fi;
+		uint64_t off, size;
+		unsigned part;
+		json_object *o;
+
+		if (sscanf(line, "%511s %511s %63s %511s", spec, mnt, type, opts) < 3 || spec[0] == '#' ||
+		    !home_mount(mnt))
+			continue;
+		r = fstab_source(p->disk, spec, &part, &off, &size, e);
+		if (r < 0)
+			return r;
+		if (!part || part == p->sys_part)
+			continue;
+		r = probe_part(p->disk, part, &off, &size, &fi, e);
+		if (r < 0)
+			return r;
+		o = json_object_new_object();
+		json_object_object_add(o, "dir", json_object_new_string(mnt));
+		json_object_object_add(o, "uuid", json_object_new_string(fi.uuid));
+		json_object_object_add(o, "type", json_object_new_string(*fi.type ? fi.type : type));
+		json_object_object_add(o, "options", json_object_new_string(opts));
+		json_object_object_add(o, "partition", json_object_new_int((int)part));
+		json_object_array_add(arr, o);
+	}
+	return 0;
+}
+
+static void kept_path(const struct bs_store *s, char *out, size_t n)
+{
+	snprintf(out, n, "%s/kept.json", s->root);
+}
+
+/* What save recorded of the kept homes ([] when there are none). */
+static int kept_load(const struct bs_store *s, json_object **out, ip_error *e)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[4200];
+	size_t len = 0;
+	int r;
+
+	kept_path(s, path, sizeof(path));
+	r = ip_read_file(path, 1 << 20, &text, &len, NULL);
+	if (r == -ENOENT) {
+		*out = json_object_new_array();
+		return 0;
+	}
+	if (r < 0)
+		return ip_fail(e, r, "cannot read %s: %s", path, strerror(-r));
+	*out = json_tokener_parse(text);
+	if (!json_object_is_type(*out, json_type_array)) {
+		json_object_put(*out);
+		*out = NULL;
+		return ip_fail(e, -EINVAL, "%s is damaged: run the save step again", path);
+	}
+	return 0;
+}
+
+static const char *kstr(json_object *o, const char *k)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(o, k, &v) && json_object_is_type(v, json_type_string) ?
+		       json_object_get_string(v) : "";
+}
+
 int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
-	char store[4200], root[4200], complete[4300];
+	char store[4200], root[4200], complete[4300], kpath[4200];
 	struct ip_mount m;
-	json_object *out = NULL;
+	json_object *out = NULL, *kept = NULL;
+	_cleanup_free_ struct migrate_kept *mk = NULL;
+	size_t nk;
 	int r;
 
 	*res = result_new("save");
@@ -295,7 +422,27 @@ int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, 
 	r = mount_part(p->disk, p->sys_part, IP_MOUNT_RDONLY, root, &m, e);
 	if (r < 0)
 		return r;
-	r = migrate_save(root, store, p->spec, &out, e);
+	/* homes on another partition of the disk stay there: recorded (the
+	 * configure and restore steps read it back), never copied */
+	r = kept_from_fstab(p, root, &kept, e);
+	if (r == 0) {
+		const char *t = json_object_to_json_string_ext(kept, JSON_C_TO_STRING_PLAIN);
+
+		kept_path(s, kpath, sizeof(kpath));
+		r = ip_write_file_atomic(kpath, t, strlen(t), 0600, e);
+	}
+	nk = kept ? json_object_array_length(kept) : 0;
+	if (r == 0 && !(mk = calloc(nk + 1, sizeof(*mk))))
+		r = ip_fail(e, -ENOMEM, "out of memory");
+	for (size_t i = 0; r == 0 && i < nk; i++) {
+		mk[i].dir = kstr(json_object_array_get_idx(kept, i), "dir");
+		mk[i].uuid = kstr(json_object_array_get_idx(kept, i), "uuid");
+	}
+	if (r == 0)
+		r = migrate_save_keeping(root, store, p->spec, mk, nk, &out, e);
+	if (r == 0)
+		json_object_object_add(*res, "kept_homes", json_object_get(kept));
+	json_object_put(kept);
 	return umount_with(&m, r, out, *res, e);
 }
 
@@ -369,6 +516,115 @@ int bs_rollback(const struct bs_params *p, struct bs_store *s, bs_result *res, i
 
 /* ---- deploy ----------------------------------------------------------- */
 
+/* Where configure records which image the system partition was written
+ * from: inside the deployed filesystem, so the record goes wherever the
+ * filesystem goes and dies with it. */
+#define DEPLOYED_RECORD "var/lib/inplace/image.json"
+
+/* The image's content hash (hex), from its metadata. */
+static int image_content_hash(const char *image, char *hex, size_t n, ip_error *e)
+{
+	imager_image *img = NULL;
+	json_object *info, *v;
+	int r;
+
+	r = imager_open(image, &img, e);
+	if (r < 0)
+		return r;
+	info = imager_info_json(img);
+	if (info && json_object_object_get_ex(info, "content_hash", &v) && json_object_is_type(v, json_type_string))
+		snprintf(hex, n, "%s", json_object_get_string(v));
+	else
+		r = ip_fail(e, -EINVAL, "%s records no content hash: it cannot be matched to a deployed system", image);
+	json_object_put(info);
+	imager_free(img);
+	return r;
+}
+
+/* Is partition n of disk (a block device) the running system's root? */
+static bool running_root(const char *disk, unsigned n)
+{
+	struct stat d, p, r;
+	char node[64];
+
+	return stat(disk, &d) == 0 && S_ISBLK(d.st_mode) && ip_partition_node(disk, n, node, sizeof(node)) == 0 &&
+	       stat(node, &p) == 0 && stat("/", &r) == 0 && r.st_dev == p.st_rdev;
+}
+
+int bs_image_deployed(const char *disk, unsigned sys_part, const char *image, const char *work_dir, bool *same,
+		      ip_error *e)
+{
+	char want[200] = "", root[4200], path[4300];
+	_cleanup_free_ char *text = NULL;
+	_cleanup_json_ json_object *rec = NULL;
+	struct partctl_fsinfo fi;
+	struct ip_mount m;
+	uint64_t off, size;
+	size_t len = 0;
+	int r;
+
+	*same = false;
+	r = image_content_hash(image, want, sizeof(want), e);
+	if (r == 0)
+		r = probe_part(disk, sys_part, &off, &size, &fi, e);
+	if (r < 0 || !*fi.type)
+		return r;
+	if (running_root(disk, sys_part)) {
+		/* the old system runs from it: read where it is mounted (a
+		 * second mount of a read-write filesystem is refused) */
+		snprintf(path, sizeof(path), "/%s", DEPLOYED_RECORD);
+		m.mounted = false;
+	} else {
+		path_join(root, sizeof(root), work_dir, "oldroot");
+		if (ip_mount_part(disk, sys_part, off, size, fi.type, IP_MOUNT_RDONLY, root, &m, NULL) < 0)
+			return 0;   /* not a filesystem we can read: not this image */
+		path_join(path, sizeof(path), root, DEPLOYED_RECORD);
+	}
+	if (ip_read_file(path, 1 << 16, &text, &len, NULL) == 0 && (rec = json_tokener_parse(text)))
+		/* the content, and the very filesystem configure recorded it in:
+		 * a root captured from a deployed machine carries a stale record
+		 * only until its UUID differs */
+		*same = !strcmp(kstr(rec, "content_hash"), want) && !strcasecmp(kstr(rec, "fs_uuid"), fi.uuid);
+	return m.mounted ? ip_umount(&m, e) : 0;
+}
+
+/* No directory, or nothing in it. */
+static bool dir_empty(const char *path)
+{
+	DIR *d = opendir(path);
+	struct dirent *de;
+	bool empty = true;
+
+	if (!d)
+		return true;
+	while (empty && (de = readdir(d)))
+		empty = !strcmp(de->d_name, ".") || !strcmp(de->d_name, "..");
+	closedir(d);
+	return empty;
+}
+
+/* The record bs_image_deployed reads, written into the new root. */
+static int record_image(const struct bs_store *s, const char *root, const char *uuid, ip_error *e)
+{
+	char img[4200], sig[4200], hex[200], dir[4300], path[4300];
+	_cleanup_json_ json_object *o = json_object_new_object();
+	const char *t;
+	int r;
+
+	image_paths(s, img, sig, sizeof(img));
+	r = image_content_hash(img, hex, sizeof(hex), e);
+	if (r < 0)
+		return r;
+	json_object_object_add(o, "content_hash", json_object_new_string(hex));
+	json_object_object_add(o, "fs_uuid", json_object_new_string(uuid));
+	json_object_object_add(o, "deployed", json_object_new_int64((int64_t)time(NULL)));
+	t = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
+	path_join(dir, sizeof(dir), root, "var/lib/inplace");
+	path_join(path, sizeof(path), root, DEPLOYED_RECORD);
+	r = ip_mkdir_p(dir, 0755, e);
+	return r < 0 ? r : ip_write_file_atomic(path, t, strlen(t), 0644, e);
+}
+
 int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
 	char img[4200], sig[4200], state[4200], key[4200];
@@ -379,6 +635,23 @@ int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res
 	*res = result_new("deploy");
 	image_paths(s, img, sig, sizeof(img));
 	snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
+	snprintf(state, sizeof(state), "%s/deploy-state", s->root);
+	if (dir_empty(state)) {
+		bool same = false;
+
+		/* the system partition holds this very image already (deployed
+		 * and recorded by an earlier run): writing it again would only
+		 * throw away what runs there.  Asked only before deploy began:
+		 * a partition half written is deploy's to finish. */
+		r = bs_image_deployed(p->disk, p->sys_part, img, p->work_dir, &same, e);
+		if (r < 0)
+			return r;
+		if (same) {
+			json_object_object_add(*res, "skipped",
+					       json_object_new_string("the system partition already carries this image"));
+			return 0;
+		}
+	}
 	/* deploy's own journal goes into the store: the staging env keeps
 	 * nothing across a power cut, and the target is being overwritten */
 	snprintf(state, sizeof(state), "%s/deploy-state", s->root);
@@ -394,12 +667,30 @@ int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res
 	return 0;
 }
 
+/* The kept entry mounted at mnt, or NULL. */
+static json_object *kept_at(json_object *kept, const char *mnt)
+{
+	for (size_t i = 0; kept && i < json_object_array_length(kept); i++)
+		if (!strcmp(kstr(json_object_array_get_idx(kept, i), "dir"), mnt))
+			return json_object_array_get_idx(kept, i);
+	return NULL;
+}
+
+static void kept_line(FILE *f, json_object *k)
+{
+	fprintf(f, "UUID=%s %s %s %s 0 2\n", kstr(k, "uuid"), kstr(k, "dir"), kstr(k, "type"),
+		*kstr(k, "options") ? kstr(k, "options") : "defaults");
+}
+
 /* fstab of the new root: "/" by UUID (grub-mkconfig and a chroot without
- * udev would name a device node that does not exist at boot). */
-static int fix_fstab(const char *root, const char *uuid, const char *fstype, ip_error *e)
+ * udev would name a device node that does not exist at boot), and every
+ * kept home partition by UUID with the old system's options, in place of
+ * whatever the image said for the same mount point. */
+static int fix_fstab(const char *root, const char *uuid, const char *fstype, json_object *kept, ip_error *e)
 {
 	char path[4200];
 	_cleanup_free_ char *old = NULL, *buf = NULL;
+	_cleanup_free_ bool *have = calloc(json_object_array_length(kept) + 1, sizeof(bool));
 	size_t len = 0, cap;
 	FILE *f;
 	bool have_root = false;
@@ -410,14 +701,15 @@ static int fix_fstab(const char *root, const char *uuid, const char *fstype, ip_
 	r = ip_read_file(path, 1 << 20, &old, &len, NULL);
 	if (r < 0 && r != -ENOENT)
 		return ip_fail(e, r, "cannot read %s: %s", path, strerror(-r));
-	cap = len + 512;
-	if (!(buf = malloc(cap)))
+	cap = len + 512 + 1024 * json_object_array_length(kept);
+	if (!have || !(buf = malloc(cap)))
 		return ip_fail(e, -ENOMEM, "out of memory");
 	f = fmemopen(buf, cap, "w");
 	if (!f)
 		return ip_fail(e, -errno, "out of memory");
 	for (line = old ? strtok_r(old, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
 		char spec[512], mnt[512];
+		json_object *k;
 
 		if (sscanf(line, "%511s %511s", spec, mnt) == 2 && spec[0] != '#' && !strcmp(mnt, "/")) {
 			if (!have_root)
@@ -425,10 +717,21 @@ static int fix_fstab(const char *root, const char *uuid, const char *fstype, ip_
 			have_root = true;
 			continue;
 		}
+		if (sscanf(line, "%511s %511s", spec, mnt) == 2 && spec[0] != '#' && (k = kept_at(kept, mnt))) {
+			for (size_t i = 0; i < json_object_array_length(kept); i++)
+				if (json_object_array_get_idx(kept, i) == k && !have[i]) {
+					kept_line(f, k);
+					have[i] = true;
+				}
+			continue;
+		}
 		fprintf(f, "%s\n", line);
 	}
 	if (!have_root)
 		fprintf(f, "UUID=%s / %s errors=remount-ro 0 1\n", uuid, fstype);
+	for (size_t i = 0; i < json_object_array_length(kept); i++)
+		if (!have[i])
+			kept_line(f, json_object_array_get_idx(kept, i));
 	fclose(f);
 	return ip_write_file_atomic(path, buf, strlen(buf), 0644, e);
 }
@@ -499,23 +802,28 @@ int bs_step_configure(const struct bs_params *p, struct bs_store *s, bs_result *
 	struct partctl_fsinfo fi;
 	struct ip_mount m;
 	uint64_t off, size;
+	_cleanup_json_ json_object *kept = NULL;
 	int r, r2;
 
-	(void)s;
 	*res = result_new("configure");
-	r = probe_part(p->disk, p->sys_part, &off, &size, &fi, e);
+	r = kept_load(s, &kept, e);
+	if (r == 0)
+		r = probe_part(p->disk, p->sys_part, &off, &size, &fi, e);
 	if (r < 0)
 		return r;
 	newroot_dir(p, root, sizeof(root));
 	r = ip_mount_part(p->disk, p->sys_part, off, size, fi.type, 0, root, &m, e);
 	if (r < 0)
 		return r;
-	r = fix_fstab(root, fi.uuid, fi.type, e);
+	r = fix_fstab(root, fi.uuid, fi.type, kept, e);
+	if (r == 0)
+		r = record_image(s, root, fi.uuid, e);
 	if (r == 0)
 		r = install_hook(root, p->disk, e);
 	r2 = ip_umount(&m, r < 0 ? NULL : e);
 	if (r == 0) {
 		json_object_object_add(*res, "root_uuid", json_object_new_string(fi.uuid));
+		json_object_object_add(*res, "kept_homes", json_object_new_int((int)json_object_array_length(kept)));
 		json_object_object_add(*res, "hook", json_object_new_string(FIRSTBOOT_UNIT));
 	}
 	return r < 0 ? r : r2;
@@ -523,22 +831,73 @@ int bs_step_configure(const struct bs_params *p, struct bs_store *s, bs_result *
 
 /* ---- restore and finish ----------------------------------------------- */
 
+/* Mount the kept home partitions (found by uuid) where the new root
+ * mounts them: restore re-owns their files there.  m[0..n) mounted. */
+static int mount_kept(const struct bs_params *p, json_object *kept, const char *root, struct ip_mount *m,
+		      size_t *n, ip_error *e)
+{
+	*n = 0;
+	for (size_t i = 0; i < json_object_array_length(kept); i++) {
+		json_object *k = json_object_array_get_idx(kept, i);
+		char dir[4200];
+		uint64_t off, size;
+		unsigned part;
+		int r;
+
+		r = find_fs(p->disk, NULL, NULL, kstr(k, "uuid"), &part, &off, &size, e);
+		if (r < 0)
+			return r;
+		if (!part)
+			return ip_fail(e, -ENOENT, "the home partition %s (UUID %s) is no longer on %s: its users cannot be re-owned",
+				       kstr(k, "dir"), kstr(k, "uuid"), p->disk);
+		snprintf(dir, sizeof(dir), "%s%s", root, kstr(k, "dir"));
+		r = ip_mount_part(p->disk, part, off, size, kstr(k, "type"), 0, dir, &m[*n], e);
+		if (r < 0)
+			return r;
+		(*n)++;
+	}
+	return 0;
+}
+
 int bs_step_restore(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
 	char store[4200], root[4200];
 	/* the store is the one this job wrote from the old system's root */
-	struct migrate_restore_opts o = { .trusted = true };
-	struct ip_mount m;
+	struct migrate_restore_opts o = { .trusted = true, .machine_skip = p->machine_skip };
+	struct ip_mount m, *km = NULL;
+	_cleanup_json_ json_object *kept = NULL;
 	json_object *out = NULL;
+	size_t nk = 0;
 	int r;
 
 	*res = result_new("restore");
 	profile_dir(s, store, sizeof(store));
 	newroot_dir(p, root, sizeof(root));
-	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
+	r = kept_load(s, &kept, e);
 	if (r < 0)
 		return r;
-	r = migrate_restore(store, root, &o, &out, e);
+	if (!(km = calloc(json_object_array_length(kept) + 1, sizeof(*km))))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
+	if (r < 0) {
+		free(km);
+		return r;
+	}
+	r = mount_kept(p, kept, root, km, &nk, e);
+	if (r == 0)
+		r = migrate_restore(store, root, &o, &out, e);
+	/* the kept homes first: they are mounted inside the new root */
+	while (nk--) {
+		int r2 = ip_umount(&km[nk], r < 0 ? NULL : e);
+
+		if (r == 0)
+			r = r2;
+	}
+	free(km);
+	if (r < 0) {
+		json_object_put(out);
+		out = NULL;
+	}
 	return umount_with(&m, r, out, *res, e);
 }
 
@@ -627,7 +986,7 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 		/* what stays (a kept partition, the job's directory) loses the
 		 * profile, which holds password hashes and host keys; a directory
 		 * store loses everything inplace put in it unless it is kept */
-		static const char *const ours[] = { "profile", "image", "deploy-state", "state", NULL };
+		static const char *const ours[] = { "profile", "image", "deploy-state", "state", "kept.json", NULL };
 
 		for (size_t i = 0; r == 0 && ours[i]; i++) {
 			char path[4200];

@@ -30,6 +30,9 @@ struct bs_params {
 	 * reclaim deletes exactly this one, even once its filesystem is wiped */
 	unsigned store_part;
 	uint64_t store_off, store_size_made;
+	/* [machine] items off: machine.json kinds restore leaves as the new
+	 * OS has them (NULL-terminated) */
+	const char *machine_skip[16];
 };
 
 /* Where the storage lives once prepare made it: a mounted partition, or
@@ -54,7 +57,11 @@ int bs_store_close(struct bs_store *s, ip_error *e);
  * them there: deploy must not depend on the old root, which it overwrites. */
 int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* Save the profiles of the system partition, mounted read-only, into the
- * store; a complete profile that verifies is kept as it is. */
+ * store; a complete profile that verifies is kept as it is.  Homes the old
+ * fstab mounts from another partition of the disk (/home …) stay there:
+ * only their accounts are saved, and STORE/kept.json records each
+ * ({dir, uuid, type, options}) for configure (fstab line by UUID) and
+ * restore (mounted there, files re-owned for renumbered accounts). */
 int bs_step_save(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 int bs_step_verify(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* Capture the old system partition into the store (rollback_image = yes):
@@ -63,15 +70,23 @@ int bs_step_rollback_image(const struct bs_params *p, struct bs_store *s, bs_res
 /* Write the rollback image back over the system partition: the old system
  * boots again.  -ENOENT when the store has none. */
 int bs_rollback(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
-/* deploy (staging): the image onto the system partition, grown to fill it. */
+/* deploy (staging): the image onto the system partition, grown to fill it;
+ * skipped (result "skipped") when the partition carries it already. */
 int bs_step_deploy(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
-/* The new root: fstab names its root by UUID, the first-boot unit is installed. */
+/* The new root: fstab names its root by UUID, the image it came from is
+ * recorded (bs_image_deployed), the first-boot unit is installed. */
 int bs_step_configure(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* restore (new OS, first boot): the profiles into the new root. */
 int bs_step_restore(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 /* finish: give the space back per keep_storage, remove the hooks. */
 int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e);
 
+/* Whether partition sys_part of disk already carries image (a path): the
+ * record configure leaves in the deployed root (var/lib/inplace/image.json)
+ * names the image's content hash and the filesystem's UUID, and both
+ * match.  Mounts read-only below work_dir; *same false on any doubt. */
+int bs_image_deployed(const char *disk, unsigned sys_part, const char *image, const char *work_dir, bool *same,
+		      ip_error *e);
 /* The storage partition on disk (by label), 0 when there is none. */
 int bs_find_store(const char *disk, unsigned *part, uint64_t *off, uint64_t *size, ip_error *e);
 

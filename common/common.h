@@ -175,6 +175,7 @@ struct ip_mount {
 	char dev[64];
 	bool loop;      /* a loop device we must detach ourselves */
 	bool mounted;
+	bool rdonly;    /* nothing to sync before the unmount */
 };
 enum { IP_MOUNT_RDONLY = 1 << 0 };
 int ip_mount_part(const char *disk, unsigned n, uint64_t off, uint64_t size, const char *fstype,

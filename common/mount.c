@@ -61,6 +61,7 @@ int ip_mount_part(const char *disk, unsigned n, uint64_t off, uint64_t size, con
 	if (m->loop && loop_autoclear(m->dev))
 		m->loop = false;
 	m->mounted = true;
+	m->rdonly = rdonly;
 	return 0;
 }
 
@@ -68,7 +69,10 @@ int ip_umount(struct ip_mount *m, ip_error *e)
 {
 	if (!m->mounted)
 		return 0;
-	sync();
+	/* a read-only mount has nothing to write back: a global sync there
+	 * only waits for every other writer of the machine */
+	if (!m->rdonly)
+		sync();
 	if (umount2(m->dir, 0) < 0) {
 		int r = -errno;
 

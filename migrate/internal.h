@@ -194,6 +194,17 @@ bool mig_id_parse(const char *s, long *out);
 bool mig_name_valid(const char *n);
 /* /home/NAME or /var/home/NAME, one safe component. */
 bool mig_home_plausible(const char *home);
+/* A directory a manifest may name as kept (save.c): /home, /var/home or
+ * one plausible home. */
+bool mig_kept_dir_valid(const char *dir);
+/* Re-own the files of the kept directories the manifest names that are
+ * mounted in the new root, for the accounts restore renumbered (kept.c). */
+int mig_kept_check(json_object *manifest, ip_error *e);
+struct mig_idmap {
+	long from, to;
+};
+int mig_kept_reown(int rootfd, const char *root, json_object *manifest, const struct mig_idmap *users, size_t nu,
+		   const struct mig_idmap *groups, size_t ng, bool dry_run, json_object *report, ip_error *e);
 
 /* The vetted accounts.json; every string points into it. */
 struct mig_vgroup {
@@ -265,6 +276,8 @@ size_t mig_ncpu(void);
 int mig_machine_collect(int rootfd, json_object **out, ip_error *e);
 /* Every path and link of machine.json allowed, before anything is written. */
 int mig_machine_check(json_object *machine, ip_error *e);
-int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run, json_object *report, ip_error *e);
+/* skip: kinds left as the new root has them (NULL-terminated, may be NULL) */
+int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run,
+		      const char *const *skip, json_object *report, ip_error *e);
 
 #endif

@@ -35,6 +35,19 @@ static const struct mfile machine_files[] = {
 	{ "keyboard", "etc/vconsole.conf" },
 };
 
+/* The kind a path of machine.json belongs to (after machine_path_allowed). */
+static const char *path_kind(const char *path)
+{
+	for (size_t i = 0; i < IP_ARRAY_SIZE(machine_files); i++) {
+		const char *m = machine_files[i].path;
+		size_t l = strlen(m);
+
+		if (m[l - 1] != '/' ? !strcmp(path, m) : !strncmp(path, m, l))
+			return machine_files[i].kind;
+	}
+	return NULL;
+}
+
 /* Only the paths machine.json may name: a damaged or hostile store must not
  * be able to replace /etc/shadow or /etc/sudoers through machine state. */
 static bool machine_path_allowed(const char *path)
@@ -248,14 +261,25 @@ int mig_machine_check(json_object *machine, ip_error *e)
 	return 0;
 }
 
-int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run,
-		      json_object *report, ip_error *e)
+static bool kind_skipped(const char *const *skip, const char *kind)
 {
-	json_object *files, *changed = json_object_new_array();
+	for (; skip && *skip; skip++)
+		if (kind && !strcmp(*skip, kind))
+			return true;
+	return false;
+}
+
+int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *machine, bool dry_run,
+		      const char *const *skip, json_object *report, ip_error *e)
+{
+	json_object *files, *changed = json_object_new_array(), *skipped = json_object_new_array();
 	size_t n;
 	int r = 0;
 
 	json_object_object_add(report, "machine_changed", changed);
+	json_object_object_add(report, "machine_skipped", skipped);
+	for (const char *const *k = skip; k && *k; k++)
+		json_object_array_add(skipped, json_object_new_string(*k));
 	if (!json_object_object_get_ex(machine, "files", &files) || !json_object_is_type(files, json_type_array))
 		return 0;
 	n = json_object_array_length(files);
@@ -266,6 +290,10 @@ int mig_machine_apply(int rootfd, const struct mig_accounts *acc, json_object *m
 
 		if (!path || !mig_path_safe(path) || !machine_path_allowed(path))
 			return ip_fail(e, -EINVAL, "machine.json names an unsafe path: the store is damaged or hostile");
+		/* the kind by the path, not by what the store says it is: a
+		 * skipped kind cannot come in under another name */
+		if (kind_skipped(skip, path_kind(path)))
+			continue;
 		if (json_object_object_get_ex(f, "link", &v)) {
 			const char *target = mig_json_str(v);
 			char cur[4096], dir[600], tmp[700];

@@ -51,6 +51,10 @@ struct migrate_restore_opts {
 	                      * capabilities, trusted.* and security.* xattrs,
 	                      * and restore the [system] paths */
 	bool no_machine;     /* do not apply machine state */
+	/* machine state kinds ("hostname", "ssh-host-keys", … as in
+	 * machine.json) left as the new OS has them; NULL-terminated, NULL:
+	 * every kind is applied */
+	const char *const *machine_skip;
 };
 
 /* Bytes and files per user and in total, and the store size to reserve. */
@@ -58,6 +62,19 @@ int migrate_estimate(const char *root, const migrate_spec *spec, json_object **o
 /* Save root's profiles into store (created 0700).  Never writes under root. */
 int migrate_save(const char *root, const char *store, const migrate_spec *spec,
 		 json_object **out, ip_error *e);
+/* A directory of the root whose content lives on a filesystem that stays
+ * through the reimaging (a separate /home partition, mounted there): the
+ * homes under it are not archived, only their accounts, crontabs and mail;
+ * the manifest records the directory and uuid ("kept").  Restore re-owns
+ * the files of such a directory, when it is mounted in the new root, for
+ * the accounts it had to renumber (kept.c). */
+struct migrate_kept {
+	const char *dir;     /* "/home", "/var/home" or one home ("/home/alice") */
+	const char *uuid;    /* the filesystem's UUID, recorded (may be "") */
+};
+/* migrate_save, with the homes under kept[0..nkept) left where they are. */
+int migrate_save_keeping(const char *root, const char *store, const migrate_spec *spec,
+			 const struct migrate_kept *kept, size_t nkept, json_object **out, ip_error *e);
 /* Check every archive against the manifest. */
 int migrate_verify(const char *store, json_object **out, ip_error *e);
 /* What the store holds: users, sizes, machine summary (no secrets). */

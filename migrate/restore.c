@@ -979,6 +979,32 @@ static int check_archives(struct rctx *c, int storefd, json_object *users, json_
 	return r;
 }
 
+/* Homes that stayed on their own filesystem: their files carry the old
+ * numbers, moved to the new ones of the same names (the map of
+ * plan_accounts, read back from the accounts so a rerun finds it too). */
+static int reown_kept(struct rctx *c, const struct mig_trust_plan *p, const char *root, json_object *manifest,
+		      json_object *report, ip_error *e)
+{
+	_cleanup_free_ struct mig_idmap *um = calloc(p->nusers + 1, sizeof(*um)), *gm = calloc(p->ngroups + 1, sizeof(*gm));
+	size_t nu = 0, ng = 0;
+
+	if (!um || !gm)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (size_t i = 0; i < p->nusers; i++) {
+		struct mig_rec *r = p->users[i].selected ? mig_db_find(&c->acc.db[MIG_PASSWD], p->users[i].name) : NULL;
+
+		if (r && mig_rec_id(r) >= 0 && mig_rec_id(r) != p->users[i].uid)
+			um[nu++] = (struct mig_idmap){ p->users[i].uid, mig_rec_id(r) };
+	}
+	for (size_t i = 0; i < p->ngroups; i++) {
+		struct mig_rec *r = p->groups[i].needed ? mig_db_find(&c->acc.db[MIG_GROUP], p->groups[i].name) : NULL;
+
+		if (r && mig_rec_id(r) >= 0 && mig_rec_id(r) != p->groups[i].gid)
+			gm[ng++] = (struct mig_idmap){ p->groups[i].gid, mig_rec_id(r) };
+	}
+	return mig_kept_reown(c->rootfd, root, manifest, um, nu, gm, ng, c->o->dry_run, report, e);
+}
+
 int migrate_restore(const char *store, const char *root, const struct migrate_restore_opts *o,
 		    json_object **out, ip_error *e)
 {
@@ -1037,6 +1063,7 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	    (r = mig_trust_check(c.rootfd, &c.acc, accounts, users, sel, o->trusted, &plan, e)) < 0 ||
 	    (r = check_archives(&c, sfd, users, sel, e)) < 0 ||
 	    (!o->no_machine && (r = mig_machine_check(machine, e)) < 0) ||
+	    (r = mig_kept_check(manifest, e)) < 0 ||
 	    (r = plan_accounts(&c, &plan, doc, e)) < 0)
 		goto out;
 	bool acc_changed = false;
@@ -1045,9 +1072,9 @@ int migrate_restore(const char *store, const char *root, const struct migrate_re
 	json_object_object_add(doc, "accounts_changed", json_object_new_boolean(acc_changed));
 	if (!o->dry_run && (r = write_accounts(&c, e)) < 0)
 		goto out;
-	if ((r = restore_homes(&c, sfd, users, sel, e)) < 0)
+	if ((r = restore_homes(&c, sfd, users, sel, e)) < 0 || (r = reown_kept(&c, &plan, root, manifest, doc, e)) < 0)
 		goto out;
-	if (!o->no_machine && (r = mig_machine_apply(c.rootfd, &c.acc, machine, o->dry_run, doc, e)) < 0)
+	if (!o->no_machine && (r = mig_machine_apply(c.rootfd, &c.acc, machine, o->dry_run, o->machine_skip, doc, e)) < 0)
 		goto out;
 	/* one sync for the whole tree instead of one per file */
 	if (!o->dry_run && syncfs(c.rootfd) < 0) {

@@ -22,6 +22,7 @@ struct mig_user {
 	const char *home;       /* absolute in the root: "/home/alice" */
 	const struct mig_user_rule *rule;
 	bool system;            /* the [system] paths, archived as "@system" */
+	const struct migrate_kept *kept; /* the home stays on its own filesystem */
 	/* results */
 	uint64_t files, bytes, allocated, archive_bytes;
 	uint64_t data;          /* estimate: bytes the archive will hold (no holes) */
@@ -37,7 +38,10 @@ struct mig_user {
 struct save_ctx {
 	int rootfd, storefd;
 	const char *root;
+	const char *store;      /* its path: ip_outfile names the files by it */
 	const migrate_spec *spec;
+	const struct migrate_kept *kept;  /* directories whose homes stay */
+	size_t nkept;
 	struct mig_accounts acc;
 	struct mig_user *users;
 	size_t nusers;
@@ -117,6 +121,18 @@ static void note_skipped(struct save_ctx *c, const char *name, const char *home,
 	json_object_array_add(c->skipped, o);
 }
 
+/* The kept directory home lies in (home itself or below it), or NULL. */
+static const struct migrate_kept *kept_for(const struct save_ctx *c, const char *home)
+{
+	for (size_t i = 0; home && i < c->nkept; i++) {
+		size_t l = strlen(c->kept[i].dir);
+
+		if (!strncmp(home, c->kept[i].dir, l) && (!home[l] || home[l] == '/'))
+			return &c->kept[i];
+	}
+	return NULL;
+}
+
 static int select_users(struct save_ctx *c, ip_error *e)
 {
 	const struct mig_db *pw = &c->acc.db[MIG_PASSWD];
@@ -139,9 +155,12 @@ static int select_users(struct save_ctx *c, ip_error *e)
 			continue;
 		bool unsafe;
 		const char *why;
+		/* a home on a filesystem that stays is not in the root (its
+		 * partition is not mounted there): only the account travels */
+		const struct migrate_kept *kept = mig_home_plausible(r->f[5]) ? kept_for(c, r->f[5]) : NULL;
 		if (s->all_users) {
 			want = (uid >= (long)s->min_uid && uid != 65534) || (uid == 0 && s->include_root);
-			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe))) {
+			if (want && !kept && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe))) {
 				if (unsafe)
 					note_skipped(c, r->f[0], r->f[5], why);
 				want = false;
@@ -150,7 +169,7 @@ static int select_users(struct save_ctx *c, ip_error *e)
 			want = false;
 			for (size_t j = 0; j < s->users.n; j++)
 				want |= !strcmp(s->users.v[j], r->f[0]);
-			if (want && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe)))
+			if (want && !kept && (why = home_refusal(c->rootfd, r->f[5], uid == 0, &unsafe)))
 				return ip_bad(e, unsafe ? -EPERM : -ENOENT, "user '%s' cannot be saved: %s (%s in %s): remove it from the spec",
 					      r->f[0], why, r->f[5], c->root);
 		}
@@ -166,6 +185,7 @@ static int select_users(struct save_ctx *c, ip_error *e)
 		u->uid = (uid_t)uid;
 		u->gid = (gid_t)strtoul(r->f[3], NULL, 10);
 		u->home = r->f[5];
+		u->kept = kept;
 		u->rule = mig_spec_rule(s, u->name);
 	}
 	if (s->sys_include.n) {
@@ -376,6 +396,11 @@ static int walk_home(struct save_ctx *c, struct mig_user *u, struct archive *aw,
 	size_t toplen;
 	int r = 0;
 
+	if (u->kept) {
+		/* stays on its filesystem: nothing of it goes into the store */
+		archive_read_free(rd);
+		return 0;
+	}
 	if (!rd)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	if (hfd < 0) {
@@ -528,7 +553,8 @@ out:
 
 static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 {
-	char tmp[300], final[300], opt[16];
+	char final[4400], opt[16];
+	ip_outfile of = { .fd = -1 };
 	struct out o = { .fd = -1 };
 	struct archive *aw = NULL;
 	struct archive_entry_linkresolver *lr = NULL;
@@ -549,12 +575,13 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 		mig_sampler_free(&u->sm);
 		return r;
 	}
-	snprintf(final, sizeof(final), "%s" MIG_ARCHIVE_EXT, u->name);
-	snprintf(tmp, sizeof(tmp), ".%s.tmp", final);
-	unlinkat(c->storefd, tmp, 0);
-	o.fd = openat(c->storefd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (o.fd < 0)
-		return ip_fail(e, -errno, "cannot create %s in the store: %s", tmp, strerror(errno));
+	snprintf(final, sizeof(final), "%s/%s" MIG_ARCHIVE_EXT, c->store, u->name);
+	/* whole or not at all: a temporary file beside it, renamed once
+	 * complete and synced (a cut save leaves only a .tmp- name, which
+	 * the next save's store_prepare removes) */
+	if ((r = ip_outfile_open(final, NULL, 0600, &of, e)) < 0)
+		return r;
+	o.fd = of.fd;
 	mig_hash_init(&o.st, c->spec->hash);
 	aw = archive_write_new();
 	lr = archive_entry_linkresolver_new();
@@ -587,10 +614,9 @@ static int archive_user(struct save_ctx *c, struct mig_user *u, ip_error *e)
 		r = ip_fail(e, o.err ? o.err : -EIO, "cannot write the archive of %s: %s", u->name, archive_error_string(aw));
 		goto out;
 	}
-	if (fsync(o.fd) < 0 || renameat(c->storefd, tmp, c->storefd, final) < 0) {
-		r = ip_fail(e, -errno, "cannot write %s in the store: %s", final, strerror(errno));
+	o.fd = -1;   /* the outfile's: commit closes it */
+	if ((r = ip_outfile_commit(&of, e)) < 0)
 		goto out;
-	}
 	mig_hash_hex(&o.st, u->archive_hash);
 	u->archive_bytes = o.bytes;
 	r = 0;
@@ -598,9 +624,8 @@ out:
 	if (aw)
 		archive_write_free(aw);
 	archive_entry_linkresolver_free(lr);
-	close(o.fd);
 	if (r < 0)
-		unlinkat(c->storefd, tmp, 0);
+		ip_outfile_abort(&of);
 	return r;
 }
 
@@ -650,9 +675,12 @@ static void ctx_clear(struct save_ctx *c)
 		close(c->storefd);
 }
 
-static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *spec, ip_error *e)
+static int ctx_init(struct save_ctx *c, const char *root, const migrate_spec *spec,
+		    const struct migrate_kept *kept, size_t nkept, ip_error *e)
 {
 	memset(c, 0, sizeof(*c));
+	c->kept = kept;
+	c->nkept = nkept;
 	c->cwd_lock = (pthread_mutex_t)PTHREAD_MUTEX_INITIALIZER;
 	c->storefd = -1;
 	c->root = root;
@@ -734,7 +762,7 @@ int migrate_estimate(const char *root, const migrate_spec *spec, json_object **o
 	struct save_ctx c;
 	int r;
 
-	if ((r = ctx_init(&c, root, spec, e)) < 0) {
+	if ((r = ctx_init(&c, root, spec, NULL, 0, e)) < 0) {
 		ctx_clear(&c);
 		return r;
 	}
@@ -748,11 +776,20 @@ int migrate_estimate(const char *root, const migrate_spec *spec, json_object **o
 	return 0;
 }
 
-/* Our files in a store: everything else (lost+found …) is left alone. */
+/* Our files in a store: everything else (lost+found …) is left alone.
+ * Temporary files of a cut save: NAME.tmp-PID-XXXXXX (ip_outfile) of one
+ * of ours, and the older .NAME.tmp. */
 static bool store_owned_name(const char *n)
 {
 	size_t l = strlen(n), el = strlen(MIG_ARCHIVE_EXT);
+	const char *t = strstr(n, ".tmp-");
 
+	if (t && t > n) {
+		char base[256];
+
+		snprintf(base, sizeof(base), "%.*s", (int)(t - n), n);
+		return !strstr(base, ".tmp-") && store_owned_name(base);
+	}
 	return !strcmp(n, "manifest.json") || !strcmp(n, "accounts.json") || !strcmp(n, "machine.json") ||
 	       !strcmp(n, "COMPLETE") || (l > el && !strcmp(n + l - el, MIG_ARCHIVE_EXT)) ||
 	       (n[0] == '.' && l > 4 && (!strcmp(n + l - 4, ".tmp") || strstr(n, ".inplace-tmp")));
@@ -851,10 +888,19 @@ static int store_prepare(struct save_ctx *c, const char *store, ip_error *e)
 static int put_json(struct save_ctx *c, const char *name, json_object *o, json_object *complete, ip_error *e)
 {
 	const char *s = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN);
-	char hex[MIG_HASH_HEX];
+	char hex[MIG_HASH_HEX], path[4400];
+	ip_outfile of;
 	int r;
 
-	r = mig_write_beneath(c->storefd, name, s, strlen(s), 0600, (uid_t)-1, (gid_t)-1, true, e);
+	snprintf(path, sizeof(path), "%s/%s", c->store, name);
+	r = ip_outfile_open(path, NULL, 0600, &of, e);
+	if (r < 0)
+		return r;
+	if ((r = ip_write_all(of.fd, s, strlen(s))) < 0) {
+		ip_outfile_abort(&of);
+		return ip_fail(e, r, "cannot write %s: %s", path, strerror(-r));
+	}
+	r = ip_outfile_commit(&of, e);
 	if (r < 0)
 		return r;
 	mig_hash_buf(c->spec->hash, s, strlen(s), hex);
@@ -927,12 +973,28 @@ static json_object *accounts_doc(struct save_ctx *c)
 
 int migrate_save(const char *root, const char *store, const migrate_spec *spec, json_object **out, ip_error *e)
 {
+	return migrate_save_keeping(root, store, spec, NULL, 0, out, e);
+}
+
+/* A kept directory the manifest may name: /home, /var/home or one home. */
+bool mig_kept_dir_valid(const char *dir)
+{
+	return dir && (!strcmp(dir, "/home") || !strcmp(dir, "/var/home") || mig_home_plausible(dir));
+}
+
+int migrate_save_keeping(const char *root, const char *store, const migrate_spec *spec,
+			 const struct migrate_kept *kept, size_t nkept, json_object **out, ip_error *e)
+{
 	_cleanup_json_ json_object *accounts = NULL, *machine = NULL, *manifest = NULL, *complete = NULL;
 	struct save_ctx c;
-	json_object *musers;
+	json_object *musers, *mkept;
 	int r;
 
-	if ((r = ctx_init(&c, root, spec, e)) < 0)
+	for (size_t i = 0; i < nkept; i++)
+		if (!mig_kept_dir_valid(kept[i].dir))
+			return ip_bad(e, -EINVAL, "cannot keep %s in place: only /home, /var/home or one home directory can stay on its own filesystem",
+				      kept[i].dir ? kept[i].dir : "(none)");
+	if ((r = ctx_init(&c, root, spec, kept, nkept, e)) < 0)
 		goto out;
 	if (spec->max_size) {
 		c.write = false;
@@ -952,6 +1014,7 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 			goto out;
 		}
 	}
+	c.store = store;
 	if ((r = store_prepare(&c, store, e)) < 0)
 		goto out;
 	if (spec->machine && (r = mig_machine_collect(c.rootfd, &machine, e)) < 0)
@@ -985,10 +1048,21 @@ int migrate_save(const char *root, const char *store, const migrate_spec *spec, 
 		json_object_object_add(o, "bytes", ip_json_u64(u->bytes));
 		if (u->system)
 			json_object_object_add(o, "system", json_object_new_boolean(1));
+		if (u->kept)
+			json_object_object_add(o, "home_kept", json_object_new_string(u->kept->uuid ? u->kept->uuid : ""));
 		json_object_object_add(o, "entries", json_object_get(u->entries));
 		json_object_array_add(musers, o);
 	}
 	json_object_object_add(manifest, "users", musers);
+	mkept = json_object_new_array();
+	for (size_t i = 0; i < nkept; i++) {
+		json_object *o = json_object_new_object();
+
+		json_object_object_add(o, "dir", json_object_new_string(kept[i].dir));
+		json_object_object_add(o, "uuid", json_object_new_string(kept[i].uuid ? kept[i].uuid : ""));
+		json_object_array_add(mkept, o);
+	}
+	json_object_object_add(manifest, "kept", mkept);
 	if ((r = put_json(&c, "accounts.json", accounts, complete, e)) < 0 ||
 	    (r = put_json(&c, "machine.json", machine, complete, e)) < 0 ||
 	    (r = put_json(&c, "manifest.json", manifest, complete, e)) < 0)

@@ -1,6 +1,7 @@
 /* test_migrate.c — unit tests of migrate/: the profile spec parser, the
  * colon databases (passwd, shadow, group, gshadow), id allocation for
- * remapping, path safety and globs. */
+ * remapping, path safety and globs, machine kinds left out, kept home
+ * directories. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -353,6 +354,101 @@ static void test_home_and_names(void **state)
 	assert_false(mig_name_valid(""));
 }
 
+/* One machine.json file per kind, as the job file's [machine] items name
+ * them: each item left out leaves exactly its own files as the new root has
+ * them, a kept directory is accepted only where homes live. */
+static const struct {
+	const char *kind, *path;
+} mfiles[] = {
+	{ "hostname", "etc/hostname" },
+	{ "hosts", "etc/hosts" },
+	{ "machine-id", "etc/machine-id" },
+	{ "ssh-host-keys", "etc/ssh/ssh_host_ed25519_key" },
+	{ "network", "etc/netplan/01-netcfg.yaml" },
+	{ "timezone", "etc/timezone" },
+	{ "locale", "etc/default/locale" },
+	{ "keyboard", "etc/default/keyboard" },
+};
+
+static void test_machine_skip(void **state)
+{
+	json_object *machine = json_object_new_object(), *files = json_object_new_array();
+
+	(void)state;
+	json_object_object_add(machine, "files", files);
+	for (size_t i = 0; i < sizeof(mfiles) / sizeof(mfiles[0]); i++) {
+		json_object *f = json_object_new_object();
+
+		json_object_object_add(f, "kind", json_object_new_string(mfiles[i].kind));
+		json_object_object_add(f, "path", json_object_new_string(mfiles[i].path));
+		json_object_object_add(f, "mode", json_object_new_int(0600));
+		json_object_object_add(f, "data", json_object_new_string("b2xkCg=="));   /* "old\n" */
+		json_object_array_add(files, f);
+	}
+	/* i == n: nothing skipped, every file written */
+	for (size_t i = 0; i <= sizeof(mfiles) / sizeof(mfiles[0]); i++) {
+		char root[] = "/tmp/test-machine-XXXXXX", path[128];
+		const char *skip[] = { i < sizeof(mfiles) / sizeof(mfiles[0]) ? mfiles[i].kind : NULL, NULL };
+		struct mig_accounts acc = { 0 };
+		json_object *report = json_object_new_object();
+		ip_error e = { 0 };
+		int rootfd;
+
+		assert_non_null(mkdtemp(root));
+		rootfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		assert_true(rootfd >= 0);
+		assert_int_equal(mig_machine_apply(rootfd, &acc, machine, false, skip, report, &e), 0);
+		for (size_t k = 0; k < sizeof(mfiles) / sizeof(mfiles[0]); k++) {
+			bool there = faccessat(rootfd, mfiles[k].path, F_OK, 0) == 0;
+
+			if (k == i)
+				assert_false(there);
+			else
+				assert_true(there);
+		}
+		close(rootfd);
+		json_object_put(report);
+		for (size_t k = 0; k < sizeof(mfiles) / sizeof(mfiles[0]); k++) {
+			snprintf(path, sizeof(path), "%s/%s", root, mfiles[k].path);
+			unlink(path);
+		}
+		for (const char *d = "etc/ssh\0etc/netplan\0etc/default\0etc\0"; *d; d += strlen(d) + 1) {
+			snprintf(path, sizeof(path), "%s/%s", root, d);
+			rmdir(path);
+		}
+		assert_int_equal(rmdir(root), 0);
+	}
+	json_object_put(machine);
+}
+
+static void test_kept_dirs(void **state)
+{
+	(void)state;
+	assert_true(mig_kept_dir_valid("/home"));
+	assert_true(mig_kept_dir_valid("/var/home"));
+	assert_true(mig_kept_dir_valid("/home/alice"));
+	assert_false(mig_kept_dir_valid("/"));
+	assert_false(mig_kept_dir_valid("/etc"));
+	assert_false(mig_kept_dir_valid("/home/../etc"));
+	assert_false(mig_kept_dir_valid("/home/a/b"));
+	assert_false(mig_kept_dir_valid(NULL));
+
+	/* a manifest naming another directory as kept is refused whole */
+	const char *good = "{\"kept\":[{\"dir\":\"/home\",\"uuid\":\"x\"}]}";
+	const char *bad = "{\"kept\":[{\"dir\":\"/home\"},{\"dir\":\"/etc\"}]}";
+	json_object *m = json_tokener_parse(good);
+	ip_error e = { 0 };
+
+	assert_int_equal(mig_kept_check(m, &e), 0);
+	json_object_put(m);
+	m = json_tokener_parse(bad);
+	assert_int_equal(mig_kept_check(m, &e), -EINVAL);
+	json_object_put(m);
+	m = json_tokener_parse("{\"kept\":\"/home\"}");
+	assert_int_equal(mig_kept_check(m, &e), -EINVAL);
+	json_object_put(m);
+}
+
 /* A file of random bytes is never estimated below what zstd makes of it,
  * a file of zeros far below its size, a hole at nothing. */
 static void test_sampler(void **state)
@@ -413,6 +509,8 @@ int main(void)
 		cmocka_unit_test(test_store_hash_alg),
 		cmocka_unit_test(test_id_parse),
 		cmocka_unit_test(test_home_and_names),
+		cmocka_unit_test(test_machine_skip),
+		cmocka_unit_test(test_kept_dirs),
 		cmocka_unit_test(test_sampler),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
