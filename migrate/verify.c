@@ -312,7 +312,7 @@ int migrate_list(const char *store, json_object **out, ip_error *e)
 {
 	_cleanup_close_ int sfd = -1;
 	_cleanup_json_ json_object *manifest = NULL, *machine = NULL;
-	json_object *users, *doc, *arr, *v;
+	json_object *users = NULL, *doc, *arr, *v;
 	int r;
 
 	if ((r = mig_store_open(store, &sfd, e)) < 0)
@@ -334,8 +334,14 @@ int migrate_list(const char *store, json_object **out, ip_error *e)
 	json_object_object_add(doc, "complete", json_object_new_boolean(complete));
 	if (json_object_object_get_ex(manifest, "created", &v))
 		json_object_object_add(doc, "created", json_object_get(v));
+	/* the manifest is the store's word, which may be an attacker's: a
+	 * users that is not a list is a damaged store, not a crash */
+	if (json_object_object_get_ex(manifest, "users", &users) && !json_object_is_type(users, json_type_array)) {
+		json_object_put(doc);
+		return ip_bad(e, -EINVAL, "%s/manifest.json is damaged (its users is not a list): save the profile again", store);
+	}
 	arr = json_object_new_array();
-	if (json_object_object_get_ex(manifest, "users", &users))
+	if (users)
 		for (size_t i = 0; i < json_object_array_length(users); i++) {
 			json_object *mu = json_object_array_get_idx(users, i), *o = json_object_new_object();
 			static const char *const keys[] = { "name", "uid", "home", "files", "bytes", "archive", "archive_bytes" };
@@ -349,7 +355,7 @@ int migrate_list(const char *store, json_object **out, ip_error *e)
 		json_object *files, *kinds = json_object_new_array();
 		if (json_object_object_get_ex(machine, "hostname", &v))
 			json_object_object_add(doc, "hostname", json_object_get(v));
-		if (json_object_object_get_ex(machine, "files", &files))
+		if (json_object_object_get_ex(machine, "files", &files) && json_object_is_type(files, json_type_array))
 			for (size_t i = 0; i < json_object_array_length(files); i++) {
 				json_object *f = json_object_array_get_idx(files, i);
 				json_object_array_add(kinds, json_object_get(json_object_object_get(f, "path")));

@@ -7,7 +7,7 @@ set -eu
 [ $# -gt 0 ] || { echo "fuzz: no targets"; exit 0; }
 command -v clang >/dev/null || { echo "fuzz: clang is missing (apt-get install clang)"; exit 1; }
 B=build-fuzz
-PKGS="fdisk blkid smartcols ext2fs libntfs-3g libarchive libzstd libcurl inih json-c libsodium libacl libxxhash"
+PKGS="fdisk blkid smartcols ext2fs libntfs-3g libarchive libzstd libcurl inih json-c libsodium libacl libxxhash libelf libkmod"
 SAN="-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer"
 # The libraries, instrumented (clang may warn where gcc does not: not fatal here).
 make --no-print-directory BUILD=$B CC=clang OPT=-O1 SAN="$SAN" EXTRA_CFLAGS="-Wno-error -Wno-unknown-warning-option" \

@@ -234,3 +234,10 @@ done
 rm -rf "$T/fifo"; cp -a "$T/fifo-base" "$T/fifo"; rm "$T/fifo/COMPLETE"; mkfifo "$T/fifo/COMPLETE"
 must_fail 2 "a FIFO as COMPLETE: verify says the marker is damaged" timeout 20 "$I" profile verify --store "$T/fifo"
 check "a FIFO as COMPLETE: list says the store is not complete" sh -c 'timeout 20 "$1" profile list --store "$2" --json | python3 -c "import json,sys; assert json.load(sys.stdin)[\"complete\"] is False"' _ "$I" "$T/fifo"
+
+# a manifest whose users is not a list (found by fuzz_manifest): a damaged
+# store, refused in one line, never an abort
+rm -rf "$T/nolist"; cp -a "$T/fifo-base" "$T/nolist"
+python3 -c 'import json,sys; p=sys.argv[1]; d=json.load(open(p)); d["users"]=24; json.dump(d,open(p,"w"))' "$T/nolist/manifest.json"
+must_fail 2 "manifest users not a list: list refuses it" timeout 20 "$I" profile list --store "$T/nolist"
+check "manifest users not a list: one line naming the manifest" sh -c '"$1" profile list --store "$2" 2>&1 | grep -c . | grep -qx 1 && "$1" profile list --store "$2" 2>&1 | grep -q "manifest.json is damaged"' _ "$I" "$T/nolist"

@@ -11,6 +11,23 @@
 
 #include "common/common.h"
 
+/* A name quoted from a store or a job file cannot break an error into
+ * several lines or send escape sequences to the admin's terminal. */
+static void test_error_one_line(void **state)
+{
+	ip_error e = { 0 };
+
+	(void)state;
+	assert_int_equal(ip_bad(&e, -EINVAL, "group '%s' is unknown", "ev\nil\x1b[2J\x7f"), -EINVAL);
+	assert_string_equal(e.msg, "group 'ev?il?[2J?' is unknown");
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	ip_error_prefix(&e, "store %s", "a\rb");
+	assert_string_equal(e.msg, "store a?b: group 'ev?il?[2J?' is unknown");
+	/* UTF-8 names stay as they are */
+	ip_bad(&e, -EINVAL, "user '%s'", "J\xc3\xbcrgen");
+	assert_string_equal(e.msg, "user 'J\xc3\xbcrgen'");
+}
+
 static void test_parse_size(void **state)
 {
 	uint64_t v = 0;
@@ -235,6 +252,7 @@ static void test_outfile(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_error_one_line),
 		cmocka_unit_test(test_parse_size),
 		cmocka_unit_test(test_parse_size_rejects),
 		cmocka_unit_test(test_format_size),
