@@ -39,6 +39,8 @@ int bs_records_create(const char *disk, unsigned sys_part, const char *state_dir
  * device (for bs_records_umount). */
 int bs_records_mount(const char *disk, const struct bs_records *rec, const char *dir, char *dev, size_t devlen,
 		     ip_error *e);
+/* {"path", "offset", "size", "uuid"}; NULL for rec NULL. */
+json_object *bs_records_json(const struct bs_records *rec);
 /* sync, unmount, detach; a no-op when dir is not mounted. */
 int bs_records_umount(const char *dir, const char *dev, ip_error *e);
 
