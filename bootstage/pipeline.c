@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 
 #include "bootstage/bootstage.h"
+#include "bootstage/bundle.h"
 #include "bootstage/internal.h"
 #include "bootstage/notify.h"
 #include "bootstage/steps.h"
@@ -364,6 +365,7 @@ static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *
 			if ((r = step(pp, "make-storage", make_storage, e)) < 0 ||
 			    (r = open_store_state(pp, e)) < 0 ||
 			    (r = step(pp, "stage-image", bs_step_stage_image, e)) < 0 ||
+			    (r = step(pp, "stage-bundle", bs_step_stage_bundle, e)) < 0 ||
 			    (r = step(pp, "save", bs_step_save, e)) < 0 ||
 			    (r = step(pp, "verify", bs_step_verify, e)) < 0 ||
 			    (pp->p.rollback_image && (r = step(pp, "rollback-image", bs_step_rollback_image, e)) < 0) ||

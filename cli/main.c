@@ -14,6 +14,7 @@ static const struct cli_verb top_verbs[] = {
 	{ "resume",  cmd_resume,  "continue a run from its state, up to the next reboot or the end" },
 	{ "status",  cmd_status,  "where the job stands: phase, step, last events" },
 	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline" },
+	{ "bundle",  cmd_bundle,  "a self-contained inplace (tools, libraries, loader) in one directory" },
 	{ "stage",   cmd_stage,   "the RAM-only staging environment: build its initramfs" },
 	{ NULL, NULL, NULL },
 };
