@@ -48,18 +48,18 @@ EOF
 export INPLACE_STATE_DIR=$T/state
 ok "run stops where the staging boot comes" "$INPLACE" run job.ini || exit 1
 
-# boot KERNEL INITRD LOG DRIVE: QEMU until our init reboots (-no-reboot:
+# boot KERNEL INITRD LOG DRIVE [bg]: QEMU until our init reboots (-no-reboot:
 # QEMU ends), killed by the trap if the test dies; exit status of QEMU
 boot() {
-	qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot -kernel "$1" -initrd "$2" \
-		-append "console=ttyS0 panic=-1" -drive "file=$4,format=raw,if=virtio" \
-		-serial "file:$3" -monitor none -display none </dev/null >/dev/null 2>&1 &
-	local pid=$!
-	track_pid "$pid"
 	# software emulation: a boot takes about a minute alone, longer
 	# while others build; the steps themselves take a few more
-	( sleep 1500; kill "$pid" 2>/dev/null ) & track_pid $!
-	wait "$pid"
+	timeout 1500 qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot -kernel "$1" -initrd "$2" \
+		-append "console=ttyS0 panic=-1" -drive "file=$4,format=raw,if=virtio" \
+		-serial "file:$3" -monitor none -display none </dev/null >/dev/null 2>&1 &
+	QEMU_PID=$!
+	track_pid "$QEMU_PID"
+	[ -n "${5:-}" ] && return 0   # the caller waits
+	wait "$QEMU_PID"
 }
 
 # ---- a staging boot that does not find its disk ------------------------------
@@ -68,7 +68,6 @@ fx_disk other.img 64M $'label: dos\ntype=83'
 h_other=$(sha256sum < other.img) h_disk=$(sha256sum < "$D") h_state=$(sha256sum < state/state.json)
 boot "$K" nodisk.cpio nodisk.log other.img
 check "no disk: the staging boot ends by itself (reboot)" test $? = 0
-check "no disk: init said why" grep -q "did not appear" nodisk.log
 check "no disk: the other disk untouched" test "$(sha256sum < other.img)" = "$h_other"
 check "no disk: the run's disk and state untouched" \
 	test "$(sha256sum < "$D")" = "$h_disk" -a "$(sha256sum < state/state.json)" = "$h_state"
