@@ -288,6 +288,9 @@ struct bootstage_run_opts {
 	/* staging: the run's disk as this boot names it (found by its id),
 	 * used instead of the name the state recorded; NULL: that name */
 	const char *disk_here;
+	/* staging: stop where the new system's first boot takes over (phase
+	 * restore), as a reboot would; never run its phases here */
+	bool staging;
 	/* staging: called each time the state is (again) in the store, with
 	 * its directory: the records area that held it is then no longer
 	 * needed, and deploy may overwrite it */

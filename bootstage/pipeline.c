@@ -8,7 +8,7 @@
  * Where the state lives (DESIGN.md, "Where durable records live"):
  *   the old OS (run)         the state directory (the old OS's
  *                            /var/lib/inplace, or --state-dir)
- *   staging, until the store the records area: a contiguous ext2 file on
+ *   staging, until the store the records area: a contiguous ext4 file on
  *                            the old root below the shrink's new end, that
  *                            staging mounts from the raw disk (records.c);
  *                            it holds the state and partctl's shrink journal
@@ -360,6 +360,12 @@ static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *
 		enum bootstage_phase ph = bootstage_state_phase(pp->st);
 
 		res->phase = ph;
+		/* the new system's phases are its own first boot's, never the
+		 * staging env's: stop as a reboot would */
+		if (pp->o && pp->o->staging && (ph == BOOTSTAGE_PHASE_RESTORE || ph == BOOTSTAGE_PHASE_FINISH)) {
+			res->reboot = true;
+			return 0;
+		}
 		switch (ph) {
 		case BOOTSTAGE_PHASE_PREPARE:
 			if ((r = step(pp, "make-storage", make_storage, e)) < 0 ||

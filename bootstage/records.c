@@ -1,5 +1,5 @@
 /* records.c — the durable home of the state while staging shrinks the old
- * root: a contiguous file on that root, formatted ext2, that staging
+ * root: a contiguous file on that root, formatted ext4 (journaled), that staging
  * mounts through a loop device over the raw disk (stage.h explains why).
  *
  * The file is written whole with zeros before mke2fs (never fallocate:
@@ -9,8 +9,6 @@
  * then proves one physical extent; the shrink moves only blocks beyond its
  * new end, so an extent wholly below it stays where staging looks. */
 #include <blkid.h>
-#include <et/com_err.h>
-#include <ext2fs/ext2fs.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fiemap.h>
@@ -93,12 +91,15 @@ static int copy_whole(int fd, const char *src, uint64_t len, const char *path, i
 	return 0;
 }
 
-/* The ext2 image of state_dir, made in a file of its own (mke2fs zeroes
+/* The ext4 image of state_dir, made in a file of its own (mke2fs zeroes
  * with fallocate, which would leave unwritten extents in place). */
 static int make_image(const char *img, const char *state_dir, uint64_t bytes, ip_error *e)
 {
 	char size[32];
-	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", "-m", "0", "-E",
+	/* ext4 with a journal: staging may be cut at any instant, and an
+	 * ext2 cut while its bitmaps were in RAM would run out of space or
+	 * hand one block out twice on the next boot */
+	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-J", "size=4", "-E",
 			       "nodiscard,root_owner=0:0", "-L", RECORDS_LABEL, "-d", state_dir, img, size, NULL };
 	int r;
 
@@ -129,34 +130,24 @@ static void probe_uuid(const char *path, uint64_t off, uint64_t len, char *uuid,
 	blkid_free_probe(pr);
 }
 
-/* Room for partctl's metadata undo of the shrink (fs_ext_undo.c: every
- * inode table, bitmap, descriptor and journal block, and the blocks of
- * directories and extent trees), which lives here too: counted from the
- * filesystem's geometry, with the used bytes' share of tree blocks
- * guessed generously, plus the base. */
+/* Room for partctl's metadata undo of the shrink, which lives here too
+ * (fs_ext_undo.c counts it exactly), twice: a shrink begun again after a
+ * cut saves a new undo beside the old one before it replaces it; with a
+ * sixteenth more for what the old OS still writes before its reboot. */
 static int records_bytes(const char *disk, uint64_t off, uint64_t *bytes, ip_error *e)
 {
-	ext2_filsys fs = NULL;
-	struct ext2_inode ino;
-	char opts[64];
-	uint64_t bs, groups, meta, used;
-	errcode_t err;
+	ip_disk *d = NULL;
+	uint64_t meta = 0;
+	int r;
 
-	snprintf(opts, sizeof(opts), "offset=%llu", (unsigned long long)off);
-	err = ext2fs_open2(disk, opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
-	if (err)
-		return ip_fail(e, -EIO, "cannot open the old root's filesystem on %s: %s", disk, error_message(err));
-	bs = fs->blocksize;
-	groups = fs->group_desc_count;
-	meta = groups * fs->inode_blocks_per_group * bs            /* inode tables */
-	     + groups * 2 * bs                                      /* bitmaps */
-	     + groups * (fs->desc_blocks + fs->super->s_reserved_gdt_blocks + 1) * bs;
-	if (fs->super->s_journal_inum && ext2fs_read_inode(fs, fs->super->s_journal_inum, &ino) == 0)
-		meta += EXT2_I_SIZE(&ino);
-	used = (ext2fs_blocks_count(fs->super) - ext2fs_free_blocks_count(fs->super)) * bs;
-	meta += used / 32;
-	ext2fs_close_free(&fs);
-	*bytes = (RECORDS_BASE + meta + meta / 8 + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
+	if ((r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e)) < 0)
+		return r;
+	r = partctl_ext_meta_bytes(d, off, &meta, e);
+	ip_disk_free(d);
+	if (r < 0)
+		return r;
+	meta += meta / 16 + (1 << 20);
+	*bytes = (RECORDS_BASE + 2 * meta + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
 	return 0;
 }
 
@@ -303,8 +294,21 @@ int bs_records_mount(const char *disk, const struct bs_records *rec, const char 
 	if ((r = ip_mkdir_p(dir, 0700, e)) < 0 ||
 	    (r = ip_loop_attach(disk, rec->off, rec->size, false, dev, devlen, e)) < 0)
 		return r;
-	if (mount(dev, dir, "ext2", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0 &&
-	    mount(dev, dir, "ext4", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
+	/* a cut staging boot left it unclean: the journal is replayed by
+	 * the mount, and e2fsck -p mends what a journal does not cover */
+	{
+		const char *argv[] = { "e2fsck", "-p", dev, NULL };
+		ip_proc p = { .argv = argv };
+
+		if (ip_proc_run(&p, NULL) == 0 && p.exit_code >= 4) {
+			ip_proc_clear(&p);
+			ip_loop_detach(dev, NULL);
+			return ip_fail(e, -EUCLEAN, "the staging records (byte %llu of %s) are damaged beyond e2fsck -p",
+				       (unsigned long long)rec->off, disk);
+		}
+		ip_proc_clear(&p);
+	}
+	if (mount(dev, dir, "ext4", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) < 0) {
 		r = -errno;
 		ip_loop_detach(dev, NULL);
 		return ip_fail(e, r, "cannot mount the staging records (%s at byte %llu of %s): %s", dev,

@@ -13,7 +13,7 @@
 
 /* ==== the records area (bootstage/records.c) ============================ */
 
-/* A small ext2 image in a contiguous file on the old root, wholly below
+/* A small journaled ext4 image in a contiguous file on the old root, wholly below
  * the end the shrink gives that filesystem: staging mounts it through a
  * loop device over the raw disk at off (never mounting the old root
  * read-write), so the state and partctl's shrink journal and undo survive
@@ -22,7 +22,7 @@
 struct bs_records {
 	uint64_t off;              /* byte offset of the image on the disk */
 	uint64_t size;             /* bytes */
-	char uuid[40];             /* its ext2 filesystem's UUID: staging mounts
+	char uuid[40];             /* its filesystem's UUID: staging mounts
 	                            * it only when the disk still shows this */
 	char path[512];            /* the file, relative to the old root */
 };

@@ -304,6 +304,7 @@ int bs_stage_init(const char *root, bs_say_fn sayfn, void *arg, ip_error *e)
 	setenv("INPLACE_STATE_DIR", state, 1);
 	o.state_dir = state;
 	o.disk_here = in.disk;
+	o.staging = true;
 	o.state_in_store = records_done;
 	o.state_in_store_arg = &in;
 	r = bootstage_resume(in.disk, &o, &res, e);

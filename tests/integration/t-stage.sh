@@ -4,7 +4,9 @@
 # stage build` writes the initramfs for Debian 12's kernel; QEMU boots that
 # kernel and initramfs with the disk as a virtio drive, and our /init loads
 # the modules, finds the disk by its partition table id, runs the staging
-# phases (shrink, store, save, deploy) and reboots.  Afterwards, on the
+# phases (shrink, store, save, deploy) and reboots; the first staging boot
+# is cut (kill -9 of QEMU) in the middle of the shrink, and the next one
+# finishes from the records area.  Afterwards, on the
 # host: the state in the store says restore, the disk is clean, the image
 # is deployed, and the first boot played by `resume` restores every user
 # equal.  Also: the modules in the cpio come dependencies first, and a
@@ -97,7 +99,37 @@ check "modules: the virtio disk driver and ext4 are there" \
 check "the records area is made below the shrink's end" test "$(jq -r '.records.offset' build.json)" -gt 0
 rm -rf x
 
-# ---- the staging boot --------------------------------------------------------
+# ---- a power cut in the middle of the shrink -----------------------------------
+# The records area is read from the host (QEMU writes the image through
+# the host's page cache): a copy of its bytes, its journal replayed by
+# e2fsck, listed by debugfs.  Once partctl's shrink journal and metadata
+# undo are in it, QEMU is killed (-9: the guest's caches are lost as in a
+# power cut).  The next staging boot must find the state and the undo
+# there and finish the job.
+off=$(jq -r '.records.offset' build.json) size=$(jq -r '.records.size' build.json)
+records_copy() {
+	dd if="$D" of=rec.img bs=4M iflag=skip_bytes,count_bytes skip="$off" count="$size" status=none &&
+		e2fsck -fy rec.img >/dev/null 2>&1
+	[ $? -lt 4 ]
+}
+records_ls() { records_copy && debugfs -R "ls /" rec.img 2>/dev/null; }
+boot "$K" stage.cpio cut.log "$D" bg
+qemu=$(ps -o pid= --ppid "$QEMU_PID" | tr -d ' ')
+cut=no
+for _ in $(seq 1 3000); do
+	if records_ls | grep -q 'shrink_.*\.metaundo'; then
+		kill -9 "$qemu" 2>/dev/null && cut=yes
+		break
+	fi
+	kill -0 "$qemu" 2>/dev/null || break
+	sleep 0.5
+done
+wait "$QEMU_PID"
+check "power cut: QEMU killed while the shrink's undo was in the records area" test "$cut" = yes
+check "power cut: the records area holds the state at make-storage" \
+	test "$(records_copy && debugfs -R 'cat /state.json' rec.img 2>/dev/null | jq -r '.phase + "/" + .step')" = prepare/make-storage
+
+# ---- the staging boot (again, after the cut) ------------------------------------
 boot "$K" stage.cpio stage.log "$D"
 check "staging boot ends by itself (reboot)" test $? = 0
 check "two partitions: root and store" test "$(partx -g -o NR "$D" | wc -l)" = 2
