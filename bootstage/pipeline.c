@@ -586,7 +586,8 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 		snprintf(pp.work, sizeof(pp.work), "%s", keep_work);
 		pp.p.work_dir = pp.work;
 	}
-	if (pp.job->boot != BOOTSTAGE_BOOT_NONE) {
+	/* the staging env is the boot the other methods start */
+	if (pp.job->boot != BOOTSTAGE_BOOT_NONE && !(o && o->staging)) {
 		r = ip_bad(e, -EOPNOTSUPP, "[boot] method=%s: this inplace plays each boot only with method=none",
 			   pp.job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : "other");
 		goto out;

@@ -20,6 +20,7 @@
 
 #include "bootstage/bootstage.h"
 #include "bootstage/stage.h"
+#include "bootstage/steps.h"
 
 #define RECORDS_MNT "/run/inplace-records"
 
@@ -229,9 +230,18 @@ static void choose_state_dir(struct init *in, char *dir, size_t n)
 	json_object *rj = NULL;
 	struct bs_records rec = { 0 };
 	ip_error e = { 0 };
+	uint64_t off, size;
+	unsigned part = 0;
 	int r;
 
 	path_in(in, dir, n, str_at(in->doc, "state_dir") ?: "/state");
+	/* once the store exists the state is there, and deploy may have
+	 * overwritten part of the area: never mount it (or let e2fsck
+	 * write) again */
+	if (bs_find_store(in->disk, &part, &off, &size, NULL) == 0 && part) {
+		say(in, "the store is partition %u: the state is there, the records area is done with", part);
+		return;
+	}
 	if (!json_object_object_get_ex(in->doc, "records", &rj) || !rj) {
 		say(in, "warning: no records area: the state before the store lives in RAM only");
 		return;
@@ -241,7 +251,7 @@ static void choose_state_dir(struct init *in, char *dir, size_t n)
 	snprintf(rec.uuid, sizeof(rec.uuid), "%s", str_at(rj, "uuid") ?: "");
 	r = bs_records_mount(in->disk, &rec, RECORDS_MNT, in->rec_dev, sizeof(in->rec_dev), &e);
 	if (r == -ENOENT) {
-		say(in, "the records area is gone (deploy began): the state is in the store");
+		say(in, "warning: the records area is not where it was built: the state before the store lives in RAM only");
 		return;
 	}
 	if (r < 0) {
