@@ -124,7 +124,7 @@ for _ in $(seq 1 3000); do
 	kill -0 "$qemu" 2>/dev/null || break
 	sleep 0.5
 done
-wait "$QEMU_PID"
+wait "$QEMU_PID" 2>/dev/null
 check "power cut: QEMU killed while the shrink's undo was in the records area" test "$cut" = yes
 check "power cut: the records area holds the state at make-storage" \
 	test "$(records_copy && debugfs -R 'cat /state.json' rec.img 2>/dev/null | jq -r '.phase + "/" + .step')" = prepare/make-storage
