@@ -143,6 +143,24 @@ static void drop_stale(const char *path)
 	}
 }
 
+/* The filesystem at off of d and the map of its metadata blocks (free
+ * both with ext2fs_free_block_bitmap and ext2fs_close_free, also on error). */
+static int open_metadata(ip_disk *d, uint64_t off, ext2_filsys *fs, ext2fs_block_bitmap *map, ip_error *e)
+{
+	errcode_t err;
+	int r;
+
+	if ((r = partctl_ext_open(d, off, fs, e)) < 0)
+		return r;
+	err = ext2fs_allocate_block_bitmap(*fs, "metadata", map);
+	if (!err)
+		err = mark_metadata(*fs, *map);
+	if (err)
+		return ip_fail(e, -EIO, "cannot list the metadata of the filesystem at offset %llu of %s (%s): run e2fsck -f on it",
+			       (unsigned long long)off, ip_disk_path(d), error_message(err));
+	return 0;
+}
+
 int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *bytes, ip_error *e)
 {
 	ext2_filsys fs = NULL;
@@ -153,20 +171,11 @@ int partctl_ext_meta_save(ip_disk *d, uint64_t off, const char *path, uint64_t *
 	_cleanup_free_ uint8_t *buf = NULL;
 	ip_outfile of = { .fd = -1 };
 	blk64_t blk, end;
-	errcode_t err;
 	int r;
 
 	*bytes = 0;
-	if ((r = partctl_ext_open(d, off, &fs, e)) < 0)
-		return r;
-	err = ext2fs_allocate_block_bitmap(fs, "metadata", &map);
-	if (!err)
-		err = mark_metadata(fs, map);
-	if (err) {
-		r = ip_fail(e, -EIO, "cannot list the metadata of the filesystem at offset %llu of %s (%s): run e2fsck -f on it",
-			    (unsigned long long)off, ip_disk_path(d), error_message(err));
+	if ((r = open_metadata(d, off, &fs, &map, e)) < 0)
 		goto out;
-	}
 	h.block_size = fs->blocksize;
 	h.fs_blocks = ext2fs_blocks_count(fs->super);
 	h.fs_offset = off;
@@ -214,7 +223,40 @@ out:
 	ip_outfile_abort(&of);
 	if (map)
 		ext2fs_free_block_bitmap(map);
-	ext2fs_close_free(&fs);
+	if (fs)
+		ext2fs_close_free(&fs);
+	return r;
+}
+
+int partctl_ext_meta_bytes(ip_disk *d, uint64_t off, uint64_t *bytes, ip_error *e)
+{
+	ext2_filsys fs = NULL;
+	ext2fs_block_bitmap map = NULL;
+	blk64_t blk, end, first, stop;
+	uint64_t runs = 0, blocks = 0;
+	int r;
+
+	*bytes = 0;
+	if ((r = open_metadata(d, off, &fs, &map, e)) == 0) {
+		/* the same runs partctl_ext_meta_save writes */
+		end = ext2fs_blocks_count(fs->super) - 1;
+		for (blk = fs->super->s_first_data_block; blk <= end; blk = stop) {
+			if (ext2fs_find_first_set_block_bitmap2(map, blk, end, &first))
+				break;
+			if (ext2fs_find_first_zero_block_bitmap2(map, first, end, &stop))
+				stop = end + 1;
+			if (stop - first > MU_RUN_MAX)
+				stop = first + MU_RUN_MAX;
+			blocks += stop - first;
+			runs++;
+		}
+		*bytes = sizeof(struct mu_header) + runs * sizeof(struct mu_run) + blocks * fs->blocksize +
+			 sizeof(struct mu_trailer);
+	}
+	if (map)
+		ext2fs_free_block_bitmap(map);
+	if (fs)
+		ext2fs_close_free(&fs);
 	return r;
 }
 

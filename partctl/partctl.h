@@ -280,6 +280,11 @@ int partctl_plan_execute(const char *disk, const struct partctl_plan *p, const c
 			 const char *label, const struct partctl_opts *o, const struct partctl_move_opts *mo,
 			 size_t *done, unsigned *n_out, ip_error *e);
 
+/* The bytes of the metadata undo a shrink of the ext filesystem at off of
+ * d writes into the state directory (fs_ext_undo.c): what a state
+ * directory must have room for before partctl_shrink. */
+int partctl_ext_meta_bytes(ip_disk *d, uint64_t off, uint64_t *bytes, ip_error *e);
+
 /* ==== the storage partition (partctl/storage.c) ========================= */
 
 /* System caches on a system root of the disk mounted read-write in the
