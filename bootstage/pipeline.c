@@ -273,6 +273,7 @@ static int params_from_job(struct pipe *pp, ip_error *e)
 		.store_dir = j->store == BOOTSTAGE_STORE_DIR ? j->store_dir : NULL,
 		.keep = (enum bs_keep)j->keep_storage,
 		.rollback_image = j->rollback_image,
+		.boot_required = j->boot != BOOTSTAGE_BOOT_NONE,
 		.work_dir = pp->work,
 	};
 	return 0;

@@ -121,6 +121,14 @@ struct imager_files_result {
 int imager_apply_files(const char *archive, const char *root, const char *const *keep,
 		       struct imager_files_result *res, ip_error *e);
 
+/* ---- looking inside an image (imager/peek.c) ------------------------- */
+
+/* Whether each path (absolute, in the image's ext2/3/4 filesystem,
+ * symlinks followed; a last component ending in '*' matches any name with
+ * that prefix) exists: found[i], for the NULL-terminated paths.  Reads only
+ * the frames it needs.  Bad input for another filesystem or a damaged image. */
+int imager_paths_exist(const char *image, const char *const *paths, bool *found, ip_error *e);
+
 /* ---- HTTP sources (imager/source.c) ----------------------------------- */
 
 struct imager_fetch_opts {

@@ -1,0 +1,110 @@
+#!/bin/bash
+# t-boot-grub — a new OS deployed by the pipeline boots by design.  A Debian
+# 12 tree (kernel, grub-pc, systemd) captured as an image replaces the old
+# root of an MBR disk that has no boot loader at all (run, then one resume
+# per boot, [boot] method = none); the configure step's boot fix must put
+# GRUB in the MBR and write a grub.cfg naming the root by UUID, so that
+# QEMU (BIOS, no -kernel) boots the disk to the login prompt of the new
+# system, under the old machine's hostname the restore brought back.
+# An image without a kernel is refused at preflight when a real reboot
+# would follow.
+. "$TESTS_DIR/lib.sh"
+. "$TESTS_DIR/fixtures/debian.sh"
+cd "$T" || exit 1
+have_loop || { skip "boot" "no loop devices (the steps mount partitions)"; exit 0; }
+require_tool qemu-system-x86_64 jq || exit 1
+export INPLACE_RUN_DIR=$T/run
+
+tree=$(debian_tree "$DEBIAN_OS_PKGS") || { fail "fixture" "debian_tree (see its log in $INPLACE_TEST_CACHE)"; exit 1; }
+bash "$TESTS_DIR/fixtures/profile-root.sh" old unused small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
+
+# The new OS: the tree with a serial console.  The console is the test's
+# choice, never the product's: the image's own /etc/default/grub says it.
+mkdir deb && cp -a "$tree/." deb/ || { fail "fixture" "copy of the Debian tree"; exit 1; }
+cat >> deb/etc/default/grub <<'EOF'
+GRUB_CMDLINE_LINUX="console=ttyS0,115200"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_TIMEOUT=1
+EOF
+echo newos > deb/etc/hostname
+rm -rf deb/boot/grub/grub.cfg
+fx_disk src.img 1600M $'label: dos\ntype=83'
+fx_mkfs src.img 1 ext4 deb || { fail "fixture" "mke2fs -d of the Debian tree"; exit 1; }
+rm -rf deb
+ok "capture the Debian tree as an image" "$INPLACE" image capture -q src.img 1 -o newos.img || exit 1
+rm -f src.img
+
+write_job() { # FILE DISK IMAGE METHOD
+	cat > "$1" <<EOF
+[job]
+image = $3
+require_signature = no
+disk = $2
+system_partition = 1
+store_size = 768MiB
+
+[boot]
+method = $4
+
+[notify]
+countdown = 0
+EOF
+}
+
+# ---- an image that cannot boot: refused before anything is written -------
+mkdir -p nokernel/etc && echo nokernel > nokernel/etc/hostname
+"$INPLACE" image build -q --from-dir nokernel --fs ext4 --size 64MiB -o nokernel.img >/dev/null ||
+	{ fail "fixture" "image build"; exit 1; }
+fx_disk nk.img 512M $'label: dos\ntype=83'
+fx_mkfs nk.img 1 ext4 old system
+sha_before=$(sha256sum < nk.img)
+write_job nk.ini "$T/nk.img" "$T/nokernel.img" grub
+must_fail 2 "an image without a kernel is refused at preflight (method grub)" \
+	env INPLACE_STATE_DIR="$T/state-nk" "$INPLACE" run nk.ini
+check "the refused run left the disk as it was" test "$(sha256sum < nk.img)" = "$sha_before"
+rm -f nk.img
+
+# ---- the deploy ------------------------------------------------------------
+D=$T/disk.img
+fx_disk "$D" 4G $'label: dos\ntype=83'
+fx_mkfs "$D" 1 ext4 old system
+check "the old disk has no boot loader" test "$(dd if="$D" bs=512 count=1 status=none | tr -d '\0' | wc -c)" -lt 100
+write_job job.ini "$D" "$T/newos.img" none
+export INPLACE_STATE_DIR=$T/state
+ok "run" "$INPLACE" run job.ini &&
+ok "resume: the staging boot (make room, save, deploy, configure)" "$INPLACE" resume --disk "$D" &&
+ok "resume: the first boot of the new OS (restore, reclaim)" "$INPLACE" resume --disk "$D" || exit 1
+check "the run is done" test "$("$INPLACE" status --json | jq -r .phase)" = done
+ok "fsck clean" fx_fsck "$D" 1
+
+read -r s z < <(fx_part_range "$D" 1)
+uuid=$(blkid -p -O "$s" -o value -s UUID "$D")
+mkdir m
+LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
+	mount -o ro "$LOOPDEV" m && track_mount "$T/m" || { fail "mount the new root"; exit 1; }
+check "grub.cfg boots the kernel with root=UUID= of the root" grep -q "linux.*root=UUID=$uuid " m/boot/grub/grub.cfg
+check "grub.cfg names no loop device" bash -c "! grep -q 'root=/dev/loop' m/boot/grub/grub.cfg"
+check "fstab names the root by UUID" grep -q "^UUID=$uuid / " m/etc/fstab
+check "the restore kept the old hostname" test "$(cat m/etc/hostname)" = oldhost
+umount m
+check "GRUB is in the MBR" bash -c "dd if='$D' bs=512 count=1 status=none | grep -aq GRUB"
+
+# ---- the real boot ----------------------------------------------------------
+# BIOS (SeaBIOS) reads the MBR: GRUB, its grub.cfg, the kernel and the
+# initramfs of the new system, which must find its root by UUID.  No KVM
+# (it hangs on these machines): TCG.  The wait is an upper bound for a slow
+# machine, not a timing assertion.
+qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 1 -display none -monitor none -no-reboot -net none \
+	-drive file="$D",format=raw,if=virtio -serial file:"$T/serial.log" 2>"$T/qemu.err" &
+qpid=$!
+track_pid "$qpid"
+for ((i = 0; i < 900; i++)); do
+	grep -aq "oldhost login:" serial.log 2>/dev/null && break
+	kill -0 "$qpid" 2>/dev/null || break
+	sleep 1
+done
+kill "$qpid" 2>/dev/null
+check "the new system boots from the disk to its login prompt" grep -aq "oldhost login:" serial.log ||
+	tail -20 serial.log | tr -d '\r' | sed 's/^/    /'
+check "the kernel found its root by UUID" grep -aq "root=UUID=$uuid" serial.log
