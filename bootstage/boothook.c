@@ -49,7 +49,8 @@ struct bootfs {
  * btrfs), else a failing staging boot would come back for ever. */
 static int boot_fs(const char *root, struct bootfs *bf, ip_error *e)
 {
-	char boot[4200], node[64];
+	char boot[4200];
+	_cleanup_free_ char *node = NULL;
 	const char *v = NULL;
 	struct stat sb, sr;
 	struct statfs sf;
@@ -65,11 +66,11 @@ static int boot_fs(const char *root, struct bootfs *bf, ip_error *e)
 			      "(only ext2/3/4 and FAT): use [boot] method = kexec or media");
 	/* /boot its own filesystem: the kernel is /inplace/... there */
 	snprintf(bf->prefix, sizeof(bf->prefix), "%s", sb.st_dev == sr.st_dev ? "/boot" : "");
-	snprintf(node, sizeof(node), "/dev/block/%u:%u", major(sb.st_dev), minor(sb.st_dev));
-	pr = blkid_new_probe_from_filename(node);
+	node = blkid_devno_to_devname(sb.st_dev);
+	pr = node ? blkid_new_probe_from_filename(node) : NULL;
 	if (!pr)
-		return ip_fail(e, -errno ? -errno : -EIO, "cannot probe %s, the device of %s: %s", node, boot,
-			       strerror(errno ? errno : EIO));
+		return ip_fail(e, -ENODEV, "cannot find the device of %s (%u:%u) to read its filesystem UUID", boot,
+			       major(sb.st_dev), minor(sb.st_dev));
 	blkid_probe_enable_superblocks(pr, 1);
 	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_UUID);
 	if (blkid_do_safeprobe(pr) != 0 || blkid_probe_lookup_value(pr, "UUID", &v, NULL) != 0 || !v)

@@ -21,6 +21,7 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "bootstage/boot.h"
 #include "bootstage/bootstage.h"
 #include "bootstage/internal.h"
 #include "bootstage/notify.h"
@@ -661,6 +662,22 @@ static int notify_phase(struct pipe *pp, const struct bootstage_run_opts *o, str
 	return 0;
 }
 
+/* The hook's tools are here (before a state is written: a run that cannot
+ * reboot into staging changes nothing). */
+static int boot_ready(const bootstage_job *job, ip_error *e)
+{
+	switch (job->boot) {
+	case BOOTSTAGE_BOOT_GRUB:
+		return bs_need_tool("grub-editenv", "grub-common", e);
+	case BOOTSTAGE_BOOT_KEXEC:
+		return bs_need_tool("kexec", "kexec-tools", e);
+	case BOOTSTAGE_BOOT_NONE:
+		return 0;
+	default:
+		return ip_bad(e, -EOPNOTSUPP, "%s: this [boot] method is not supported", job->name);
+	}
+}
+
 int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e)
 {
@@ -675,7 +692,7 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	if ((r = pipe_lock(&pp, false, e)) < 0)
 		goto out;
 	ip_loop_detach_stale(job->disk, NULL);
-	if (job->boot != BOOTSTAGE_BOOT_NONE) {
+	if (job->boot == BOOTSTAGE_BOOT_MEDIA || job->boot == BOOTSTAGE_BOOT_PXE) {
 		r = ip_bad(e, -EOPNOTSUPP, "%s: [boot] method=%s needs the staging environment and reboot hooks, "
 			   "which this inplace does not have yet: use method = none and 'inplace resume' for each boot",
 			   job->name, job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : job->boot == BOOTSTAGE_BOOT_KEXEC ?
@@ -709,6 +726,8 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	}
 	bootstage_state_free(pp.st);
 	pp.st = NULL;
+	if (pr == 0 && (r = boot_ready(job, e)) < 0)
+		goto out;
 	if ((r = bootstage_state_lock(pp.dir, &state_lock, e)) < 0 ||
 	    (r = bootstage_state_begin(pp.dir, job, &pp.st, &fresh, e)) < 0 || (r = log_open(&pp, e)) < 0)
 		goto out;

@@ -113,6 +113,11 @@ struct imager_files_result {
 	uint64_t extracted;   /* archive entries written */
 	uint64_t skipped;     /* archive entries under a kept path, not written */
 	uint64_t removed;     /* files and directories the archive does not have */
+	/* the new tree's fstab and grub.cfg named its root by image_uuid (the
+	 * filesystem it was made from); rewritten to root_uuid, the kept one's,
+	 * in uuid_fixed files */
+	char root_uuid[64], image_uuid[64];
+	unsigned uuid_fixed;
 };
 
 /* Make root's tree the archive's, leaving the kept paths (NULL-terminated,

@@ -23,6 +23,8 @@ struct peek {
 
 /* libext2fs opens by name only: the name carries our context's address,
  * produced and parsed in this file alone. */
+static struct struct_io_manager peek_manager;
+
 static errcode_t peek_open(const char *name, int flags, io_channel *channel)
 {
 	struct peek *pk = NULL;
@@ -36,6 +38,7 @@ static errcode_t peek_open(const char *name, int flags, io_channel *channel)
 	if (!io)
 		return EXT2_ET_NO_MEMORY;
 	io->magic = EXT2_ET_MAGIC_IO_CHANNEL;
+	io->manager = &peek_manager;
 	io->block_size = 1024;
 	io->refcount = 1;
 	io->private_data = pk;

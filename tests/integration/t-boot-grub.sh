@@ -14,26 +14,7 @@ cd "$T" || exit 1
 have_loop || { skip "boot" "no loop devices (the steps mount partitions)"; exit 0; }
 require_tool qemu-system-x86_64 jq || exit 1
 export INPLACE_RUN_DIR=$T/run
-
-tree=$(debian_tree "$DEBIAN_OS_PKGS") || { fail "fixture" "debian_tree (see its log in $INPLACE_TEST_CACHE)"; exit 1; }
 bash "$TESTS_DIR/fixtures/profile-root.sh" old unused small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
-
-# The new OS: the tree with a serial console.  The console is the test's
-# choice, never the product's: the image's own /etc/default/grub says it.
-mkdir deb && cp -a "$tree/." deb/ || { fail "fixture" "copy of the Debian tree"; exit 1; }
-cat >> deb/etc/default/grub <<'EOF'
-GRUB_CMDLINE_LINUX="console=ttyS0,115200"
-GRUB_TERMINAL=serial
-GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
-GRUB_TIMEOUT=1
-EOF
-echo newos > deb/etc/hostname
-rm -rf deb/boot/grub/grub.cfg
-fx_disk src.img 1600M $'label: dos\ntype=83'
-fx_mkfs src.img 1 ext4 deb || { fail "fixture" "mke2fs -d of the Debian tree"; exit 1; }
-rm -rf deb
-ok "capture the Debian tree as an image" "$INPLACE" image capture -q src.img 1 -o newos.img || exit 1
-rm -f src.img
 
 write_job() { # FILE DISK IMAGE METHOD
 	cat > "$1" <<EOF
@@ -62,8 +43,58 @@ sha_before=$(sha256sum < nk.img)
 write_job nk.ini "$T/nk.img" "$T/nokernel.img" grub
 must_fail 2 "an image without a kernel is refused at preflight (method grub)" \
 	env INPLACE_STATE_DIR="$T/state-nk" "$INPLACE" run nk.ini
+check "the refusal names the missing kernel and its package" \
+	bash -c "INPLACE_STATE_DIR='$T/state-nk' '$INPLACE' run nk.ini 2>&1 | grep -q 'no kernel in /boot.*linux-image-amd64'"
+check "the refused run wrote no state" test ! -e "$T/state-nk/state.json"
 check "the refused run left the disk as it was" test "$(sha256sum < nk.img)" = "$sha_before"
 rm -f nk.img
+
+# ---- apply-files: the kept filesystem's UUID, not the image's ------------
+# The new tree names its root by the UUID of the filesystem it was made
+# from; applied over another filesystem, fstab and grub.cfg must name that
+# one, else the initramfs stops at "ALERT! UUID=... does not exist".
+img_uuid=0b2e6a8c-1111-4222-8333-944455556666
+mkdir -p af/etc af/boot/grub af/usr/bin
+printf 'UUID=%s / ext4 errors=remount-ro 0 1\n' "$img_uuid" > af/etc/fstab
+printf 'search --no-floppy --fs-uuid --set=root %s\nlinux /boot/vmlinuz root=UUID=%s ro\n' "$img_uuid" "$img_uuid" \
+	> af/boot/grub/grub.cfg
+echo new > af/usr/bin/tool
+tar -C af -czf af.tar.gz .
+fx_disk af.img 256M $'label: dos\ntype=83'
+fx_mkfs af.img 1 ext4 old system
+read -r s z < <(fx_part_range af.img 1)
+kept=$(blkid -p -O "$s" -o value -s UUID af.img)
+mkdir afroot
+AFLOOP=$(losetup -f --show -o "$s" --sizelimit "$z" af.img) && track_loop "$AFLOOP" &&
+	mount "$AFLOOP" afroot && track_mount "$T/afroot" || { fail "mount for apply-files"; exit 1; }
+ok "apply-files over a mounted filesystem" "$INPLACE" image apply-files af.tar.gz --root afroot
+check "apply-files: fstab names the kept filesystem's UUID" grep -q "^UUID=$kept / " afroot/etc/fstab
+check "apply-files: grub.cfg boots root=UUID= of the kept filesystem" grep -q "root=UUID=$kept " afroot/boot/grub/grub.cfg
+check "apply-files: grub.cfg searches the kept filesystem" grep -q -- "--fs-uuid --set=root $kept" afroot/boot/grub/grub.cfg
+check "apply-files: the image's UUID is gone" bash -c "! grep -rq $img_uuid afroot/etc/fstab afroot/boot/grub/grub.cfg"
+check "apply-files: the users' homes were kept" test -d afroot/home/alice
+umount afroot
+rm -f af.img
+
+# ---- the new OS image -------------------------------------------------------
+tree=$(debian_tree "$DEBIAN_OS_PKGS") || { fail "fixture" "debian_tree (see its log in $INPLACE_TEST_CACHE)"; exit 1; }
+
+# The new OS: the tree with a serial console.  The console is the test's
+# choice, never the product's: the image's own /etc/default/grub says it.
+mkdir deb && cp -a "$tree/." deb/ || { fail "fixture" "copy of the Debian tree"; exit 1; }
+cat >> deb/etc/default/grub <<'EOF'
+GRUB_CMDLINE_LINUX="console=ttyS0,115200"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_TIMEOUT=1
+EOF
+echo newos > deb/etc/hostname
+rm -rf deb/boot/grub/grub.cfg
+fx_disk src.img 1600M $'label: dos\ntype=83'
+fx_mkfs src.img 1 ext4 deb || { fail "fixture" "mke2fs -d of the Debian tree"; exit 1; }
+rm -rf deb
+ok "capture the Debian tree as an image" "$INPLACE" image capture -q src.img 1 -o newos.img || exit 1
+rm -f src.img
 
 # ---- the deploy ------------------------------------------------------------
 D=$T/disk.img
