@@ -285,6 +285,14 @@ struct bootstage_run_opts {
 	const char *state_dir;      /* NULL: bootstage_default_state_dir() */
 	bool interactive;           /* run: the notify phase may ask at the
 	                             * terminal (stdin, stderr) */
+	/* staging: the run's disk as this boot names it (found by its id),
+	 * used instead of the name the state recorded; NULL: that name */
+	const char *disk_here;
+	/* staging: called each time the state is (again) in the store, with
+	 * its directory: the records area that held it is then no longer
+	 * needed, and deploy may overwrite it */
+	void (*state_in_store)(const char *dir, void *arg);
+	void *state_in_store_arg;
 };
 
 struct bootstage_run_result {

@@ -6,8 +6,15 @@
  * found running after a crash, skipped when done.
  *
  * Where the state lives (DESIGN.md, "Where durable records live"):
- *   until the store exists   the state directory (the old OS's
+ *   the old OS (run)         the state directory (the old OS's
  *                            /var/lib/inplace, or --state-dir)
+ *   staging, until the store the records area: a contiguous ext2 file on
+ *                            the old root below the shrink's new end, that
+ *                            staging mounts from the raw disk (records.c);
+ *                            it holds the state and partctl's shrink journal
+ *                            and undo ($INPLACE_STATE_DIR), and is unmounted
+ *                            once the state is in the store (state_in_store),
+ *                            before deploy overwrites it
  *   from make-storage on     STORE/inplace/state, beside the profile it
  *                            describes; copied there whole, state.json last,
  *                            so a cut leaves one complete state to find
@@ -23,6 +30,7 @@
 
 #include "bootstage/boot.h"
 #include "bootstage/bootstage.h"
+#include "bootstage/bundle.h"
 #include "bootstage/internal.h"
 #include "bootstage/notify.h"
 #include "bootstage/steps.h"
@@ -317,7 +325,10 @@ static int open_store_state(struct pipe *pp, ip_error *e)
 			return r;
 	}
 	bs_store_dir_state(&pp->store, dir, sizeof(dir));
-	return move_state(pp, dir, e);
+	r = move_state(pp, dir, e);
+	if (r == 0 && pp->o && pp->o->state_in_store)
+		pp->o->state_in_store(pp->dir, pp->o->state_in_store_arg);
+	return r;
 }
 
 /* on_failure = rollback: a failed deploy or restore writes the old system
@@ -356,6 +367,7 @@ static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *
 			if ((r = step(pp, "make-storage", make_storage, e)) < 0 ||
 			    (r = open_store_state(pp, e)) < 0 ||
 			    (r = step(pp, "stage-image", bs_step_stage_image, e)) < 0 ||
+			    (r = step(pp, "stage-bundle", bs_step_stage_bundle, e)) < 0 ||
 			    (r = step(pp, "save", bs_step_save, e)) < 0 ||
 			    (r = step(pp, "verify", bs_step_verify, e)) < 0 ||
 			    (pp->p.rollback_image && (r = step(pp, "rollback-image", bs_step_rollback_image, e)) < 0) ||
@@ -445,6 +457,10 @@ static int pipe_open_job(struct pipe *pp, const char *dir, ip_error *e)
 	}
 	if (json_object_object_get_ex(bootstage_state_json(pp->st), "system_partition", &v) && v)
 		pp->job->system_partition = (unsigned)json_object_get_int(v);
+	if (pp->o && pp->o->disk_here) {
+		free(pp->job->disk);
+		pp->job->disk = strdup(pp->o->disk_here);
+	}
 	if (!pp->job->disk)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	r = params_from_job(pp, e);
@@ -544,7 +560,7 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 		r = locate(&pp, disk, e);
 	if (r < 0)
 		goto out;
-	if (disk) {
+	if (disk && !(o && o->disk_here)) {
 		json_object *v;
 
 		if (json_object_object_get_ex(bootstage_state_json(pp.st), "disk", &v) && v &&
