@@ -80,4 +80,8 @@ int bs_kexec_exec(ip_error *e);
 /* Both. */
 int bs_kexec(const char *kernel, const char *initrd, const char *cmdline, ip_error *e);
 
+/* Reboot the machine (systemctl reboot; kexec: systemctl kexec, into the
+ * kernel bs_kexec_load loaded; kexec -e without systemd). */
+int bs_reboot(bool kexec, ip_error *e);
+
 #endif

@@ -250,3 +250,22 @@ int bs_kexec(const char *kernel, const char *initrd, const char *cmdline, ip_err
 
 	return r < 0 ? r : bs_kexec_exec(e);
 }
+
+/* ---- the reboot -------------------------------------------------------- */
+
+int bs_reboot(bool kexec, ip_error *e)
+{
+	/* systemd stops the services and unmounts first; "kexec" then jumps
+	 * into the loaded kernel instead of the firmware */
+	const char *const argv[] = { "systemctl", kexec ? "kexec" : "reboot", NULL };
+
+	if (bs_need_tool("systemctl", "systemd", NULL) == 0)
+		return ip_spawn(argv, NULL, e);
+	if (kexec)
+		return bs_kexec_exec(e);
+	{
+		static const char *const rb[] = { "reboot", NULL };
+
+		return ip_spawn(rb, NULL, e);
+	}
+}

@@ -33,6 +33,7 @@
 #include "bootstage/bundle.h"
 #include "bootstage/internal.h"
 #include "bootstage/notify.h"
+#include "bootstage/stage.h"
 #include "bootstage/steps.h"
 #include "partctl/partctl.h"
 
@@ -582,11 +583,6 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 		snprintf(pp.work, sizeof(pp.work), "%s", keep_work);
 		pp.p.work_dir = pp.work;
 	}
-	if (pp.job->boot != BOOTSTAGE_BOOT_NONE) {
-		r = ip_bad(e, -EOPNOTSUPP, "[boot] method=%s: this inplace plays each boot only with method=none",
-			   pp.job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : "other");
-		goto out;
-	}
 	r = log_open(&pp, e);
 	if (r < 0)
 		goto out;
@@ -678,6 +674,56 @@ static int notify_phase(struct pipe *pp, const struct bootstage_run_opts *o, str
 	return 0;
 }
 
+/* The kernel command line of the staging boot: the consoles this boot
+ * has (the admin sees staging where the old system spoke), and a reboot
+ * 30 s after a panic, so that a staging kernel that dies comes back to
+ * the old system (the one-shot entry is spent by then). */
+static void stage_cmdline(char *out, size_t n)
+{
+	_cleanup_free_ char *cl = NULL;
+	size_t len = 0, k = 0;
+	char *tok, *save = NULL;
+
+	*out = '\0';
+	if (ip_read_file("/proc/cmdline", 4096, &cl, &len, NULL) == 0)
+		for (tok = strtok_r(cl, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
+			if (!strncmp(tok, "console=", 8) && k + strlen(tok) + 2 < n)
+				k += (size_t)snprintf(out + k, n - k, "%s ", tok);
+	snprintf(out + k, n - k, "panic=30");
+}
+
+/* [boot] method grub or kexec, the run in phase prepare: the staging
+ * initramfs built from the state as it is now, then the hook that starts
+ * it on the next boot.  Done again by a run again of the job until the
+ * staging boot has begun. */
+static int arm_boot(struct pipe *pp, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+		    ip_error *e)
+{
+	struct bs_stage_opts so = { .kernel = o ? o->kernel : NULL, .modules_dir = o ? o->modules_dir : NULL,
+				    .state_dir = pp->dir, .disk = pp->job->disk };
+	struct bs_stage_result sr = { 0 };
+	const char *root = o && o->boot_root ? o->boot_root : "/";
+	char initrd[4200], cmdline[1024];
+	int r;
+
+	if (bs_path(initrd, sizeof(initrd), pp->dir, "staging.img") < 0)
+		return ip_fail(e, -ENAMETOOLONG, "state directory %s: name too long", pp->dir);
+	stage_cmdline(cmdline, sizeof(cmdline));
+	r = bs_stage_build(initrd, &so, &sr, e);
+	if (r == 0)
+		r = pp->job->boot == BOOTSTAGE_BOOT_GRUB ? bs_grub_oneshot(root, sr.kernel, initrd, cmdline, e)
+							 : bs_kexec_load(sr.kernel, initrd, cmdline, e);
+	if (r == 0) {
+		event(pp, NULL, BOOTSTAGE_INFO, "staging armed (%s): kernel %s, initramfs %s",
+		      pp->job->boot == BOOTSTAGE_BOOT_GRUB ? "GRUB one-shot entry" : "kexec", sr.kernel, initrd);
+		res->hooked = true;
+	} else {
+		event(pp, NULL, BOOTSTAGE_ERROR, "cannot arm the staging boot: %s", e->msg);
+	}
+	bs_stage_result_clear(&sr);
+	return r;
+}
+
 /* The hook's tools are here (before a state is written: a run that cannot
  * reboot into staging changes nothing). */
 static int boot_ready(const bootstage_job *job, ip_error *e)
@@ -722,6 +768,17 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		res->phase = bootstage_state_phase(pp.st);
 		res->already = res->phase == BOOTSTAGE_PHASE_DONE;
 		res->under_way = !res->already;
+		/* armed, but the staging boot has not begun (a failed arm, a
+		 * reboot that did not come): arm again */
+		if (res->phase == BOOTSTAGE_PHASE_PREPARE && job->boot != BOOTSTAGE_BOOT_NONE &&
+		    !bootstage_state_step_done(pp.st, BOOTSTAGE_PHASE_PREPARE, "make-storage") &&
+		    strcmp(bootstage_state_step(pp.st), "make-storage")) {
+			if ((r = bootstage_state_lock(pp.dir, &state_lock, e)) < 0 || (r = log_open(&pp, e)) < 0 ||
+			    (r = arm_boot(&pp, o, res, e)) < 0)
+				goto out;
+			res->reboot = true;
+			goto out;
+		}
 		/* said in the story too, which also sends what the report
 		 * server has not taken yet */
 		if (log_open(&pp, NULL) == 0)
@@ -778,6 +835,8 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	if ((r = notify_phase(&pp, o, res, e)) < 0 || res->answer != BOOTSTAGE_INSTALL)
 		goto out;
 	if ((r = set_phase(&pp, BOOTSTAGE_PHASE_PREPARE, e)) < 0)
+		goto out;
+	if (job->boot != BOOTSTAGE_BOOT_NONE && (r = arm_boot(&pp, o, res, e)) < 0)
 		goto out;
 	event(&pp, NULL, BOOTSTAGE_INFO, "ready: the next boot (the staging environment) makes room and saves the users");
 	res->phase = BOOTSTAGE_PHASE_PREPARE;
