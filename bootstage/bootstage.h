@@ -299,6 +299,8 @@ struct bootstage_run_opts {
 	const char *kernel;         /* run: the staging kernel (NULL: the running
 	                             * one's /boot/vmlinuz-RELEASE) */
 	const char *modules_dir;    /* its modules (NULL: found from the kernel) */
+	const char *cmdline;        /* more arguments for the staging kernel (the
+	                             * consoles of this boot are passed on anyway) */
 };
 
 struct bootstage_run_result {

@@ -678,7 +678,7 @@ static int notify_phase(struct pipe *pp, const struct bootstage_run_opts *o, str
  * has (the admin sees staging where the old system spoke), and a reboot
  * 30 s after a panic, so that a staging kernel that dies comes back to
  * the old system (the one-shot entry is spent by then). */
-static void stage_cmdline(char *out, size_t n)
+static void stage_cmdline(const char *extra, char *out, size_t n)
 {
 	_cleanup_free_ char *cl = NULL;
 	size_t len = 0, k = 0;
@@ -689,7 +689,8 @@ static void stage_cmdline(char *out, size_t n)
 		for (tok = strtok_r(cl, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
 			if (!strncmp(tok, "console=", 8) && k + strlen(tok) + 2 < n)
 				k += (size_t)snprintf(out + k, n - k, "%s ", tok);
-	snprintf(out + k, n - k, "panic=30");
+	/* inplace.stage: the boot says what it is in its own log */
+	snprintf(out + k, n - k, "%s%sinplace.stage panic=30", extra ? extra : "", extra && *extra ? " " : "");
 }
 
 /* [boot] method grub or kexec, the run in phase prepare: the staging
@@ -708,7 +709,7 @@ static int arm_boot(struct pipe *pp, const struct bootstage_run_opts *o, struct 
 
 	if (bs_path(initrd, sizeof(initrd), pp->dir, "staging.img") < 0)
 		return ip_fail(e, -ENAMETOOLONG, "state directory %s: name too long", pp->dir);
-	stage_cmdline(cmdline, sizeof(cmdline));
+	stage_cmdline(o ? o->cmdline : NULL, cmdline, sizeof(cmdline));
 	r = bs_stage_build(initrd, &so, &sr, e);
 	if (r == 0)
 		r = pp->job->boot == BOOTSTAGE_BOOT_GRUB ? bs_grub_oneshot(root, sr.kernel, initrd, cmdline, e)

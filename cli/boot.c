@@ -19,6 +19,7 @@ enum {
 	OPT_BOOT_ROOT,
 	OPT_KERNEL,
 	OPT_MODULES,
+	OPT_CMDLINE,
 };
 
 static const struct option boot_longopts[] = {
@@ -30,6 +31,7 @@ static const struct option boot_longopts[] = {
 	{ "boot-root", required_argument, NULL, OPT_BOOT_ROOT },
 	{ "kernel", required_argument, NULL, OPT_KERNEL },
 	{ "modules", required_argument, NULL, OPT_MODULES },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -47,6 +49,8 @@ static const char *run_usage =
 	"                        leave the reboot to the admin\n"
 	"     --kernel VMLINUZ   the staging kernel (default: the running one's)\n"
 	"     --modules DIR      its modules (default: /lib/modules/VERSION beside it)\n"
+	"     --cmdline ARGS     more arguments for the staging kernel (this boot's\n"
+	"                        console= arguments are passed on anyway)\n"
 	"     --boot-root DIR    the system whose /boot gets the GRUB one-shot entry\n"
 	"                        (default: /; a mounted disk's root, for tests)\n"
 	"     --json             one JSON document on stdout\n"
@@ -71,7 +75,7 @@ struct bargs {
 	const char *state_dir, *disk;
 	unsigned events;
 	bool no_reboot;
-	const char *boot_root, *kernel, *modules;
+	const char *boot_root, *kernel, *modules, *cmdline;
 };
 
 /* Returns -1 after --help, 0 to go on, or the exit status of bad usage. */
@@ -109,6 +113,7 @@ static int parse(int argc, char **argv, const char *command, const char *usage, 
 		case OPT_BOOT_ROOT:
 		case OPT_KERNEL:
 		case OPT_MODULES:
+		case OPT_CMDLINE:
 			if (strcmp(command, "run"))
 				return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
 			if (c == OPT_NO_REBOOT)
@@ -117,6 +122,8 @@ static int parse(int argc, char **argv, const char *command, const char *usage, 
 				a->boot_root = optarg;
 			else if (c == OPT_KERNEL)
 				a->kernel = optarg;
+			else if (c == OPT_CMDLINE)
+				a->cmdline = optarg;
 			else
 				a->modules = optarg;
 			break;
@@ -271,7 +278,8 @@ int cmd_run(int argc, char **argv)
 		 * whose reader is a program */
 		struct bootstage_run_opts ro = { .state_dir = a.state_dir,
 						 .interactive = !a.o.json && isatty(0) && isatty(2),
-						 .boot_root = a.boot_root, .kernel = a.kernel, .modules_dir = a.modules };
+						 .boot_root = a.boot_root, .kernel = a.kernel, .modules_dir = a.modules,
+						 .cmdline = a.cmdline };
 		struct bootstage_run_result res;
 
 		r = bootstage_run(j, &ro, &p, &res, &e);

@@ -126,16 +126,53 @@ check "GRUB is in the MBR" bash -c "dd if='$D' bs=512 count=1 status=none | grep
 # initramfs of the new system, which must find its root by UUID.  No KVM
 # (it hangs on these machines): TCG.  The wait is an upper bound for a slow
 # machine, not a timing assertion.
-qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 1 -display none -monitor none -no-reboot -net none \
-	-drive file="$D",format=raw,if=virtio -serial file:"$T/serial.log" 2>"$T/qemu.err" &
-qpid=$!
-track_pid "$qpid"
-for ((i = 0; i < 900; i++)); do
-	grep -aq "oldhost login:" serial.log 2>/dev/null && break
-	kill -0 "$qpid" 2>/dev/null || break
-	sleep 1
-done
-kill "$qpid" 2>/dev/null
-check "the new system boots from the disk to its login prompt" grep -aq "oldhost login:" serial.log ||
-	tail -20 serial.log | tr -d '\r' | sed 's/^/    /'
+boot_until() { # LOG PATTERN: boot disk $D until PATTERN is on the serial console
+	local log=$1 pat=$2 qpid i
+	qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 1 -display none -monitor none -no-reboot -net none \
+		-drive file="$D",format=raw,if=virtio -serial file:"$log" 2>"$log.err" &
+	qpid=$!
+	track_pid "$qpid"
+	for ((i = 0; i < 900; i++)); do
+		grep -aq "$pat" "$log" 2>/dev/null && break
+		kill -0 "$qpid" 2>/dev/null || break
+		sleep 1
+	done
+	kill "$qpid" 2>/dev/null
+	wait "$qpid" 2>/dev/null
+	grep -aq "$pat" "$log" || { tail -20 "$log" | tr -d '\r' | sed 's/^/    /'; return 1; }
+}
+check "the new system boots from the disk to its login prompt" boot_until serial.log "oldhost login:"
 check "the kernel found its root by UUID" grep -aq "root=UUID=$uuid" serial.log
+
+# ---- the GRUB one-shot: staging once, then the old system again -------------
+# The disk now holds a system that boots; a job with [boot] method grub
+# arms the staging boot on it (its root mounted, as the running system's /
+# would be): the kernel and initramfs in /boot/inplace, a marked entry in
+# custom.cfg, grubenv's next_entry.  GRUB must boot that entry once and
+# clear next_entry first, so that the boot after it (here: a staging boot
+# cut short) is the old system again.
+mkdir o2
+mount_o2() { # [ro]
+	O2LOOP=$(losetup -f --show ${1:+-r} -o "$s" --sizelimit "$z" "$D") && track_loop "$O2LOOP" &&
+		mount ${1:+-o ro} "$O2LOOP" o2 && track_mount "$T/o2"
+}
+mount_o2 || { fail "mount the deployed root"; exit 1; }
+kern=$(ls o2/boot/vmlinuz-* | sort -V | tail -n1)
+write_job job2.ini "$D" "$T/newos.img" grub
+ok "run (method grub, --no-reboot): the staging boot is armed" \
+	env INPLACE_STATE_DIR="$T/state2" "$INPLACE" run --no-reboot --boot-root o2 --kernel "$kern" \
+	--cmdline console=ttyS0,115200 job2.ini
+check "custom.cfg holds the staging entry" grep -q "^menuentry .* --id inplace-staging" o2/boot/grub/custom.cfg
+check "the entry finds /boot by its filesystem's UUID" \
+	grep -q "search --no-floppy --fs-uuid --set=root $uuid" o2/boot/grub/custom.cfg
+check "grubenv: next_entry is the staging entry" \
+	bash -c "grub-editenv '$T/o2/boot/grub/grubenv' list | grep -qx next_entry=inplace-staging"
+check "the staging kernel is in /boot/inplace" cmp -s "$kern" o2/boot/inplace/vmlinuz
+check "the staging initramfs is in /boot/inplace" test -s o2/boot/inplace/initrd.img
+umount o2
+check "GRUB boots the staging entry once" boot_until serial2.log "Command line:.*inplace\.stage"
+mount_o2 ro || { fail "mount the root again"; exit 1; }
+check "GRUB cleared next_entry before it booted the entry" \
+	bash -c "! grub-editenv '$T/o2/boot/grub/grubenv' list | grep -q next_entry=inplace-staging"
+umount o2
+check "the boot after a staging boot cut short is the old system" boot_until serial3.log "oldhost login:"
