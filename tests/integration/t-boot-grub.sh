@@ -128,11 +128,12 @@ check "GRUB is in the MBR" bash -c "dd if='$D' bs=512 count=1 status=none | grep
 # machine, not a timing assertion.
 boot_until() { # LOG PATTERN: boot disk $D until PATTERN is on the serial console
 	local log=$1 pat=$2 qpid i
-	qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 1 -display none -monitor none -no-reboot -net none \
-		-drive file="$D",format=raw,if=virtio -serial file:"$log" 2>"$log.err" &
+	qemu-system-x86_64 -accel tcg -cpu max -m 1024 -smp 2 -display none -monitor none -no-reboot -net none \
+		-drive file="$D",format=raw,if=virtio,cache=unsafe -serial file:"$log" 2>"$log.err" &
 	qpid=$!
 	track_pid "$qpid"
-	for ((i = 0; i < 900; i++)); do
+	# about 50 s alone; many times that on a machine shared with builds
+	for ((i = 0; i < 2400; i++)); do
 		grep -aq "$pat" "$log" 2>/dev/null && break
 		kill -0 "$qpid" 2>/dev/null || break
 		sleep 1
