@@ -80,16 +80,29 @@ static int zero_fill(int fd, uint64_t len, const char *path, ip_error *e)
 	return 0;
 }
 
+static int rewrite_all(int fd, uint64_t len, const char *path, ip_error *e)
+{
+	static char buf[1 << 16];
+
+	for (uint64_t o = 0; o < len; o += sizeof(buf))
+		if (pread(fd, buf, sizeof(buf), (off_t)o) != (ssize_t)sizeof(buf) ||
+		    pwrite(fd, buf, sizeof(buf), (off_t)o) != (ssize_t)sizeof(buf))
+			return ip_fail(e, -errno, "cannot rewrite %s: %s", path, strerror(errno));
+	return 0;
+}
+
 /* The UUID of the filesystem in [off, off+len) of path, or "" */
 static void probe_uuid(const char *path, uint64_t off, uint64_t len, char *uuid, size_t n)
 {
-	blkid_probe pr = blkid_new_probe_from_filename(path);
+	/* our own fd: set_device on the probe's own would close it first */
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	blkid_probe pr = fd >= 0 ? blkid_new_probe() : NULL;
 	const char *v;
 
 	*uuid = '\0';
 	if (!pr)
 		return;
-	if (blkid_probe_set_device(pr, blkid_probe_get_fd(pr), (blkid_loff_t)off, (blkid_loff_t)len) == 0) {
+	if (blkid_probe_set_device(pr, fd, (blkid_loff_t)off, (blkid_loff_t)len) == 0) {
 		blkid_probe_enable_superblocks(pr, 1);
 		blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_UUID | BLKID_SUBLKS_TYPE);
 		if (blkid_do_safeprobe(pr) == 0 && blkid_probe_lookup_value(pr, "UUID", &v, NULL) == 0)
@@ -160,6 +173,11 @@ static int make_file(const char *root, const char *state_dir, struct bs_records 
 			return r;
 		}
 	}
+	/* mke2fs "zeroes" the inode tables and the file's tail with
+	 * fallocate(ZERO_RANGE): unwritten extents, which read as zeros through
+	 * the file but not through the raw disk.  Written back as they read. */
+	if ((r = rewrite_all(fd, RECORDS_BYTES, path, e)) < 0)
+		return r;
 	if (fsync(fd) < 0)
 		return ip_fail(e, -errno, "cannot flush %s: %s", path, strerror(errno));
 	if ((r = ip_fsync_parent(path, e)) < 0 || (r = one_extent(fd, RECORDS_BYTES, phys, e)) < 0)
