@@ -354,9 +354,15 @@ int bs_bootfix(const char *newroot, const char *disk, unsigned part, const char 
 		/* grub-install wants a disk with partition nodes, as the
 		 * machine will have: the image through a loop device and the
 		 * kernel told its partitions */
-		r = ip_loop_attach(disk, 0, 0, false, fm.loop, sizeof(fm.loop), e);
-		if (r == 0)
+		char loop[64];
+
+		/* fm.loop only once it is ours: a failed attach may leave the
+		 * name of another user's device in the buffer */
+		r = ip_loop_attach(disk, 0, 0, false, loop, sizeof(loop), e);
+		if (r == 0) {
+			snprintf(fm.loop, sizeof(fm.loop), "%s", loop);
 			r = ip_kernel_sync_partitions(fm.loop, e);
+		}
 		if (r < 0)
 			goto out;
 		dev = fm.loop;
