@@ -687,7 +687,8 @@ static void stage_cmdline(const char *extra, char *out, size_t n)
 	*out = '\0';
 	if (ip_read_file("/proc/cmdline", 4096, &cl, &len, NULL) == 0)
 		for (tok = strtok_r(cl, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
-			if (!strncmp(tok, "console=", 8) && k + strlen(tok) + 2 < n)
+			if (!strncmp(tok, "console=", 8) && k + strlen(tok) + 2 < n &&
+			    !(extra && strstr(extra, tok)))
 				k += (size_t)snprintf(out + k, n - k, "%s ", tok);
 	/* inplace.stage: the boot says what it is in its own log */
 	snprintf(out + k, n - k, "%s%sinplace.stage panic=30", extra ? extra : "", extra && *extra ? " " : "");
