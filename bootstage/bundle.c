@@ -37,6 +37,7 @@ static const struct bundle_tool {
 	{ "ntfsfix", "ntfs-3g", "check NTFS (partctl/fstool.c)" },
 	{ "mkntfs", "ntfs-3g", "format an NTFS partition (partctl/plan_exec.c)" },
 	{ "rm", "coreutils", "reclaim empties a kept store (bootstage/steps.c)" },
+	{ "chroot", "coreutils", "the boot fix runs the new root's grub-install and update-grub (bootstage/bootfix.c)" },
 };
 
 /* The launcher (bootstage/launcher/launcher.c, static), linked in by the

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "bootstage/boot.h"
 #include "bootstage/steps.h"
 #include "imager/imager.h"
 #include "partctl/partctl.h"
@@ -826,6 +827,8 @@ int bs_step_configure(const struct bs_params *p, struct bs_store *s, bs_result *
 		json_object_object_add(*res, "kept_homes", json_object_new_int((int)json_object_array_length(kept)));
 		json_object_object_add(*res, "hook", json_object_new_string(FIRSTBOOT_UNIT));
 	}
+	if (r == 0 && r2 == 0)
+		r2 = bs_step_bootfix(p, root, fi.type, fi.uuid, *res, e);
 	return r < 0 ? r : r2;
 }
 
