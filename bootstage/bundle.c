@@ -580,6 +580,8 @@ static int is_ours(const char *dir, bool want_manifest, ip_error *e)
 		any = true;
 		for (size_t i = 0; i < IP_ARRAY_SIZE(names); i++)
 			known |= !strcmp(de->d_name, names[i]);
+		/* the manifest's temporary file, when a kill came while it was written */
+		known |= !want_manifest && !strncmp(de->d_name, BS_BUNDLE_MANIFEST ".tmp-", sizeof(BS_BUNDLE_MANIFEST ".tmp-") - 1);
 		manifest |= !strcmp(de->d_name, BS_BUNDLE_MANIFEST);
 		other |= !known;
 	}
@@ -669,7 +671,7 @@ static int install_tree(const char *tmp, const char *dir, bool exists, ip_error 
 		return ip_rename_durable(tmp, dir, e);
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) < 0) {
 		/* a filesystem without exchange (vfat media): the old one goes
-		 * first; a cut between leaves tmp complete, renamed next time */
+		 * first; a cut between leaves no DIR, and the next write makes it */
 		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 			return ip_fail(e, -errno, "cannot put %s in place of %s: %s", tmp, dir, strerror(errno));
 		if ((r = rm_tree(dir, e)) < 0)
