@@ -3,7 +3,8 @@
 # tools on any x86_64 Linux.  Every library each program needs resolves
 # inside the bundle; it runs from another directory, through a symlink and
 # from a read-only mount, and copies itself from there; an existing
-# directory that is not a bundle is refused, an old bundle replaced.  In a
+# directory that is not a bundle is refused, an old bundle replaced, and a
+# kill -9 during a write leaves the old bundle or the new one whole.  In a
 # chroot of a Debian 12 minbase tree stripped of its C library and loader
 # (so nothing of the tree can run, no shell either), the bundle saves and
 # restores a real profile (every file equal by hash) and shrinks an ext4
@@ -54,7 +55,19 @@ check "by a whole new one, nothing left beside" test ! -e "$B/lib/stale.so" -a !
 mkdir -p "$T/c.tmp/lib" && touch "$T/c.tmp/lib/half"
 ok "a bundle cut short is redone" "$INPLACE" bundle -q -o "$T/c"
 check "its leftovers gone" test ! -e "$T/c.tmp" -a -s "$T/c/BUNDLE"
-rm -rf "$T/c" "$T/b2"
+# kill -9 at instants spread over a write (over an old bundle): DIR is
+# always the old bundle or the new one, whole, and the next write completes
+"$INPLACE" bundle -q -o "$T/k" >/dev/null
+whole=0
+for d in 0.02 0.05 0.1 0.2 0.3 0.5; do
+	"$INPLACE" bundle -q -o "$T/k" >/dev/null 2>&1 & pid=$!
+	sleep "$d"; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	[ -s "$T/k/BUNDLE" ] && [ -x "$T/k/libexec/inplace" ] && "$T/k/inplace" --version >/dev/null && whole=$((whole + 1))
+done
+check "after each kill the bundle in place is whole and runs" test "$whole" = 6
+ok "the next write completes" "$INPLACE" bundle -q -o "$T/k"
+check "and leaves nothing beside" test ! -e "$T/k.tmp"
+rm -rf "$T/c" "$T/b2" "$T/k"
 
 # ---- in a chroot with none of our libraries, no libc, no loader, no shell --
 tree=$(debian_tree "") || { fail "fixture" "debian_tree (debootstrap)"; exit 1; }
