@@ -204,7 +204,7 @@ static int elf_inspect(const char *path, struct elf_facts *f)
 		return -errno;
 	if (elf_version(EV_CURRENT) == EV_NONE)
 		return -ENOSYS;
-	if (!(elf = elf_begin(fd, ELF_C_READ, NULL)))
+	if (!(elf = elf_begin(fd, ELF_C_READ_MMAP, NULL)))
 		return 0;
 	if (elf_kind(elf) != ELF_K_ELF || gelf_getclass(elf) != ELFCLASS64 || !gelf_getehdr(elf, &eh) ||
 	    eh.e_machine != EM_X86_64) {
