@@ -284,6 +284,8 @@ static int find_lib(const struct plan *pl, const char *name, const char *origin,
 
 		if (len >= 7 && !strncmp(p, "$ORIGIN", 7))
 			snprintf(dir, sizeof(dir), "%s%.*s", odir, (int)(len - 7), p + 7);
+		else if (len >= 9 && !strncmp(p, "${ORIGIN}", 9))
+			snprintf(dir, sizeof(dir), "%s%.*s", odir, (int)(len - 9), p + 9);
 		else
 			snprintf(dir, sizeof(dir), "%.*s", (int)len, p);
 		if ((size_t)snprintf(out, n, "%s/%s", dir, name) < n && elf_inspect(out, NULL) == 1)
@@ -332,6 +334,11 @@ static int add_program(struct plan *pl, const char *src, const char *name, ip_er
 			snprintf(dst, sizeof(dst), "lib/%s", f.needed[i]);
 			if (!strcmp(f.needed[i], BS_BUNDLE_LOADER) || plan_find(pl, dst))
 				continue;
+			if (strchr(f.needed[i], '/')) {
+				r = ip_bad(e, -ENOEXEC, "%s needs the library %s by its path, which a bundle cannot "
+					   "keep: use a build linked by soname", origin, f.needed[i]);
+				break;
+			}
 			if (find_lib(pl, f.needed[i], origin, f.runpath, lib, sizeof(lib)) < 0) {
 				r = ip_fail(e, -ENOENT, "cannot find %s, which %s needs, in the loader's search path "
 					    "(RUNPATH, ld.so.conf, /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu): "
@@ -359,7 +366,6 @@ static int find_tool(const struct plan *pl, const char *name, char *out, size_t 
 			       0 : -ENOENT;
 	for (const char *p = path ? path : ""; *p;) {
 		size_t len = strcspn(p, ":");
-
 		char man[PATH_MAX];
 
 		/* another bundle's bin/ holds launchers, not the tools */
