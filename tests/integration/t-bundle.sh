@@ -58,12 +58,14 @@ check "its leftovers gone" test ! -e "$T/c.tmp" -a -s "$T/c/BUNDLE"
 # kill -9 at instants spread over a write (over an old bundle): DIR is
 # always the old bundle or the new one, whole, and the next write completes
 "$INPLACE" bundle -q -o "$T/k" >/dev/null
-whole=0
-for d in 0.02 0.05 0.1 0.2 0.3 0.5; do
+whole=0 mid=0
+for d in 0.2 0.35 0.5 0.65 0.8 1.0; do
 	"$INPLACE" bundle -q -o "$T/k" >/dev/null 2>&1 & pid=$!
 	sleep "$d"; kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+	[ -e "$T/k.tmp" ] && mid=$((mid + 1))
 	[ -s "$T/k/BUNDLE" ] && [ -x "$T/k/libexec/inplace" ] && "$T/k/inplace" --version >/dev/null && whole=$((whole + 1))
 done
+echo "   kills: 6, of which $mid landed while DIR.tmp was being written or removed"
 check "after each kill the bundle in place is whole and runs" test "$whole" = 6
 ok "the next write completes" "$INPLACE" bundle -q -o "$T/k"
 check "and leaves nothing beside" test ! -e "$T/k.tmp"
