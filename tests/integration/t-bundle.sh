@@ -84,6 +84,11 @@ check "the tree has no libarchive, json-c, libfdisk, libntfs-3g" \
 rm -f "$L"/libext2fs.so* "$L"/libc.so.6 "$L"/libc.so "$C"/usr/lib64/ld-linux-x86-64.so.2 "$L"/ld-linux-x86-64.so.2
 must_fail 127 "nothing of the tree runs any more (no loader, no libc)" chroot "$C" /bin/sh -c true
 cp -a "$B" "$C/bundle"
+ok "chroot: runs before /proc is mounted (as an init would)" chroot "$C" /bundle/inplace --version
+ln "$C/bundle/inplace" "$C/bundle/init"
+check "chroot: under another name (an initramfs's /init) it is inplace told that argv[0]" \
+	test "$(chroot "$C" /bundle/init --version)" = "$("$B/inplace" --version)"
+rm "$C/bundle/init"
 mkdir -p "$C/work" "$C/proc" "$C/dev"
 # what the staging env's init mounts too (migrate opens through /proc/self/fd)
 mount -t proc proc "$C/proc" && track_mount "$C/proc"
