@@ -402,7 +402,7 @@ int bs_bundle_self(char *dir, size_t n)
 	slash = strrchr(exe, '/');
 	if (!slash || strcmp(slash + 1, "lib"))
 		return 0;
-	*slash = '\0';
+	slash[slash == exe] = '\0'; /* a bundle at "/" (an initramfs) */
 	snprintf(probe, sizeof(probe), "%s/" BS_BUNDLE_MANIFEST, exe);
 	if (access(probe, F_OK) < 0)
 		return 0;

@@ -55,8 +55,8 @@ int main(int argc, char **argv)
 	/* DIR/inplace, or DIR/bin/TOOL */
 	if (!is_root(root)) {
 		slash = strrchr(root, '/');
-		if (slash && slash != root)
-			*slash = '\0';
+		if (slash)
+			slash[slash == root] = '\0'; /* "/bin" → "/" */
 		if (!is_root(root)) {
 			errno = ENOENT;
 			return die("cannot find the bundle's loader beside", exe);

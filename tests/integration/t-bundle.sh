@@ -45,6 +45,15 @@ else
 	skip "read-only mount" "bind mount not possible here"
 fi
 
+# a bundle that is a whole root (an initramfs): nothing else there
+R=$T/asroot
+cp -a "$B" "$R" && mkdir -p "$R/proc" && mount -t proc proc "$R/proc" && track_mount "$R/proc"
+ok "a bundle as the root: inplace runs" chroot "$R" /inplace --version
+ok "a bundle as the root: a tool runs" chroot "$R" /bin/e2fsck -V
+out=$(chroot "$R" /inplace bundle -o /copy --json)
+check "a bundle as the root knows itself and copies itself" test "$(jq -r .copied <<<"$out")" = true -a -s "$R/copy/BUNDLE"
+umount "$R/proc"; rm -rf "$R"
+
 mkdir -p "$T/mine" && echo precious > "$T/mine/keep"
 must_fail 2 "a directory that is not a bundle is refused" "$INPLACE" bundle -o "$T/mine"
 check "and left as it was" test "$(cat "$T/mine/keep")" = precious -a ! -e "$T/mine.tmp"
