@@ -205,7 +205,7 @@ static int elf_inspect(const char *path, struct elf_facts *f)
 		return -errno;
 	if (elf_version(EV_CURRENT) == EV_NONE)
 		return -ENOSYS;
-	if (!(elf = elf_begin(fd, ELF_C_READ, NULL)))
+	if (!(elf = elf_begin(fd, ELF_C_READ_MMAP, NULL)))
 		return 0;
 	if (elf_kind(elf) != ELF_K_ELF || gelf_getclass(elf) != ELFCLASS64 || !gelf_getehdr(elf, &eh) ||
 	    eh.e_machine != EM_X86_64) {
@@ -285,6 +285,8 @@ static int find_lib(const struct plan *pl, const char *name, const char *origin,
 
 		if (len >= 7 && !strncmp(p, "$ORIGIN", 7))
 			snprintf(dir, sizeof(dir), "%s%.*s", odir, (int)(len - 7), p + 7);
+		else if (len >= 9 && !strncmp(p, "${ORIGIN}", 9))
+			snprintf(dir, sizeof(dir), "%s%.*s", odir, (int)(len - 9), p + 9);
 		else
 			snprintf(dir, sizeof(dir), "%.*s", (int)len, p);
 		if ((size_t)snprintf(out, n, "%s/%s", dir, name) < n && elf_inspect(out, NULL) == 1)
@@ -333,6 +335,11 @@ static int add_program(struct plan *pl, const char *src, const char *name, ip_er
 			snprintf(dst, sizeof(dst), "lib/%s", f.needed[i]);
 			if (!strcmp(f.needed[i], BS_BUNDLE_LOADER) || plan_find(pl, dst))
 				continue;
+			if (strchr(f.needed[i], '/')) {
+				r = ip_bad(e, -ENOEXEC, "%s needs the library %s by its path, which a bundle cannot "
+					   "keep: use a build linked by soname", origin, f.needed[i]);
+				break;
+			}
 			if (find_lib(pl, f.needed[i], origin, f.runpath, lib, sizeof(lib)) < 0) {
 				r = ip_fail(e, -ENOENT, "cannot find %s, which %s needs, in the loader's search path "
 					    "(RUNPATH, ld.so.conf, /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu): "
@@ -360,7 +367,6 @@ static int find_tool(const struct plan *pl, const char *name, char *out, size_t 
 			       0 : -ENOENT;
 	for (const char *p = path ? path : ""; *p;) {
 		size_t len = strcspn(p, ":");
-
 		char man[PATH_MAX];
 
 		/* another bundle's bin/ holds launchers, not the tools */
@@ -397,7 +403,7 @@ int bs_bundle_self(char *dir, size_t n)
 	slash = strrchr(exe, '/');
 	if (!slash || strcmp(slash + 1, "lib"))
 		return 0;
-	*slash = '\0';
+	slash[slash == exe] = '\0'; /* a bundle at "/" (an initramfs) */
 	snprintf(probe, sizeof(probe), "%s/" BS_BUNDLE_MANIFEST, exe);
 	if (access(probe, F_OK) < 0)
 		return 0;
@@ -508,18 +514,25 @@ uint64_t bs_bundle_room(void)
 	return (b + b / 4 + (1ULL << 20) - 1) & ~((1ULL << 20) - 1);
 }
 
-/* Copy one file into the bundle under construction and fsync it; the
- * directory's rename makes the whole bundle appear at once. */
+/* Copy one file into the bundle under construction: through NAME.part,
+ * fsynced, stamped with the source's mtime, then renamed.  A file already
+ * there under its name with the source's size and mtime is the copy a
+ * killed write made: kept, so a write cut again and again still ends. */
 static int copy_file(const char *src, const char *dst, mode_t mode, ip_error *e)
 {
 	_cleanup_close_ int in = -1, out = -1;
-	struct stat sb;
+	char part[PATH_MAX + 80];
+	struct stat sb, db;
 
 	if ((in = open(src, O_RDONLY | O_CLOEXEC)) < 0 || fstat(in, &sb) < 0)
 		return ip_fail(e, -errno, "cannot read %s for the bundle: %s", src, strerror(errno));
-	out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+	if (stat(dst, &db) == 0 && db.st_size == sb.st_size && db.st_mtim.tv_sec == sb.st_mtim.tv_sec &&
+	    db.st_mtim.tv_nsec == sb.st_mtim.tv_nsec)
+		return 0;
+	snprintf(part, sizeof(part), "%s.part", dst);
+	out = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
 	if (out < 0)
-		return ip_fail(e, -errno, "cannot create %s: %s", dst, strerror(errno));
+		return ip_fail(e, -errno, "cannot create %s: %s", part, strerror(errno));
 	for (off_t done = 0; done < sb.st_size;) {
 		ssize_t k = sendfile(out, in, &done, (size_t)(sb.st_size - done));
 
@@ -529,16 +542,21 @@ static int copy_file(const char *src, const char *dst, mode_t mode, ip_error *e)
 			return ip_fail(e, k < 0 ? -errno : -EIO, "cannot write %s: %s", dst,
 				       k < 0 ? strerror(errno) : "the source shrank while copied");
 	}
-	if (fchmod(out, mode) < 0 || fsync(out) < 0)
+	if (fchmod(out, mode) < 0 || futimens(out, (struct timespec[2]){ sb.st_atim, sb.st_mtim }) < 0 ||
+	    fsync(out) < 0 || rename(part, dst) < 0)
 		return ip_fail(e, -errno, "cannot write %s: %s", dst, strerror(errno));
 	return 0;
 }
 
 static int write_blob(const char *dst, const void *data, size_t len, ip_error *e)
 {
-	_cleanup_close_ int out = open(dst, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+	char part[PATH_MAX + 80];
+	_cleanup_close_ int out = -1;
 
-	if (out < 0 || ip_write_all(out, data, len) < 0 || fchmod(out, 0755) < 0 || fsync(out) < 0)
+	snprintf(part, sizeof(part), "%s.part", dst);
+	out = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0755);
+	if (out < 0 || ip_write_all(out, data, len) < 0 || fchmod(out, 0755) < 0 || fsync(out) < 0 ||
+	    rename(part, dst) < 0)
 		return ip_fail(e, -errno, "cannot write %s: %s", dst, strerror(errno));
 	return 0;
 }
@@ -581,6 +599,10 @@ static int is_ours(const char *dir, bool want_manifest, ip_error *e)
 		any = true;
 		for (size_t i = 0; i < IP_ARRAY_SIZE(names); i++)
 			known |= !strcmp(de->d_name, names[i]);
+		/* the temporary files of a write a kill cut short */
+		known |= !want_manifest && (!strncmp(de->d_name, BS_BUNDLE_MANIFEST ".tmp-",
+						     sizeof(BS_BUNDLE_MANIFEST ".tmp-") - 1) ||
+					    !strcmp(de->d_name, "inplace.part"));
 		manifest |= !strcmp(de->d_name, BS_BUNDLE_MANIFEST);
 		other |= !known;
 	}
@@ -615,6 +637,36 @@ static json_object *manifest_json(const struct plan *pl, bool copied)
 	return doc;
 }
 
+/* Remove from a resumed tmp what this plan does not write (a .part a kill
+ * left, a file of another plan), so the bundle holds what its manifest says. */
+static int drop_strays(const struct plan *pl, const char *tmp, const char *sub, ip_error *e)
+{
+	char path[PATH_MAX + 64], rel[NAME_MAX + 16];
+	struct dirent *de;
+	DIR *d;
+	int r = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", tmp, sub);
+	if (!(d = opendir(path)))
+		return ip_fail(e, -errno, "cannot read %s: %s", path, strerror(errno));
+	while (r == 0 && (de = readdir(d))) {
+		bool tool = false;
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		snprintf(rel, sizeof(rel), "%s/%s", sub, de->d_name);
+		for (size_t i = 0; !strcmp(sub, "bin") && i < pl->ntools; i++)
+			tool |= !strcmp(de->d_name, pl->tools[i]);
+		if (tool || plan_find(pl, rel))
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", tmp, rel);
+		if (unlinkat(dirfd(d), de->d_name, de->d_type == DT_DIR ? AT_REMOVEDIR : 0) < 0 && errno != ENOENT)
+			r = ip_fail(e, -errno, "cannot remove %s: %s", path, strerror(errno));
+	}
+	closedir(d);
+	return r;
+}
+
 /* The bundle into tmp: the directories, every file, the launcher under
  * each name, the manifest last. */
 static int write_tree(const struct plan *pl, const char *tmp, ip_error *e)
@@ -625,11 +677,12 @@ static int write_tree(const struct plan *pl, const char *tmp, ip_error *e)
 	const char *text;
 	int r;
 
-	if (mkdir(tmp, 0755) < 0)
+	/* a write cut short left them: its complete files are kept */
+	if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
 		return ip_fail(e, -errno, "cannot create %s: %s", tmp, strerror(errno));
 	for (size_t i = 0; i < IP_ARRAY_SIZE(sub); i++) {
 		snprintf(path, sizeof(path), "%s/%s", tmp, sub[i]);
-		if (mkdir(path, 0755) < 0)
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
 			return ip_fail(e, -errno, "cannot create %s: %s", path, strerror(errno));
 	}
 	for (size_t i = 0; i < pl->n; i++) {
@@ -643,12 +696,12 @@ static int write_tree(const struct plan *pl, const char *tmp, ip_error *e)
 	/* one launcher, hardlinked: it picks the program by its own name */
 	for (size_t i = 0; i < pl->ntools; i++) {
 		snprintf(name, sizeof(name), "%s/bin/%s", tmp, pl->tools[i]);
-		if (link(path, name) < 0)
+		if ((unlink(name) < 0 && errno != ENOENT) || link(path, name) < 0)
 			return ip_fail(e, -errno, "cannot link %s: %s", name, strerror(errno));
 	}
 	for (size_t i = 0; i < IP_ARRAY_SIZE(sub); i++) {
 		snprintf(path, sizeof(path), "%s/%s", tmp, sub[i]);
-		if ((r = ip_fsync_dir(path, e)) < 0)
+		if ((r = drop_strays(pl, tmp, sub[i], e)) < 0 || (r = ip_fsync_dir(path, e)) < 0)
 			return r;
 	}
 	if (!(man = manifest_json(pl, *pl->self != '\0')))
@@ -670,7 +723,7 @@ static int install_tree(const char *tmp, const char *dir, bool exists, ip_error 
 		return ip_rename_durable(tmp, dir, e);
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) < 0) {
 		/* a filesystem without exchange (vfat media): the old one goes
-		 * first; a cut between leaves tmp complete, renamed next time */
+		 * first; a cut between leaves no DIR, and the next write makes it */
 		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 			return ip_fail(e, -errno, "cannot put %s in place of %s: %s", tmp, dir, strerror(errno));
 		if ((r = rm_tree(dir, e)) < 0)
@@ -684,7 +737,7 @@ static int install_tree(const char *tmp, const char *dir, bool exists, ip_error 
 
 int bs_bundle_write_info(const char *out, struct bs_bundle_info *info, ip_error *e)
 {
-	char dir[PATH_MAX], tmp[PATH_MAX + 8];
+	char dir[PATH_MAX], tmp[PATH_MAX + 8], man[PATH_MAX + 32];
 	struct plan pl;
 	size_t len;
 	int r, ours;
@@ -701,8 +754,10 @@ int bs_bundle_write_info(const char *out, struct bs_bundle_info *info, ip_error 
 		return ours < 0 ? ours : r;
 	if ((r = plan_build(&pl, e)) < 0)
 		goto out;
-	/* a bundle cut short by a kill is redone from scratch */
-	if ((r = rm_tree(tmp, e)) < 0 || (r = write_tree(&pl, tmp, e)) < 0 ||
+	/* DIR.tmp with a manifest is an old bundle a kill left after the
+	 * exchange: removed; without one, a write cut short: resumed */
+	snprintf(man, sizeof(man), "%s/" BS_BUNDLE_MANIFEST, tmp);
+	if ((access(man, F_OK) == 0 && (r = rm_tree(tmp, e)) < 0) || (r = write_tree(&pl, tmp, e)) < 0 ||
 	    (r = install_tree(tmp, dir, ours == 1, e)) < 0) {
 		rm_tree(tmp, NULL);
 		goto out;
