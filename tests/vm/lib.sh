@@ -134,7 +134,8 @@ _vm_harness() {
 if [ "${1:-}" = late ]; then
 	state=$(systemctl is-system-running --wait)
 	failed=$(systemctl --failed --plain --no-legend | awk '{printf "%s%s", s, $1; s = ","}')
-	echo "VM-REPORT host=$(hostname) state=$state failed=[$failed] id=$(cat /etc/machine-id)" > /dev/ttyS0
+	os=old; [ -e /etc/inplace-new-os ] && os=new
+	echo "VM-REPORT os=$os host=$(hostname) state=$state failed=[$failed] id=$(cat /etc/machine-id)" > /dev/ttyS0
 	exit 0
 fi
 exec systemd-run --no-block --unit=vm-report-late /usr/local/sbin/vm-report late

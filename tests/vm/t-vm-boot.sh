@@ -14,8 +14,8 @@ VM_LOG=$T/boot.log
 vm_boot old.img "$VM_LOG"
 check "old OS: GRUB from the MBR boots it to the login prompt" vm_wait "$VM_LOG" '^oldhost login:' 400
 check "old OS: the boot ends running, no unit failed" \
-	vm_wait "$VM_LOG" 'VM-REPORT host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' 300
+	vm_wait "$VM_LOG" 'VM-REPORT os=old host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' 300
 vm_login alice alicepw 'echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,)"; exit'
-check "old OS: alice logs in with her password, in group project" vm_wait "$VM_LOG" '^VM-LOGIN alice alice,project' 60
+check "old OS: alice logs in with her password, in group project" vm_wait "$VM_LOG" 'VM-LOGIN alice alice,project' 60
 vm_login root rootpw 'systemctl poweroff'
 check "old OS: root logs in and powers it off" vm_exited 120

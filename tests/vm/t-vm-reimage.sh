@@ -66,11 +66,11 @@ VM_LOG=$T/new.log
 vm_boot "$D" "$VM_LOG"
 check "new OS: boots to the login prompt under the old hostname" vm_wait "$VM_LOG" '^oldhost login:' 400
 check "new OS: the boot ends running, no unit failed, the old machine-id" \
-	vm_wait "$VM_LOG" 'VM-REPORT host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' 300
+	vm_wait "$VM_LOG" 'VM-REPORT os=new host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' 300
 vm_login alice alicepw 'echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
-check "new OS: alice logs in with her old password" vm_wait "$VM_LOG" '^VM-LOGIN alice alice,project the new OS' 60
+check "new OS: alice logs in with her old password" vm_wait "$VM_LOG" 'VM-LOGIN alice alice,project the new OS' 60
 vm_login bob bobpw 'echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'
-check "new OS: bob logs in, remapped, owning his files" vm_wait "$VM_LOG" '^VM-LOGIN bob 1[0-9]{3} bob' 60
+check "new OS: bob logs in, remapped, owning his files" vm_wait "$VM_LOG" 'VM-LOGIN bob 1[0-9]{3} bob' 60
 vm_login dave davepw 'echo "VM-LOGIN $(id -un) $(id -u)"; exit'
-check "new OS: dave of the new OS logs in at 1001" vm_wait "$VM_LOG" '^VM-LOGIN dave 1001' 60
+check "new OS: dave of the new OS logs in at 1001" vm_wait "$VM_LOG" 'VM-LOGIN dave 1001' 60
 vm_kill
