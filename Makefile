@@ -33,6 +33,18 @@ $(BUILD)/lib$(1).a: $$($(1)_OBJ)
 endef
 $(foreach m,$(MODULES),$(eval $(call module_rules,$(m))))
 
+# The bundle's launcher (bootstage/launcher/, see bootstage/bundle.h):
+# linked statically so it runs where no library is, and embedded in
+# libbootstage.a (bs_launcher_start..end) so any inplace can write a bundle.
+$(BUILD)/launcher: bootstage/launcher/launcher.c
+	@mkdir -p $(@D)
+	@echo "  LD      $@"
+	$(Q)$(CC) -std=c17 -D_GNU_SOURCE -Os -s -static -Wall -Wextra -Werror -o $@ $<
+$(BUILD)/launcher_blob.o: $(BUILD)/launcher
+	$(Q)printf '.section .rodata\n.balign 16\n.globl bs_launcher_start\n.globl bs_launcher_end\nbs_launcher_start:\n.incbin "%s"\nbs_launcher_end:\n.section .note.GNU-stack,"",@progbits\n' '$<' | \
+	  $(CC) -c -x assembler -o $@ -
+$(BUILD)/libbootstage.a: $(BUILD)/launcher_blob.o
+
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)

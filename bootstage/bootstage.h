@@ -285,6 +285,22 @@ struct bootstage_run_opts {
 	const char *state_dir;      /* NULL: bootstage_default_state_dir() */
 	bool interactive;           /* run: the notify phase may ask at the
 	                             * terminal (stdin, stderr) */
+	/* staging: the run's disk as this boot names it (found by its id),
+	 * used instead of the name the state recorded; NULL: that name */
+	const char *disk_here;
+	/* staging: called each time the state is (again) in the store, with
+	 * its directory: the records area that held it is then no longer
+	 * needed, and deploy may overwrite it */
+	void (*state_in_store)(const char *dir, void *arg);
+	void *state_in_store_arg;
+	/* run, [boot] method grub: the system whose /boot gets the one-shot
+	 * entry (NULL: "/"; tests: a mounted tree) */
+	const char *boot_root;
+	const char *kernel;         /* run: the staging kernel (NULL: the running
+	                             * one's /boot/vmlinuz-RELEASE) */
+	const char *modules_dir;    /* its modules (NULL: found from the kernel) */
+	const char *cmdline;        /* more arguments for the staging kernel (the
+	                             * consoles of this boot are passed on anyway) */
 };
 
 struct bootstage_run_result {
@@ -297,6 +313,9 @@ struct bootstage_run_result {
 	                             * (0, install, unless postponed or declined) */
 	long long rerun_at;         /* postponed: when the job is due again */
 	bool rearmed;               /* postponed: a timer will run it then */
+	bool hooked;                /* run: the staging boot is armed ([boot]
+	                             * method grub: the one-shot entry; kexec:
+	                             * the kernel loaded): reboot now */
 	char state_dir[4096];       /* where the state is now */
 };
 

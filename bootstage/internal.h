@@ -11,9 +11,11 @@
 #define BOOTSTAGE_CURSOR_FILE "report.cursor"
 #define BOOTSTAGE_JOB_FILE "job.ini"
 
-/* Room the bundle of the next issue (binary, libraries, tools) takes in the
- * store, until `inplace bundle` exists and can be measured. */
-#define BOOTSTAGE_BUNDLE_BYTES (64ULL << 20)
+/* Room the bundle (binary, libraries, tools, loader) takes in the store:
+ * measured from what bs_bundle_write would write now, plus a quarter, in
+ * whole MiB; 64 MiB when it cannot be measured (bundle.c). */
+uint64_t bs_bundle_room(void);
+#define BOOTSTAGE_BUNDLE_BYTES bs_bundle_room()
 
 /* dir + "/" + name into buf; -ENAMETOOLONG when it does not fit. */
 int bs_path(char *buf, size_t len, const char *dir, const char *name);

@@ -6,8 +6,15 @@
  * found running after a crash, skipped when done.
  *
  * Where the state lives (DESIGN.md, "Where durable records live"):
- *   until the store exists   the state directory (the old OS's
+ *   the old OS (run)         the state directory (the old OS's
  *                            /var/lib/inplace, or --state-dir)
+ *   staging, until the store the records area: a contiguous ext2 file on
+ *                            the old root below the shrink's new end, that
+ *                            staging mounts from the raw disk (records.c);
+ *                            it holds the state and partctl's shrink journal
+ *                            and undo ($INPLACE_STATE_DIR), and is unmounted
+ *                            once the state is in the store (state_in_store),
+ *                            before deploy overwrites it
  *   from make-storage on     STORE/inplace/state, beside the profile it
  *                            describes; copied there whole, state.json last,
  *                            so a cut leaves one complete state to find
@@ -21,9 +28,12 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include "bootstage/boot.h"
 #include "bootstage/bootstage.h"
+#include "bootstage/bundle.h"
 #include "bootstage/internal.h"
 #include "bootstage/notify.h"
+#include "bootstage/stage.h"
 #include "bootstage/steps.h"
 #include "partctl/partctl.h"
 
@@ -273,6 +283,7 @@ static int params_from_job(struct pipe *pp, ip_error *e)
 		.store_dir = j->store == BOOTSTAGE_STORE_DIR ? j->store_dir : NULL,
 		.keep = (enum bs_keep)j->keep_storage,
 		.rollback_image = j->rollback_image,
+		.boot_required = j->boot != BOOTSTAGE_BOOT_NONE,
 		.work_dir = pp->work,
 	};
 	return 0;
@@ -315,7 +326,10 @@ static int open_store_state(struct pipe *pp, ip_error *e)
 			return r;
 	}
 	bs_store_dir_state(&pp->store, dir, sizeof(dir));
-	return move_state(pp, dir, e);
+	r = move_state(pp, dir, e);
+	if (r == 0 && pp->o && pp->o->state_in_store)
+		pp->o->state_in_store(pp->dir, pp->o->state_in_store_arg);
+	return r;
 }
 
 /* on_failure = rollback: a failed deploy or restore writes the old system
@@ -354,6 +368,7 @@ static int advance(struct pipe *pp, struct bootstage_run_result *res, ip_error *
 			if ((r = step(pp, "make-storage", make_storage, e)) < 0 ||
 			    (r = open_store_state(pp, e)) < 0 ||
 			    (r = step(pp, "stage-image", bs_step_stage_image, e)) < 0 ||
+			    (r = step(pp, "stage-bundle", bs_step_stage_bundle, e)) < 0 ||
 			    (r = step(pp, "save", bs_step_save, e)) < 0 ||
 			    (r = step(pp, "verify", bs_step_verify, e)) < 0 ||
 			    (pp->p.rollback_image && (r = step(pp, "rollback-image", bs_step_rollback_image, e)) < 0) ||
@@ -443,6 +458,10 @@ static int pipe_open_job(struct pipe *pp, const char *dir, ip_error *e)
 	}
 	if (json_object_object_get_ex(bootstage_state_json(pp->st), "system_partition", &v) && v)
 		pp->job->system_partition = (unsigned)json_object_get_int(v);
+	if (pp->o && pp->o->disk_here) {
+		free(pp->job->disk);
+		pp->job->disk = strdup(pp->o->disk_here);
+	}
 	if (!pp->job->disk)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	r = params_from_job(pp, e);
@@ -542,7 +561,7 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 		r = locate(&pp, disk, e);
 	if (r < 0)
 		goto out;
-	if (disk) {
+	if (disk && !(o && o->disk_here)) {
 		json_object *v;
 
 		if (json_object_object_get_ex(bootstage_state_json(pp.st), "disk", &v) && v &&
@@ -563,11 +582,6 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 		rmdir(pp.work);
 		snprintf(pp.work, sizeof(pp.work), "%s", keep_work);
 		pp.p.work_dir = pp.work;
-	}
-	if (pp.job->boot != BOOTSTAGE_BOOT_NONE) {
-		r = ip_bad(e, -EOPNOTSUPP, "[boot] method=%s: this inplace plays each boot only with method=none",
-			   pp.job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : "other");
-		goto out;
 	}
 	r = log_open(&pp, e);
 	if (r < 0)
@@ -660,6 +674,73 @@ static int notify_phase(struct pipe *pp, const struct bootstage_run_opts *o, str
 	return 0;
 }
 
+/* The kernel command line of the staging boot: the consoles this boot
+ * has (the admin sees staging where the old system spoke), and a reboot
+ * 30 s after a panic, so that a staging kernel that dies comes back to
+ * the old system (the one-shot entry is spent by then). */
+static void stage_cmdline(const char *extra, char *out, size_t n)
+{
+	_cleanup_free_ char *cl = NULL;
+	size_t len = 0, k = 0;
+	char *tok, *save = NULL;
+
+	*out = '\0';
+	if (ip_read_file("/proc/cmdline", 4096, &cl, &len, NULL) == 0)
+		for (tok = strtok_r(cl, " \n", &save); tok; tok = strtok_r(NULL, " \n", &save))
+			if (!strncmp(tok, "console=", 8) && k + strlen(tok) + 2 < n)
+				k += (size_t)snprintf(out + k, n - k, "%s ", tok);
+	/* inplace.stage: the boot says what it is in its own log */
+	snprintf(out + k, n - k, "%s%sinplace.stage panic=30", extra ? extra : "", extra && *extra ? " " : "");
+}
+
+/* [boot] method grub or kexec, the run in phase prepare: the staging
+ * initramfs built from the state as it is now, then the hook that starts
+ * it on the next boot.  Done again by a run again of the job until the
+ * staging boot has begun. */
+static int arm_boot(struct pipe *pp, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+		    ip_error *e)
+{
+	struct bs_stage_opts so = { .kernel = o ? o->kernel : NULL, .modules_dir = o ? o->modules_dir : NULL,
+				    .state_dir = pp->dir, .disk = pp->job->disk };
+	struct bs_stage_result sr = { 0 };
+	const char *root = o && o->boot_root ? o->boot_root : "/";
+	char initrd[4200], cmdline[1024];
+	int r;
+
+	if (bs_path(initrd, sizeof(initrd), pp->dir, "staging.img") < 0)
+		return ip_fail(e, -ENAMETOOLONG, "state directory %s: name too long", pp->dir);
+	stage_cmdline(o ? o->cmdline : NULL, cmdline, sizeof(cmdline));
+	r = bs_stage_build(initrd, &so, &sr, e);
+	if (r == 0)
+		r = pp->job->boot == BOOTSTAGE_BOOT_GRUB ? bs_grub_oneshot(root, sr.kernel, initrd, cmdline, e)
+							 : bs_kexec_load(sr.kernel, initrd, cmdline, e);
+	if (r == 0) {
+		event(pp, NULL, BOOTSTAGE_INFO, "staging armed (%s): kernel %s, initramfs %s",
+		      pp->job->boot == BOOTSTAGE_BOOT_GRUB ? "GRUB one-shot entry" : "kexec", sr.kernel, initrd);
+		res->hooked = true;
+	} else {
+		event(pp, NULL, BOOTSTAGE_ERROR, "cannot arm the staging boot: %s", e->msg);
+	}
+	bs_stage_result_clear(&sr);
+	return r;
+}
+
+/* The hook's tools are here (before a state is written: a run that cannot
+ * reboot into staging changes nothing). */
+static int boot_ready(const bootstage_job *job, ip_error *e)
+{
+	switch (job->boot) {
+	case BOOTSTAGE_BOOT_GRUB:
+		return bs_need_tool("grub-editenv", "grub-common", e);
+	case BOOTSTAGE_BOOT_KEXEC:
+		return bs_need_tool("kexec", "kexec-tools", e);
+	case BOOTSTAGE_BOOT_NONE:
+		return 0;
+	default:
+		return ip_bad(e, -EOPNOTSUPP, "%s: this [boot] method is not supported", job->name);
+	}
+}
+
 int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e)
 {
@@ -674,7 +755,7 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	if ((r = pipe_lock(&pp, false, e)) < 0)
 		goto out;
 	ip_loop_detach_stale(job->disk, NULL);
-	if (job->boot != BOOTSTAGE_BOOT_NONE) {
+	if (job->boot == BOOTSTAGE_BOOT_MEDIA || job->boot == BOOTSTAGE_BOOT_PXE) {
 		r = ip_bad(e, -EOPNOTSUPP, "%s: [boot] method=%s needs the staging environment and reboot hooks, "
 			   "which this inplace does not have yet: use method = none and 'inplace resume' for each boot",
 			   job->name, job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : job->boot == BOOTSTAGE_BOOT_KEXEC ?
@@ -688,6 +769,17 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		res->phase = bootstage_state_phase(pp.st);
 		res->already = res->phase == BOOTSTAGE_PHASE_DONE;
 		res->under_way = !res->already;
+		/* armed, but the staging boot has not begun (a failed arm, a
+		 * reboot that did not come): arm again */
+		if (res->phase == BOOTSTAGE_PHASE_PREPARE && job->boot != BOOTSTAGE_BOOT_NONE &&
+		    !bootstage_state_step_done(pp.st, BOOTSTAGE_PHASE_PREPARE, "make-storage") &&
+		    strcmp(bootstage_state_step(pp.st), "make-storage")) {
+			if ((r = bootstage_state_lock(pp.dir, &state_lock, e)) < 0 || (r = log_open(&pp, e)) < 0 ||
+			    (r = arm_boot(&pp, o, res, e)) < 0)
+				goto out;
+			res->reboot = true;
+			goto out;
+		}
 		/* said in the story too, which also sends what the report
 		 * server has not taken yet */
 		if (log_open(&pp, NULL) == 0)
@@ -708,6 +800,8 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	}
 	bootstage_state_free(pp.st);
 	pp.st = NULL;
+	if (pr == 0 && (r = boot_ready(job, e)) < 0)
+		goto out;
 	if ((r = bootstage_state_lock(pp.dir, &state_lock, e)) < 0 ||
 	    (r = bootstage_state_begin(pp.dir, job, &pp.st, &fresh, e)) < 0 || (r = log_open(&pp, e)) < 0)
 		goto out;
@@ -742,6 +836,8 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	if ((r = notify_phase(&pp, o, res, e)) < 0 || res->answer != BOOTSTAGE_INSTALL)
 		goto out;
 	if ((r = set_phase(&pp, BOOTSTAGE_PHASE_PREPARE, e)) < 0)
+		goto out;
+	if (job->boot != BOOTSTAGE_BOOT_NONE && (r = arm_boot(&pp, o, res, e)) < 0)
 		goto out;
 	event(&pp, NULL, BOOTSTAGE_INFO, "ready: the next boot (the staging environment) makes room and saves the users");
 	res->phase = BOOTSTAGE_PHASE_PREPARE;

@@ -11,6 +11,7 @@
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
 
+#include "bootstage/boot.h"
 #include "bootstage/internal.h"
 #include "imager/imager.h"
 
@@ -75,6 +76,42 @@ static int check_file(const bootstage_job *j, struct bootstage_preflight_result 
 	}
 	res->signature_checked = true;
 	return 0;
+}
+
+/* Can the image boot by itself (kernel, GRUB for this disk's firmware)?
+ * Looked up inside the image, before anything is written.  With a real
+ * reboot to follow, an image that cannot is refused; with method none (a
+ * test run) it is said and deployed as it is. */
+static int check_bootable(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
+{
+	const char *const *paths = bs_boot_paths();
+	bool found[32] = { false }, uefi = bs_disk_has_esp(j->disk);
+	ip_error why = { 0 };
+	size_t n = 0;
+	int r;
+
+	while (paths[n])
+		n++;
+	if (n > IP_ARRAY_SIZE(found))
+		return ip_fail(e, -E2BIG, "too many paths to look for in the image");
+	r = imager_paths_exist(j->image, paths, found, &why);
+	if (r == -EOPNOTSUPP) {
+		note(res, "bootable", "%s: not checked", why.msg);
+		return 0;
+	}
+	if (r == 0)
+		r = bs_bootable(uefi, found, &why);
+	if (r == 0) {
+		note(res, "bootable", "the image can boot by %s: a kernel and GRUB", uefi ? "UEFI" : "BIOS");
+		return 0;
+	}
+	if (j->boot == BOOTSTAGE_BOOT_NONE && why.status == IP_EXIT_BADINPUT) {
+		note(res, "bootable", "%s; [boot] method none: deployed as it is", why.msg);
+		return 0;
+	}
+	if (e)
+		*e = why;
+	return r;
 }
 
 /* ---- the system partition's root, for the estimate ------------------- */
@@ -271,6 +308,9 @@ int bootstage_preflight(const bootstage_job *j, struct bootstage_preflight_resul
 	note(res, "image", "image %s reachable, %s", j->image, ip_format_size(res->image_bytes, b1, sizeof(b1)));
 	if (res->signature_checked)
 		note(res, "signature", "signature of %s good (key %s)", j->image, j->key);
+	/* a URL's image is looked at once it is in the store */
+	if (!res->image_url && (r = check_bootable(j, res, e)) < 0)
+		return r;
 	if (j->store_size) {
 		res->store_bytes = j->store_size;
 	} else if ((r = estimate_store(j, off, size, res, e)) < 0) {

@@ -8,6 +8,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 
+#include "bootstage/boot.h"
 #include "bootstage/steps.h"
 #include "imager/imager.h"
 #include "partctl/partctl.h"
@@ -518,6 +519,8 @@ int bs_step_configure(const struct bs_params *p, struct bs_store *s, bs_result *
 		json_object_object_add(*res, "root_uuid", json_object_new_string(fi.uuid));
 		json_object_object_add(*res, "hook", json_object_new_string(FIRSTBOOT_UNIT));
 	}
+	if (r == 0 && r2 == 0)
+		r2 = bs_step_bootfix(p, root, fi.type, fi.uuid, *res, e);
 	return r < 0 ? r : r2;
 }
 

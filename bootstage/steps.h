@@ -25,6 +25,9 @@ struct bs_params {
 	const char *store_dir;       /* store = DIR on another filesystem; NULL: a partition */
 	enum bs_keep keep;           /* keep_storage */
 	bool rollback_image;         /* capture the old system partition first */
+	bool boot_required;          /* a real reboot follows ([boot] method other than
+	                              * none): the new root must be made to boot; with
+	                              * none, only an image that can boot is fixed */
 	const char *work_dir;        /* mount points live below (e.g. /run/inplace) */
 	/* the storage partition make-storage made, from the state (0: unknown):
 	 * reclaim deletes exactly this one, even once its filesystem is wiped */

@@ -6,6 +6,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bootstage/boot.h"
 #include "bootstage/bootstage.h"
 #include "bootstage/notify.h"
 #include "cli/cli.h"
@@ -14,6 +15,11 @@ enum {
 	OPT_STATE_DIR = OPT_CLI_LAST,
 	OPT_DISK,
 	OPT_EVENTS,
+	OPT_NO_REBOOT,
+	OPT_BOOT_ROOT,
+	OPT_KERNEL,
+	OPT_MODULES,
+	OPT_CMDLINE,
 };
 
 static const struct option boot_longopts[] = {
@@ -21,6 +27,11 @@ static const struct option boot_longopts[] = {
 	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
 	{ "disk", required_argument, NULL, OPT_DISK },
 	{ "events", required_argument, NULL, OPT_EVENTS },
+	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
+	{ "boot-root", required_argument, NULL, OPT_BOOT_ROOT },
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "modules", required_argument, NULL, OPT_MODULES },
+	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -34,6 +45,14 @@ static const char *run_usage =
 	"     --dry-run          stop after preflight and print the plan; write nothing\n"
 	"     --state-dir DIR    where state.json and status.log live until the store\n"
 	"                        exists (default: $INPLACE_STATE_DIR or /var/lib/inplace)\n"
+	"     --no-reboot        [boot] method grub or kexec: arm the staging boot, but\n"
+	"                        leave the reboot to the admin\n"
+	"     --kernel VMLINUZ   the staging kernel (default: the running one's)\n"
+	"     --modules DIR      its modules (default: /lib/modules/VERSION beside it)\n"
+	"     --cmdline ARGS     more arguments for the staging kernel (this boot's\n"
+	"                        console= arguments are passed on anyway)\n"
+	"     --boot-root DIR    the system whose /boot gets the GRUB one-shot entry\n"
+	"                        (default: /; a mounted disk's root, for tests)\n"
 	"     --json             one JSON document on stdout\n"
 	" -q, --quiet            no progress\n"
 	" -h, --help             this text\n\n"
@@ -55,6 +74,8 @@ struct bargs {
 	struct cli_opts o;
 	const char *state_dir, *disk;
 	unsigned events;
+	bool no_reboot;
+	const char *boot_root, *kernel, *modules, *cmdline;
 };
 
 /* Returns -1 after --help, 0 to go on, or the exit status of bad usage. */
@@ -87,6 +108,24 @@ static int parse(int argc, char **argv, const char *command, const char *usage, 
 				a->disk = optarg;
 			else if (cli_parse_uint(&a->o, command, "number of events", optarg, &a->events))
 				return IP_EXIT_BADINPUT;
+			break;
+		case OPT_NO_REBOOT:
+		case OPT_BOOT_ROOT:
+		case OPT_KERNEL:
+		case OPT_MODULES:
+		case OPT_CMDLINE:
+			if (strcmp(command, "run"))
+				return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
+			if (c == OPT_NO_REBOOT)
+				a->no_reboot = true;
+			else if (c == OPT_BOOT_ROOT)
+				a->boot_root = optarg;
+			else if (c == OPT_KERNEL)
+				a->kernel = optarg;
+			else if (c == OPT_CMDLINE)
+				a->cmdline = optarg;
+			else
+				a->modules = optarg;
 			break;
 		default:
 			return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
@@ -189,6 +228,9 @@ static void run_print(const struct bootstage_run_result *res, const char *disk)
 		       bootstage_phase_name(res->phase), disk);
 	else if (res->phase == BOOTSTAGE_PHASE_DONE)
 		printf("done: the new system runs with its users; the storage space is given back\n");
+	else if (res->hooked)
+		printf("phase %s: the staging boot is armed; the next boot makes room and saves the users\n",
+		       bootstage_phase_name(res->phase));
 	else if (res->reboot)
 		printf("phase %s: a reboot comes here ([boot] method = none): run 'inplace resume --disk %s' to play it\n",
 		       bootstage_phase_name(res->phase), disk);
@@ -202,6 +244,7 @@ static json_object *run_json(const char *cmd, const struct bootstage_run_result 
 	json_object_object_add(doc, "disk", json_object_new_string(disk));
 	json_object_object_add(doc, "phase", json_object_new_string(bootstage_phase_name(res->phase)));
 	json_object_object_add(doc, "reboot", json_object_new_boolean(res->reboot));
+	json_object_object_add(doc, "armed", json_object_new_boolean(res->hooked));
 	json_object_object_add(doc, "already_done", json_object_new_boolean(res->already));
 	json_object_object_add(doc, "under_way", json_object_new_boolean(res->under_way));
 	if (!strcmp(cmd, "run") && !res->already && !res->under_way)
@@ -234,7 +277,9 @@ int cmd_run(int argc, char **argv)
 		/* the admin is asked only at a terminal, and not under --json,
 		 * whose reader is a program */
 		struct bootstage_run_opts ro = { .state_dir = a.state_dir,
-						 .interactive = !a.o.json && isatty(0) && isatty(2) };
+						 .interactive = !a.o.json && isatty(0) && isatty(2),
+						 .boot_root = a.boot_root, .kernel = a.kernel, .modules_dir = a.modules,
+						 .cmdline = a.cmdline };
 		struct bootstage_run_result res;
 
 		r = bootstage_run(j, &ro, &p, &res, &e);
@@ -248,6 +293,15 @@ int cmd_run(int argc, char **argv)
 			if (!res.already && !res.under_way)
 				preflight_print(j, &p);
 			run_print(&res, j->disk);
+		}
+		/* the staging boot is armed: the reboot that starts it, unless
+		 * the admin keeps it for later */
+		if (r == 0 && res.hooked && !a.no_reboot) {
+			if (!a.o.json)
+				printf("rebooting into the staging environment\n");
+			fflush(stdout);
+			if (bs_reboot(j->boot == BOOTSTAGE_BOOT_KEXEC, &e) < 0)
+				r = -1;
 		}
 		bootstage_preflight_result_clear(&p);
 		bootstage_job_free(j);

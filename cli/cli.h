@@ -60,6 +60,8 @@ int cmd_notify(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
+int cmd_bundle(int argc, char **argv);
+int cmd_stage(int argc, char **argv);
 
 /* A storage plan as `part plan` shows it (cli/part_table.c), for `run`. */
 struct partctl_plan;

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 
@@ -13,6 +14,8 @@ static const struct cli_verb top_verbs[] = {
 	{ "resume",  cmd_resume,  "continue a run from its state, up to the next reboot or the end" },
 	{ "status",  cmd_status,  "where the job stands: phase, step, last events" },
 	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline" },
+	{ "bundle",  cmd_bundle,  "a self-contained inplace (tools, libraries, loader) in one directory" },
+	{ "stage",   cmd_stage,   "the RAM-only staging environment: build its initramfs" },
 	{ NULL, NULL, NULL },
 };
 
@@ -218,6 +221,12 @@ int main(int argc, char **argv)
 	/* getopt's own message would be a second line before ours, which
 	 * names the option (cli_usage) */
 	opterr = 0;
+	/* /init of the staging initramfs: the kernel starts us as PID 1 */
+	if (getpid() == 1) {
+		static char *init_argv[] = { "inplace", "stage", "init", NULL };
+
+		return cli_dispatch("", top_verbs, 3, init_argv);
+	}
 	if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
 		printf("inplace %s\n", IP_TOOL_VERSION);
 		return 0;

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <blkid/blkid.h>
+
 #include "imager/imager_int.h"
 
 struct keep {
@@ -198,6 +200,114 @@ out:
 	return r;
 }
 
+/* ---- the kept filesystem's UUID ----------------------------------------- */
+
+/* The UUID of the filesystem on device dev; "" when it has none that
+ * libblkid reads (a tmpfs, an overlay). */
+static void fs_uuid(dev_t dev, char *out, size_t n)
+{
+	_cleanup_free_ char *node = blkid_devno_to_devname(dev);
+	const char *v = NULL;
+	blkid_probe pr;
+
+	*out = '\0';
+	if (!node || !(pr = blkid_new_probe_from_filename(node)))
+		return;
+	blkid_probe_enable_superblocks(pr, 1);
+	blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_UUID);
+	if (blkid_do_safeprobe(pr) == 0 && blkid_probe_lookup_value(pr, "UUID", &v, NULL) == 0 && v)
+		snprintf(out, n, "%s", v);
+	blkid_free_probe(pr);
+}
+
+/* The UUID the new tree names its root by: fstab's "UUID=… /" first, else
+ * grub.cfg's first root=UUID=; "" when neither names one. */
+static void tree_root_uuid(const char *root, char *out, size_t n)
+{
+	_cleanup_free_ char *text = NULL;
+	char path[PATH_MAX + 32];
+	size_t len;
+	const char *p;
+
+	*out = '\0';
+	snprintf(path, sizeof(path), "%s/etc/fstab", root);
+	if (ip_read_file(path, 1 << 20, &text, &len, NULL) == 0) {
+		for (char *line = text, *next; line && *line; line = next) {
+			char spec[128], mnt[256];
+
+			next = strchr(line, '\n');
+			if (next)
+				*next++ = '\0';
+			if (sscanf(line, "UUID=%127s %255s", spec, mnt) == 2 && !strcmp(mnt, "/")) {
+				snprintf(out, n, "%s", spec);
+				return;
+			}
+		}
+	}
+	free(TAKE_PTR(text));
+	snprintf(path, sizeof(path), "%s/boot/grub/grub.cfg", root);
+	if (ip_read_file(path, 8 << 20, &text, &len, NULL) == 0 && (p = strstr(text, "root=UUID="))) {
+		p += strlen("root=UUID=");
+		snprintf(out, n, "%.*s", (int)strcspn(p, " \t\n"), p);
+	}
+}
+
+/* Every from in root/rel becomes to; *fixed counts the files changed. */
+static int replace_in(const char *root, const char *rel, const char *from, const char *to, unsigned *fixed,
+		      ip_error *e)
+{
+	_cleanup_free_ char *old = NULL, *nw = NULL;
+	char path[PATH_MAX + 32];
+	size_t len = 0, fl = strlen(from), tl = strlen(to), hits = 0, k = 0;
+	struct stat sb;
+
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	if (lstat(path, &sb) < 0 || !S_ISREG(sb.st_mode) || ip_read_file(path, 8 << 20, &old, &len, NULL) < 0)
+		return 0;
+	for (const char *p = old; (p = strstr(p, from)); p += fl)
+		hits++;
+	if (!hits)
+		return 0;
+	if (!(nw = malloc(len + hits * tl + 1)))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (const char *p = old; *p;) {
+		if (!strncmp(p, from, fl)) {
+			memcpy(nw + k, to, tl);
+			k += tl;
+			p += fl;
+		} else {
+			nw[k++] = *p++;
+		}
+	}
+	(*fixed)++;
+	return ip_write_file_atomic(path, nw, k, sb.st_mode & 07777, e);
+}
+
+/* The new tree came from another filesystem: its fstab and grub.cfg name
+ * that one's UUID, which does not exist here (the initramfs would stop at
+ * "ALERT! UUID=… does not exist").  They get the UUID of the filesystem
+ * that was kept. */
+static int fix_root_uuid(const char *root, const struct stat *sb, struct imager_files_result *res, ip_error *e)
+{
+	static const char *const files[] = { "etc/fstab", "boot/grub/grub.cfg", NULL };
+	char up[PATH_MAX + 8];
+	struct stat parent;
+	int r = 0;
+
+	/* only a filesystem's root is a system's root: a directory inside
+	 * another filesystem (a test tree, a chroot) keeps what it names */
+	snprintf(up, sizeof(up), "%s/..", root);
+	if (stat(up, &parent) < 0 || parent.st_dev == sb->st_dev)
+		return 0;
+	fs_uuid(sb->st_dev, res->root_uuid, sizeof(res->root_uuid));
+	tree_root_uuid(root, res->image_uuid, sizeof(res->image_uuid));
+	if (!*res->root_uuid || !*res->image_uuid || !strcmp(res->root_uuid, res->image_uuid))
+		return 0;
+	for (size_t i = 0; r == 0 && files[i]; i++)
+		r = replace_in(root, files[i], res->image_uuid, res->root_uuid, &res->uuid_fixed, e);
+	return r;
+}
+
 int imager_apply_files(const char *archive, const char *root, const char *const *keep_in,
 		       struct imager_files_result *res, ip_error *e)
 {
@@ -344,6 +454,7 @@ int imager_apply_files(const char *archive, const char *root, const char *const 
 		goto out;
 	}
 	res->removed = walk.removed;
+	r = fix_root_uuid(rootabs, &sb, res, e);
 	sync();
 out:
 	if (a)

@@ -113,6 +113,11 @@ struct imager_files_result {
 	uint64_t extracted;   /* archive entries written */
 	uint64_t skipped;     /* archive entries under a kept path, not written */
 	uint64_t removed;     /* files and directories the archive does not have */
+	/* the new tree's fstab and grub.cfg named its root by image_uuid (the
+	 * filesystem it was made from); rewritten to root_uuid, the kept one's,
+	 * in uuid_fixed files */
+	char root_uuid[64], image_uuid[64];
+	unsigned uuid_fixed;
 };
 
 /* Make root's tree the archive's, leaving the kept paths (NULL-terminated,
@@ -120,6 +125,14 @@ struct imager_files_result {
  * archive entry that would land outside root. */
 int imager_apply_files(const char *archive, const char *root, const char *const *keep,
 		       struct imager_files_result *res, ip_error *e);
+
+/* ---- looking inside an image (imager/peek.c) ------------------------- */
+
+/* Whether each path (absolute, in the image's ext2/3/4 filesystem,
+ * symlinks followed; a last component ending in '*' matches any name with
+ * that prefix) exists: found[i], for the NULL-terminated paths.  Reads only
+ * the frames it needs.  Bad input for another filesystem or a damaged image. */
+int imager_paths_exist(const char *image, const char *const *paths, bool *found, ip_error *e);
 
 /* ---- HTTP sources (imager/source.c) ----------------------------------- */
 

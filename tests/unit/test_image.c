@@ -280,6 +280,51 @@ static void test_capture_verify(void **state)
 	free(buf);
 }
 
+/* imager_paths_exist: files looked up inside an ext4 image, symlinks
+ * followed, a trailing '*' as a prefix; another filesystem refused. */
+static void test_paths_exist(void **state)
+{
+	char dir[] = "/tmp/test-peek.XXXXXX", tree[64], img[80], p[128];
+	const char *const paths[] = { "/boot/vmlinuz-*", "/sbin/grub-install", "/usr/lib/grub/i386-pc",
+				      "/boot/initrd*", "/usr/sbin", NULL };
+	bool found[5] = { false };
+	struct imager_capture_opts co = { .level = 1, .threads = 1 };
+	struct imager_capture_result res;
+	ip_error e = { 0 };
+	int fd;
+
+	(void)state;
+	assert_non_null(mkdtemp(dir));
+	snprintf(tree, sizeof(tree), "%s/tree", dir);
+	snprintf(img, sizeof(img), "%s/os.img", dir);
+	snprintf(p, sizeof(p), "%s/boot", tree);
+	assert_int_equal(ip_mkdir_p(p, 0755, &e), 0);
+	snprintf(p, sizeof(p), "%s/usr/sbin", tree);
+	assert_int_equal(ip_mkdir_p(p, 0755, &e), 0);
+	snprintf(p, sizeof(p), "%s/boot/vmlinuz-6.1.0-1-amd64", tree);
+	fd = open(p, O_WRONLY | O_CREAT, 0644);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(p, sizeof(p), "%s/usr/sbin/grub-install", tree);
+	fd = open(p, O_WRONLY | O_CREAT, 0755);
+	assert_true(fd >= 0);
+	close(fd);
+	snprintf(p, sizeof(p), "%s/sbin", tree);
+	assert_int_equal(symlink("usr/sbin", p), 0);
+	assert_int_equal(imager_build(tree, "ext4", 16u << 20, img, &co, &res, &e), 0);
+	assert_int_equal(imager_paths_exist(img, paths, found, &e), 0);
+	assert_true(found[0]);
+	assert_true(found[1]);
+	assert_false(found[2]);
+	assert_false(found[3]);
+	assert_true(found[4]);
+	{
+		const char *rm[] = { "rm", "-rf", dir, NULL };
+
+		assert_int_equal(ip_spawn(rm, NULL, NULL), 0);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -290,6 +335,7 @@ int main(void)
 		cmocka_unit_test(test_meta_rejects),
 		cmocka_unit_test(test_meta_against_seektable),
 		cmocka_unit_test(test_capture_verify),
+		cmocka_unit_test(test_paths_exist),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,182 @@
+/* stage.c — `inplace stage build` (the staging initramfs) and `inplace
+ * stage init` (what /init runs as PID 1 in it).  The work is in
+ * bootstage/stage*.c; this file parses, prints and reboots. */
+#include <errno.h>
+#include <string.h>
+#include <sys/reboot.h>
+#include <unistd.h>
+
+#include "bootstage/stage.h"
+#include "cli/cli.h"
+
+enum {
+	OPT_OUT = OPT_CLI_LAST,
+	OPT_KERNEL,
+	OPT_MODULES,
+	OPT_JOB,
+	OPT_DISK,
+	OPT_STATE_DIR,
+	OPT_ADD_MODULE,
+	OPT_DISK_WAIT,
+	OPT_NO_RECORDS,
+};
+
+static const struct option build_longopts[] = {
+	CLI_COMMON_LONGOPTS,
+	{ "output", required_argument, NULL, 'o' },
+	{ "kernel", required_argument, NULL, OPT_KERNEL },
+	{ "modules", required_argument, NULL, OPT_MODULES },
+	{ "job", required_argument, NULL, OPT_JOB },
+	{ "disk", required_argument, NULL, OPT_DISK },
+	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
+	{ "add-module", required_argument, NULL, OPT_ADD_MODULE },
+	{ "disk-wait", required_argument, NULL, OPT_DISK_WAIT },
+	{ "no-records", no_argument, NULL, OPT_NO_RECORDS },
+	{ NULL, 0, NULL, 0 },
+};
+
+static const char *build_usage =
+	"\nUsage:\n inplace stage build -o FILE [options]\n\n"
+	"Write the staging initramfs for the run waiting in the state directory\n"
+	"(after 'inplace run'): the bundle as /init, the job and its state, the\n"
+	"job's image, and the kernel modules of the disk's controller and of the\n"
+	"filesystems, loaded by init in dependency order.  Boot it with the same\n"
+	"kernel; it finds the disk by its partition table id, resumes the run and\n"
+	"reboots.  Also makes the records area on the old root that holds the\n"
+	"state durably until the store exists.\n\n"
+	"Options:\n"
+	" -o, --output FILE      the initramfs (cpio newc, zstd)\n"
+	"     --kernel VMLINUZ   the kernel it is for (default: the running one's\n"
+	"                        /boot/vmlinuz-$(uname -r)); its version names its modules\n"
+	"     --modules DIR      that kernel's modules (default: /lib/modules/VERSION of\n"
+	"                        the tree the kernel comes from)\n"
+	"     --job JOB.ini      the state must be this job's run\n"
+	"     --disk DISK        the run's disk (default: the one the state names)\n"
+	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
+	"                        /var/lib/inplace)\n"
+	"     --add-module NAME  one more module or alias to load (repeatable)\n"
+	"     --disk-wait SEC    how long init waits for the disk (default 60)\n"
+	"     --no-records       no records area: the state lives in RAM until the\n"
+	"                        store exists (a power cut then loses it)\n"
+	"     --json             one JSON document on stdout\n"
+	" -h, --help             this text\n\n"
+	"Exit status: 0 ok, 1 failed, 2 bad input (no waiting run, no kernel).\n";
+
+static json_object *build_json(const char *out, const struct bs_stage_result *r)
+{
+	json_object *doc = ip_json_doc("stage build");
+
+	json_object_object_add(doc, "initramfs", json_object_new_string(out));
+	json_object_object_add(doc, "bytes", ip_json_u64(r->bytes));
+	json_object_object_add(doc, "kernel", json_object_new_string(r->kernel));
+	json_object_object_add(doc, "kernel_version", json_object_new_string(r->version));
+	json_object_object_add(doc, "modules_dir", json_object_new_string(r->modules_dir));
+	json_object_object_add(doc, "modules", json_object_get(r->modules));
+	json_object_object_add(doc, "disk", json_object_get(r->disk_id));
+	json_object_object_add(doc, "records", bs_records_json(r->records ? &r->rec : NULL));
+	return doc;
+}
+
+static int cmd_stage_build(int argc, char **argv)
+{
+	struct bs_stage_opts so = { 0 };
+	struct bs_stage_result res = { 0 };
+	const char *mods[65] = { 0 }, *out = NULL;
+	struct cli_opts o = { 0 };
+	ip_error e = { 0 };
+	size_t nm = 0;
+	char sz[32];
+	int c, r;
+
+	optind = 0;
+	while ((c = getopt_long(argc, argv, "o:qh", build_longopts, NULL)) != -1) {
+		if (c == 'h') {
+			fputs(build_usage, stdout);
+			return IP_EXIT_OK;
+		}
+		if (cli_common_opt(&o, c)) {
+			if (c == OPT_DRY_RUN)
+				return cli_usage(&o, "stage build", "--dry-run does not apply");
+			continue;
+		}
+		switch (c) {
+		case 'o': out = optarg; break;
+		case OPT_KERNEL: so.kernel = optarg; break;
+		case OPT_MODULES: so.modules_dir = optarg; break;
+		case OPT_JOB: so.job = optarg; break;
+		case OPT_DISK: so.disk = optarg; break;
+		case OPT_STATE_DIR: so.state_dir = optarg; break;
+		case OPT_NO_RECORDS: so.no_records = true; break;
+		case OPT_ADD_MODULE:
+			if (nm == IP_ARRAY_SIZE(mods) - 1)
+				return cli_usage(&o, "stage build", "too many --add-module");
+			mods[nm++] = optarg;
+			break;
+		case OPT_DISK_WAIT:
+			if ((r = cli_parse_uint(&o, "stage build", "--disk-wait seconds", optarg, &so.disk_wait_s)))
+				return r;
+			break;
+		default:
+			return cli_usage(&o, "stage build", "unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage(&o, "stage build", "unexpected argument '%s'", argv[optind]);
+	if (!out)
+		return cli_usage(&o, "stage build", "missing -o FILE");
+	so.add_modules = mods;
+	cli_opts_apply(&o);
+	if (bs_stage_build(out, &so, &res, &e) < 0) {
+		bs_stage_result_clear(&res);
+		return cli_error(&o, "stage build", &e);
+	}
+	if (o.json) {
+		r = cli_emit(build_json(out, &res));
+	} else {
+		printf("%s: staging initramfs for kernel %s, %s, %zu modules\n", out, res.version,
+		       ip_format_size(res.bytes, sz, sizeof(sz)), json_object_array_length(res.modules));
+		if (res.records)
+			printf("records area: %s (byte %llu of the disk)\n", res.rec.path,
+			       (unsigned long long)res.rec.off);
+		r = IP_EXIT_OK;
+	}
+	bs_stage_result_clear(&res);
+	return r;
+}
+
+static void console_say(const char *line, void *arg)
+{
+	(void)arg;
+	fprintf(stderr, "inplace staging: %s\n", line);
+}
+
+/* PID 1 of the staging initramfs.  It never exits (the kernel would
+ * panic): whatever happened, sync and reboot. */
+static int cmd_stage_init(int argc, char **argv)
+{
+	ip_error e = { 0 };
+
+	(void)argv;
+	if (getpid() != 1 || argc > 1) {
+		fputs("inplace stage init: only the staging initramfs's /init runs this (as PID 1)\n", stderr);
+		return IP_EXIT_BADINPUT;
+	}
+	if (bs_stage_init("/", console_say, NULL, &e) < 0)
+		fprintf(stderr, "inplace staging: %s\n", e.msg);
+	fputs("inplace staging: rebooting\n", stderr);
+	sync();
+	reboot(RB_AUTOBOOT);
+	for (;;)
+		pause();
+}
+
+static const struct cli_verb stage_verbs[] = {
+	{ "build", cmd_stage_build, "write the staging initramfs (bundle, state, modules, init)" },
+	{ "init", cmd_stage_init, "PID 1 of the staging initramfs (not for hand use)" },
+	{ NULL, NULL, NULL },
+};
+
+int cmd_stage(int argc, char **argv)
+{
+	return cli_dispatch("stage", stage_verbs, argc, argv);
+}
