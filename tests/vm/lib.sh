@@ -4,7 +4,8 @@
 #   vm_accel                  kvm when /dev/kvm answers within 5 s, else tcg
 #   vm_boot DISK LOG [ARGS…]  start QEMU on DISK (raw, virtio) in the
 #                             background, serial console logged to LOG and
-#                             typed into through $VM_SOCK; sets $VM_PID
+#                             typed into through $VM_SOCK; sets $VM_PID.
+#                             A reboot ends QEMU unless VM_REBOOT=yes
 #   vm_wait LOG PATTERN SECS [FROM]  wait until LOG (from byte FROM on)
 #                             matches the extended regex PATTERN; fails
 #                             early when QEMU ($VM_PID) is gone
@@ -23,6 +24,16 @@
 . "$TESTS_DIR/fixtures/debian.sh"
 
 VM_MEM=${VM_MEM:-1024}
+
+# The serial logs outlive the scratch directory: a failed boot is read there
+VM_LOG_DIR=${VM_LOG_DIR:-${TMPDIR:-/tmp}/inplace-vm-logs}
+_vm_save_logs() {
+	local f
+	mkdir -p "$VM_LOG_DIR" || return 0
+	for f in "$T"/*.log; do [ -f "$f" ] && cp "$f" "$VM_LOG_DIR/$_t_name-$(basename "$f")"; done
+	return 0
+}
+trap '_vm_save_logs; cleanup' EXIT
 
 vm_accel() {
 	if [ -z "${VM_ACCEL:-}" ]; then
@@ -47,9 +58,10 @@ vm_boot() {
 	# the serial console is a socket (typed into by vm_type) that QEMU
 	# also copies to LOG, whether or not anyone is connected
 	qemu-system-x86_64 -accel "$accel" -cpu max -m "$VM_MEM" -smp 2 \
-		-display none -vga none -monitor none -no-reboot \
+		-display none -vga none -monitor none $([ "${VM_REBOOT:-}" = yes ] || echo -no-reboot) \
 		-chardev "socket,id=ser0,path=$VM_SOCK,server=on,wait=off,logfile=$log" -serial chardev:ser0 \
-		-drive "file=$disk,format=raw,if=virtio,cache=unsafe" \
+		-drive "file=$disk,format=raw,if=none,id=disk0,cache=unsafe" \
+		-device virtio-blk-pci,drive=disk0,serial=inplace-vm-disk \
 		-nic user,model=virtio-net-pci \
 		"$@" < /dev/null > "$log.qemu" 2>&1 &
 	VM_PID=$!
@@ -351,4 +363,49 @@ vm_identity() {
 	echo "hostname: $(cat "$r/etc/hostname")"
 	echo "machine-id: $(cat "$r/etc/machine-id")"
 	(cd "$r/etc/ssh" && sha256sum ssh_host_*)
+}
+
+# vm_check_reimaged NAME DISK WANT STATE_DIR: the host's checks of a disk
+# reimaged to the new OS, WANT being vm_identity of the old root and
+# STATE_DIR where the run's state.json and status.log ended (a directory
+# of the host, or "root" for the new root's /var/lib/inplace)
+vm_check_reimaged() {
+	local name=$1 d=$2 want=$3 st=$4 m=$T/chk-$RANDOM at len salt sectors
+	sectors=$(($(stat -c %s "$d") / 512))
+	check "$name: one partition left, the store gone" test "$(partx -g -o NR "$d" | wc -l)" = 1
+	check "$name: the root fills the disk again" test "$(partx -g -n 1 -o SECTORS "$d" | tr -d ' ')" -ge $((sectors - 2 * 2048))
+	ok "$name: the new root is fsck clean" fx_fsck "$d" 1
+	vm_mount_part "$d" 1 "$m" || { fail "$name: mount the new root"; return 1; }
+	[ "$st" = root ] && st=$m/var/lib/inplace
+	check "$name: the run is done" test "$(jq -r .phase "$st/state.json")" = done
+	check "$name: status.log tells every phase in order" \
+		test "$(jq -r .phase "$st/status.log" | uniq | tr '\n' ' ')" = "preflight notify prepare deploy restore finish done "
+	# alice's hash up to its salt (accounts.json escapes the '/' of the rest)
+	salt=$(grep '^alice:' "$want" | cut -d: -f2 | cut -d'$' -f1-3)
+	read -r at len < <(jq -r '.steps[] | select(.step == "make-storage") | .result | "\(.start) \(.size)"' "$st/state.json")
+	check "$name: the store was wiped (no password hash where it was)" \
+		bash -c "[ -n '$len' ] && ! dd if='$d' bs=1M skip=$at count=$len iflag=skip_bytes,count_bytes status=none | grep -aqF '$salt'"
+	vm_identity "$m" > "$T/got.id"
+	check "$name: homes, password hashes, group, hostname, machine-id, host keys kept" diff "$want" "$T/got.id"
+	check "$name: it is the new OS" test -e "$m/etc/inplace-new-os"
+	check "$name: the new OS's dave kept UID 1001" grep -q '^dave:x:1001:' "$m/etc/passwd"
+	check "$name: bob remapped off dave's UID" test "$(awk -F: '$1 == "bob" { print $3 }' "$m/etc/passwd")" != 1001
+	check "$name: the first-boot unit is gone" test ! -e "$m/etc/systemd/system/inplace-firstboot.service"
+	umount "$m"
+}
+
+# vm_check_new_os_boots NAME: the disk of $VM_PID (just started) boots the
+# reimaged system: the new OS under the old name, no unit failed, the old
+# users log in with their old passwords, dave of the new OS too
+vm_check_new_os_boots() {
+	local name=$1 log=$VM_LOG
+	check "$name: the new OS boots to the login prompt under the old hostname" vm_wait "$log" '^oldhost login:' 900 || return 1
+	check "$name: its boot ends running, no unit failed, the old machine-id" \
+		vm_wait "$log" 'VM-REPORT os=new host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' 300 || return 1
+	vm_login alice alicepw 'echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
+	check "$name: alice logs in with her old password" vm_wait "$log" 'VM-LOGIN alice alice,project the new OS' 60
+	vm_login bob bobpw 'echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'
+	check "$name: bob logs in, remapped, owning his files" vm_wait "$log" 'VM-LOGIN bob 1[0-9]{3} bob' 60
+	vm_login dave davepw 'echo "VM-LOGIN $(id -un) $(id -u)"; exit'
+	check "$name: dave of the new OS logs in at 1001" vm_wait "$log" 'VM-LOGIN dave 1001' 60
 }
