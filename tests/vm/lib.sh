@@ -409,3 +409,13 @@ vm_check_new_os_boots() {
 	vm_login dave davepw 'echo "VM-LOGIN $(id -un) $(id -u)"; exit'
 	check "$name: dave of the new OS logs in at 1001" vm_wait "$log" 'VM-LOGIN dave 1001' 60
 }
+
+# vm_reimage_fixtures: in $T, old.img (the old OS disk, $D) and new.img
+# (the signed new OS image) with the tools they need; a failure is reported
+vm_reimage_fixtures() {
+	require_tool qemu-system-x86_64 debootstrap minisign python3 jq || return 1
+	export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
+	vm_old_os_disk "$T/old.img" || { fail "fixture" "the old OS disk"; return 1; }
+	vm_new_os_image "$T/new.img" || { fail "fixture" "the new OS image"; return 1; }
+	D=$T/old.img
+}

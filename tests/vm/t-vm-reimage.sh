@@ -10,13 +10,8 @@
 . "$TESTS_DIR/lib.sh"
 . "$TESTS_DIR/vm/lib.sh"
 cd "$T" || exit 1
-require_tool qemu-system-x86_64 debootstrap minisign python3 jq || exit 1
 have_loop || { skip "reimage" "no loop devices (the steps mount partitions)"; exit 0; }
-export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
-
-vm_old_os_disk old.img || { fail "fixture" "the old OS disk"; exit 1; }
-vm_new_os_image new.img || { fail "fixture" "the new OS image"; exit 1; }
-D=$T/old.img
+vm_reimage_fixtures || exit 1
 vm_mount_part "$D" 1 "$T/was" && vm_identity "$T/was" > want.id && umount "$T/was" ||
 	{ fail "fixture" "read the old OS"; exit 1; }
 
