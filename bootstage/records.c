@@ -9,6 +9,8 @@
  * then proves one physical extent; the shrink moves only blocks beyond its
  * new end, so an extent wholly below it stays where staging looks. */
 #include <blkid.h>
+#include <et/com_err.h>
+#include <ext2fs/ext2fs.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fiemap.h>
@@ -23,7 +25,7 @@
 #include "bootstage/stage.h"
 #include "partctl/partctl.h"
 
-#define RECORDS_BYTES (16ULL << 20)
+#define RECORDS_BASE (16ULL << 20)  /* state, log, journals: room to spare */
 #define RECORDS_DIR "var/lib/inplace"
 #define RECORDS_FILE RECORDS_DIR "/staging-records.img"
 #define RECORDS_LABEL "INPLACE-REC"
@@ -68,34 +70,94 @@ static int one_extent(int fd, uint64_t len, uint64_t *phys, ip_error *e)
 	return 0;
 }
 
-static int zero_fill(int fd, uint64_t len, const char *path, ip_error *e)
+/* Write the whole of src into fd: every block written with data, zeros
+ * too, so that the old root holds none of it as a hole or unwritten. */
+static int copy_whole(int fd, const char *src, uint64_t len, const char *path, ip_error *e)
 {
-	static const char zeros[1 << 16];
+	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
+	static char buf[1 << 16];
 
-	for (uint64_t o = 0; o < len; o += sizeof(zeros))
-		if (pwrite(fd, zeros, sizeof(zeros), (off_t)o) != (ssize_t)sizeof(zeros))
+	if (in < 0)
+		return ip_fail(e, -errno, "cannot read %s: %s", src, strerror(errno));
+	for (uint64_t o = 0; o < len; o += sizeof(buf)) {
+		ssize_t n = pread(in, buf, sizeof(buf), (off_t)o);
+
+		if (n < 0)
+			return ip_fail(e, -errno, "cannot read %s: %s", src, strerror(errno));
+		memset(buf + n, 0, sizeof(buf) - (size_t)n);
+		if (pwrite(fd, buf, sizeof(buf), (off_t)o) != (ssize_t)sizeof(buf))
 			return ip_fail(e, -errno, "cannot write %s: %s", path, strerror(errno));
+	}
 	if (fsync(fd) < 0)
 		return ip_fail(e, -errno, "cannot flush %s: %s", path, strerror(errno));
 	return 0;
 }
 
+/* The ext2 image of state_dir, made in a file of its own (mke2fs zeroes
+ * with fallocate, which would leave unwritten extents in place). */
+static int make_image(const char *img, const char *state_dir, uint64_t bytes, ip_error *e)
+{
+	char size[32];
+	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", "-m", "0", "-E",
+			       "nodiscard,root_owner=0:0", "-L", RECORDS_LABEL, "-d", state_dir, img, size, NULL };
+	int r;
+
+	snprintf(size, sizeof(size), "%lluk", (unsigned long long)(bytes >> 10));
+	unlink(img);
+	if ((r = ip_spawn(argv, NULL, e)) < 0)
+		ip_error_prefix(e, "cannot format the staging records: ");
+	return r;
+}
+
 /* The UUID of the filesystem in [off, off+len) of path, or "" */
 static void probe_uuid(const char *path, uint64_t off, uint64_t len, char *uuid, size_t n)
 {
-	blkid_probe pr = blkid_new_probe_from_filename(path);
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
+	blkid_probe pr = fd < 0 ? NULL : blkid_new_probe();
 	const char *v;
 
 	*uuid = '\0';
 	if (!pr)
 		return;
-	if (blkid_probe_set_device(pr, blkid_probe_get_fd(pr), (blkid_loff_t)off, (blkid_loff_t)len) == 0) {
+	/* a probe of our own fd: set_device closes a probe's private one */
+	if (blkid_probe_set_device(pr, fd, (blkid_loff_t)off, (blkid_loff_t)len) == 0) {
 		blkid_probe_enable_superblocks(pr, 1);
 		blkid_probe_set_superblocks_flags(pr, BLKID_SUBLKS_UUID | BLKID_SUBLKS_TYPE);
 		if (blkid_do_safeprobe(pr) == 0 && blkid_probe_lookup_value(pr, "UUID", &v, NULL) == 0)
 			snprintf(uuid, n, "%s", v);
 	}
 	blkid_free_probe(pr);
+}
+
+/* Room for partctl's metadata undo of the shrink (fs_ext_undo.c: every
+ * inode table, bitmap, descriptor and journal block, and the blocks of
+ * directories and extent trees), which lives here too: counted from the
+ * filesystem's geometry, with the used bytes' share of tree blocks
+ * guessed generously, plus the base. */
+static int records_bytes(const char *disk, uint64_t off, uint64_t *bytes, ip_error *e)
+{
+	ext2_filsys fs = NULL;
+	struct ext2_inode ino;
+	char opts[64];
+	uint64_t bs, groups, meta, used;
+	errcode_t err;
+
+	snprintf(opts, sizeof(opts), "offset=%llu", (unsigned long long)off);
+	err = ext2fs_open2(disk, opts, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+	if (err)
+		return ip_fail(e, -EIO, "cannot open the old root's filesystem on %s: %s", disk, error_message(err));
+	bs = fs->blocksize;
+	groups = fs->group_desc_count;
+	meta = groups * fs->inode_blocks_per_group * bs            /* inode tables */
+	     + groups * 2 * bs                                      /* bitmaps */
+	     + groups * (fs->desc_blocks + fs->super->s_reserved_gdt_blocks + 1) * bs;
+	if (fs->super->s_journal_inum && ext2fs_read_inode(fs, fs->super->s_journal_inum, &ino) == 0)
+		meta += EXT2_I_SIZE(&ino);
+	used = (ext2fs_blocks_count(fs->super) - ext2fs_free_blocks_count(fs->super)) * bs;
+	meta += used / 32;
+	ext2fs_close_free(&fs);
+	*bytes = (RECORDS_BASE + meta + meta / 8 + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
+	return 0;
 }
 
 /* Where the plan that makes the store leaves partition part: its new end
@@ -131,10 +193,10 @@ static int planned_end(const char *disk, unsigned part, uint64_t part_off, uint6
 }
 
 /* Write the area into the filesystem mounted at root. */
-static int make_file(const char *root, const char *state_dir, struct bs_records *rec, uint64_t *phys,
-		     ip_error *e)
+static int make_file(const char *root, const char *state_dir, const char *tmpl, struct bs_records *rec,
+		     uint64_t *phys, ip_error *e)
 {
-	char path[4200], dir[4200], opt[64];
+	char path[4200], dir[4200], img[4200];
 	_cleanup_close_ int fd = -1;
 	int r;
 
@@ -148,25 +210,19 @@ static int make_file(const char *root, const char *state_dir, struct bs_records 
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return ip_fail(e, -errno, "cannot create %s: %s", path, strerror(errno));
-	if ((r = zero_fill(fd, RECORDS_BYTES, path, e)) < 0)
+	snprintf(img, sizeof(img), "%s.new", tmpl);
+	r = make_image(img, state_dir, rec->size, e);
+	if (r == 0)
+		r = copy_whole(fd, img, rec->size, path, e);
+	unlink(img);
+	if (r < 0)
 		return r;
-	snprintf(opt, sizeof(opt), "nodiscard,root_owner=0:0");
-	{
-		const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext2", "-b", "4096", "-m", "0", "-E", opt,
-				       "-L", RECORDS_LABEL, "-d", state_dir, path, NULL };
-
-		if ((r = ip_spawn(argv, NULL, e)) < 0) {
-			ip_error_prefix(e, "cannot format the staging records %s: ", path);
-			return r;
-		}
-	}
 	if (fsync(fd) < 0)
 		return ip_fail(e, -errno, "cannot flush %s: %s", path, strerror(errno));
-	if ((r = ip_fsync_parent(path, e)) < 0 || (r = one_extent(fd, RECORDS_BYTES, phys, e)) < 0)
+	if ((r = ip_fsync_parent(path, e)) < 0 || (r = one_extent(fd, rec->size, phys, e)) < 0)
 		return r;
-	rec->size = RECORDS_BYTES;
 	snprintf(rec->path, sizeof(rec->path), "/%s", RECORDS_FILE);
-	probe_uuid(path, 0, RECORDS_BYTES, rec->uuid, sizeof(rec->uuid));
+	probe_uuid(path, 0, rec->size, rec->uuid, sizeof(rec->uuid));
 	if (!*rec->uuid)
 		return ip_fail(e, -EIO, "the staging records %s show no filesystem after mke2fs", path);
 	return 0;
@@ -194,6 +250,8 @@ int bs_records_create(const char *disk, unsigned sys_part, const char *state_dir
 	if (strncmp(fi.type, "ext", 3))
 		return ip_bad(e, -EOPNOTSUPP, "partition %u of %s holds %s, not ext2/3/4: the staging records "
 			      "need a Linux root", sys_part, disk, *fi.type ? fi.type : "no filesystem");
+	if ((r = records_bytes(disk, off, &rec->size, e)) < 0)
+		return r;
 	r = ip_range_mount(disk, off, size, mnt, sizeof(mnt), &rw);
 	if (r < 0)
 		return ip_fail(e, r, "cannot read /proc/self/mountinfo: %s", strerror(-r));
@@ -210,7 +268,7 @@ int bs_records_create(const char *disk, unsigned sys_part, const char *state_dir
 		}
 		snprintf(mnt, sizeof(mnt), "%s", tmp);
 	}
-	r = make_file(mnt, state_dir, rec, &phys, e);
+	r = make_file(mnt, state_dir, tmp, rec, &phys, e);
 	if (m.mounted) {
 		rr = ip_umount(&m, r < 0 ? NULL : e);
 		rmdir(tmp);

@@ -273,9 +273,19 @@ int bs_stage_init(const char *root, bs_say_fn sayfn, void *arg, ip_error *e)
 	char state[4200], path[4200];
 	int r;
 
-	if ((r = mount_basics(&in, e)) < 0)
-		return r;
-	say(&in, "staging environment: starting");
+	/* the kernel started the bundle's binary straight through its
+	 * PT_INTERP (no /proc yet for the launcher); once /proc is there it
+	 * starts again through the launcher, so that it knows itself as the
+	 * bundle (bs_bundle_self: the store gets a copy of it) */
+	if (!getenv("INPLACE_STAGE_INIT")) {
+		if ((r = mount_basics(&in, e)) < 0)
+			return r;
+		say(&in, "staging environment: starting");
+		setenv("INPLACE_STAGE_INIT", "1", 1);
+		path_in(&in, path, sizeof(path), "/bundle/inplace");
+		execv(path, (char *const[]){ "inplace", "stage", "init", NULL });
+		say(&in, "warning: cannot start again through %s: %s", path, strerror(errno));
+	}
 	if ((r = load_doc(&in, e)) < 0)
 		return r;
 	path_in(&in, path, sizeof(path), "/bundle/bin");

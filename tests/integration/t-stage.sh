@@ -1,0 +1,128 @@
+#!/bin/bash
+# t-stage — the RAM-only staging environment on a real kernel.  `inplace
+# run` (method none) leaves the job waiting for the staging boot; `inplace
+# stage build` writes the initramfs for Debian 12's kernel; QEMU boots that
+# kernel and initramfs with the disk as a virtio drive, and our /init loads
+# the modules, finds the disk by its partition table id, runs the staging
+# phases (shrink, store, save, deploy) and reboots.  Afterwards, on the
+# host: the state in the store says restore, the disk is clean, the image
+# is deployed, and the first boot played by `resume` restores every user
+# equal.  Also: the modules in the cpio come dependencies first, and a
+# staging boot without its disk changes nothing and reboots.
+. "$TESTS_DIR/lib.sh"
+. "$TESTS_DIR/fixtures/debian.sh"
+cd "$T" || exit 1
+have_loop || { skip "stage" "no loop devices (the steps mount partitions)"; exit 0; }
+require_tool qemu-system-x86_64 jq zstd cpio || exit 1
+export INPLACE_RUN_DIR=$T/run
+
+tree=$(debian_tree "$DEBIAN_OS_PKGS") || { fail "fixture" "debian_tree"; exit 1; }
+K=$(ls "$tree"/boot/vmlinuz-* 2>/dev/null | head -n1)
+[ -n "$K" ] || { fail "fixture" "no kernel in $tree/boot"; exit 1; }
+kver=${K##*/vmlinuz-}
+
+bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
+"$INPLACE" image build -q --from-dir new --fs ext4 --size 160MiB -o newos.img >/dev/null ||
+	{ fail "fixture" "image build"; exit 1; }
+users='^(alice|bob|carol)/'
+snap_home() { bash "$TESTS_DIR/fixtures/profile-root.sh" snap "$1" home | grep -E "$users" | grep -v '/\.cache/'; }
+snap_home old > want.snap
+
+D=$T/disk.img
+fx_disk "$D" 1G $'label: dos\ntype=83'
+fx_mkfs "$D" 1 ext4 old system
+cat > job.ini <<EOF
+[job]
+image = $T/newos.img
+require_signature = no
+disk = $D
+system_partition = 1
+store_size = 256MiB
+
+[boot]
+method = none
+
+[notify]
+countdown = 0
+EOF
+export INPLACE_STATE_DIR=$T/state
+ok "run stops where the staging boot comes" "$INPLACE" run job.ini || exit 1
+
+# boot KERNEL INITRD LOG DRIVE [bg]: QEMU until our init reboots (-no-reboot:
+# QEMU ends), killed by the trap if the test dies; exit status of QEMU
+boot() {
+	# software emulation: a boot takes about a minute alone, longer
+	# while others build; the steps themselves take a few more
+	timeout 1500 qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot -kernel "$1" -initrd "$2" \
+		-append "console=ttyS0 panic=-1" -drive "file=$4,format=raw,if=virtio" \
+		-serial "file:$3" -monitor none -display none </dev/null >/dev/null 2>&1 &
+	QEMU_PID=$!
+	track_pid "$QEMU_PID"
+	[ -n "${5:-}" ] && return 0   # the caller waits
+	wait "$QEMU_PID"
+}
+
+# ---- a staging boot that does not find its disk ------------------------------
+ok "stage build (no records, short wait)" "$INPLACE" stage build -o nodisk.cpio --kernel "$K" --no-records --disk-wait 5
+fx_disk other.img 64M $'label: dos\ntype=83'
+h_other=$(sha256sum < other.img) h_disk=$(sha256sum < "$D") h_state=$(sha256sum < state/state.json)
+boot "$K" nodisk.cpio nodisk.log other.img
+check "no disk: the staging boot ends by itself (reboot)" test $? = 0
+check "no disk: the other disk untouched" test "$(sha256sum < other.img)" = "$h_other"
+check "no disk: the run's disk and state untouched" \
+	test "$(sha256sum < "$D")" = "$h_disk" -a "$(sha256sum < state/state.json)" = "$h_state"
+
+# ---- the initramfs ---------------------------------------------------------
+ok "stage build" sh -c "'$INPLACE' stage build -o stage.cpio --kernel '$K' --json > build.json" || exit 1
+mkdir x && (cd x && zstd -dc ../stage.cpio | cpio -id --quiet 2>/dev/null)
+check "the cpio holds /init, the bundle, the state, the image" \
+	test -L x/init -a -x x/bundle/libexec/inplace -a -f x/state/state.json -a -f "x$T/newos.img"
+# every module's dependencies (modules.dep) come before it in stage.json,
+# and every module listed is in the cpio
+order_ok() {
+	local i=0 m p dep
+	declare -A at
+	while read -r p; do at[$p]=$i; i=$((i + 1)); done < <(jq -r '.modules[].path' x/stage.json)
+	[ "$i" -gt 3 ] || return 1
+	for p in "${!at[@]}"; do
+		[ -f "x/lib/modules/$kver/$p" ] || { echo "missing $p"; return 1; }
+		for dep in $(awk -v m="$p:" '$1 == m { $1 = ""; print }' "$tree/lib/modules/$kver/modules.dep"); do
+			[ -n "${at[$dep]:-}" ] && [ "${at[$dep]}" -lt "${at[$p]}" ] || { echo "$dep not before $p"; return 1; }
+		done
+	done
+}
+check "modules: dependencies first, all in the cpio" order_ok
+check "modules: the virtio disk driver and ext4 are there" \
+	sh -c "jq -r '.modules[].name' x/stage.json | grep -qx virtio_blk && jq -r '.modules[].name' x/stage.json | grep -qx ext4"
+check "the records area is made below the shrink's end" test "$(jq -r '.records.offset' build.json)" -gt 0
+rm -rf x
+
+# ---- the staging boot --------------------------------------------------------
+boot "$K" stage.cpio stage.log "$D"
+check "staging boot ends by itself (reboot)" test $? = 0
+check "two partitions: root and store" test "$(partx -g -o NR "$D" | wc -l)" = 2
+check "the state is in the store: phase restore" \
+	test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
+ok "root fsck clean" fx_fsck "$D" 1
+ok "store fsck clean" fx_fsck "$D" 2
+read -r s z < <(fx_part_range "$D" 1)
+mkdir -p m
+LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
+	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+check "the new OS is deployed (its own user dave)" grep -q '^dave:x:1001:' m/etc/passwd
+umount m
+check "status.log tells the staging phases" \
+	sh -c "'$INPLACE' status --disk '$D' --json --events 200 | jq -r '.events[].phase' | uniq | tr '\n' ' ' | grep -q 'prepare deploy restore'"
+
+# ---- the first boot of the new OS, played on the host -------------------------
+ok "resume plays the first boot" "$INPLACE" resume --disk "$D"
+check "the run is done" test "$("$INPLACE" status --json | jq -r .phase)" = done
+ok "fsck clean after the run" fx_fsck "$D" 1
+read -r s z < <(fx_part_range "$D" 1)
+LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
+	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+check "every saved file equal" diff want.snap <(snap_home m)
+check "password hashes kept" \
+	test "$(grep '^alice:' m/etc/shadow | cut -d: -f2)" = "$(grep '^alice:' old/etc/shadow | cut -d: -f2)"
+check "hostname kept" test "$(cat m/etc/hostname)" = oldhost
+umount m
