@@ -707,8 +707,13 @@ static int arm_boot(struct pipe *pp, const struct bootstage_run_opts *o, struct 
 	char initrd[4200], cmdline[1024];
 	int r;
 
-	if (bs_path(initrd, sizeof(initrd), pp->dir, "staging.img") < 0)
-		return ip_fail(e, -ENAMETOOLONG, "state directory %s: name too long", pp->dir);
+	/* written where GRUB reads it (it holds the bundle and, for now, the
+	 * image: no second copy of that) */
+	snprintf(initrd, sizeof(initrd), "%s/boot/inplace", root);
+	r = ip_mkdir_p(initrd, 0700, e);
+	if (r < 0)
+		return r;
+	snprintf(initrd, sizeof(initrd), "%s/boot/inplace/initrd.img", root);
 	stage_cmdline(o ? o->cmdline : NULL, cmdline, sizeof(cmdline));
 	r = bs_stage_build(initrd, &so, &sr, e);
 	if (r == 0)

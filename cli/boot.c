@@ -221,6 +221,9 @@ static void run_print(const struct bootstage_run_result *res, const char *disk)
 		       res->rearmed ? "a timer runs the job again" : "run the job again", when);
 	} else if (res->answer == BOOTSTAGE_DECLINE)
 		printf("declined: nothing was changed\n");
+	else if (res->hooked)
+		printf("phase %s: the staging boot is armed; the next boot makes room and saves the users\n",
+		       bootstage_phase_name(res->phase));
 	else if (res->already)
 		printf("this job is done already on %s: nothing to do\n", disk);
 	else if (res->under_way)
@@ -228,9 +231,6 @@ static void run_print(const struct bootstage_run_result *res, const char *disk)
 		       bootstage_phase_name(res->phase), disk);
 	else if (res->phase == BOOTSTAGE_PHASE_DONE)
 		printf("done: the new system runs with its users; the storage space is given back\n");
-	else if (res->hooked)
-		printf("phase %s: the staging boot is armed; the next boot makes room and saves the users\n",
-		       bootstage_phase_name(res->phase));
 	else if (res->reboot)
 		printf("phase %s: a reboot comes here ([boot] method = none): run 'inplace resume --disk %s' to play it\n",
 		       bootstage_phase_name(res->phase), disk);
