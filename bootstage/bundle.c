@@ -205,7 +205,7 @@ static int elf_inspect(const char *path, struct elf_facts *f)
 		return -errno;
 	if (elf_version(EV_CURRENT) == EV_NONE)
 		return -ENOSYS;
-	if (!(elf = elf_begin(fd, ELF_C_READ, NULL)))
+	if (!(elf = elf_begin(fd, ELF_C_READ_MMAP, NULL)))
 		return 0;
 	if (elf_kind(elf) != ELF_K_ELF || gelf_getclass(elf) != ELFCLASS64 || !gelf_getehdr(elf, &eh) ||
 	    eh.e_machine != EM_X86_64) {
@@ -285,6 +285,8 @@ static int find_lib(const struct plan *pl, const char *name, const char *origin,
 
 		if (len >= 7 && !strncmp(p, "$ORIGIN", 7))
 			snprintf(dir, sizeof(dir), "%s%.*s", odir, (int)(len - 7), p + 7);
+		else if (len >= 9 && !strncmp(p, "${ORIGIN}", 9))
+			snprintf(dir, sizeof(dir), "%s%.*s", odir, (int)(len - 9), p + 9);
 		else
 			snprintf(dir, sizeof(dir), "%.*s", (int)len, p);
 		if ((size_t)snprintf(out, n, "%s/%s", dir, name) < n && elf_inspect(out, NULL) == 1)
@@ -333,6 +335,11 @@ static int add_program(struct plan *pl, const char *src, const char *name, ip_er
 			snprintf(dst, sizeof(dst), "lib/%s", f.needed[i]);
 			if (!strcmp(f.needed[i], BS_BUNDLE_LOADER) || plan_find(pl, dst))
 				continue;
+			if (strchr(f.needed[i], '/')) {
+				r = ip_bad(e, -ENOEXEC, "%s needs the library %s by its path, which a bundle cannot "
+					   "keep: use a build linked by soname", origin, f.needed[i]);
+				break;
+			}
 			if (find_lib(pl, f.needed[i], origin, f.runpath, lib, sizeof(lib)) < 0) {
 				r = ip_fail(e, -ENOENT, "cannot find %s, which %s needs, in the loader's search path "
 					    "(RUNPATH, ld.so.conf, /lib/x86_64-linux-gnu, /usr/lib/x86_64-linux-gnu): "
@@ -360,7 +367,6 @@ static int find_tool(const struct plan *pl, const char *name, char *out, size_t 
 			       0 : -ENOENT;
 	for (const char *p = path ? path : ""; *p;) {
 		size_t len = strcspn(p, ":");
-
 		char man[PATH_MAX];
 
 		/* another bundle's bin/ holds launchers, not the tools */
@@ -397,7 +403,7 @@ int bs_bundle_self(char *dir, size_t n)
 	slash = strrchr(exe, '/');
 	if (!slash || strcmp(slash + 1, "lib"))
 		return 0;
-	*slash = '\0';
+	slash[slash == exe] = '\0'; /* a bundle at "/" (an initramfs) */
 	snprintf(probe, sizeof(probe), "%s/" BS_BUNDLE_MANIFEST, exe);
 	if (access(probe, F_OK) < 0)
 		return 0;
@@ -581,6 +587,8 @@ static int is_ours(const char *dir, bool want_manifest, ip_error *e)
 		any = true;
 		for (size_t i = 0; i < IP_ARRAY_SIZE(names); i++)
 			known |= !strcmp(de->d_name, names[i]);
+		/* the manifest's temporary file, when a kill came while it was written */
+		known |= !want_manifest && !strncmp(de->d_name, BS_BUNDLE_MANIFEST ".tmp-", sizeof(BS_BUNDLE_MANIFEST ".tmp-") - 1);
 		manifest |= !strcmp(de->d_name, BS_BUNDLE_MANIFEST);
 		other |= !known;
 	}
@@ -670,7 +678,7 @@ static int install_tree(const char *tmp, const char *dir, bool exists, ip_error 
 		return ip_rename_durable(tmp, dir, e);
 	if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) < 0) {
 		/* a filesystem without exchange (vfat media): the old one goes
-		 * first; a cut between leaves tmp complete, renamed next time */
+		 * first; a cut between leaves no DIR, and the next write makes it */
 		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 			return ip_fail(e, -errno, "cannot put %s in place of %s: %s", tmp, dir, strerror(errno));
 		if ((r = rm_tree(dir, e)) < 0)

@@ -11,7 +11,11 @@
  *   DIR/lib/               their libraries and ld-linux-x86-64.so.2
  *   DIR/BUNDLE             manifest (JSON), written last: marks DIR a bundle
  * The launcher runs DIR/lib/ld-linux-x86-64.so.2 --library-path DIR/lib
- * --argv0 NAME DIR/libexec/NAME ARGS with DIR/bin first in PATH. */
+ * --argv0 ARGV0 DIR/libexec/NAME ARGS with DIR/bin first in PATH, NAME
+ * being its own file name; under a name that is no bundled program (a
+ * hardlink DIR/init, or /init as a symlink to DIR/inplace) it runs
+ * inplace, which sees that argv[0].  It finds DIR by /proc/self/exe, or
+ * by its argv[0] path while /proc is not mounted (PID 1). */
 #ifndef INPLACE_BOOTSTAGE_BUNDLE_H
 #define INPLACE_BOOTSTAGE_BUNDLE_H
 

@@ -629,8 +629,9 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 	if (r < 0 || p->store_dir || p->keep == BS_KEEP_YES) {
 		/* what stays (a kept partition, the job's directory) loses the
 		 * profile, which holds password hashes and host keys; a directory
-		 * store loses everything inplace put in it unless it is kept */
-		static const char *const ours[] = { "profile", "image", "deploy-state", "state", NULL };
+		 * store loses everything inplace put in it unless it is kept (the
+		 * bundle last: the rm spawned for each is the bundle's own) */
+		static const char *const ours[] = { "profile", "image", "deploy-state", "state", "bundle", NULL };
 
 		for (size_t i = 0; r == 0 && ours[i]; i++) {
 			char path[4200];

@@ -55,8 +55,8 @@ int main(int argc, char **argv)
 	/* DIR/inplace, or DIR/bin/TOOL */
 	if (!is_root(root)) {
 		slash = strrchr(root, '/');
-		if (slash && slash != root)
-			*slash = '\0';
+		if (slash)
+			slash[slash == root] = '\0'; /* "/bin" → "/" */
 		if (!is_root(root)) {
 			errno = ENOENT;
 			return die("cannot find the bundle's loader beside", exe);
@@ -65,6 +65,9 @@ int main(int argc, char **argv)
 	snprintf(loader, sizeof(loader), "%s/lib/" LOADER, root);
 	snprintf(lib, sizeof(lib), "%s/lib", root);
 	snprintf(prog, sizeof(prog), "%s/libexec/%s", root, name);
+	/* any other name (an initramfs's /init) is inplace, told its argv[0] */
+	if (access(prog, X_OK) < 0)
+		snprintf(prog, sizeof(prog), "%s/libexec/inplace", root);
 	snprintf(bin, sizeof(bin), "%s/bin", root);
 
 	/* once first in PATH is enough (a bundled inplace runs bundled tools) */
