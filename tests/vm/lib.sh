@@ -8,7 +8,8 @@
 #                             A reboot ends QEMU unless VM_REBOOT=yes
 #   vm_wait LOG PATTERN SECS [FROM]  wait until LOG (from byte FROM on)
 #                             matches the extended regex PATTERN; fails
-#                             early when QEMU ($VM_PID) is gone
+#                             early when QEMU ($VM_PID) is gone or LOG
+#                             matches $VM_FAIL
 #   vm_mark LOG               the byte offset to pass as FROM
 #   vm_type TEXT              type TEXT on the serial console ($VM_SOCK)
 #   vm_login USER PASS CMD    log in on the serial console, run CMD, log out
@@ -75,6 +76,8 @@ vm_wait() {
 	end=$(($(date +%s) + secs))
 	while [ "$(date +%s)" -lt "$end" ]; do
 		tail -c +$((from + 1)) "$log" 2>/dev/null | tr -d '\r' | grep -aqE -- "$pat" && return 0
+		# a sign that what is awaited will not come: stop waiting
+		[ -n "${VM_FAIL:-}" ] && tail -c +$((from + 1)) "$log" | tr -d '\r' | grep -aE -- "$VM_FAIL" >&2 && return 1
 		kill -0 "$VM_PID" 2>/dev/null || {
 			tail -c +$((from + 1)) "$log" 2>/dev/null | tr -d '\r' | grep -aqE -- "$pat"
 			return

@@ -56,6 +56,8 @@ umount r
 VM_LOG=$T/chain.log
 # reboots allowed: the chain crosses three
 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
+# the old OS's boot ending with a failed unit: the job did not start
+VM_FAIL='VM-REPORT os=old .*failed=\[[^]]|Kernel panic'
 check "chain: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
 	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200 || exit 1
 vm_check_new_os_boots "chain" || exit 1
