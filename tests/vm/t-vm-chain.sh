@@ -26,6 +26,9 @@ cat > r/root/job.ini <<'EOF2' &&
 [job]
 image = /root/new.img
 key = /root/new.img.pub
+; auto leaves no room for the bundle: preflight counts the store's
+; contents, not its filesystem's overhead (journal, inode tables, reserve)
+store_size = 512MiB
 
 [boot]
 method = grub
@@ -51,7 +54,7 @@ WantedBy=multi-user.target
 EOF2
 ln -s ../vm-inplace-job.service r/etc/systemd/system/multi-user.target.wants/vm-inplace-job.service ||
 	{ fail "fixture" "install the job into the old root"; exit 1; }
-umount r
+umount r && losetup -d "$l"
 
 VM_LOG=$T/chain.log
 # reboots allowed: the chain crosses three
