@@ -2,7 +2,7 @@
  * root: a contiguous file on that root, formatted ext2, that staging
  * mounts through a loop device over the raw disk (stage.h explains why).
  *
- * The file is written whole before it is used (never fallocate alone:
+ * The file is written whole with zeros before mke2fs (never fallocate:
  * blocks the old root marks unwritten read back as zeros through its
  * filesystem, so what staging wrote raw would vanish for the old OS), and
  * mke2fs runs with nodiscard (on a file, discard punches holes).  FIEMAP
@@ -210,11 +210,6 @@ static int make_file(const char *root, const char *state_dir, const char *tmpl, 
 	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return ip_fail(e, -errno, "cannot create %s: %s", path, strerror(errno));
-	/* Blocks reserved in one request first: written piecemeal, the file
-	 * fell into three pieces on a plain Debian root (t-vm-chain).  The
-	 * writes below then turn every unwritten extent into data. */
-	if (fallocate(fd, 0, 0, (off_t)rec->size) < 0 && errno != EOPNOTSUPP)
-		return ip_fail(e, -errno, "cannot reserve %s: %s", path, strerror(errno));
 	snprintf(img, sizeof(img), "%s.new", tmpl);
 	r = make_image(img, state_dir, rec->size, e);
 	if (r == 0)
