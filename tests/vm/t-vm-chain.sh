@@ -58,7 +58,8 @@ umount r && losetup -d "$l"
 
 VM_LOG=$T/chain.log
 # reboots allowed: the chain crosses three
-VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
+# the staging initramfs carries the image and the bundle in RAM
+VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
 # the old OS's boot ending with a failed unit: the job did not start
 VM_FAIL='VM-REPORT os=old .*failed=\[[^]]|Kernel panic'
 check "chain: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
