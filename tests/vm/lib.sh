@@ -320,7 +320,8 @@ _vm_cached() {
 
 vm_old_os_disk() {
 	local c
-	c=$(_vm_cached old _vm_build_disk 4G old) || return 1
+	# VM_OLD_DISK: another old OS disk to start from (a diagnosis)
+	c=${VM_OLD_DISK:-$(_vm_cached old _vm_build_disk 4G old)} || return 1
 	cp --sparse=always "$c" "$1"
 }
 
