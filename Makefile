@@ -98,7 +98,7 @@ integration: $(BUILD)/inplace $(TOOL_BIN)
 # checkout.  VM_LONG=1 (check-vm-long) adds the longer variants.
 vm: $(BUILD)/inplace $(TOOL_BIN)
 	@INPLACE=$(abspath $(BUILD)/inplace) TOOLS=$(abspath $(BUILD)/tests/tools) \
-	  TEST_SCRIPTS=$(abspath tests/vm) TEST_TIMEOUT=2400 bash tests/integration/run.sh $(T)
+	  TEST_SCRIPTS=$(abspath tests/vm) TEST_TIMEOUT=3600 bash tests/integration/run.sh $(T)
 
 # The same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer.
 asan:

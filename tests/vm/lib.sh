@@ -398,14 +398,15 @@ vm_check_reimaged() {
 	umount "$m"
 }
 
-# vm_check_new_os_boots NAME: the disk of $VM_PID (just started) boots the
-# reimaged system: the new OS under the old name, no unit failed, the old
-# users log in with their old passwords, dave of the new OS too
+# vm_check_new_os_boots NAME [FROM [SECS]]: $VM_LOG from byte FROM on
+# shows the reimaged system's boot within SECS: the new OS under the old
+# name, no unit failed, the old users log in with their old passwords,
+# dave of the new OS too
 vm_check_new_os_boots() {
-	local name=$1 log=$VM_LOG
-	check "$name: the new OS boots to the login prompt under the old hostname" vm_wait "$log" '^oldhost login:' 900 || return 1
-	check "$name: its boot ends running, no unit failed, the old machine-id" \
-		vm_wait "$log" 'VM-REPORT os=new host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' 300 || return 1
+	local name=$1 from=${2:-0} secs=${3:-900} log=$VM_LOG
+	check "$name: the new OS's boot ends running under the old hostname, no unit failed, the old machine-id" \
+		vm_wait "$log" 'VM-REPORT os=new host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' "$secs" "$from" ||
+		return 1
 	vm_login alice alicepw 'echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
 	check "$name: alice logs in with her old password" vm_wait "$log" 'VM-LOGIN alice alice,project the new OS' 60
 	vm_login bob bobpw 'echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'

@@ -64,7 +64,8 @@ VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
 VM_FAIL='VM-REPORT os=old .*failed=\[[^]]|Kernel panic'
 check "chain: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
 	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200 || exit 1
-vm_check_new_os_boots "chain" || exit 1
+# the old OS's own login prompt came before: look only after staging
+vm_check_new_os_boots "chain" "$(vm_mark "$VM_LOG")" 2400 || exit 1
 vm_login root newrootpw 'systemctl poweroff'
 vm_exited 120 || vm_kill
 vm_check_reimaged "chain" "$D" want.id root
