@@ -414,26 +414,33 @@ int ip_kernel_sync_partitions(const char *disk, ip_error *e)
 	blkid_free_probe(pr);
 
 	nh = kernel_parts(name, have, IP_ARRAY_SIZE(have));
-	/* Delete what changed place or vanished, resize what only changed size. */
-	for (size_t i = 0; i < nh; i++) {
-		const struct kpart *w = NULL;
+	/* Delete what changed place or vanished, then resize what only changed
+	 * size: a partition grown over one that vanished (the store deleted,
+	 * the root grown) overlaps it until it is gone, and the kernel refuses
+	 * an overlapping resize with EBUSY. */
+	for (int pass = 0; pass < 2; pass++) {
+		for (size_t i = 0; i < nh; i++) {
+			const struct kpart *w = NULL;
 
-		for (size_t j = 0; j < nw; j++)
-			if (want[j].n == have[i].n)
-				w = &want[j];
-		if (w && w->start == have[i].start) {
-			if (w->size != have[i].size) {
-				r = blkpg(fd, BLKPG_RESIZE_PARTITION, w->n, w->start, w->size);
-				if (r < 0)
-					return ip_fail(e, r, "cannot tell the kernel partition %u of %s changed size: %s",
-						       w->n, disk, strerror(-r));
+			for (size_t j = 0; j < nw; j++)
+				if (want[j].n == have[i].n)
+					w = &want[j];
+			if (w && w->start == have[i].start) {
+				if (pass == 1 && w->size != have[i].size) {
+					r = blkpg(fd, BLKPG_RESIZE_PARTITION, w->n, w->start, w->size);
+					if (r < 0)
+						return ip_fail(e, r, "cannot tell the kernel partition %u of %s changed size: %s",
+							       w->n, disk, strerror(-r));
+				}
+				continue;
 			}
-			continue;
+			if (pass == 1)
+				continue;
+			r = blkpg(fd, BLKPG_DEL_PARTITION, have[i].n, 0, 0);
+			if (r < 0)
+				return ip_fail(e, r, "cannot remove partition %u of %s from the kernel (%s): is it in use?",
+					       have[i].n, disk, strerror(-r));
 		}
-		r = blkpg(fd, BLKPG_DEL_PARTITION, have[i].n, 0, 0);
-		if (r < 0)
-			return ip_fail(e, r, "cannot remove partition %u of %s from the kernel (%s): is it in use?",
-				       have[i].n, disk, strerror(-r));
 	}
 	/* Add what the kernel does not have now. */
 	nh = kernel_parts(name, have, IP_ARRAY_SIZE(have));

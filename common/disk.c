@@ -65,6 +65,15 @@ static int disk_open(const char *path, unsigned flags, uint64_t wr_off, uint64_t
 	if (d->blockdev) {
 		int ssz = 512;
 
+		/* A disk and its partitions are separate block devices, each
+		 * with its own page cache: what deploy wrote through /dev/vda1
+		 * is not seen through /dev/vda while that node's cache (kept
+		 * alive by any other holder, a loop device over the disk) still
+		 * has the old blocks.  Drop this node's clean cache so what we
+		 * read is what is on the disk (BLKFLSBUF writes dirty pages back
+		 * first and keeps pages in use). */
+		(void)ioctl(d->fd, BLKFLSBUF, 0);
+
 		if (ioctl(d->fd, BLKGETSIZE64, &d->size) < 0) {
 			r = -errno;
 			ip_disk_free(d);

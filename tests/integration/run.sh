@@ -3,6 +3,7 @@
 # $1), each in its own shell with its own scratch directory, and closes with
 # "N passed, N failed, N skipped".  A test script reports each case through
 # the helpers of tests/lib.sh; a script that dies counts as one failure.
+# TEST_SCRIPTS names another directory of t-*.sh to run (tests/vm).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 filter=${1:-}
@@ -12,7 +13,7 @@ results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 export RESULTS=$results
 
-for t in "$here"/t-*.sh; do
+for t in "${TEST_SCRIPTS:-$here}"/t-*.sh; do
 	name=$(basename "$t" .sh)
 	[ -n "$filter" ] && [[ "$name" != *"$filter"* ]] && continue
 	echo "== $name"

@@ -42,3 +42,19 @@ check "the kernel sees partition 2 resized" test "$(cat /sys/block/$(basename "$
 printf 'label: gpt\nsize=80MiB\n' | sfdisk -q --no-reread --no-tell-kernel "$LOOP" >/dev/null 2>&1
 ok "sync after deleting partitions" "$mc" sync "$LOOP"
 check "partitions 2 and 3 are gone from the kernel" test ! -e "/sys/block/$(basename "$LOOP")/$(basename "$LOOP")p2"
+
+# A partition written through its own node is read through the whole disk
+# as written, even while the disk's node is held open with the old blocks
+# in its page cache (staging holds it through the records area's loop
+# device; deploy writes through the partition node).
+fx_disk "$T/c.img" 64M "label: dos
+size=40MiB"
+fx_mkfs "$T/c.img" 1 ext4
+read -r cs cz < <(fx_part_range "$T/c.img" 1)
+attach_loop "$T/c.img"
+exec 9< "$LOOP"
+dd if="$LOOP" of=/dev/null bs=4096 skip=$((cs / 4096)) count=64 status=none
+mkfs.ext4 -q -F -U 0badcafe-0000-4000-8000-00000000c0de "${LOOP}p1" >/dev/null 2>&1
+check "the filesystem written through the partition node is seen through the disk" \
+	sh -c "'$INPLACE' part show '$LOOP' --json | grep -q 0badcafe-0000-4000-8000-00000000c0de"
+exec 9<&-

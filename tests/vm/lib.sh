@@ -1,0 +1,426 @@
+# tests/vm/lib.sh — QEMU helpers and the cached Debian disks of the VM tests
+# (sourced after tests/lib.sh, whose EXIT trap kills every QEMU started here).
+#
+#   vm_accel                  kvm when /dev/kvm answers within 5 s, else tcg
+#   vm_boot DISK LOG [ARGS…]  start QEMU on DISK (raw, virtio) in the
+#                             background, serial console logged to LOG and
+#                             typed into through $VM_SOCK; sets $VM_PID.
+#                             A reboot ends QEMU unless VM_REBOOT=yes
+#   vm_wait LOG PATTERN SECS [FROM]  wait until LOG (from byte FROM on)
+#                             matches the extended regex PATTERN; fails
+#                             early when QEMU ($VM_PID) is gone or LOG
+#                             matches $VM_FAIL
+#   vm_mark LOG               the byte offset to pass as FROM
+#   vm_type TEXT              type TEXT on the serial console ($VM_SOCK)
+#   vm_login USER PASS CMD    log in on the serial console, run CMD, log out
+#   vm_exited SECS            wait for QEMU to exit by itself (poweroff)
+#   vm_kill                   kill QEMU at once (a power cut)
+#   vm_old_os_disk OUT        the "old OS" disk (cached, copied sparse)
+#   vm_new_os_image OUT       the signed "new OS" image (OUT, OUT.minisig,
+#                             OUT.pub; cached)
+#
+# The disks are built once and cached in $INPLACE_TEST_CACHE/vm-*, keyed by
+# the Debian tree they come from and by the text of the functions that build
+# them: change a builder and the next run builds afresh.
+. "$TESTS_DIR/fixtures/debian.sh"
+
+VM_MEM=${VM_MEM:-1024}
+
+# The serial logs outlive the scratch directory: a failed boot is read there
+VM_LOG_DIR=${VM_LOG_DIR:-${TMPDIR:-/tmp}/inplace-vm-logs}
+_vm_save_logs() {
+	local f
+	mkdir -p "$VM_LOG_DIR" || return 0
+	for f in "$T"/*.log; do [ -f "$f" ] && cp "$f" "$VM_LOG_DIR/$_t_name-$(basename "$f")"; done
+	return 0
+}
+trap '_vm_save_logs; cleanup' EXIT
+
+vm_accel() {
+	if [ -z "${VM_ACCEL:-}" ]; then
+		VM_ACCEL=tcg
+		# /dev/kvm exists on some of these machines and hangs the guest:
+		# a second of SeaBIOS under KVM, then quit, within 5 s or not at all
+		if [ -w /dev/kvm ] && { sleep 1; echo quit; } |
+			timeout 5 qemu-system-x86_64 -accel kvm -display none -nodefaults -monitor stdio >/dev/null 2>&1; then
+			VM_ACCEL=kvm
+		fi
+	fi
+	echo "$VM_ACCEL"
+}
+
+vm_boot() {
+	local disk=$1 log=$2; shift 2
+	local accel
+	accel=$(vm_accel)
+	VM_SOCK=${log%.log}.sock
+	rm -f "$VM_SOCK"
+	: > "$log"
+	# the serial console is a socket (typed into by vm_type) that QEMU
+	# also copies to LOG, whether or not anyone is connected
+	qemu-system-x86_64 -accel "$accel" -cpu max -m "$VM_MEM" -smp 2 \
+		-display none -vga none -monitor none $([ "${VM_REBOOT:-}" = yes ] || echo -no-reboot) \
+		-chardev "socket,id=ser0,path=$VM_SOCK,server=on,wait=off,logfile=$log" -serial chardev:ser0 \
+		-drive "file=$disk,format=raw,if=none,id=disk0,cache=unsafe" \
+		-device virtio-blk-pci,drive=disk0,serial=inplace-vm-disk \
+		-nic user,model=virtio-net-pci \
+		"$@" < /dev/null > "$log.qemu" 2>&1 &
+	VM_PID=$!
+	track_pid "$VM_PID"
+}
+
+vm_mark() { stat -c %s "$1" 2>/dev/null || echo 0; }
+
+vm_wait() {
+	local log=$1 pat=$2 secs=$3 from=${4:-0} end
+	end=$(($(date +%s) + secs))
+	while [ "$(date +%s)" -lt "$end" ]; do
+		tail -c +$((from + 1)) "$log" 2>/dev/null | tr -d '\r' | grep -aqE -- "$pat" && return 0
+		# a sign that what is awaited will not come: stop waiting
+		[ -n "${VM_FAIL:-}" ] && tail -c +$((from + 1)) "$log" | tr -d '\r' | grep -aE -- "$VM_FAIL" >&2 && return 1
+		kill -0 "$VM_PID" 2>/dev/null || {
+			tail -c +$((from + 1)) "$log" 2>/dev/null | tr -d '\r' | grep -aqE -- "$pat"
+			return
+		}
+		sleep 1
+	done
+	return 1
+}
+
+vm_type() {
+	python3 - "$VM_SOCK" "$1" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+# a serial line at 115200 baud takes a keystroke at a time; a burst would
+# be read before the getty has switched the terminal's mode
+for ch in sys.argv[2]:
+    s.sendall(ch.encode())
+    time.sleep(0.01)
+time.sleep(0.2)
+s.close()
+PY
+}
+
+# Log in on the serial console (the getty's "login:" prompt must be on
+# screen), run CMD in the login shell, then log out.  CMD's output is in
+# the log; the caller waits for what it prints.
+vm_login() {
+	local user=$1 pass=$2 cmd=$3 log=$VM_LOG from
+	from=$(vm_mark "$log")
+	vm_type $'\r'
+	vm_wait "$log" 'login: *$' 60 "$from" || return 1
+	from=$(vm_mark "$log")
+	vm_type "$user"$'\r'
+	vm_wait "$log" 'Password: *$' 30 "$from" || return 1
+	from=$(vm_mark "$log")
+	vm_type "$pass"$'\r'
+	vm_wait "$log" '[$#] *$' 60 "$from" || return 1
+	vm_type "$cmd"$'\r'
+}
+
+vm_exited() {
+	local i
+	for ((i = 0; i < $1; i++)); do
+		kill -0 "$VM_PID" 2>/dev/null || { wait "$VM_PID" 2>/dev/null; return 0; }
+		sleep 1
+	done
+	return 1
+}
+
+vm_kill() {
+	kill -9 "$VM_PID" 2>/dev/null
+	wait "$VM_PID" 2>/dev/null
+	return 0
+}
+
+# ---- the disks ----------------------------------------------------------------
+
+# The harness inside every disk: a unit that tells the host over the serial
+# console how the boot went, once the boot is over.  It must not wait for
+# the boot itself (is-system-running --wait inside the boot transaction
+# deadlocks), so the waiting half runs as a transient unit of its own.
+_vm_harness() {
+	local root=$1
+	mkdir -p "$root/usr/local/sbin" "$root/etc/systemd/system/multi-user.target.wants"
+	cat > "$root/usr/local/sbin/vm-report" <<'EOF'
+#!/bin/sh
+# VM tests: report the boot on the serial console (a line the host waits for)
+if [ "${1:-}" = late ]; then
+	state=$(systemctl is-system-running --wait)
+	failed=$(systemctl --failed --plain --no-legend | awk '{printf "%s%s", s, $1; s = ","}')
+	os=old; [ -e /etc/inplace-new-os ] && os=new
+	echo "VM-REPORT os=$os host=$(hostname) state=$state failed=[$failed] id=$(cat /etc/machine-id)" > /dev/ttyS0
+	exit 0
+fi
+exec systemd-run --no-block --unit=vm-report-late /usr/local/sbin/vm-report late
+EOF
+	chmod 755 "$root/usr/local/sbin/vm-report"
+	cat > "$root/etc/systemd/system/vm-report.service" <<'EOF'
+[Unit]
+Description=VM tests: report the boot on the serial console
+After=multi-user.target
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/vm-report
+
+[Install]
+WantedBy=multi-user.target
+EOF
+	ln -sf ../vm-report.service "$root/etc/systemd/system/multi-user.target.wants/vm-report.service"
+	ln -sf /lib/systemd/system/serial-getty@.service "$root/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service"
+	# GRUB on the serial line too, quick, and the kernel talking there
+	sed -i -e 's/^GRUB_TIMEOUT=.*/GRUB_TIMEOUT=1/' \
+		-e 's/^GRUB_CMDLINE_LINUX_DEFAULT=.*/GRUB_CMDLINE_LINUX_DEFAULT=""/' \
+		-e 's/^GRUB_CMDLINE_LINUX=.*/GRUB_CMDLINE_LINUX="console=ttyS0,115200 net.ifnames=0"/' "$root/etc/default/grub"
+	printf 'GRUB_TERMINAL="serial console"\nGRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"\n' >> "$root/etc/default/grub"
+	mkdir -p "$root/etc/network/interfaces.d"
+	printf 'allow-hotplug eth0\niface eth0 inet dhcp\n' > "$root/etc/network/interfaces.d/eth0"
+	# the first boot of a fresh disk runs this instead of init: GRUB into
+	# the MBR from inside the machine, where /dev/vda is a BIOS drive
+	cat > "$root/usr/local/sbin/vm-grub-setup" <<'EOF'
+#!/bin/sh
+# VM tests: first boot of a fresh disk (init=): GRUB into the MBR, then off
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mountpoint -q /proc || mount -t proc proc /proc
+mountpoint -q /sys || mount -t sysfs sys /sys
+mountpoint -q /dev || mount -t devtmpfs dev /dev
+mount -o remount,rw /
+# no udev here: the link grub-mkconfig looks for to write root=UUID=
+uuid=$(blkid -s UUID -o value /dev/vda1)
+mkdir -p /dev/disk/by-uuid && ln -sf ../../vda1 "/dev/disk/by-uuid/$uuid"
+echo "grub-pc grub-pc/install_devices multiselect /dev/vda" | debconf-set-selections
+if grub-install /dev/vda && update-grub; then echo VM-GRUB-OK; else echo VM-GRUB-FAILED; fi
+sync
+echo u > /proc/sysrq-trigger
+echo o > /proc/sysrq-trigger
+sleep 30
+EOF
+	chmod 755 "$root/usr/local/sbin/vm-grub-setup"
+}
+
+_vm_hash() { openssl passwd -6 -salt "$(printf %s "$1" | sha256sum | cut -c1-16)" "$1"; }
+
+# user NAME UID [GROUPS]: an account with the password NAMEpw
+_vm_user() {
+	local root=$1 name=$2 uid=$3 groups=${4:-}
+	chroot "$root" groupadd -g "$uid" "$name" &&
+		chroot "$root" useradd -m -u "$uid" -g "$uid" ${groups:+-G "$groups"} -s /bin/bash \
+			-p "$(_vm_hash "${name}pw")" "$name"
+}
+
+# a home with every kind of file the profile must carry
+_vm_home() {
+	local root=$1 name=$2 h=$1/home/$2 uid
+	uid=$(awk -F: -v n="$name" '$1 == n { print $3 }' "$root/etc/passwd")
+	mkdir -p "$h"/{docs,data,bin,deep/a/b,"unicodé ✓"}
+	echo "notes of $name" > "$h/docs/notes.txt"
+	for i in $(seq 1 30); do printf 'file %d of %s\n' "$i" "$name" > "$h/deep/a/b/small-$i.cfg"; done
+	head -c 200000 /dev/urandom > "$h/data/random.bin"
+	cp "$root/usr/bin/true" "$h/bin/tool"
+	ln "$h/bin/tool" "$h/bin/tool.hardlink"
+	ln -s ../docs/notes.txt "$h/docs/notes.symlink"
+	echo "naïve" > "$h/unicodé ✓/résumé.txt"
+	truncate -s 64M "$h/data/sparse.img"
+	printf 'sparse-middle' | dd of="$h/data/sparse.img" bs=1 seek=$((32 * 1024 * 1024)) conv=notrunc status=none
+	setfattr -n user.origin -v "home of $name" "$h/docs/notes.txt"
+	setfattr -n user.bin -v "$(printf 'a\001b')" "$h/data/random.bin"
+	chown -R "$uid:$uid" "$h"
+	chmod 0750 "$h"
+}
+
+_vm_customize_old() {
+	local root=$1
+	echo oldhost > "$root/etc/hostname"
+	printf '127.0.0.1\tlocalhost\n127.0.1.1\toldhost\n' > "$root/etc/hosts"
+	echo 0123456789abcdef0123456789abcdef > "$root/etc/machine-id"
+	chroot "$root" usermod -p "$(_vm_hash rootpw)" root
+	chroot "$root" groupadd -g 1500 project
+	_vm_user "$root" alice 1000 project
+	_vm_user "$root" bob 1001 project
+	_vm_user "$root" carol 1002
+	_vm_home "$root" alice; _vm_home "$root" bob; _vm_home "$root" carol
+	# shared work: bob's file in alice's home, ACLs by number of this root
+	echo "bob wrote this" > "$root/home/alice/docs/from-bob.txt"
+	chown 1001:1500 "$root/home/alice/docs/from-bob.txt"
+	setfacl -m u:1001:rw,g:1500:r "$root/home/alice/docs/notes.txt"
+	setfacl -m d:u:1001:rx,d:g:1500:rx,u:1001:rx "$root/home/alice/deep"
+	setfacl -m u:1000:r "$root/home/bob/data/random.bin"
+}
+
+_vm_customize_new() {
+	local root=$1
+	echo newhost > "$root/etc/hostname"
+	printf '127.0.0.1\tlocalhost\n127.0.1.1\tnewhost\n' > "$root/etc/hosts"
+	echo fedcba9876543210fedcba9876543210 > "$root/etc/machine-id"
+	echo "the new OS of the VM tests" > "$root/etc/inplace-new-os"
+	chroot "$root" usermod -p "$(_vm_hash newrootpw)" root
+	# dave holds bob's UID: restore must remap bob
+	_vm_user "$root" dave 1001
+	_vm_home "$root" dave
+}
+
+# _vm_build_disk OUT SIZE FLAVOR: a raw MBR disk, one ext4 root filling
+# it, GRUB in the MBR put there by a first boot of the disk itself
+_vm_build_disk() {
+	local out=$1 size=$2 flavor=$3 tree root start bytes kver log rc
+	tree=$(debian_tree "$DEBIAN_OS_PKGS") || return 1
+	root=$out.root
+	rm -rf "$root"
+	cp -a "$tree" "$root" || return 1
+	rm -f "$root/.inplace-tree-done"
+	# fresh host keys per disk: the new OS must not share the old one's
+	rm -f "$root"/etc/ssh/ssh_host_*
+	mkdir -p "$root/etc/ssh" && ssh-keygen -A -f "$root" >/dev/null || return 1
+	_vm_harness "$root"
+	"_vm_customize_$flavor" "$root" || return 1
+	local uuid
+	uuid=$(cat /proc/sys/kernel/random/uuid)
+	printf 'UUID=%s / ext4 errors=remount-ro 0 1\n' "$uuid" > "$root/etc/fstab"
+	fx_disk "$out" "$size" $'label: dos\ntype=83, bootable' || return 1
+	read -r start bytes < <(fx_part_range "$out" 1)
+	mke2fs -q -F -t ext4 -U "$uuid" -L root -d "$root" -E offset="$start" "$out" $((bytes / 1024))k || return 1
+	kver=$(basename "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -1)" | sed 's/^vmlinuz-//')
+	cp "$root/boot/vmlinuz-$kver" "$out.vmlinuz" && cp "$root/boot/initrd.img-$kver" "$out.initrd" || return 1
+	rm -rf "$root"
+	log=$out.grub.log
+	vm_boot "$out" "$log" -kernel "$out.vmlinuz" -initrd "$out.initrd" \
+		-append "root=/dev/vda1 rw console=ttyS0,115200 panic=-1 init=/usr/local/sbin/vm-grub-setup"
+	vm_exited 600 || vm_kill
+	rm -f "$out.vmlinuz" "$out.initrd"
+	grep -aq VM-GRUB-OK "$log" && rc=0 || rc=1
+	[ "$rc" = 0 ] || echo "vm: the GRUB boot of $out failed, see $log" >&2
+	return $rc
+}
+
+# _vm_cached NAME BUILDER ARGS…: path of the cached file NAME-KEY.img,
+# built by "BUILDER FILE ARGS…" when missing; under a lock of its own
+# (debian_tree holds the cache's .lock while building a tree)
+_vm_cached() {
+	local name=$1 builder=$2 key file; shift 2
+	key=$(printf '%s|%s|%s|%s' "$(debian_tree "$DEBIAN_OS_PKGS")" "$*" "$DEBIAN_OS_PKGS" \
+		"$(declare -f _vm_cached _vm_build_disk _vm_harness _vm_hash _vm_user _vm_home _vm_customize_old _vm_customize_new "$builder")" |
+		sha256sum | cut -c1-16)
+	file=$INPLACE_TEST_CACHE/vm-$name-$key.img
+	if [ ! -e "$file" ]; then
+		debian_tree "$DEBIAN_OS_PKGS" >/dev/null || return 1
+		(
+			flock 8
+			[ -e "$file" ] && exit 0
+			echo "vm: building $file (a QEMU boot, minutes)" >&2
+			rm -f "$file.tmp"*
+			"$builder" "$file.tmp" "$@" || exit 1
+			for f in "$file.tmp".*; do [ -e "$f" ] && mv "$f" "$file${f#"$file.tmp"}"; done
+			mv "$file.tmp" "$file"
+		) 8> "$INPLACE_TEST_CACHE/.vm-lock" || return 1
+	fi
+	echo "$file"
+}
+
+vm_old_os_disk() {
+	local c
+	# VM_OLD_DISK: another old OS disk to start from (a diagnosis)
+	c=${VM_OLD_DISK:-$(_vm_cached old _vm_build_disk 4G old)} || return 1
+	cp --sparse=always "$c" "$1"
+}
+
+# the new OS: a disk built the same way, its root captured and signed
+_vm_build_image() {
+	local out=$1 d=$1.disk
+	_vm_build_disk "$d" "$2" new || return 1
+	minisign -G -W -f -p "$out.pub" -s "$out.key" >/dev/null 2>&1 || return 1
+	"$INPLACE" image capture -q "$d" 1 -o "$out" --name debian-12-new -s "$out.key" >/dev/null || return 1
+	rm -f "$d" "$out.key"
+}
+
+vm_new_os_image() {
+	local c
+	c=$(_vm_cached new _vm_build_image 1536M) || return 1
+	# an image of an older format than $INPLACE reads is built again
+	if ! "$INPLACE" image verify "$c" --key "$c.pub" >/dev/null 2>&1; then
+		rm -f "$c" "$c.pub" "$c.minisig"
+		c=$(_vm_cached new _vm_build_image 1536M) || return 1
+	fi
+	cp "$c" "$1" && cp "$c.minisig" "$1.minisig" && cp "$c.pub" "$1.pub"
+}
+
+# vm_mount_part IMG N DIR: partition N of IMG mounted read-only at DIR
+# (a loop device over its range, released by the EXIT trap)
+vm_mount_part() {
+	local s z l
+	read -r s z < <(fx_part_range "$1" "$2")
+	mkdir -p "$3"
+	l=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$1") || return 1
+	track_loop "$l"
+	mount -o ro,noload "$l" "$3" || return 1
+	track_mount "$3"
+}
+
+# vm_identity ROOT: what the reimage must keep, one line each (the homes
+# with owners by name, modes, xattrs and ACLs; password hashes; identity)
+vm_identity() {
+	local r=$1 u
+	bash "$TESTS_DIR/fixtures/profile-root.sh" snap "$r" home | grep -E '^(alice|bob|carol)(/|\|)'
+	for u in alice bob carol; do grep "^$u:" "$r/etc/shadow" | cut -d: -f1,2; done
+	echo "groups: $(grep '^project:' "$r/etc/group" | cut -d: -f1,4)"
+	echo "hostname: $(cat "$r/etc/hostname")"
+	echo "machine-id: $(cat "$r/etc/machine-id")"
+	(cd "$r/etc/ssh" && sha256sum ssh_host_*)
+}
+
+# vm_check_reimaged NAME DISK WANT STATE_DIR: the host's checks of a disk
+# reimaged to the new OS, WANT being vm_identity of the old root and
+# STATE_DIR where the run's state.json and status.log ended (a directory
+# of the host, or "root" for the new root's /var/lib/inplace)
+vm_check_reimaged() {
+	local name=$1 d=$2 want=$3 st=$4 m=$T/chk-$RANDOM at len salt sectors
+	sectors=$(($(stat -c %s "$d") / 512))
+	check "$name: one partition left, the store gone" test "$(partx -g -o NR "$d" | wc -l)" = 1
+	check "$name: the root fills the disk again" test "$(partx -g -n 1 -o SECTORS "$d" | tr -d ' ')" -ge $((sectors - 2 * 2048))
+	ok "$name: the new root is fsck clean" fx_fsck "$d" 1
+	vm_mount_part "$d" 1 "$m" || { fail "$name: mount the new root"; return 1; }
+	[ "$st" = root ] && st=$m/var/lib/inplace
+	check "$name: the run is done" test "$(jq -r .phase "$st/state.json")" = done
+	check "$name: status.log tells every phase in order" \
+		test "$(jq -r .phase "$st/status.log" | uniq | tr '\n' ' ')" = "preflight notify prepare deploy restore finish done "
+	# alice's hash up to its salt (accounts.json escapes the '/' of the rest)
+	salt=$(grep '^alice:' "$want" | cut -d: -f2 | cut -d'$' -f1-3)
+	read -r at len < <(jq -r '.steps[] | select(.step == "make-storage") | .result | "\(.start) \(.size)"' "$st/state.json")
+	check "$name: the store was wiped (no password hash where it was)" \
+		bash -c "[ -n '$len' ] && ! dd if='$d' bs=1M skip=$at count=$len iflag=skip_bytes,count_bytes status=none | grep -aqF '$salt'"
+	vm_identity "$m" > "$T/got.id"
+	check "$name: homes, password hashes, group, hostname, machine-id, host keys kept" diff "$want" "$T/got.id"
+	check "$name: it is the new OS" test -e "$m/etc/inplace-new-os"
+	check "$name: the new OS's dave kept UID 1001" grep -q '^dave:x:1001:' "$m/etc/passwd"
+	check "$name: bob remapped off dave's UID" test "$(awk -F: '$1 == "bob" { print $3 }' "$m/etc/passwd")" != 1001
+	check "$name: the first-boot unit is gone" test ! -e "$m/etc/systemd/system/inplace-firstboot.service"
+	umount "$m"
+}
+
+# vm_check_new_os_boots NAME [FROM [SECS]]: $VM_LOG from byte FROM on
+# shows the reimaged system's boot within SECS: the new OS under the old
+# name, no unit failed, the old users log in with their old passwords,
+# dave of the new OS too
+vm_check_new_os_boots() {
+	local name=$1 from=${2:-0} secs=${3:-900} log=$VM_LOG
+	check "$name: the new OS's boot ends running under the old hostname, no unit failed, the old machine-id" \
+		vm_wait "$log" 'VM-REPORT os=new host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' "$secs" "$from" ||
+		return 1
+	vm_login alice alicepw 'echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
+	check "$name: alice logs in with her old password" vm_wait "$log" 'VM-LOGIN alice alice,project the new OS' 60
+	vm_login bob bobpw 'echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'
+	check "$name: bob logs in, remapped, owning his files" vm_wait "$log" 'VM-LOGIN bob 1[0-9]{3} bob' 60
+	vm_login dave davepw 'echo "VM-LOGIN $(id -un) $(id -u)"; exit'
+	check "$name: dave of the new OS logs in at 1001" vm_wait "$log" 'VM-LOGIN dave 1001' 60
+}
+
+# vm_reimage_fixtures: in $T, old.img (the old OS disk, $D) and new.img
+# (the signed new OS image) with the tools they need; a failure is reported
+vm_reimage_fixtures() {
+	require_tool qemu-system-x86_64 debootstrap minisign python3 jq || return 1
+	export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
+	vm_old_os_disk "$T/old.img" || { fail "fixture" "the old OS disk"; return 1; }
+	vm_new_os_image "$T/new.img" || { fail "fixture" "the new OS image"; return 1; }
+	D=$T/old.img
+}
