@@ -238,7 +238,7 @@ while [ "$kills" -lt 30 ] && [ "$round" -lt 10 ]; do
 		at="$phase/$(jq -r .step <<<"$st")"
 		if [ "$at" = "$last_at" ]; then again=$((again + 1)); else again=0; fi
 		last_at=$at
-		if [ "$phase" = none ] || [ "$phase" = preflight ]; then cmd=(run "$T/kill$round.ini"); else cmd=(resume --disk "$D"); fi
+		if [ "$phase" = none ] || [ "$phase" = preflight ] || [ "$phase" = notify ]; then cmd=(run "$T/kill$round.ini"); else cmd=(resume --disk "$D"); fi
 		"$INPLACE" "${cmd[@]}" >/dev/null 2>>kill.err &
 		pid=$!
 		if [ "$kills" -lt 30 ]; then
