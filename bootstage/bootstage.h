@@ -319,6 +319,7 @@ struct bootstage_run_result {
 	bool hooked;                /* run: the staging boot is armed ([boot]
 	                             * method grub: the one-shot entry; kexec:
 	                             * the kernel loaded): reboot now */
+	bool reclaimed;             /* reclaim: a kept storage partition went */
 	char state_dir[4096];       /* where the state is now */
 };
 
@@ -328,14 +329,23 @@ struct bootstage_run_result {
  * started again: res says where it stands. */
 int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		  struct bootstage_preflight_result *pre, struct bootstage_run_result *res, ip_error *e);
-/* Play the next boot: find the run's state (the storage partition of disk
- * first, then the state directory) and carry it to the next reboot or to
- * the end.  Every step is idempotent: after kill -9 anywhere, resume again. */
 /* bootstage_status() of the run on disk, wherever its state is now (the
  * store first, as resume looks); disk NULL: the state directory's. */
 int bootstage_status_find(const char *disk, const struct bootstage_run_opts *o, size_t nevents,
 			  json_object **out, ip_error *e);
+/* Play the next boot: find the run's state (the storage partition of disk
+ * first, then the state directory) and carry it to the next reboot or to
+ * the end.  Every step is idempotent: after kill -9 anywhere, resume again. */
 int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
 		     ip_error *e);
+/* `inplace reclaim`: give the storage space back by hand.  A run in phase
+ * finish is finished (as resume would); a run done whose storage partition
+ * was kept (keep_storage = yes or image) loses it now: wiped, deleted, the
+ * system partition grown, its fstab line gone.  Refused (ip_bad, nothing
+ * changed) while the store still holds profiles the first boot has not
+ * restored.  res->reclaimed: whether a partition went. */
+int bootstage_reclaim(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+		      ip_error *e);
+
 
 #endif

@@ -555,52 +555,122 @@ static int locate(struct pipe *pp, const char *disk, ip_error *e)
 	return r;
 }
 
-int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
-		     ip_error *e)
+/* What resume and reclaim share: the lock, the run's state found (the
+ * store of disk first), its job and log open. */
+static int pipe_reopen(struct pipe *pp, const char *disk, const struct bootstage_run_opts *o, ip_error *e)
 {
-	struct pipe pp = { .o = o, .lock = -1 };
 	char keep_work[4096] = "";
 	int r;
 
-	memset(res, 0, sizeof(*res));
-	r = pipe_lock(&pp, false, e);
+	r = pipe_lock(pp, false, e);
 	/* loop devices a killed run left over an image file (never a block
 	 * device's partitions: those are the kernel's) */
 	if (r == 0 && disk)
 		ip_loop_detach_stale(disk, NULL);
 	if (r == 0)
-		r = locate(&pp, disk, e);
+		r = locate(pp, disk, e);
 	if (r < 0)
-		goto out;
+		return r;
 	if (disk && !(o && o->disk_here)) {
 		json_object *v;
 
-		if (json_object_object_get_ex(bootstage_state_json(pp.st), "disk", &v) && v &&
-		    !bs_same_disk(json_object_get_string(v), disk)) {
-			r = ip_bad(e, -EINVAL, "the run in %s is on %s, not %s: give --disk %s", pp.dir,
-				   json_object_get_string(v), disk, json_object_get_string(v));
-			goto out;
-		}
+		if (json_object_object_get_ex(bootstage_state_json(pp->st), "disk", &v) && v &&
+		    !bs_same_disk(json_object_get_string(v), disk))
+			return ip_bad(e, -EINVAL, "the run in %s is on %s, not %s: give --disk %s", pp->dir,
+				      json_object_get_string(v), disk, json_object_get_string(v));
 	}
 	/* the store was mounted under the locate work dir: keep using it */
-	snprintf(keep_work, sizeof(keep_work), "%s", pp.work);
-	r = pipe_open_job(&pp, pp.dir, e);
+	snprintf(keep_work, sizeof(keep_work), "%s", pp->work);
+	r = pipe_open_job(pp, pp->dir, e);
 	if (r < 0)
-		goto out;
+		return r;
 	if (*keep_work) {
 		/* params_from_job made a fresh work dir; the mounted store stays
 		 * where locate put it, so the store's mount point is kept */
-		rmdir(pp.work);
-		snprintf(pp.work, sizeof(pp.work), "%s", keep_work);
-		pp.p.work_dir = pp.work;
+		rmdir(pp->work);
+		snprintf(pp->work, sizeof(pp->work), "%s", keep_work);
+		pp->p.work_dir = pp->work;
 	}
-	r = log_open(&pp, e);
+	return log_open(pp, e);
+}
+
+int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+		     ip_error *e)
+{
+	struct pipe pp = { .o = o, .lock = -1 };
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	r = pipe_reopen(&pp, disk, o, e);
 	if (r < 0)
 		goto out;
 	event(&pp, NULL, BOOTSTAGE_INFO, "resume on %s (state in %s)", pp.job->disk, pp.dir);
 	if (!bootstage_state_ok(pp.st, NULL))
 		event(&pp, NULL, BOOTSTAGE_WARN, "resuming after a failure: the failed step runs again");
 	r = advance(&pp, res, e);
+out:
+	snprintf(res->state_dir, sizeof(res->state_dir), "%s", pp.dir);
+	if (pp.st && r == 0)
+		res->phase = bootstage_state_phase(pp.st);
+	pipe_close(&pp);
+	return r;
+}
+
+/* A run done whose storage partition was kept: it goes now (keep_storage
+ * no from here on).  The store's data stays readable until the wipe, which
+ * refuses a store still mounted (the kept one is, by fstab). */
+static int reclaim_kept(struct pipe *pp, struct bootstage_run_result *res, ip_error *e)
+{
+	bs_result sr = NULL;
+	unsigned part = 0;
+	uint64_t off, size;
+	int r;
+
+	if (pp->p.store_dir) {
+		event(pp, "reclaim", BOOTSTAGE_INFO, "nothing to reclaim: the store was the directory %s", pp->p.store_dir);
+		return 0;
+	}
+	r = bs_find_store(pp->p.disk, &part, &off, &size, e);
+	if (r < 0)
+		return r;
+	if (!part) {
+		event(pp, "reclaim", BOOTSTAGE_INFO, "nothing to reclaim: %s has no storage partition", pp->p.disk);
+		return 0;
+	}
+	pp->p.keep = BS_KEEP_NO;
+	r = bs_step_reclaim(&pp->p, &pp->store, &sr, e);
+	json_object_put(sr);
+	if (r < 0) {
+		event(pp, "reclaim", BOOTSTAGE_ERROR, "reclaim by hand failed: %s", e->msg);
+		return r;
+	}
+	event(pp, "reclaim", BOOTSTAGE_INFO, "the kept storage partition %u is wiped and deleted, partition %u grown",
+	      part, pp->p.sys_part);
+	res->reclaimed = true;
+	return 0;
+}
+
+int bootstage_reclaim(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
+		      ip_error *e)
+{
+	struct pipe pp = { .o = o, .lock = -1 };
+	enum bootstage_phase ph;
+	int r;
+
+	memset(res, 0, sizeof(*res));
+	r = pipe_reopen(&pp, disk, o, e);
+	if (r < 0)
+		goto out;
+	ph = bootstage_state_phase(pp.st);
+	if (ph == BOOTSTAGE_PHASE_FINISH) {
+		event(&pp, NULL, BOOTSTAGE_INFO, "reclaim on %s: the run's finish phase (state in %s)", pp.job->disk, pp.dir);
+		r = advance(&pp, res, e);
+	} else if (ph == BOOTSTAGE_PHASE_DONE) {
+		r = reclaim_kept(&pp, res, e);
+	} else {
+		r = ip_bad(e, -EBUSY, "the run on %s is in phase %s: its store still holds what the first boot restores; "
+			   "finish it with 'inplace resume' first", pp.job->disk, bootstage_phase_name(ph));
+	}
 out:
 	snprintf(res->state_dir, sizeof(res->state_dir), "%s", pp.dir);
 	if (pp.st && r == 0)

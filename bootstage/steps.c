@@ -927,6 +927,29 @@ static int wipe_range(const char *disk, uint64_t off, uint64_t size, ip_error *e
 	return 0;
 }
 
+/* The store given back after it was kept (keep_storage = yes, then
+ * `inplace reclaim`): the new root's fstab must not mount it any more. */
+static int drop_store_fstab(const char *root, ip_error *e)
+{
+	char fstab[4300];
+	_cleanup_free_ char *old = NULL, *nw = NULL;
+	size_t len = 0, k = 0;
+	char *line, *save = NULL;
+	int r;
+
+	snprintf(fstab, sizeof(fstab), "%s/etc/fstab", root);
+	r = ip_read_file(fstab, 1 << 20, &old, &len, e);
+	if (r < 0 || !strstr(old, "LABEL=" BS_STORE_LABEL))
+		return r == -ENOENT ? 0 : r;
+	nw = malloc(len + 1);
+	if (!nw)
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (line = strtok_r(old, "\n", &save); line; line = strtok_r(NULL, "\n", &save))
+		if (strncmp(line, "LABEL=" BS_STORE_LABEL " ", strlen("LABEL=" BS_STORE_LABEL " ")))
+			k += (size_t)sprintf(nw + k, "%s\n", line);
+	return ip_write_file_atomic(fstab, nw, k, 0644, e);
+}
+
 int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
 	char root[4200], node[4300];
@@ -942,6 +965,8 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 	if (r < 0)
 		return r;
 	r = remove_hook(root, e);
+	if (r == 0 && p->keep == BS_KEEP_NO && !p->store_dir)
+		r = drop_store_fstab(root, e);
 	if (r == 0 && p->keep == BS_KEEP_IMAGE && !p->store_dir) {
 		struct imager_capture_opts co = { .name = "inplace storage" };
 		struct imager_capture_result cr = { 0 };
@@ -986,18 +1011,17 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 			r = r2;
 	}
 	if (r < 0 || p->store_dir || p->keep == BS_KEEP_YES) {
-		/* what stays (a kept partition, the job's directory) loses the
-		 * profile, which holds password hashes and host keys; a directory
-		 * store loses everything inplace put in it unless it is kept (the
-		 * bundle last: the rm spawned for each is the bundle's own) */
+		/* what stays (a kept partition, the job's directory) loses
+		 * everything inplace put in it: the profile holds password hashes
+		 * and host keys, and a state left there would be found before the
+		 * new system's own by status and reclaim (the bundle last: the rm
+		 * spawned for each is the bundle's own) */
 		static const char *const ours[] = { "profile", "image", "deploy-state", "state", "kept.json", "bundle", NULL };
 
 		for (size_t i = 0; r == 0 && ours[i]; i++) {
 			char path[4200];
 			const char *const rm[] = { "rm", "-rf", "--one-file-system", path, NULL };
 
-			if (i > 0 && p->keep == BS_KEEP_YES)
-				break;
 			snprintf(path, sizeof(path), "%s/%s", s->root, ours[i]);
 			r = ip_spawn(rm, NULL, e);
 		}

@@ -93,7 +93,7 @@ static int parse(int argc, char **argv, const char *command, const char *usage, 
 		}
 		if (cli_common_opt(&a->o, c)) {
 			if (c == OPT_DRY_RUN && status)
-				return cli_usage(&a->o, command, "status writes nothing: --dry-run does not apply");
+				return cli_usage(&a->o, command, "--dry-run does not apply to %s", command);
 			continue;
 		}
 		switch (c) {
@@ -253,6 +253,8 @@ static json_object *run_json(const char *cmd, const struct bootstage_run_result 
 		json_object_object_add(doc, "rerun_at", json_object_new_int64(res->rerun_at));
 		json_object_object_add(doc, "rearmed", json_object_new_boolean(res->rearmed));
 	}
+	if (!strcmp(cmd, "reclaim"))
+		json_object_object_add(doc, "reclaimed", json_object_new_boolean(res->reclaimed));
 	json_object_object_add(doc, "state_dir", json_object_new_string(res->state_dir));
 	return doc;
 }
@@ -415,5 +417,48 @@ int cmd_resume(int argc, char **argv)
 	if (a.o.json)
 		return cli_emit(run_json("resume", &res, a.disk ? a.disk : ""));
 	run_print(&res, a.disk ? a.disk : "DISK");
+	return IP_EXIT_OK;
+}
+
+static const char *reclaim_usage =
+	"\nUsage:\n inplace reclaim [options]\n\n"
+	"Give the storage space back by hand.  A run whose first boot restored the\n"
+	"users but was cut before its finish phase is finished (as resume would);\n"
+	"a run done with keep_storage = yes or image loses its storage partition\n"
+	"now: wiped, deleted, the system partition grown, its fstab line removed\n"
+	"(unmount it first).  Refused while the store holds profiles not restored.\n\n"
+	"Options:\n"
+	"     --disk DISK        the disk of the run\n"
+	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
+	"                        /var/lib/inplace)\n"
+	"     --json             one JSON document on stdout\n"
+	" -q, --quiet            no progress\n"
+	" -h, --help             this text\n\n"
+	"Exit status: 0 ok (or nothing to reclaim), 1 failed, 2 no run, or a run\n"
+	"not restored yet (nothing changed).\n";
+
+int cmd_reclaim(int argc, char **argv)
+{
+	struct bootstage_run_result res;
+	struct bootstage_run_opts ro = { 0 };
+	ip_error e = { 0 };
+	struct bargs a;
+	int r;
+
+	if ((r = parse(argc, argv, "reclaim", reclaim_usage, true, &a)))
+		return r < 0 ? IP_EXIT_OK : r;
+	if (optind != argc)
+		return cli_usage(&a.o, "reclaim", "unexpected argument '%s'", argv[optind]);
+	ro.state_dir = a.state_dir;
+	if (bootstage_reclaim(a.disk, &ro, &res, &e) < 0)
+		return cli_error(&a.o, "reclaim", &e);
+	if (a.o.json)
+		return cli_emit(run_json("reclaim", &res, a.disk ? a.disk : ""));
+	if (res.reclaimed) {
+		printf("reclaimed: the kept storage partition is wiped and deleted, the system partition grown\n");
+		printf("state: %s\n", res.state_dir);
+	} else {
+		run_print(&res, a.disk ? a.disk : "DISK");
+	}
 	return IP_EXIT_OK;
 }

@@ -60,6 +60,7 @@ int cmd_notify(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
+int cmd_reclaim(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
 

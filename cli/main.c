@@ -12,6 +12,7 @@ static const struct cli_verb top_verbs[] = {
 	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore" },
 	{ "run",     cmd_run,     "reimage in place as a job file says (--dry-run: preflight and plan)" },
 	{ "resume",  cmd_resume,  "continue a run from its state, up to the next reboot or the end" },
+	{ "reclaim", cmd_reclaim, "give the storage space back: finish a run, or drop a kept store" },
 	{ "status",  cmd_status,  "where the job stands: phase, step, last events" },
 	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline" },
 	{ "bundle",  cmd_bundle,  "a self-contained inplace (tools, libraries, loader) in one directory" },

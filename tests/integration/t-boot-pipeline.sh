@@ -97,6 +97,14 @@ for label in gpt dos; do
 	check "$label: the store partition exists" test "$(partx -g -o NR "$D" | wc -l)" = 2
 	check "$label: the store holds the state: phase restore" \
 		test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
+	# (the store is mounted to read its state, as status does: only its
+	# superblock's mount time may change)
+	tbl_restore=$(sfdisk -d "$D"); sys_restore=$(fx_hashes "$D" 1 | sha256sum)
+	must_fail 2 "$label: reclaim refused while the store holds profiles not restored" "$INPLACE" reclaim --disk "$D"
+	check "$label: the refused reclaim changed no partition" test "$(sfdisk -d "$D")" = "$tbl_restore"
+	check "$label: the refused reclaim left the new system as it was" test "$(fx_hashes "$D" 1 | sha256sum)" = "$sys_restore"
+	check "$label: the refused reclaim left the phase restore" \
+		test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
 	ok "$label: resume plays the first boot of the new OS" "$INPLACE" resume --disk "$D"
 	check_result "$label" "$D" "$S"; umount "$CHK_ROOT"
 	phases=$(jq -r .phase "$S/status.log" | uniq | tr '\n' ' ')
@@ -202,6 +210,25 @@ check "keep yes: the new fstab mounts it by label" grep -q '^LABEL=INPLACE-STORE
 umount "$CHK_ROOT"
 check "keep yes: its profile (password hashes) is gone" \
 	bash -c "debugfs -R 'ls -l /inplace' '$D?offset=$(partx -g -n 2 -o START "$D" | awk '{print $1*512}')' 2>/dev/null | grep -qv profile"
+
+# ---- inplace reclaim: the kept store given back by hand ---------------------
+read -r ks kz < <(fx_part_range "$D" 2)
+hash_alice=$(grep '^alice:' old/etc/shadow | cut -d: -f2)
+hash_json=$(printf '%s' "$hash_alice" | sed 's|/|\\/|g')   # json-c writes / as \/
+in_store() { dd if="$D" bs=1M iflag=skip_bytes,count_bytes skip="$ks" count="$kz" status=none | grep -qaF -e "$hash_alice" -e "$hash_json"; }
+check "reclaim: alice's hash is still in the kept store's blocks (deleted, not wiped)" in_store
+ok "reclaim: the kept store given back" sh -c '"$1" reclaim --disk "$2" --json > reclaim.json' _ "$INPLACE" "$D"
+check "reclaim: says it reclaimed" test "$(jq -r .reclaimed reclaim.json)" = true
+check "reclaim: 1 partition left" test "$(partx -g -o NR "$D" | wc -l)" = 1
+check "reclaim: the root fills the disk again" test "$(partx -g -n 1 -o SECTORS "$D" | tr -d ' ')" -ge $(( (1024 - 2) * 2048 ))
+ok "reclaim: fsck clean" fx_fsck "$D" 1
+check "reclaim: alice's hash is nowhere in the store's former range" bash -c "! dd if='$D' bs=1M iflag=skip_bytes,count_bytes skip=$ks count=$kz status=none | grep -qaF -e '$hash_alice' -e '$hash_json'"
+mount_root "$D" "$T/reclaimed" || fail "reclaim: mount the root"
+check "reclaim: the fstab line of the store is gone" sh -c "! grep -q 'LABEL=INPLACE-STORE' '$T/reclaimed/etc/fstab'"
+check "reclaim: the root's own fstab line stays" grep -q '^UUID=.* / ' "$T/reclaimed/etc/fstab"
+umount "$T/reclaimed"
+ok "reclaim again: nothing to reclaim" sh -c '"$1" reclaim --disk "$2" --json > reclaim2.json' _ "$INPLACE" "$D"
+check "reclaim again: nothing reclaimed" test "$(jq -r .reclaimed reclaim2.json)" = false
 
 # ---- keep_storage = image: captured into the new system, then deleted ------
 D=$T/img.img S=$T/state-img
