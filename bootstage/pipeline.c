@@ -594,6 +594,17 @@ static int pipe_reopen(struct pipe *pp, const char *disk, const struct bootstage
 	return log_open(pp, e);
 }
 
+/* The end of resume and reclaim: where the state is and stands, the run
+ * closed; returns r. */
+static int pipe_end(struct pipe *pp, struct bootstage_run_result *res, int r)
+{
+	snprintf(res->state_dir, sizeof(res->state_dir), "%s", pp->dir);
+	if (pp->st && r == 0)
+		res->phase = bootstage_state_phase(pp->st);
+	pipe_close(pp);
+	return r;
+}
+
 int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struct bootstage_run_result *res,
 		     ip_error *e)
 {
@@ -609,11 +620,7 @@ int bootstage_resume(const char *disk, const struct bootstage_run_opts *o, struc
 		event(&pp, NULL, BOOTSTAGE_WARN, "resuming after a failure: the failed step runs again");
 	r = advance(&pp, res, e);
 out:
-	snprintf(res->state_dir, sizeof(res->state_dir), "%s", pp.dir);
-	if (pp.st && r == 0)
-		res->phase = bootstage_state_phase(pp.st);
-	pipe_close(&pp);
-	return r;
+	return pipe_end(&pp, res, r);
 }
 
 /* A run done whose storage partition was kept: it goes now (keep_storage
@@ -672,11 +679,7 @@ int bootstage_reclaim(const char *disk, const struct bootstage_run_opts *o, stru
 			   "finish it with 'inplace resume' first", pp.job->disk, bootstage_phase_name(ph));
 	}
 out:
-	snprintf(res->state_dir, sizeof(res->state_dir), "%s", pp.dir);
-	if (pp.st && r == 0)
-		res->phase = bootstage_state_phase(pp.st);
-	pipe_close(&pp);
-	return r;
+	return pipe_end(&pp, res, r);
 }
 
 /* Postponement used by earlier runs of this job (the notify steps' results). */
