@@ -44,6 +44,7 @@ static int find_run(int fd, uint64_t flen, uint64_t len, uint64_t *lpos, uint64_
 			     FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE |
 			     FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_UNWRITTEN;
 	uint64_t next = 0, rl = 0, rp = 0;   /* the run being followed: file and disk start */
+	uint64_t best = 0;
 
 	if (!fm)
 		return ip_fail(e, -ENOMEM, "out of memory");
@@ -65,14 +66,17 @@ static int find_run(int fd, uint64_t flen, uint64_t len, uint64_t *lpos, uint64_
 			rp = x->fe_physical;
 		}
 		next = x->fe_logical + x->fe_length;
+		if (next - rl > best)
+			best = next - rl;
 		if (next - rl >= len) {
 			*lpos = rl;
 			*phys = rp;
 			return 0;
 		}
 	}
-	return ip_fail(e, -EFBIG, "the records file has no contiguous run of %llu MiB on disk: free some space "
-		       "on the old root (or defragment it) and build again", (unsigned long long)(len >> 20));
+	return ip_fail(e, -EFBIG, "the records file has no contiguous run of %llu MiB on disk (%u extents, the "
+		       "longest run %llu MiB): free some space on the old root (or defragment it) and build again",
+		       (unsigned long long)(len >> 20), fm->fm_mapped_extents, (unsigned long long)(best >> 20));
 }
 
 /* Fill fd with len bytes of zeros, written (not holes, not unwritten). */
@@ -206,40 +210,65 @@ static int planned_end(const char *disk, unsigned part, uint64_t part_off, uint6
 	return 0;
 }
 
+#define RECORDS_TRIES 4
+
+/* Remove the spare files make_file kept while it looked for a run. */
+static void drop_spares(const char *path, int n)
+{
+	char spare[4300];
+
+	for (int i = 0; i < n; i++) {
+		snprintf(spare, sizeof(spare), "%s.spare%d", path, i);
+		unlink(spare);
+	}
+}
+
 /* Write the area into the filesystem mounted at root: *phys is where its
- * image begins on the filesystem's device. */
+ * image begins on the filesystem's device.  A file without a run of the
+ * area's length is kept aside (renamed) while the next is written, so
+ * that ext4 places that one elsewhere, and removed at the end. */
 static int make_file(const char *root, const char *state_dir, const char *tmpl, struct bs_records *rec,
 		     uint64_t *phys, ip_error *e)
 {
-	char path[4200], dir[4200], img[4200];
+	char path[4200], dir[4200], img[4200], spare[4300];
 	uint64_t at = 0, flen = rec->size, again, pagain;
-	int r;
+	int r, spares = 0;
 
 	snprintf(dir, sizeof(dir), "%s/%s", root, RECORDS_DIR);
 	snprintf(path, sizeof(path), "%s/%s", root, RECORDS_FILE);
 	if ((r = ip_mkdir_p(dir, 0700, e)) < 0)
 		return r;
+	drop_spares(path, RECORDS_TRIES);
 	for (int tries = 0;; tries++) {
 		_cleanup_close_ int fd = -1;
 
 		/* made anew: blocks of an older one may lie anywhere */
-		if (unlink(path) < 0 && errno != ENOENT)
-			return ip_fail(e, -errno, "cannot remove the old %s: %s", path, strerror(errno));
+		if (unlink(path) < 0 && errno != ENOENT) {
+			r = ip_fail(e, -errno, "cannot remove the old %s: %s", path, strerror(errno));
+			break;
+		}
 		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-		if (fd < 0)
-			return ip_fail(e, -errno, "cannot create %s: %s", path, strerror(errno));
+		if (fd < 0) {
+			r = ip_fail(e, -errno, "cannot create %s: %s", path, strerror(errno));
+			break;
+		}
 		if ((r = zero_fill(fd, flen, path, e)) < 0)
-			return r;
+			break;
 		r = find_run(fd, flen, rec->size, &at, phys, e);
-		if (r == -EFBIG && tries == 0) {
+		if (r == -EFBIG && tries + 1 < RECORDS_TRIES) {
 			/* twice the length and a little: a whole one lies
 			 * between any two splits farther apart than that */
 			ip_error_clear(e);
+			if (tries > 0) {
+				snprintf(spare, sizeof(spare), "%s.spare%d", path, spares);
+				if (rename(path, spare) == 0)
+					spares++;
+			}
 			flen = 2 * rec->size + (16 << 20);
 			continue;
 		}
 		if (r < 0)
-			return r;
+			break;
 		snprintf(img, sizeof(img), "%s.new", tmpl);
 		r = make_image(img, state_dir, rec->size, e);
 		if (r == 0)
@@ -249,10 +278,11 @@ static int make_file(const char *root, const char *state_dir, const char *tmpl, 
 		if (r == 0 && (r = find_run(fd, flen, rec->size, &again, &pagain, e)) == 0 &&
 		    (again != at || pagain != *phys))
 			r = ip_fail(e, -EIO, "the records image moved on disk while it was written (%s)", path);
-		if (r < 0)
-			return r;
 		break;
 	}
+	drop_spares(path, spares);
+	if (r < 0)
+		return r;
 	if ((r = ip_fsync_parent(path, e)) < 0)
 		return r;
 	snprintf(rec->path, sizeof(rec->path), "/%s", RECORDS_FILE);
