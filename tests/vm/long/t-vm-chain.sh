@@ -26,9 +26,6 @@ cat > r/root/job.ini <<'EOF2' &&
 [job]
 image = /root/new.img
 key = /root/new.img.pub
-; auto leaves no room for the bundle: preflight counts the store's
-; contents, not its filesystem's overhead (journal, inode tables, reserve)
-store_size = 512MiB
 
 [boot]
 method = grub
