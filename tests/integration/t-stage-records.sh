@@ -4,6 +4,7 @@
 # file where a backup superblock sits; stage build must still find it one
 # run on disk, below the shrink's new end, its filesystem where the
 # initramfs says.  (Before: "the records file is not contiguous on disk".)
+# Then the staging steps fill the store that store_size = auto sized.
 . "$TESTS_DIR/lib.sh"
 . "$TESTS_DIR/fixtures/debian.sh"
 cd "$T" || exit 1
@@ -16,7 +17,9 @@ K=$(ls "$tree"/boot/vmlinuz-* 2>/dev/null | head -n1)
 [ -n "$K" ] || { fail "fixture" "no kernel in $tree/boot"; exit 1; }
 
 bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
-"$INPLACE" image build -q --from-dir new --fs ext4 --size 160MiB -o newos.img >/dev/null ||
+# an image that does not compress: the store holds its bytes exactly
+head -c 300M /dev/urandom > new/opt-blob
+"$INPLACE" image build -q --from-dir new --fs ext4 --size 480MiB -o newos.img >/dev/null ||
 	{ fail "fixture" "image build"; exit 1; }
 D=$T/disk.img
 fx_disk "$D" 4G $'label: dos\ntype=83'
@@ -53,3 +56,11 @@ l=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$l" ||
 debugfs -R 'ls /var/lib/inplace' "$l" > ls.txt 2>/dev/null
 check "the records file is on the root, and no spare file is left" \
 	sh -c "grep -q staging-records.img ls.txt && ! grep -q spare ls.txt"
+
+# store_size = auto sizes the store partition for its contents and its
+# filesystem's own overhead (journal, inode tables, reserve): the staging
+# steps, played here, fill it up to the bundle (before: "no room for the
+# bundle in the store")
+ok "resume: the staging steps in the auto-sized store" "$INPLACE" resume --disk "$D"
+check "the run waits for the new OS's first boot" \
+	test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
