@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "bootstage/boot.h"
 #include "bootstage/internal.h"
@@ -230,6 +231,51 @@ static int sysroot_get(const bootstage_job *j, uint64_t off, uint64_t size, stru
 	return mount_private(j, node, fs.type, NULL, m, e);
 }
 
+/* The size of a store partition whose filesystem holds need bytes: the
+ * contents plus what ext4 takes for itself at that size (journal, inode
+ * tables, group descriptors, the 5% reserve), measured by mke2fs itself
+ * on a sparse scratch file formatted as make-storage formats the store
+ * (the journal grows with the size, hence a few rounds). */
+static int store_partition_bytes(uint64_t need, uint64_t *bytes, ip_error *e)
+{
+	char tmp[] = "/tmp/inplace-storefs.XXXXXX";
+	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext4", "-E", "nodiscard", tmp, NULL };
+	_cleanup_close_ int fd = mkstemp(tmp);
+	uint64_t size = need;
+	int r = 0;
+
+	if (fd < 0)
+		return ip_fail(e, -errno, "cannot make a scratch file to measure the store's filesystem: %s",
+			       strerror(errno));
+	for (int round = 0; round < 6; round++) {
+		struct partctl_fsinfo fi;
+		ip_disk *d = NULL;
+		uint64_t usable;
+
+		size = (size + MiB - 1) & ~(MiB - 1);
+		if (ftruncate(fd, 0) < 0 || ftruncate(fd, (off_t)size) < 0) {
+			r = ip_fail(e, -errno, "cannot size the scratch file %s: %s", tmp, strerror(errno));
+			break;
+		}
+		if ((r = ip_spawn(argv, NULL, e)) < 0) {
+			ip_error_prefix(e, "cannot measure the store's filesystem overhead: ");
+			break;
+		}
+		if ((r = ip_disk_open(tmp, IP_DISK_RDONLY, &d, e)) == 0)
+			r = partctl_fs_probe(d, 0, size, &fi, e);
+		ip_disk_free(d);
+		if (r < 0)
+			break;
+		usable = fi.size > fi.used + fi.size / 20 ? fi.size - fi.used - fi.size / 20 : 0;
+		*bytes = size;
+		if (fi.used_known && usable >= need)
+			break;
+		size += need > usable ? need - usable : MiB;
+	}
+	unlink(tmp);
+	return r;
+}
+
 static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
 			  struct bootstage_preflight_result *res, ip_error *e)
 {
@@ -253,6 +299,8 @@ static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
 	res->store_bytes = res->profile_bytes + res->profile_bytes / 10 + res->image_bytes + BOOTSTAGE_BUNDLE_BYTES +
 			   res->rollback_bytes;
 	res->store_bytes = (res->store_bytes + MiB - 1) & ~(MiB - 1);
+	if (j->store == BOOTSTAGE_STORE_PARTITION)
+		return store_partition_bytes(res->store_bytes, &res->store_bytes, e);
 	return 0;
 }
 

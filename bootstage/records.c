@@ -2,12 +2,16 @@
  * root: a contiguous file on that root, formatted ext4 (journaled), that staging
  * mounts through a loop device over the raw disk (stage.h explains why).
  *
- * The file is written whole with zeros before mke2fs (never fallocate:
- * blocks the old root marks unwritten read back as zeros through its
- * filesystem, so what staging wrote raw would vanish for the old OS), and
- * mke2fs runs with nodiscard (on a file, discard punches holes).  FIEMAP
- * then proves one physical extent; the shrink moves only blocks beyond its
- * new end, so an extent wholly below it stays where staging looks. */
+ * The file is written whole with zeros (never fallocate: blocks the old
+ * root marks unwritten read back as zeros through its filesystem, so what
+ * staging wrote raw would vanish for the old OS), and mke2fs runs with
+ * nodiscard (on a file, discard punches holes).  ext4 splits a file at
+ * every block group holding a backup superblock or a flex group's tables
+ * (one per 128 MiB group at worst), so FIEMAP looks for a run of the
+ * area's length in the file, and, when the file has none, a file twice
+ * that long is made, which does; the image is written at that run.  The
+ * shrink moves only blocks beyond its new end, so a run wholly below it
+ * stays where staging looks. */
 #include <blkid.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -28,49 +32,69 @@
 #define RECORDS_FILE RECORDS_DIR "/staging-records.img"
 #define RECORDS_LABEL "INPLACE-REC"
 
-/* The one physical extent of fd (bytes on the filesystem's device):
- * -EFBIG when the file is in pieces, -EINVAL when an extent is not plain
- * data at a known place. */
-static int one_extent(int fd, uint64_t len, uint64_t *phys, ip_error *e)
+/* A physical run of len bytes in fd, contiguous on disk and in the
+ * file: its file offset (*lpos) and disk offset (*phys, bytes on the
+ * filesystem's device).  -EFBIG when the file has none, -EINVAL when an
+ * extent is not plain data at a known place. */
+static int find_run(int fd, uint64_t flen, uint64_t len, uint64_t *lpos, uint64_t *phys, ip_error *e)
 {
-	enum { N = 32 };
+	enum { N = 256 };
 	_cleanup_free_ struct fiemap *fm = calloc(1, sizeof(*fm) + N * sizeof(struct fiemap_extent));
 	const uint32_t bad = FIEMAP_EXTENT_UNKNOWN | FIEMAP_EXTENT_DELALLOC | FIEMAP_EXTENT_ENCODED |
 			     FIEMAP_EXTENT_DATA_ENCRYPTED | FIEMAP_EXTENT_NOT_ALIGNED | FIEMAP_EXTENT_DATA_INLINE |
 			     FIEMAP_EXTENT_DATA_TAIL | FIEMAP_EXTENT_UNWRITTEN;
-	uint64_t next = 0;
+	uint64_t next = 0, rl = 0, rp = 0;   /* the run being followed: file and disk start */
+	uint64_t best = 0;
 
 	if (!fm)
 		return ip_fail(e, -ENOMEM, "out of memory");
-	fm->fm_length = len;
+	fm->fm_length = flen;
 	fm->fm_flags = FIEMAP_FLAG_SYNC;
 	fm->fm_extent_count = N;
 	if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0)
 		return ip_fail(e, -errno, "cannot map the records file's blocks (FIEMAP): %s", strerror(errno));
-	/* the filesystem may report one run as several extents: they count
-	 * as one when each starts where the last ended, on disk and in the file */
+	/* the filesystem may report one run as several extents: they are
+	 * one run when each starts where the last ended, on disk and in the file */
 	for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
 		const struct fiemap_extent *x = &fm->fm_extents[i];
 
 		if (x->fe_flags & bad)
 			return ip_fail(e, -EINVAL, "the records file has an extent the raw disk cannot be trusted for "
 				       "(flags %#x)", x->fe_flags);
-		if (i == 0)
-			*phys = x->fe_physical;
-		else if (x->fe_physical != *phys + x->fe_logical || x->fe_logical != next)
-			return ip_fail(e, -EFBIG, "the records file is not contiguous on disk: free some space on "
-				       "the old root (or defragment it) and build again");
+		if (i == 0 || x->fe_logical != next || x->fe_physical != rp + (x->fe_logical - rl)) {
+			rl = x->fe_logical;
+			rp = x->fe_physical;
+		}
 		next = x->fe_logical + x->fe_length;
+		if (next - rl > best)
+			best = next - rl;
+		if (next - rl >= len) {
+			*lpos = rl;
+			*phys = rp;
+			return 0;
+		}
 	}
-	if (!fm->fm_mapped_extents || next < len)
-		return ip_fail(e, -EFBIG, "the records file is not wholly mapped (%llu of %llu bytes)",
-			       (unsigned long long)next, (unsigned long long)len);
+	return ip_fail(e, -EFBIG, "the records file has no contiguous run of %llu MiB on disk (%u extents, the "
+		       "longest run %llu MiB): free some space on the old root (or defragment it) and build again",
+		       (unsigned long long)(len >> 20), fm->fm_mapped_extents, (unsigned long long)(best >> 20));
+}
+
+/* Fill fd with len bytes of zeros, written (not holes, not unwritten). */
+static int zero_fill(int fd, uint64_t len, const char *path, ip_error *e)
+{
+	static const char zero[1 << 16];
+
+	for (uint64_t o = 0; o < len; o += sizeof(zero))
+		if (pwrite(fd, zero, sizeof(zero), (off_t)o) != (ssize_t)sizeof(zero))
+			return ip_fail(e, -errno, "cannot write %s: %s", path, strerror(errno));
+	if (fsync(fd) < 0)
+		return ip_fail(e, -errno, "cannot flush %s: %s", path, strerror(errno));
 	return 0;
 }
 
-/* Write the whole of src into fd: every block written with data, zeros
- * too, so that the old root holds none of it as a hole or unwritten. */
-static int copy_whole(int fd, const char *src, uint64_t len, const char *path, ip_error *e)
+/* Write the whole of src into fd at file offset at: every block written
+ * with data, zeros too, over blocks zero_fill placed. */
+static int copy_whole(int fd, const char *src, uint64_t at, uint64_t len, const char *path, ip_error *e)
 {
 	_cleanup_close_ int in = open(src, O_RDONLY | O_CLOEXEC);
 	static char buf[1 << 16];
@@ -83,7 +107,7 @@ static int copy_whole(int fd, const char *src, uint64_t len, const char *path, i
 		if (n < 0)
 			return ip_fail(e, -errno, "cannot read %s: %s", src, strerror(errno));
 		memset(buf + n, 0, sizeof(buf) - (size_t)n);
-		if (pwrite(fd, buf, sizeof(buf), (off_t)o) != (ssize_t)sizeof(buf))
+		if (pwrite(fd, buf, sizeof(buf), (off_t)(at + o)) != (ssize_t)sizeof(buf))
 			return ip_fail(e, -errno, "cannot write %s: %s", path, strerror(errno));
 	}
 	if (fsync(fd) < 0)
@@ -98,8 +122,9 @@ static int make_image(const char *img, const char *state_dir, uint64_t bytes, ip
 	char size[32];
 	/* ext4 with a journal: staging may be cut at any instant, and an
 	 * ext2 cut while its bitmaps were in RAM would run out of space or
-	 * hand one block out twice on the next boot */
-	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-J", "size=4", "-E",
+	 * hand one block out twice on the next boot; few inodes (a state
+	 * directory and journals), so that its space goes to the undo */
+	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-J", "size=4", "-N", "4096", "-E",
 			       "nodiscard,root_owner=0:0", "-L", RECORDS_LABEL, "-d", state_dir, img, size, NULL };
 	int r;
 
@@ -131,9 +156,11 @@ static void probe_uuid(const char *path, uint64_t off, uint64_t len, char *uuid,
 }
 
 /* Room for partctl's metadata undo of the shrink, which lives here too
- * (fs_ext_undo.c counts it exactly), twice: a shrink begun again after a
- * cut saves a new undo beside the old one before it replaces it; with a
- * sixteenth more for what the old OS still writes before its reboot. */
+ * (fs_ext_undo.c counts it exactly), once: a shrink begun again after a
+ * cut first rolls back with the old undo and removes it, and the next
+ * save removes a half-written one first (partctl/shrink.c), so two never
+ * sit side by side; with a sixteenth more for what the old OS still
+ * writes before its reboot. */
 static int records_bytes(const char *disk, uint64_t off, uint64_t *bytes, ip_error *e)
 {
 	ip_disk *d = NULL;
@@ -147,7 +174,7 @@ static int records_bytes(const char *disk, uint64_t off, uint64_t *bytes, ip_err
 	if (r < 0)
 		return r;
 	meta += meta / 16 + (1 << 20);
-	*bytes = (RECORDS_BASE + 2 * meta + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
+	*bytes = (RECORDS_BASE + meta + (1 << 20) - 1) & ~((uint64_t)(1 << 20) - 1);
 	return 0;
 }
 
@@ -183,37 +210,83 @@ static int planned_end(const char *disk, unsigned part, uint64_t part_off, uint6
 	return 0;
 }
 
-/* Write the area into the filesystem mounted at root. */
+#define RECORDS_TRIES 4
+
+/* Remove the spare files make_file kept while it looked for a run. */
+static void drop_spares(const char *path, int n)
+{
+	char spare[4300];
+
+	for (int i = 0; i < n; i++) {
+		snprintf(spare, sizeof(spare), "%s.spare%d", path, i);
+		unlink(spare);
+	}
+}
+
+/* Write the area into the filesystem mounted at root: *phys is where its
+ * image begins on the filesystem's device.  A file without a run of the
+ * area's length is kept aside (renamed) while the next is written, so
+ * that ext4 places that one elsewhere, and removed at the end. */
 static int make_file(const char *root, const char *state_dir, const char *tmpl, struct bs_records *rec,
 		     uint64_t *phys, ip_error *e)
 {
-	char path[4200], dir[4200], img[4200];
-	_cleanup_close_ int fd = -1;
-	int r;
+	char path[4200], dir[4200], img[4200], spare[4300];
+	uint64_t at = 0, flen = rec->size, again, pagain;
+	int r, spares = 0;
 
 	snprintf(dir, sizeof(dir), "%s/%s", root, RECORDS_DIR);
 	snprintf(path, sizeof(path), "%s/%s", root, RECORDS_FILE);
 	if ((r = ip_mkdir_p(dir, 0700, e)) < 0)
 		return r;
-	/* made anew: blocks of an older one may lie anywhere */
-	if (unlink(path) < 0 && errno != ENOENT)
-		return ip_fail(e, -errno, "cannot remove the old %s: %s", path, strerror(errno));
-	fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return ip_fail(e, -errno, "cannot create %s: %s", path, strerror(errno));
-	snprintf(img, sizeof(img), "%s.new", tmpl);
-	r = make_image(img, state_dir, rec->size, e);
-	if (r == 0)
-		r = copy_whole(fd, img, rec->size, path, e);
-	unlink(img);
+	drop_spares(path, RECORDS_TRIES);
+	for (int tries = 0;; tries++) {
+		_cleanup_close_ int fd = -1;
+
+		/* made anew: blocks of an older one may lie anywhere */
+		if (unlink(path) < 0 && errno != ENOENT) {
+			r = ip_fail(e, -errno, "cannot remove the old %s: %s", path, strerror(errno));
+			break;
+		}
+		fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0) {
+			r = ip_fail(e, -errno, "cannot create %s: %s", path, strerror(errno));
+			break;
+		}
+		if ((r = zero_fill(fd, flen, path, e)) < 0)
+			break;
+		r = find_run(fd, flen, rec->size, &at, phys, e);
+		if (r == -EFBIG && tries + 1 < RECORDS_TRIES) {
+			/* twice the length and a little: a whole one lies
+			 * between any two splits farther apart than that */
+			ip_error_clear(e);
+			if (tries > 0) {
+				snprintf(spare, sizeof(spare), "%s.spare%d", path, spares);
+				if (rename(path, spare) == 0)
+					spares++;
+			}
+			flen = 2 * rec->size + (16 << 20);
+			continue;
+		}
+		if (r < 0)
+			break;
+		snprintf(img, sizeof(img), "%s.new", tmpl);
+		r = make_image(img, state_dir, rec->size, e);
+		if (r == 0)
+			r = copy_whole(fd, img, at, rec->size, path, e);
+		unlink(img);
+		/* an overwrite stays where it was: proven, not assumed */
+		if (r == 0 && (r = find_run(fd, flen, rec->size, &again, &pagain, e)) == 0 &&
+		    (again != at || pagain != *phys))
+			r = ip_fail(e, -EIO, "the records image moved on disk while it was written (%s)", path);
+		break;
+	}
+	drop_spares(path, spares);
 	if (r < 0)
 		return r;
-	if (fsync(fd) < 0)
-		return ip_fail(e, -errno, "cannot flush %s: %s", path, strerror(errno));
-	if ((r = ip_fsync_parent(path, e)) < 0 || (r = one_extent(fd, rec->size, phys, e)) < 0)
+	if ((r = ip_fsync_parent(path, e)) < 0)
 		return r;
 	snprintf(rec->path, sizeof(rec->path), "/%s", RECORDS_FILE);
-	probe_uuid(path, 0, rec->size, rec->uuid, sizeof(rec->uuid));
+	probe_uuid(path, at, rec->size, rec->uuid, sizeof(rec->uuid));
 	if (!*rec->uuid)
 		return ip_fail(e, -EIO, "the staging records %s show no filesystem after mke2fs", path);
 	return 0;

@@ -22,9 +22,6 @@ image = $T/new.img
 key = $T/new.img.pub
 disk = $D
 system_partition = 1
-; auto leaves no room for the bundle: preflight counts the store's
-; contents, not its filesystem's overhead (journal, inode tables, reserve)
-store_size = 512MiB
 
 [boot]
 method = none

@@ -26,9 +26,6 @@ cat > r/root/job.ini <<'EOF2' &&
 [job]
 image = /root/new.img
 key = /root/new.img.pub
-; auto leaves no room for the bundle: preflight counts the store's
-; contents, not its filesystem's overhead (journal, inode tables, reserve)
-store_size = 512MiB
 
 [boot]
 method = grub
@@ -60,12 +57,19 @@ VM_LOG=$T/chain.log
 # reboots allowed: the chain crosses three
 # the staging initramfs carries the image and the bundle in RAM
 VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
-# the old OS's boot ending with a failed unit: the job did not start
-VM_FAIL='VM-REPORT os=old .*failed=\[[^]]|Kernel panic'
+# a boot ending with a failed unit: the job did not start (old), the
+# first-boot unit failed (new)
+VM_FAIL='VM-REPORT os=(old|new) .*failed=\[[^]]|Kernel panic'
 check "chain: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
 	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200 || exit 1
 # the old OS's own login prompt came before: look only after staging
-vm_check_new_os_boots "chain" "$(vm_mark "$VM_LOG")" 2400 || exit 1
+check "chain: the new OS's first boot restores and reclaims, no unit failed" \
+	vm_wait "$VM_LOG" 'VM-REPORT os=new host=[^ ]* state=running failed=\[\]' 2400 "$(vm_mark "$VM_LOG")" || exit 1
+# the restored hostname is the kernel's from the next boot on (the first
+# one set the image's before the restore ran)
+from=$(vm_mark "$VM_LOG")
+vm_login root newrootpw 'systemctl reboot'
+vm_check_new_os_boots "chain" "$from" 1200 || exit 1
 vm_login root newrootpw 'systemctl poweroff'
 vm_exited 120 || vm_kill
 vm_check_reimaged "chain" "$D" want.id root
