@@ -737,10 +737,10 @@ static int fix_fstab(const char *root, const char *uuid, const char *fstype, jso
 	return ip_write_file_atomic(path, buf, strlen(buf), 0644, e);
 }
 
-/* The bundle runs from a copy in /run (RAM), the store unmounted: reclaim
- * zeroes the store's blocks and deletes its partition, and a bundle run
- * from there faulted its libraries' pages in from zeros (SIGSEGV in the
- * VM chain), its tools too. */
+/* The bundle runs from a copy in a tmpfs of its own (Debian mounts /run
+ * noexec), the store unmounted: reclaim zeroes the store's blocks and
+ * deletes its partition, and a bundle run from there faulted its
+ * libraries' pages in from zeros (SIGSEGV in the VM chain), its tools too. */
 static const char unit_fmt[] =
 	"# Written by inplace: restores users and machine identity on the first\n"
 	"# boot after reimaging, then gives the storage space back.  Removed by\n"
@@ -755,11 +755,14 @@ static const char unit_fmt[] =
 	"[Service]\n"
 	"Type=oneshot\n"
 	"RemainAfterExit=yes\n"
-	"ExecStartPre=/bin/rm -rf /run/inplace/bundle\n"
+	"ExecStartPre=-/bin/umount -l /run/inplace/bundle\n"
+	"ExecStartPre=/bin/mount --mkdir -t tmpfs -o mode=0700 inplace-bundle /run/inplace/bundle\n"
 	"ExecStartPre=/bin/mount --mkdir LABEL=" BS_STORE_LABEL " /run/inplace/store\n"
-	"ExecStartPre=/bin/cp -a /run/inplace/store/inplace/bundle /run/inplace/bundle\n"
+	"ExecStartPre=/bin/cp -a /run/inplace/store/inplace/bundle/. /run/inplace/bundle/\n"
 	"ExecStartPre=/bin/umount /run/inplace/store\n"
 	"ExecStart=/run/inplace/bundle/inplace resume --disk %s\n"
+	"ExecStartPost=-/bin/umount -l /run/inplace/bundle\n"
+	"ExecStopPost=-/bin/umount -l /run/inplace/bundle\n"
 	"\n"
 	"[Install]\n"
 	"WantedBy=multi-user.target\n";
