@@ -135,20 +135,7 @@ export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
 D=$T/disk.img
 fx_disk "$D" 1G $'label: gpt\nname=system, type=L' && fx_mkfs "$D" 1 ext4 "$C/work/old" system
 umount "$C"
-cat > job.ini <<EOF
-[job]
-image = $T/newos.img
-require_signature = no
-disk = $D
-system_partition = 1
-store_size = 256MiB
-
-[boot]
-method = none
-
-[notify]
-countdown = 0
-EOF
+fx_job job.ini "$T/newos.img" "$D" "store_size = 256MiB"
 ok "pipeline: run" "$INPLACE" run job.ini
 ok "pipeline: resume plays the staging boot (prepare, deploy)" "$INPLACE" resume --disk "$D"
 read -r s z < <(fx_part_range "$D" 2)

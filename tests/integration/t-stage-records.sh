@@ -24,19 +24,7 @@ head -c 300M /dev/urandom > new/opt-blob
 D=$T/disk.img
 fx_disk "$D" 4G $'label: dos\ntype=83'
 fx_mkfs "$D" 1 ext4 old system
-cat > job.ini <<EOF2
-[job]
-image = $T/newos.img
-require_signature = no
-disk = $D
-system_partition = 1
-
-[boot]
-method = none
-
-[notify]
-countdown = 0
-EOF2
+fx_job job.ini "$T/newos.img" "$D"
 ok "run stops where the staging boot comes" "$INPLACE" run job.ini || exit 1
 ok "stage build on a 4 GiB root" sh -c "'$INPLACE' stage build -o stage.cpio --kernel '$K' --json > build.json" ||
 	exit 1

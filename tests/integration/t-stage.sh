@@ -33,20 +33,7 @@ snap_home old > want.snap
 D=$T/disk.img
 fx_disk "$D" 1G $'label: dos\ntype=83'
 fx_mkfs "$D" 1 ext4 old system
-cat > job.ini <<EOF
-[job]
-image = $T/newos.img
-require_signature = no
-disk = $D
-system_partition = 1
-store_size = 256MiB
-
-[boot]
-method = none
-
-[notify]
-countdown = 0
-EOF
+fx_job job.ini "$T/newos.img" "$D" "store_size = 256MiB"
 export INPLACE_STATE_DIR=$T/state
 ok "run stops where the staging boot comes" "$INPLACE" run job.ini || exit 1
 
