@@ -45,6 +45,20 @@ $(BUILD)/launcher_blob.o: $(BUILD)/launcher
 	  $(CC) -c -x assembler -o $@ -
 $(BUILD)/libbootstage.a: $(BUILD)/launcher_blob.o
 
+# The systemd units inplace writes at run time are the files of
+# contrib/systemd/ that make install ships, embedded here byte for byte
+# (bs_unit_<name>_start..end, the name's - and . as _), so the two cannot
+# drift; the writers add only the lines that carry run-time values.
+SYSTEMD_UNITS := contrib/systemd/inplace-firstboot.service contrib/systemd/inplace-postpone.service \
+            contrib/systemd/inplace-postpone.timer
+$(BUILD)/units_blob.o: $(SYSTEMD_UNITS)
+	@mkdir -p $(@D)
+	$(Q){ printf '.section .rodata\n'; for f in $^; do s=$$(basename $$f | tr .- __); \
+	  printf '.globl bs_unit_%s_start\n.globl bs_unit_%s_end\nbs_unit_%s_start:\n.incbin "%s"\nbs_unit_%s_end:\n' \
+	    $$s $$s $$s $(CURDIR)/$$f $$s; done; \
+	  printf '.section .note.GNU-stack,"",@progbits\n'; } | $(CC) -c -x assembler -o $@ -
+$(BUILD)/libbootstage.a: $(BUILD)/units_blob.o
+
 CLI_SRC  := $(wildcard cli/*.c)
 CLI_OBJ  := $(patsubst %.c,$(BUILD)/%.o,$(CLI_SRC))
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
@@ -131,6 +145,75 @@ bench: deps
 # libFuzzer targets for the on-disk parsers (bounded; not part of `check`).
 fuzz:
 	@sh tests/fuzz/run.sh $(FUZZ_SRC)
+
+# ---- install, pkg-config, Debian package (README "Install") ---------------
+# GNU directory variables; DESTDIR stages the tree (debian/rules, tests).
+# The module archives are installed as libinplace-MODULE.a (a bare
+# libcommon.a would collide) with their public headers under
+# include/inplace/MODULE/ (they include each other as "common/common.h")
+# and one pkg-config file each.
+VERSION        := $(shell sed -n 's/^\#define IP_TOOL_VERSION "\(.*\)"/\1/p' common/common.h)
+PREFIX         ?= /usr/local
+SBINDIR        ?= $(PREFIX)/sbin
+LIBDIR         ?= $(PREFIX)/lib
+INCLUDEDIR     ?= $(PREFIX)/include
+DATADIR        ?= $(PREFIX)/share
+MANDIR         ?= $(DATADIR)/man
+PKGCONFIGDIR   ?= $(LIBDIR)/pkgconfig
+BASHCOMPDIR    ?= $(DATADIR)/bash-completion/completions
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+DESTDIR        ?=
+INSTALL        ?= install
+UNITS          := $(SYSTEMD_UNITS)
+PCS            := $(foreach m,$(MODULES),$(BUILD)/pkgconfig/inplace-$(m).pc)
+
+# Directories under PREFIX are written as ${prefix}/…, so that the files
+# relocate (pkg-config --define-prefix) when the tree is staged elsewhere.
+pc_rel = $(patsubst $(PREFIX)/%,$${prefix}/%,$(1))
+$(BUILD)/pkgconfig/%.pc: mk/%.pc.in common/common.h Makefile
+	@mkdir -p $(@D)
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(call pc_rel,$(LIBDIR))|g' \
+	  -e 's|@INCLUDEDIR@|$(call pc_rel,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(VERSION)|g' $< > $@.tmp && mv $@.tmp $@
+
+# The .pc files carry PREFIX, so they are made again on every install.
+.PHONY: install uninstall deb FORCE
+FORCE:
+$(PCS): FORCE
+install: $(BUILD)/inplace $(LIBS) $(PCS)
+	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
+	  $(DESTDIR)$(SYSTEMDUNITDIR)
+	$(INSTALL) -m 0755 $(BUILD)/inplace $(DESTDIR)$(SBINDIR)/inplace
+	$(foreach m,$(MODULES),$(INSTALL) -d $(DESTDIR)$(INCLUDEDIR)/inplace/$(m) && \
+	  $(INSTALL) -m 0644 $(m)/$(m).h $(DESTDIR)$(INCLUDEDIR)/inplace/$(m)/ && \
+	  $(INSTALL) -m 0644 $(BUILD)/lib$(m).a $(DESTDIR)$(LIBDIR)/libinplace-$(m).a && \
+	  $(INSTALL) -m 0644 $(BUILD)/pkgconfig/inplace-$(m).pc $(DESTDIR)$(PKGCONFIGDIR)/ &&) true
+	$(if $(UNITS),$(INSTALL) -m 0644 $(UNITS) $(DESTDIR)$(SYSTEMDUNITDIR)/)
+	@# man pages and completion come from h-man's `man` target and file
+	$(Q)if $(MAKE) --no-print-directory -q man >/dev/null 2>&1 || [ $$? -eq 1 ]; then \
+	  $(MAKE) --no-print-directory man; fi
+	$(Q)for f in $(BUILD)/man/*.[58]; do [ -f "$$f" ] || continue; \
+	  s=$${f##*.}; $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$s && \
+	  $(INSTALL) -m 0644 "$$f" $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
+	$(Q)if [ -f contrib/bash-completion/inplace ]; then $(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR) && \
+	  $(INSTALL) -m 0644 contrib/bash-completion/inplace $(DESTDIR)$(BASHCOMPDIR)/inplace; fi
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/inplace $(DESTDIR)$(BASHCOMPDIR)/inplace \
+	  $(foreach u,$(UNITS),$(DESTDIR)$(SYSTEMDUNITDIR)/$(notdir $(u))) \
+	  $(foreach m,$(MODULES),$(DESTDIR)$(LIBDIR)/libinplace-$(m).a $(DESTDIR)$(PKGCONFIGDIR)/inplace-$(m).pc \
+	    $(DESTDIR)$(INCLUDEDIR)/inplace/$(m)/$(m).h)
+	rm -f $(DESTDIR)$(MANDIR)/man8/inplace.8 $(DESTDIR)$(MANDIR)/man8/inplace-*.8 $(DESTDIR)$(MANDIR)/man5/inplace-*.5
+	-rmdir $(foreach m,$(MODULES),$(DESTDIR)$(INCLUDEDIR)/inplace/$(m)) $(DESTDIR)$(INCLUDEDIR)/inplace 2>/dev/null
+
+# The Debian package (debian/, debhelper): built out of a copy of the
+# tree, so the build tree and the checkout stay as they are; the .debs
+# land in $(BUILD)/deb/.
+deb:
+	$(Q)rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/src
+	$(Q)tar -c --exclude='./build*' --exclude=./.git . | tar -x -C $(BUILD)/deb/src
+	$(Q)cd $(BUILD)/deb/src && dpkg-buildpackage -us -uc -b -j2 > ../build.log 2>&1 || \
+	  { tail -30 ../build.log; exit 1; }
+	@ls $(BUILD)/deb/*.deb
 
 clean:
 	rm -rf build build-asan build-fuzz

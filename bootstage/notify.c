@@ -710,6 +710,12 @@ static const char *unit_dir(const struct bootstage_notify_opts *o)
 	return d && *d ? d : "/etc/systemd/system";
 }
 
+/* contrib/systemd/inplace-postpone.{service,timer}, embedded at build time
+ * (Makefile, units_blob.o) and shipped by make install: rearm adds only the
+ * ExecStart= and OnCalendar= lines, each file ending in that section. */
+extern const char bs_unit_inplace_postpone_service_start[], bs_unit_inplace_postpone_service_end[];
+extern const char bs_unit_inplace_postpone_timer_start[], bs_unit_inplace_postpone_timer_end[];
+
 /* The postponed job comes back through a timer whose unit files are on
  * disk, so a reboot in the meantime does not lose it: OnCalendar= at the
  * due time with Persistent=true runs it at the next boot when the machine
@@ -735,11 +741,9 @@ static int rearm(const struct bootstage_notify_opts *o, struct bootstage_notify_
 	f = open_memstream(&svc, &svc_len);
 	if (!f)
 		return ip_fail(e, -ENOMEM, "out of memory");
-	fprintf(f, "# Written by inplace: runs a postponed reimaging job again; removed when\n"
-		   "# the job ends.\n[Unit]\nDescription=inplace: postponed reimaging\n"
-		   /* the job may fetch its image */
-		   "Wants=network-online.target\nAfter=network-online.target\n\n"
-		   "[Service]\nType=exec\nExecStart=");
+	fwrite(bs_unit_inplace_postpone_service_start, 1,
+	       (size_t)(bs_unit_inplace_postpone_service_end - bs_unit_inplace_postpone_service_start), f);
+	fputs("ExecStart=", f);
 	r = unit_quote(f, exe);
 	for (size_t i = 1; o->rearm_argv[i] && !r; i++) {
 		fputc(' ', f);
@@ -750,10 +754,9 @@ static int rearm(const struct bootstage_notify_opts *o, struct bootstage_notify_
 		return r < 0 ? ip_bad(e, r, "cannot re-arm the job: a line break in its command line")
 			     : ip_fail(e, -ENOMEM, "out of memory");
 	strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&res->rerun_at, &tm));
-	r = asprintf(&tmr, "# Written by inplace: when the postponed reimaging job runs again.\n"
-		     "[Unit]\nDescription=inplace: postponed reimaging, due %s\n\n"
-		     "[Timer]\nOnCalendar=%s\nPersistent=true\nAccuracySec=1s\nUnit=%s.service\n\n"
-		     "[Install]\nWantedBy=timers.target\n", when, when, REARM_UNIT);
+	r = asprintf(&tmr, "%.*sOnCalendar=%s\n",
+		     (int)(bs_unit_inplace_postpone_timer_end - bs_unit_inplace_postpone_timer_start),
+		     bs_unit_inplace_postpone_timer_start, when);
 	if (r < 0) {
 		tmr = NULL;
 		return ip_fail(e, -ENOMEM, "out of memory");

@@ -737,35 +737,11 @@ static int fix_fstab(const char *root, const char *uuid, const char *fstype, jso
 	return ip_write_file_atomic(path, buf, strlen(buf), 0644, e);
 }
 
-/* The bundle runs from a copy in a tmpfs of its own (Debian mounts /run
- * noexec), the store unmounted: reclaim zeroes the store's blocks and
- * deletes its partition, and a bundle run from there faulted its
- * libraries' pages in from zeros (SIGSEGV in the VM chain), its tools too. */
-static const char unit_fmt[] =
-	"# Written by inplace: restores users and machine identity on the first\n"
-	"# boot after reimaging, then gives the storage space back.  Removed by\n"
-	"# the finish phase.\n"
-	"[Unit]\n"
-	"Description=inplace: restore users after reimaging\n"
-	"DefaultDependencies=no\n"
-	"After=local-fs.target\n"
-	"Before=systemd-user-sessions.service display-manager.service getty.target\n"
-	"ConditionPathExists=!/var/lib/inplace/done\n"
-	"\n"
-	"[Service]\n"
-	"Type=oneshot\n"
-	"RemainAfterExit=yes\n"
-	"ExecStartPre=-/bin/umount -l /run/inplace/bundle\n"
-	"ExecStartPre=/bin/mount --mkdir -t tmpfs -o mode=0700 inplace-bundle /run/inplace/bundle\n"
-	"ExecStartPre=/bin/mount --mkdir LABEL=" BS_STORE_LABEL " /run/inplace/store\n"
-	"ExecStartPre=/bin/cp -a /run/inplace/store/inplace/bundle/. /run/inplace/bundle/\n"
-	"ExecStartPre=/bin/umount /run/inplace/store\n"
-	"ExecStart=/run/inplace/bundle/inplace resume --disk %s\n"
-	"ExecStartPost=-/bin/umount -l /run/inplace/bundle\n"
-	"ExecStopPost=-/bin/umount -l /run/inplace/bundle\n"
-	"\n"
-	"[Install]\n"
-	"WantedBy=multi-user.target\n";
+/* The unit is contrib/systemd/inplace-firstboot.service, embedded at build
+ * time (Makefile, units_blob.o) and shipped by make install, plus the one
+ * line that names the disk; the file says why it runs the bundle the way
+ * it does. */
+extern const char bs_unit_inplace_firstboot_service_start[], bs_unit_inplace_firstboot_service_end[];
 
 static int hook_paths(const char *root, char *unit, char *link, size_t n)
 {
@@ -776,11 +752,21 @@ static int hook_paths(const char *root, char *unit, char *link, size_t n)
 
 static int install_hook(const char *root, const char *disk, ip_error *e)
 {
-	char unit[4200], link[4200], dir[4200], text[2048];
+	const char *base = bs_unit_inplace_firstboot_service_start;
+	int base_len = (int)(bs_unit_inplace_firstboot_service_end - base);
+	char unit[4200], link[4200], dir[4200], text[8192];
 	int r;
 
 	hook_paths(root, unit, link, sizeof(unit));
-	snprintf(text, sizeof(text), unit_fmt, disk);
+	/* the file mounts the store by its label: one spelling in two places */
+	if (!memmem(base, base_len, "LABEL=" BS_STORE_LABEL " ", strlen("LABEL=" BS_STORE_LABEL " ")))
+		return ip_fail(e, -EINVAL, "the first-boot unit does not mount the store by its label "
+			       BS_STORE_LABEL ": rebuild inplace from a consistent tree");
+	if (strchr(disk, '\n') ||
+	    snprintf(text, sizeof(text), "%.*sExecStart=/run/inplace/bundle/inplace resume --disk %s\n",
+		     base_len, base, disk) >= (int)sizeof(text))
+		return ip_bad(e, -EINVAL, "cannot name the disk %s in the first-boot unit: give a plain device path",
+			      disk);
 	snprintf(dir, sizeof(dir), "%s/etc/systemd/system/multi-user.target.wants", root);
 	r = ip_mkdir_p(dir, 0755, e);
 	if (r == 0)

@@ -385,7 +385,7 @@ static void test_rearm(void **state)
 	assert_file(p, want, false);
 	snprintf(p, sizeof(p), "%s/inplace-postpone.timer", dir);
 	strftime(at, sizeof(at), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&r.rerun_at, &tm));
-	snprintf(want, sizeof(want), "OnCalendar=%s\nPersistent=true\n", at);
+	snprintf(want, sizeof(want), "Persistent=true\nAccuracySec=1s\nUnit=inplace-postpone.service\nOnCalendar=%s\n", at);
 	assert_file(p, want, false);
 	assert_file(calls, "daemon-reload\nenable inplace-postpone.timer\nrestart inplace-postpone.timer\n", true);
 
