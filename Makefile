@@ -207,13 +207,17 @@ uninstall:
 
 # The Debian package (debian/, debhelper): built out of a copy of the
 # tree, so the build tree and the checkout stay as they are; the .debs
-# land in $(BUILD)/deb/.
+# and lintian's report land in $(BUILD)/deb/.
 deb:
 	$(Q)rm -rf $(BUILD)/deb && mkdir -p $(BUILD)/deb/src
 	$(Q)tar -c --exclude='./build*' --exclude=./.git . | tar -x -C $(BUILD)/deb/src
-	$(Q)cd $(BUILD)/deb/src && dpkg-buildpackage -us -uc -b -j2 > ../build.log 2>&1 || \
+	$(Q)cd $(BUILD)/deb/src && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL dpkg-buildpackage -us -uc -b -j2 > ../build.log 2>&1 || \
 	  { tail -30 ../build.log; exit 1; }
-	@ls $(BUILD)/deb/*.deb
+	$(Q)rm -rf $(BUILD)/deb/src
+	@# an error from lintian fails the target; warnings are listed
+	$(Q)lintian --fail-on error --tag-display-limit 0 $(BUILD)/deb/*.changes > $(BUILD)/deb/lintian.log 2>&1 || \
+	  { cat $(BUILD)/deb/lintian.log; exit 1; }
+	@cat $(BUILD)/deb/lintian.log; ls $(BUILD)/deb/*.deb
 
 clean:
 	rm -rf build build-asan build-fuzz
