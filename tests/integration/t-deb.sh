@@ -13,8 +13,10 @@ require_tool dpkg-buildpackage dh lintian debootstrap chroot jq sfdisk mkfs.ext4
 SRC=$(cd "$TESTS_DIR/.." && pwd)
 
 # ---- the package, built once per tree --------------------------------------
+# (the tests, benchmarks and documents do not go into the package)
 key=$(cd "$SRC" && tar -c --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-	--exclude='./build*' --exclude=./.git . | sha256sum | cut -c1-16)
+	--exclude='./build*' --exclude=./.git --exclude=./tests --exclude=./bench --exclude='*.md' . |
+	sha256sum | cut -c1-16)
 C=$INPLACE_TEST_CACHE/deb-$key
 if [ ! -e "$C/.done" ]; then
 	mkdir -p "$INPLACE_TEST_CACHE"
@@ -57,10 +59,10 @@ cp "$deb" "$R/root/"
 in_root() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 \
 	DEBIAN_FRONTEND=noninteractive "$@"; }
 ok "apt-get update in the chroot" in_root apt-get -q update || exit 1
-check "the chroot lacks inplace's libraries before" sh -c "! chroot '$R' dpkg -s libfdisk1 >/dev/null 2>&1 ||
-	! chroot '$R' dpkg -s libntfs-3g89 >/dev/null 2>&1"
+check "the chroot lacks libntfs-3g89 before" sh -c "! chroot '$R' dpkg -s libntfs-3g89 >/dev/null 2>&1"
 ok "apt install ./inplace_*.deb" in_root sh -c 'cd /root && apt install -y -q ./inplace_*.deb' || exit 1
-check "installed: dpkg -s inplace" in_root dpkg -s inplace
+check "installed: inplace, and libntfs-3g89 pulled from the mirror" in_root sh -c \
+	'dpkg -s inplace >/dev/null && dpkg -s libntfs-3g89 >/dev/null'
 check "inplace --version" sh -c "chroot '$R' inplace --version | grep -qx 'inplace [0-9][0-9.]*'"
 check "no unit enabled by the install" sh -c "! ls '$R'/etc/systemd/system/*.wants/inplace-* 2>/dev/null | grep -q ."
 
