@@ -186,11 +186,34 @@ int cli_help_check(void)
 
 /* ---- --help-man ----------------------------------------------------------- */
 
+/* A UTF-8 character as a roff escape (\[u2026] for …); returns the bytes
+ * it took, 0 for plain ASCII. */
+static size_t man_utf8(FILE *f, const char *p, size_t left)
+{
+	const unsigned char *u = (const unsigned char *)p;
+	unsigned cp;
+	size_t n;
+
+	if (u[0] < 0x80)
+		return 0;
+	if ((u[0] & 0xe0) == 0xc0 && left >= 2)
+		cp = u[0] & 0x1f, n = 2;
+	else if ((u[0] & 0xf0) == 0xe0 && left >= 3)
+		cp = u[0] & 0x0f, n = 3;
+	else
+		return fputc('?', f), 1;
+	for (size_t i = 1; i < n; i++)
+		cp = cp << 6 | (u[i] & 0x3f);
+	fprintf(f, "\\[u%04X]", cp);
+	return n;
+}
+
 /* Text for an mdoc text line: a sentence per line (mandoc's rule), roff
  * escapes for backslashes and leading dots. */
 static void man_text(FILE *f, const char *text, size_t len)
 {
 	bool bol = true;
+	size_t n;
 
 	for (size_t i = 0; i < len; i++) {
 		char c = text[i];
@@ -201,7 +224,9 @@ static void man_text(FILE *f, const char *text, size_t len)
 			continue;
 		if (bol && (c == '.' || c == '\''))
 			fputs("\\&", f);
-		if (c == '\\') {
+		if ((size_t)(n = man_utf8(f, text + i, len - i))) {
+			i += n - 1;
+		} else if (c == '\\') {
 			fputs("\\e", f);
 		} else if (c == ' ' && i > 0 && strchr(".?!", text[i - 1]) && i + 1 < len &&
 			   (isupper((unsigned char)text[i + 1]) || text[i + 1] == ' ' || text[i + 1] == '\n')) {
@@ -253,7 +278,7 @@ static void man_synopsis(FILE *f, const char *cmd, const char *syn)
 	while (*p) {
 		size_t wl = strcspn(p, " ");
 		char w[128];
-		size_t a = 0, b = wl;
+		size_t a = 0, b = wl, closers;
 
 		snprintf(w, sizeof(w), "%.*s", (int)wl, p);
 		fputs(first ? "." : " ", f);
@@ -262,8 +287,9 @@ static void man_synopsis(FILE *f, const char *cmd, const char *syn)
 			fputs("Oo ", f);
 			a++;
 		}
-		while (b > a && w[b - 1] == ']')
+		while (b > a && w[b - 1] == ']' && !memchr(w + a, '[', b - a))
 			b--;
+		closers = wl - b;
 		if (b > a) {
 			w[b] = '\0';
 			if (w[a] == '-')
@@ -275,7 +301,7 @@ static void man_synopsis(FILE *f, const char *cmd, const char *syn)
 			else
 				fprintf(f, "Ar %s", w + a);
 		}
-		for (size_t i = b; i < wl && w[i] == ']'; i++)
+		while (closers--)
 			fputs(" Oc", f);
 		p += wl;
 		while (*p == ' ')
@@ -310,8 +336,12 @@ static void man_literal(FILE *f, const char *text)
 
 		if (l && (*p == '.' || *p == '\''))
 			fputs("\\&", f);
-		for (size_t i = 0; i < l; i++)
-			p[i] == '\\' ? fputs("\\e", f) : fputc(p[i], f);
+		for (size_t i = 0, n; i < l; i++) {
+			if ((n = man_utf8(f, p + i, l - i)))
+				i += n - 1;
+			else
+				p[i] == '\\' ? fputs("\\e", f) : fputc(p[i], f);
+		}
 		fputc('\n', f);
 		p += l;
 		if (*p)
