@@ -213,7 +213,7 @@ static size_t man_utf8(FILE *f, const char *p, size_t left)
 static void man_text(FILE *f, const char *text, size_t len)
 {
 	bool bol = true;
-	size_t n;
+	size_t n, col = 0;
 
 	for (size_t i = 0; i < len; i++) {
 		char c = text[i];
@@ -232,12 +232,20 @@ static void man_text(FILE *f, const char *text, size_t len)
 			   (isupper((unsigned char)text[i + 1]) || text[i + 1] == ' ' || text[i + 1] == '\n')) {
 			fputc('\n', f);
 			bol = true;
+			col = 0;
 			continue;
 		} else if (c == ' ' && i + 1 < len && (text[i + 1] == ' ' || text[i + 1] == '\n')) {
+			continue;
+		} else if (c == ' ' && col + 1 + strcspn(text + i + 1, " \n") > 72) {
+			/* mandoc's style: input lines of at most 80 bytes */
+			fputc('\n', f);
+			bol = true;
+			col = 0;
 			continue;
 		} else {
 			fputc(c, f);
 		}
+		col++;
 		bol = false;
 	}
 	if (!bol)
