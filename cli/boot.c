@@ -72,7 +72,7 @@ struct bargs {
 };
 
 /* Returns -1 after --help, 0 to go on, or the exit status of bad usage. */
-static int parse(int argc, char **argv, const char *command, const struct cli_help *help, bool status,
+static int parse(int argc, char **argv, const char *command, const struct cli_help *help,
 		 struct bargs *a)
 {
 	int c;
@@ -85,41 +85,34 @@ static int parse(int argc, char **argv, const char *command, const struct cli_he
 			cli_help_print(command, help);
 			return -1;
 		}
-		if (cli_common_opt(&a->o, c)) {
-			if (c == OPT_DRY_RUN && status)
-				return cli_usage(&a->o, command, "--dry-run does not apply to %s", command);
+		/* each verb's table holds only the options it takes */
+		if (cli_common_opt(&a->o, c))
 			continue;
-		}
 		switch (c) {
 		case OPT_STATE_DIR:
 			a->state_dir = optarg;
 			break;
 		case OPT_DISK:
+			a->disk = optarg;
+			break;
 		case OPT_EVENTS:
-			if (!status)
-				return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
-			if (c == OPT_DISK)
-				a->disk = optarg;
-			else if (cli_parse_uint(&a->o, command, "number of events", optarg, &a->events))
+			if (cli_parse_uint(&a->o, command, "number of events", optarg, &a->events))
 				return IP_EXIT_BADINPUT;
 			break;
 		case OPT_NO_REBOOT:
+			a->no_reboot = true;
+			break;
 		case OPT_BOOT_ROOT:
+			a->boot_root = optarg;
+			break;
 		case OPT_KERNEL:
-		case OPT_MODULES:
+			a->kernel = optarg;
+			break;
 		case OPT_CMDLINE:
-			if (strcmp(command, "run"))
-				return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
-			if (c == OPT_NO_REBOOT)
-				a->no_reboot = true;
-			else if (c == OPT_BOOT_ROOT)
-				a->boot_root = optarg;
-			else if (c == OPT_KERNEL)
-				a->kernel = optarg;
-			else if (c == OPT_CMDLINE)
-				a->cmdline = optarg;
-			else
-				a->modules = optarg;
+			a->cmdline = optarg;
+			break;
+		case OPT_MODULES:
+			a->modules = optarg;
 			break;
 		default:
 			return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
@@ -261,7 +254,7 @@ int cmd_run(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "run", &cli_help_run, false, &a)))
+	if ((r = parse(argc, argv, "run", &cli_help_run, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc - 1)
 		return cli_usage(&a.o, "run", "expected one JOB.ini");
@@ -362,7 +355,7 @@ int cmd_status(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "status", &cli_help_status, true, &a)))
+	if ((r = parse(argc, argv, "status", &cli_help_status, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc)
 		return cli_usage(&a.o, "status", "unexpected argument '%s'", argv[optind]);
@@ -402,7 +395,7 @@ int cmd_resume(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "resume", &cli_help_resume, true, &a)))
+	if ((r = parse(argc, argv, "resume", &cli_help_resume, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc)
 		return cli_usage(&a.o, "resume", "unexpected argument '%s'", argv[optind]);
@@ -441,7 +434,7 @@ int cmd_reclaim(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "reclaim", &cli_help_reclaim, true, &a)))
+	if ((r = parse(argc, argv, "reclaim", &cli_help_reclaim, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc)
 		return cli_usage(&a.o, "reclaim", "unexpected argument '%s'", argv[optind]);

@@ -14,7 +14,9 @@ int cmd_part_plan(int argc, char **argv);
 int cmd_part_make_storage(int argc, char **argv);
 
 /* their tables, beside each verb */
-extern const struct cli_help cli_help_part_show, cli_help_part_create, cli_help_part_delete, cli_help_part_shrink, cli_help_part_grow, cli_help_part_move, cli_help_part_resume, cli_help_part_plan, cli_help_part_make_storage;
+extern const struct cli_help cli_help_part_show, cli_help_part_create, cli_help_part_delete,
+	cli_help_part_shrink, cli_help_part_grow, cli_help_part_move, cli_help_part_resume,
+	cli_help_part_plan, cli_help_part_make_storage;
 
 const struct cli_verb cli_part_verbs[] = {
 	{ "show",         cmd_part_show,         "show the partition table, filesystems, usage and free space", &cli_help_part_show, NULL },

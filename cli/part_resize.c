@@ -98,7 +98,6 @@ static int resize_verb(int argc, char **argv, bool grow)
 	uint64_t to = 0;
 	unsigned n;
 	int c, r;
-
 	const struct cli_help *help = grow ? &cli_help_part_grow : &cli_help_part_shrink;
 
 	while ((c = cli_getopt(argc, argv, help)) != -1) {
@@ -108,14 +107,10 @@ static int resize_verb(int argc, char **argv, bool grow)
 		case OPT_TO:
 			to_arg = optarg;
 			break;
-		case OPT_MAX:
-			if (!grow)
-				return cli_usage(&o, cmd, "--max is for 'part grow'; give --to SIZE");
+		case OPT_MAX: /* grow's table only */
 			max = true;
 			break;
-		case OPT_NO_REPAIR:
-			if (grow)
-				return cli_usage(&o, cmd, "--no-repair is for 'part shrink'");
+		case OPT_NO_REPAIR: /* shrink's table only */
 			no_repair = true;
 			break;
 		case 'h':
