@@ -67,8 +67,20 @@ TOOL_SRC := $(wildcard tests/tools/*.c)
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tests/tools/%,$(TOOL_SRC))
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 
-.PHONY: all deps check check-vm-long unit integration vm asan demo bench fuzz clean
-all: $(BUILD)/inplace $(UNIT_BIN) $(TOOL_BIN)
+# Manual pages: man/*.in hold the prose, the binary adds every synopsis and
+# option from the same tables as --help (cli/help.c, `inplace --help-man`).
+MAN_SRC  := $(wildcard man/*.in)
+MAN      := $(patsubst man/%.in,$(BUILD)/man/%,$(MAN_SRC))
+
+.PHONY: all deps check check-vm-long unit integration vm asan demo bench fuzz clean man
+all: $(BUILD)/inplace $(UNIT_BIN) $(TOOL_BIN) $(MAN)
+
+man: $(MAN)
+
+$(BUILD)/man/%: man/%.in $(BUILD)/inplace
+	@mkdir -p $(@D)
+	@echo "  MAN     $@"
+	$(Q)$(BUILD)/inplace --help-man $< > $@.tmp && mv $@.tmp $@
 
 deps:
 	@sh mk/deps.sh

@@ -109,6 +109,15 @@ int bootstage_job_load(const char *path, bootstage_job **out, ip_error *e);
 int bootstage_job_resolve(bootstage_job *job, ip_error *e);
 void bootstage_job_free(bootstage_job *job);
 
+/* One key of the job file, for its manual page (inplace-job(5)). */
+struct bootstage_job_keyinfo {
+	const char *section;  /* "job" */
+	const char *key;      /* "store_size" */
+	char values[96];      /* what it takes: "SIZE|auto", "yes|no", "stop|rollback" */
+};
+/* The number of keys; with out, also key i (i below that number). */
+size_t bootstage_job_key(size_t i, struct bootstage_job_keyinfo *out);
+
 /* The disk and partition number holding the filesystem of device dev
  * (st_dev), through /sys/dev/block.  disk gets "/dev/sda" (a loop device
  * backed by a file: that file's path); *part 0 when dev is a whole disk. */

@@ -83,6 +83,31 @@ static const struct keydef keys[] = {
 static const char *const own_sections[] = { "job", "machine", "boot", "report", "notify", NULL };
 static const char *const spec_sections[] = { "profile", "system", "user NAME", NULL };
 
+size_t bootstage_job_key(size_t i, struct bootstage_job_keyinfo *out)
+{
+	static const char *const values[] = {
+		[KT_STR] = "TEXT", [KT_URL] = "URL", [KT_MIRROR] = "URL", [KT_BOOL] = "yes|no",
+		[KT_PART] = "N", [KT_STORE] = "partition|DIR", [KT_SIZE_AUTO] = "SIZE|auto",
+		[KT_DURATION] = "DURATION",
+	};
+
+	if (!out || i >= NKEYS)
+		return NKEYS;
+	out->section = keys[i].section;
+	out->key = keys[i].key;
+	out->values[0] = '\0';
+	if (keys[i].type != KT_ENUM) {
+		snprintf(out->values, sizeof(out->values), "%s", values[keys[i].type]);
+		return NKEYS;
+	}
+	for (size_t j = 0; keys[i].names[j]; j++) {
+		size_t l = strlen(out->values);
+
+		snprintf(out->values + l, sizeof(out->values) - l, "%s%s", j ? "|" : "", keys[i].names[j]);
+	}
+	return NKEYS;
+}
+
 const char *bootstage_machine_item_name(enum bootstage_machine_item i)
 {
 	return (unsigned)i < BOOTSTAGE_MACHINE_N ? machine_names[i] : "";

@@ -22,53 +22,46 @@ enum {
 	OPT_CMDLINE,
 };
 
-static const struct option boot_longopts[] = {
-	CLI_COMMON_LONGOPTS,
-	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
-	{ "disk", required_argument, NULL, OPT_DISK },
-	{ "events", required_argument, NULL, OPT_EVENTS },
-	{ "no-reboot", no_argument, NULL, OPT_NO_REBOOT },
-	{ "boot-root", required_argument, NULL, OPT_BOOT_ROOT },
-	{ "kernel", required_argument, NULL, OPT_KERNEL },
-	{ "modules", required_argument, NULL, OPT_MODULES },
-	{ "cmdline", required_argument, NULL, OPT_CMDLINE },
-	{ NULL, 0, NULL, 0 },
+#define STATE_DIR_OPT(what) \
+	{ "state-dir", 0, "DIR", OPT_STATE_DIR, what " (default: $INPLACE_STATE_DIR or /var/lib/inplace)" }
+
+const struct cli_help cli_help_run = {
+	.synopsis = "[options] JOB.ini",
+	.description =
+		"Reimage this machine in place as the job file says, keeping its users.\n"
+		"The job is checked whole first (see inplace-job(5)); then the\n"
+		"preflight phase, read-only: the image is reachable and signed, it fits,\n"
+		"the store size is known and room for it is planned.\n",
+	.opts = (const struct cli_opt[]){
+		CLI_OPT_DRY_RUN("stop after preflight and print the plan; write nothing"),
+		STATE_DIR_OPT("where state.json and status.log live until the store exists"),
+		{ "no-reboot", 0, NULL, OPT_NO_REBOOT, "[boot] method grub or kexec: arm the staging boot, but "
+						       "leave the reboot to the admin" },
+		{ "kernel", 0, "VMLINUZ", OPT_KERNEL, "the staging kernel (default: the running one's)" },
+		{ "modules", 0, "DIR", OPT_MODULES, "its modules (default: /lib/modules/VERSION beside it)" },
+		{ "cmdline", 0, "ARGS", OPT_CMDLINE, "more arguments for the staging kernel (this boot's "
+						     "console= arguments are passed on anyway)" },
+		{ "boot-root", 0, "DIR", OPT_BOOT_ROOT, "the system whose /boot gets the GRUB one-shot entry "
+							"(default: /; a mounted disk's root, for tests)" },
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Exit status: 0 ok, 1 failed, 2 bad job or input (nothing written).\n",
 };
 
-static const char *run_usage =
-	"\nUsage:\n inplace run [options] JOB.ini\n\n"
-	"Reimage this machine in place as the job file says, keeping its users.\n"
-	"The job is checked whole first (see \"Job file\" in the README); then the\n"
-	"preflight phase, read-only: the image is reachable and signed, it fits,\n"
-	"the store size is known and room for it is planned.\n\n"
-	"Options:\n"
-	"     --dry-run          stop after preflight and print the plan; write nothing\n"
-	"     --state-dir DIR    where state.json and status.log live until the store\n"
-	"                        exists (default: $INPLACE_STATE_DIR or /var/lib/inplace)\n"
-	"     --no-reboot        [boot] method grub or kexec: arm the staging boot, but\n"
-	"                        leave the reboot to the admin\n"
-	"     --kernel VMLINUZ   the staging kernel (default: the running one's)\n"
-	"     --modules DIR      its modules (default: /lib/modules/VERSION beside it)\n"
-	"     --cmdline ARGS     more arguments for the staging kernel (this boot's\n"
-	"                        console= arguments are passed on anyway)\n"
-	"     --boot-root DIR    the system whose /boot gets the GRUB one-shot entry\n"
-	"                        (default: /; a mounted disk's root, for tests)\n"
-	"     --json             one JSON document on stdout\n"
-	" -q, --quiet            no progress\n"
-	" -h, --help             this text\n\n"
-	"Exit status: 0 ok, 1 failed, 2 bad job or input (nothing written).\n";
-
-static const char *status_usage =
-	"\nUsage:\n inplace status [options]\n\n"
-	"Where the job stands: the phase, the step, whether it failed, the last\n"
-	"events of status.log.  Without any state: phase \"none\".\n\n"
-	"Options:\n"
-	"     --disk DISK        only a run on DISK\n"
-	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
-	"                        /var/lib/inplace)\n"
-	"     --events N         how many of the last events (default 10)\n"
-	"     --json             {\"version\":1,\"phase\",\"step\",\"ok\",\"error\",\"events\"}\n"
-	" -h, --help             this text\n";
+const struct cli_help cli_help_status = {
+	.synopsis = "[options]",
+	.description =
+		"Where the job stands: the phase, the step, whether it failed, the last\n"
+		"events of status.log.  Without any state: phase \"none\".\n",
+	.opts = (const struct cli_opt[]){
+		{ "disk", 0, "DISK", OPT_DISK, "only a run on DISK" },
+		STATE_DIR_OPT("the state directory"),
+		{ "events", 0, "N", OPT_EVENTS, "how many of the last events (default 10)" },
+		CLI_OPT_JSON("{\"version\":1,\"phase\",\"step\",\"ok\",\"error\",\"events\"}"),
+		CLI_OPTS_TAIL,
+	},
+};
 
 struct bargs {
 	struct cli_opts o;
@@ -79,53 +72,47 @@ struct bargs {
 };
 
 /* Returns -1 after --help, 0 to go on, or the exit status of bad usage. */
-static int parse(int argc, char **argv, const char *command, const char *usage, bool status, struct bargs *a)
+static int parse(int argc, char **argv, const char *command, const struct cli_help *help,
+		 struct bargs *a)
 {
 	int c;
 
 	memset(a, 0, sizeof(*a));
 	a->events = 10;
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "qh", boot_longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, help)) != -1) {
 		if (c == 'h') {
-			fputs(usage, stdout);
+			cli_help_print(command, help);
 			return -1;
 		}
-		if (cli_common_opt(&a->o, c)) {
-			if (c == OPT_DRY_RUN && status)
-				return cli_usage(&a->o, command, "--dry-run does not apply to %s", command);
+		/* each verb's table holds only the options it takes */
+		if (cli_common_opt(&a->o, c))
 			continue;
-		}
 		switch (c) {
 		case OPT_STATE_DIR:
 			a->state_dir = optarg;
 			break;
 		case OPT_DISK:
+			a->disk = optarg;
+			break;
 		case OPT_EVENTS:
-			if (!status)
-				return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
-			if (c == OPT_DISK)
-				a->disk = optarg;
-			else if (cli_parse_uint(&a->o, command, "number of events", optarg, &a->events))
+			if (cli_parse_uint(&a->o, command, "number of events", optarg, &a->events))
 				return IP_EXIT_BADINPUT;
 			break;
 		case OPT_NO_REBOOT:
+			a->no_reboot = true;
+			break;
 		case OPT_BOOT_ROOT:
+			a->boot_root = optarg;
+			break;
 		case OPT_KERNEL:
-		case OPT_MODULES:
+			a->kernel = optarg;
+			break;
 		case OPT_CMDLINE:
-			if (strcmp(command, "run"))
-				return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
-			if (c == OPT_NO_REBOOT)
-				a->no_reboot = true;
-			else if (c == OPT_BOOT_ROOT)
-				a->boot_root = optarg;
-			else if (c == OPT_KERNEL)
-				a->kernel = optarg;
-			else if (c == OPT_CMDLINE)
-				a->cmdline = optarg;
-			else
-				a->modules = optarg;
+			a->cmdline = optarg;
+			break;
+		case OPT_MODULES:
+			a->modules = optarg;
 			break;
 		default:
 			return cli_usage(&a->o, command, "unknown option '%s'", argv[optind - 1]);
@@ -267,7 +254,7 @@ int cmd_run(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "run", run_usage, false, &a)))
+	if ((r = parse(argc, argv, "run", &cli_help_run, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc - 1)
 		return cli_usage(&a.o, "run", "expected one JOB.ini");
@@ -368,7 +355,7 @@ int cmd_status(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "status", status_usage, true, &a)))
+	if ((r = parse(argc, argv, "status", &cli_help_status, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc)
 		return cli_usage(&a.o, "status", "unexpected argument '%s'", argv[optind]);
@@ -382,22 +369,23 @@ int cmd_status(int argc, char **argv)
 	return IP_EXIT_OK;
 }
 
-static const char *resume_usage =
-	"\nUsage:\n inplace resume [options]\n\n"
-	"Continue the run of a job from its persisted state, up to the next reboot\n"
-	"or the end: the boot hooks call this, and with [boot] method = none each\n"
-	"call plays one boot (the staging environment, then the new system's first\n"
-	"boot).  Safe to run again after a crash or kill -9 at any point.\n\n"
-	"Options:\n"
-	"     --disk DISK        the disk of the run (its storage partition holds the\n"
-	"                        state once it exists)\n"
-	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
-	"                        /var/lib/inplace)\n"
-	"     --json             one JSON document on stdout\n"
-	" -q, --quiet            no progress\n"
-	" -h, --help             this text\n\n"
-	"Exit status: 0 ok, 1 failed (resume again once the cause is fixed), 2 no\n"
-	"run to resume or a state this inplace cannot read.\n";
+const struct cli_help cli_help_resume = {
+	.synopsis = "[options]",
+	.description =
+		"Continue the run of a job from its persisted state, up to the next reboot\n"
+		"or the end: the boot hooks call this, and with [boot] method = none each\n"
+		"call plays one boot (the staging environment, then the new system's first\n"
+		"boot).  Safe to run again after a crash or kill -9 at any point.\n",
+	.opts = (const struct cli_opt[]){
+		{ "disk", 0, "DISK", OPT_DISK, "the disk of the run (its storage partition holds the "
+					       "state once it exists)" },
+		STATE_DIR_OPT("the state directory"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Exit status: 0 ok, 1 failed (resume again once the cause is fixed), 2 no\n"
+		"run to resume or a state this inplace cannot read.\n",
+};
 
 int cmd_resume(int argc, char **argv)
 {
@@ -407,7 +395,7 @@ int cmd_resume(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "resume", resume_usage, true, &a)))
+	if ((r = parse(argc, argv, "resume", &cli_help_resume, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc)
 		return cli_usage(&a.o, "resume", "unexpected argument '%s'", argv[optind]);
@@ -420,22 +408,23 @@ int cmd_resume(int argc, char **argv)
 	return IP_EXIT_OK;
 }
 
-static const char *reclaim_usage =
-	"\nUsage:\n inplace reclaim [options]\n\n"
-	"Give the storage space back by hand.  A run whose first boot restored the\n"
-	"users but was cut before its finish phase is finished (as resume would);\n"
-	"a run done with keep_storage = yes or image loses its storage partition\n"
-	"now: wiped, deleted, the system partition grown, its fstab line removed\n"
-	"(unmount it first).  Refused while the store holds profiles not restored.\n\n"
-	"Options:\n"
-	"     --disk DISK        the disk of the run\n"
-	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
-	"                        /var/lib/inplace)\n"
-	"     --json             one JSON document on stdout\n"
-	" -q, --quiet            no progress\n"
-	" -h, --help             this text\n\n"
-	"Exit status: 0 ok (or nothing to reclaim), 1 failed, 2 no run, or a run\n"
-	"not restored yet (nothing changed).\n";
+const struct cli_help cli_help_reclaim = {
+	.synopsis = "[options]",
+	.description =
+		"Give the storage space back by hand.  A run whose first boot restored the\n"
+		"users but was cut before its finish phase is finished (as resume would);\n"
+		"a run done with keep_storage = yes or image loses its storage partition\n"
+		"now: wiped, deleted, the system partition grown, its fstab line removed\n"
+		"(unmount it first).  Refused while the store holds profiles not restored.\n",
+	.opts = (const struct cli_opt[]){
+		{ "disk", 0, "DISK", OPT_DISK, "the disk of the run" },
+		STATE_DIR_OPT("the state directory"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Exit status: 0 ok (or nothing to reclaim), 1 failed, 2 no run, or a run\n"
+		"not restored yet (nothing changed).\n",
+};
 
 int cmd_reclaim(int argc, char **argv)
 {
@@ -445,7 +434,7 @@ int cmd_reclaim(int argc, char **argv)
 	struct bargs a;
 	int r;
 
-	if ((r = parse(argc, argv, "reclaim", reclaim_usage, true, &a)))
+	if ((r = parse(argc, argv, "reclaim", &cli_help_reclaim, &a)))
 		return r < 0 ? IP_EXIT_OK : r;
 	if (optind != argc)
 		return cli_usage(&a.o, "reclaim", "unexpected argument '%s'", argv[optind]);

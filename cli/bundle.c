@@ -4,27 +4,20 @@
 #include "bootstage/bundle.h"
 #include "cli/cli.h"
 
-static const char bundle_usage[] =
-	"Usage:\n"
-	" inplace bundle -o DIR [--json] [--dry-run]\n"
-	"\n"
-	"Write a self-contained inplace into DIR: the binary, every tool it runs\n"
-	"(e2fsck, resize2fs, e2undo, mke2fs, ntfsresize, ntfsfix, mkntfs, rm), their\n"
-	"shared libraries and the dynamic loader.  DIR/inplace runs on any x86_64\n"
-	"Linux, from any directory, read-only media included.  DIR appears whole or\n"
-	"not at all; an old bundle there is replaced, any other directory refused.\n"
-	"\n"
-	"Options:\n"
-	" -o, --output DIR   where the bundle goes\n"
-	"     --dry-run      measure the bundle, write nothing\n"
-	"     --json         one JSON document on stdout\n"
-	" -q, --quiet        no progress\n"
-	" -h, --help         this text\n";
-
-static const struct option bundle_longopts[] = {
-	{ "output", required_argument, NULL, 'o' },
-	CLI_COMMON_LONGOPTS,
-	{ NULL, 0, NULL, 0 },
+const struct cli_help cli_help_bundle = {
+	.synopsis = "-o DIR [--json] [--dry-run]",
+	.description =
+		"Write a self-contained inplace into DIR: the binary, every tool it runs\n"
+		"(e2fsck, resize2fs, e2undo, mke2fs, ntfsresize, ntfsfix, mkntfs, rm), their\n"
+		"shared libraries and the dynamic loader.  DIR/inplace runs on any x86_64\n"
+		"Linux, from any directory, read-only media included.  DIR appears whole or\n"
+		"not at all; an old bundle there is replaced, any other directory refused.\n",
+	.opts = (const struct cli_opt[]){
+		{ "output", 'o', "DIR", 'o', "where the bundle goes" },
+		CLI_OPT_DRY_RUN("measure the bundle, write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
 };
 
 int cmd_bundle(int argc, char **argv)
@@ -38,9 +31,9 @@ int cmd_bundle(int argc, char **argv)
 	int c, r;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "o:qh", bundle_longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &cli_help_bundle)) != -1) {
 		if (c == 'h') {
-			fputs(bundle_usage, stdout);
+			cli_help_print("bundle", &cli_help_bundle);
 			return IP_EXIT_OK;
 		}
 		if (cli_common_opt(&o, c))

@@ -7,6 +7,12 @@
 #include "cli/cli.h"
 #include "imager/imager.h"
 
+/* option ids of the image verbs (letters stand for themselves) */
+enum {
+	OPT_RAW = OPT_CLI_LAST, OPT_GROW, OPT_DISCARD, OPT_STATE, OPT_MIRROR, OPT_RATE, OPT_CA,
+	OPT_FROM, OPT_FS, OPT_SIZE, OPT_ROOT, OPT_KEEP,
+};
+
 static imager_cancel_flag cancel_flag;
 
 static void on_signal(int sig)
@@ -39,38 +45,30 @@ static int parse_part(const struct cli_opts *o, const char *cmd, const char *arg
 
 /* ---- capture ----------------------------------------------------------- */
 
-static void usage_capture(void)
-{
-	fputs("Usage:\n"
-	      " inplace image capture DISK N -o IMAGE [options]\n\n"
-	      "Capture partition N of DISK (a block device or disk-image file) into IMAGE:\n"
-	      "a zstd seekable stream of the blocks the filesystem uses (the rest as zeros).\n\n"
-	      "Options:\n"
-	      " -o, --output IMAGE   the image file to write (written under a temporary name)\n"
-	      " -l, --level L        zstd level, 1-19 (default 3)\n"
-	      " -t, --threads T      compression threads (default: every CPU)\n"
-	      " -n, --name NAME      a name recorded in the metadata\n"
-	      " -s, --sign KEY       sign with a minisign secret key (unencrypted), writing IMAGE.minisig\n"
-	      "     --raw            every block, trusting no bitmap (a filesystem e2fsck finds\n"
-	      "                      damaged is refused otherwise)\n"
-	      "     --json           print the result as JSON\n"
-	      " -q, --quiet          no progress bar\n"
-	      " -h, --help           display this help\n", stdout);
-}
+/* -o, -l, -t, -n, -s: capture, import and build write an image alike */
+#define CAPTURE_OPTS \
+	{ "output", 'o', "IMAGE", 'o', "the image file to write (written under a temporary name)" }, \
+	{ "level", 'l', "L", 'l', "zstd level, 1-19 (default 3)" }, \
+	{ "threads", 't', "T", 't', "compression threads (default: every CPU)" }, \
+	{ "name", 'n', "NAME", 'n', "a name recorded in the metadata" }, \
+	{ "sign", 's', "KEY", 's', "sign with a minisign secret key (unencrypted), writing IMAGE.minisig" }
+
+static const struct cli_help capture_help = {
+	.synopsis = "DISK N -o IMAGE [options]",
+	.description =
+		"Capture partition N of DISK (a block device or disk-image file) into IMAGE:\n"
+		"a zstd seekable stream of the blocks the filesystem uses (the rest as zeros).\n",
+	.opts = (const struct cli_opt[]){
+		CAPTURE_OPTS,
+		{ "raw", 0, NULL, OPT_RAW, "every block, trusting no bitmap (a filesystem e2fsck finds "
+					   "damaged is refused otherwise)" },
+		CLI_OPT_JSON("print the result as JSON"),
+		CLI_OPTS_TAIL,
+	},
+};
 
 static int cmd_capture(int argc, char **argv)
 {
-	enum { OPT_RAW = OPT_CLI_LAST };
-	static const struct option opts[] = {
-		{ "raw", no_argument, NULL, OPT_RAW },
-		{ "output", required_argument, NULL, 'o' },
-		{ "level", required_argument, NULL, 'l' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "name", required_argument, NULL, 'n' },
-		{ "sign", required_argument, NULL, 's' },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "image capture";
 	struct cli_opts o = { 0 };
 	struct imager_capture_opts co = { .cancel = &cancel_flag };
@@ -81,7 +79,7 @@ static int cmd_capture(int argc, char **argv)
 	bool warn_all;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "o:l:t:n:s:qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &capture_help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -100,7 +98,7 @@ static int cmd_capture(int argc, char **argv)
 		case 'n': co.name = optarg; break;
 		case 's': co.sign_key = optarg; break;
 		case OPT_RAW: co.raw = true; break;
-		case 'h': usage_capture(); return 0;
+		case 'h': return cli_help_print(cmd, &capture_help);
 		default: return cli_usage(&o, cmd, "unknown option");
 		}
 	}
@@ -140,24 +138,28 @@ static int cmd_capture(int argc, char **argv)
 
 /* ---- info -------------------------------------------------------------- */
 
+static const struct cli_help info_help = {
+	.synopsis = "IMAGE [--json]",
+	.description = "Show an image's metadata (checks its layout, not its frames: see verify).\n",
+	.opts = (const struct cli_opt[]){
+		CLI_OPT_JSON("print the metadata as JSON"),
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_info(int argc, char **argv)
 {
-	static const struct option opts[] = { CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	const char *cmd = "image info";
 	struct cli_opts o = { 0 };
 	imager_image *img;
 	ip_error e = { 0 };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &info_help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		if (c == 'h') {
-			fputs("Usage:\n inplace image info IMAGE [--json]\n\n"
-			      "Show an image's metadata (checks its layout, not its frames: see verify).\n\n"
-			      "Options:\n     --json   print the metadata as JSON\n -h, --help   display this help\n",
-			      stdout);
-			return 0;
+			return cli_help_print(cmd, &info_help);
 		}
 		return cli_usage(&o, cmd, "unknown option");
 	}
@@ -185,21 +187,28 @@ static int cmd_info(int argc, char **argv)
 
 /* ---- verify ------------------------------------------------------------ */
 
+static const struct cli_help verify_help = {
+	.synopsis = "IMAGE [--key PUB]",
+	.description =
+		"Check every frame's hash, that it decompresses, and the content hash;\n"
+		"with --key also the minisign signature IMAGE.minisig.\n",
+	.opts = (const struct cli_opt[]){
+		{ "key", 'k', "PUB", 'k', "minisign public key file: the signature must verify" },
+		{ "threads", 't', "T", 't', "threads (default: every CPU)" },
+		CLI_OPT_JSON("print the result as JSON"),
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_verify(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "key", required_argument, NULL, 'k' },
-		{ "threads", required_argument, NULL, 't' },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "image verify";
 	struct cli_opts o = { 0 };
 	struct imager_verify_opts vo = { 0 };
 	ip_error e = { 0 };
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "k:t:qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &verify_help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -209,15 +218,7 @@ static int cmd_verify(int argc, char **argv)
 				return r;
 			break;
 		case 'h':
-			fputs("Usage:\n inplace image verify IMAGE [--key PUB]\n\n"
-			      "Check every frame's hash, that it decompresses, and the content hash;\n"
-			      "with --key also the minisign signature IMAGE.minisig.\n\n"
-			      "Options:\n"
-			      " -k, --key PUB        minisign public key file: the signature must verify\n"
-			      " -t, --threads T      threads (default: every CPU)\n"
-			      "     --json           print the result as JSON\n"
-			      " -h, --help           display this help\n", stdout);
-			return 0;
+			return cli_help_print(cmd, &verify_help);
 		default: return cli_usage(&o, cmd, "unknown option");
 		}
 	}
@@ -239,21 +240,32 @@ static int cmd_verify(int argc, char **argv)
 
 /* ---- deploy ------------------------------------------------------------ */
 
+static const struct cli_help deploy_help = {
+	.synopsis = "IMAGE|URL DISK N [options]",
+	.description =
+		"Write IMAGE onto partition N of DISK, only the blocks its filesystem uses.\n"
+		"Checks the signature, metadata, size and that the target is not mounted\n"
+		"before writing anything.  Interrupted, it continues where it stopped when\n"
+		"run again.  A http:// or https:// URL is downloaded first (resumed after a\n"
+		"cut connection, mirrors tried in order) and checked before anything is written.\n",
+	.opts = (const struct cli_opt[]){
+		{ "key", 'k', "PUB", 'k', "require a minisign signature IMAGE.minisig by this key" },
+		{ "grow", 0, NULL, OPT_GROW, "grow the filesystem to fill the partition" },
+		{ "discard", 0, NULL, OPT_DISCARD, "discard the blocks the image does not use" },
+		{ "mirror", 0, "URL", OPT_MIRROR, "another place to download the image from (repeatable)" },
+		{ "max-rate", 0, "RATE", OPT_RATE, "download at most RATE bytes per second (e.g. 20M)" },
+		{ "ca-cert", 0, "FILE", OPT_CA, "https: trust the CA certificates in FILE (PEM) instead of the system's" },
+		{ "threads", 't', "T", 't', "threads (default: every CPU)" },
+		{ "state-dir", 0, "DIR", OPT_STATE, "where the resume record lives "
+						    "(default: $INPLACE_STATE_DIR or /var/lib/inplace)" },
+		CLI_OPT_DRY_RUN("check everything, write nothing"),
+		CLI_OPT_JSON("print the result as JSON"),
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_deploy(int argc, char **argv)
 {
-	enum { OPT_GROW = OPT_CLI_LAST, OPT_DISCARD, OPT_STATE, OPT_MIRROR, OPT_RATE, OPT_CA };
-	static const struct option opts[] = {
-		{ "mirror", required_argument, NULL, OPT_MIRROR },
-		{ "max-rate", required_argument, NULL, OPT_RATE },
-		{ "ca-cert", required_argument, NULL, OPT_CA },
-		{ "key", required_argument, NULL, 'k' },
-		{ "threads", required_argument, NULL, 't' },
-		{ "grow", no_argument, NULL, OPT_GROW },
-		{ "discard", no_argument, NULL, OPT_DISCARD },
-		{ "state-dir", required_argument, NULL, OPT_STATE },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "image deploy";
 	struct cli_opts o = { 0 };
 	struct imager_deploy_opts dopt = { .cancel = &cancel_flag };
@@ -265,7 +277,7 @@ static int cmd_deploy(int argc, char **argv)
 	int c, r;
 
 	dopt.mirrors = mirrors;
-	while ((c = getopt_long(argc, argv, "k:t:qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &deploy_help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -290,28 +302,7 @@ static int cmd_deploy(int argc, char **argv)
 			break;
 		case OPT_CA: dopt.ca_file = optarg; break;
 		case 'h':
-			fputs("Usage:\n inplace image deploy IMAGE|URL DISK N [options]\n\n"
-			      "Write IMAGE onto partition N of DISK, only the blocks its filesystem uses.\n"
-			      "Checks the signature, metadata, size and that the target is not mounted\n"
-			      "before writing anything.  Interrupted, it continues where it stopped when\n"
-			      "run again.  A http:// or https:// URL is downloaded first (resumed after a\n"
-			      "cut connection, mirrors tried in order) and checked before anything is written.\n\n"
-			      "Options:\n"
-			      " -k, --key PUB        require a minisign signature IMAGE.minisig by this key\n"
-			      "     --grow           grow the filesystem to fill the partition\n"
-			      "     --discard        discard the blocks the image does not use\n"
-			      "     --mirror URL     another place to download the image from (repeatable)\n"
-			      "     --max-rate RATE  download at most RATE bytes per second (e.g. 20M)\n"
-			      "     --ca-cert FILE   https: trust the CA certificates in FILE (PEM) instead\n"
-			      "                      of the system's\n"
-			      " -t, --threads T      threads (default: every CPU)\n"
-			      "     --state-dir DIR  where the resume record lives\n"
-			      "                      (default: $INPLACE_STATE_DIR or /var/lib/inplace)\n"
-			      "     --dry-run        check everything, write nothing\n"
-			      "     --json           print the result as JSON\n"
-			      " -q, --quiet          no progress bar\n"
-			      " -h, --help           display this help\n", stdout);
-			return 0;
+			return cli_help_print(cmd, &deploy_help);
 		default: return cli_usage(&o, cmd, "unknown option");
 		}
 	}
@@ -399,25 +390,21 @@ static int capture_opt(const struct cli_opts *o, const char *cmd, int c, struct 
 	return -1;
 }
 
-#define CAPTURE_LONGOPTS \
-	{ "output", required_argument, NULL, 'o' }, \
-	{ "level", required_argument, NULL, 'l' }, \
-	{ "threads", required_argument, NULL, 't' }, \
-	{ "name", required_argument, NULL, 'n' }, \
-	{ "sign", required_argument, NULL, 's' }
-#define CAPTURE_HELP \
-	" -o, --output IMAGE   the image file to write\n" \
-	" -l, --level L        zstd level, 1-19 (default 3)\n" \
-	" -t, --threads T      compression threads (default: every CPU)\n" \
-	" -n, --name NAME      a name recorded in the metadata\n" \
-	" -s, --sign KEY       sign with a minisign secret key, writing IMAGE.minisig\n" \
-	"     --json           print the result as JSON\n" \
-	" -q, --quiet          no progress bar\n" \
-	" -h, --help           display this help\n"
+
+static const struct cli_help import_help = {
+	.synopsis = "RAW[.gz|.xz|.zst|.bz2] -o IMAGE [options]",
+	.description =
+		"Turn a raw image of one filesystem (a partition image, e.g. from dd or a\n"
+		"vendor) into an inplace image: used blocks only, compressed, hashed.\n",
+	.opts = (const struct cli_opt[]){
+		CAPTURE_OPTS,
+		CLI_OPT_JSON("print the result as JSON"),
+		CLI_OPTS_TAIL,
+	},
+};
 
 static int cmd_import(int argc, char **argv)
 {
-	static const struct option opts[] = { CAPTURE_LONGOPTS, CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	const char *cmd = "image import", *out = NULL;
 	struct cli_opts o = { 0 };
 	struct imager_capture_opts co = { .cancel = &cancel_flag };
@@ -426,15 +413,11 @@ static int cmd_import(int argc, char **argv)
 	bool warn_all = false;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "o:l:t:n:s:qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &import_help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		if (c == 'h') {
-			fputs("Usage:\n inplace image import RAW[.gz|.xz|.zst|.bz2] -o IMAGE [options]\n\n"
-			      "Turn a raw image of one filesystem (a partition image, e.g. from dd or a\n"
-			      "vendor) into an inplace image: used blocks only, compressed, hashed.\n\n"
-			      "Options:\n" CAPTURE_HELP, stdout);
-			return 0;
+			return cli_help_print(cmd, &import_help);
 		}
 		if ((r = capture_opt(&o, cmd, c, &co, &out)) >= 0) {
 			if (r)
@@ -454,15 +437,23 @@ static int cmd_import(int argc, char **argv)
 	return print_capture(&o, cmd, out, &res, warn_all);
 }
 
+static const struct cli_help build_help = {
+	.synopsis = "--from-dir ROOTFS --size SIZE -o IMAGE [options]",
+	.description =
+		"Make an image from a directory tree (a debootstrap target, an unpacked\n"
+		"rootfs tarball): mke2fs -d into a temporary file, then capture it.\n",
+	.opts = (const struct cli_opt[]){
+		{ "from-dir", 0, "DIR", OPT_FROM, "the tree to put in the filesystem" },
+		{ "fs", 0, "FS", OPT_FS, "ext4 (default), ext3 or ext2" },
+		{ "size", 0, "SIZE", OPT_SIZE, "the filesystem's size (512MiB, 4G …)" },
+		CAPTURE_OPTS,
+		CLI_OPT_JSON("print the result as JSON"),
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_build(int argc, char **argv)
 {
-	enum { OPT_FROM = OPT_CLI_LAST, OPT_FS, OPT_SIZE };
-	static const struct option opts[] = {
-		{ "from-dir", required_argument, NULL, OPT_FROM },
-		{ "fs", required_argument, NULL, OPT_FS },
-		{ "size", required_argument, NULL, OPT_SIZE },
-		CAPTURE_LONGOPTS, CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "image build", *out = NULL, *from = NULL, *fs = "ext4";
 	struct cli_opts o = { 0 };
 	struct imager_capture_opts co = { .cancel = &cancel_flag };
@@ -471,7 +462,7 @@ static int cmd_build(int argc, char **argv)
 	ip_error e = { 0 };
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "o:l:t:n:s:qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &build_help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -482,14 +473,7 @@ static int cmd_build(int argc, char **argv)
 				return r;
 			continue;
 		case 'h':
-			fputs("Usage:\n inplace image build --from-dir ROOTFS --size SIZE -o IMAGE [options]\n\n"
-			      "Make an image from a directory tree (a debootstrap target, an unpacked\n"
-			      "rootfs tarball): mke2fs -d into a temporary file, then capture it.\n\n"
-			      "Options:\n"
-			      "     --from-dir DIR   the tree to put in the filesystem\n"
-			      "     --fs FS          ext4 (default), ext3 or ext2\n"
-			      "     --size SIZE      the filesystem's size (512MiB, 4G …)\n" CAPTURE_HELP, stdout);
-			return 0;
+			return cli_help_print(cmd, &build_help);
 		}
 		if ((r = capture_opt(&o, cmd, c, &co, &out)) >= 0) {
 			if (r)
@@ -511,14 +495,23 @@ static int cmd_build(int argc, char **argv)
 
 /* ---- apply-files ------------------------------------------------------- */
 
+static const struct cli_help apply_files_help = {
+	.synopsis = "ARCHIVE --root DIR [--keep PATHS]",
+	.description =
+		"Replace the system under DIR by the files of ARCHIVE (tar, pax, cpio …,\n"
+		"compressed or not), without repartitioning: files the archive has are\n"
+		"written, files it does not have are removed, kept paths are not touched.\n",
+	.opts = (const struct cli_opt[]){
+		{ "root", 0, "DIR", OPT_ROOT, "the mounted root of the system to replace (not /)" },
+		{ "keep", 0, "PATHS", OPT_KEEP, "comma-separated paths left alone (default /home,/root,/srv)" },
+		CLI_OPT_DRY_RUN("check the archive, write nothing (not supported yet: refused)"),
+		CLI_OPT_JSON("print the result as JSON"),
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_apply_files(int argc, char **argv)
 {
-	enum { OPT_ROOT = OPT_CLI_LAST, OPT_KEEP };
-	static const struct option opts[] = {
-		{ "root", required_argument, NULL, OPT_ROOT },
-		{ "keep", required_argument, NULL, OPT_KEEP },
-		CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "image apply-files", *root = NULL;
 	struct cli_opts o = { 0 };
 	struct imager_files_result res;
@@ -529,7 +522,7 @@ static int cmd_apply_files(int argc, char **argv)
 	ip_error e = { 0 };
 	int c;
 
-	while ((c = getopt_long(argc, argv, "qh", opts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &apply_files_help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -546,17 +539,7 @@ static int cmd_apply_files(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			fputs("Usage:\n inplace image apply-files ARCHIVE --root DIR [--keep PATHS]\n\n"
-			      "Replace the system under DIR by the files of ARCHIVE (tar, pax, cpio …,\n"
-			      "compressed or not), without repartitioning: files the archive has are\n"
-			      "written, files it does not have are removed, kept paths are not touched.\n\n"
-			      "Options:\n"
-			      "     --root DIR       the mounted root of the system to replace (not /)\n"
-			      "     --keep PATHS     comma-separated paths left alone (default /home,/root,/srv)\n"
-			      "     --dry-run        check the archive, write nothing\n"
-			      "     --json           print the result as JSON\n"
-			      " -h, --help           display this help\n", stdout);
-			return 0;
+			return cli_help_print(cmd, &apply_files_help);
 		default: return cli_usage(&o, cmd, "unknown option");
 		}
 	}
@@ -586,18 +569,18 @@ static int cmd_apply_files(int argc, char **argv)
 	return 0;
 }
 
-static const struct cli_verb image_verbs[] = {
-	{ "capture", cmd_capture, "capture a partition into an image (used blocks only)" },
-	{ "info",    cmd_info,    "show an image's metadata" },
-	{ "verify",  cmd_verify,  "check an image's frames, content hash and signature" },
-	{ "deploy",  cmd_deploy,  "write an image onto a partition (resumable)" },
-	{ "import",  cmd_import,  "make an image from a raw filesystem image (.gz, .xz, .zst too)" },
-	{ "build",   cmd_build,   "make an image from a directory tree (mke2fs -d)" },
-	{ "apply-files", cmd_apply_files, "replace a system's files from an archive, keeping /home, /root, /srv" },
-	{ NULL, NULL, NULL },
+const struct cli_verb cli_image_verbs[] = {
+	{ "capture", cmd_capture, "capture a partition into an image (used blocks only)", &capture_help, NULL },
+	{ "info",    cmd_info,    "show an image's metadata", &info_help, NULL },
+	{ "verify",  cmd_verify,  "check an image's frames, content hash and signature", &verify_help, NULL },
+	{ "deploy",  cmd_deploy,  "write an image onto a partition (resumable)", &deploy_help, NULL },
+	{ "import",  cmd_import,  "make an image from a raw filesystem image (.gz, .xz, .zst too)", &import_help, NULL },
+	{ "build",   cmd_build,   "make an image from a directory tree (mke2fs -d)", &build_help, NULL },
+	{ "apply-files", cmd_apply_files, "replace a system's files from an archive, keeping /home, /root, /srv", &apply_files_help, NULL },
+	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 int cmd_image(int argc, char **argv)
 {
-	return cli_dispatch("image", image_verbs, argc, argv);
+	return cli_dispatch("image", cli_image_verbs, argc, argv);
 }

@@ -6,18 +6,18 @@
 
 #include "cli/cli.h"
 
-static const struct cli_verb top_verbs[] = {
-	{ "part",    cmd_part,    "partitions: show, create, shrink, grow, move, plan, make-storage" },
-	{ "image",   cmd_image,   "OS images: capture, info, verify, deploy, import, build, apply-files" },
-	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore" },
-	{ "run",     cmd_run,     "reimage in place as a job file says (--dry-run: preflight and plan)" },
-	{ "resume",  cmd_resume,  "continue a run from its state, up to the next reboot or the end" },
-	{ "reclaim", cmd_reclaim, "give the storage space back: finish a run, or drop a kept store" },
-	{ "status",  cmd_status,  "where the job stands: phase, step, last events" },
-	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline" },
-	{ "bundle",  cmd_bundle,  "a self-contained inplace (tools, libraries, loader) in one directory" },
-	{ "stage",   cmd_stage,   "the RAM-only staging environment: build its initramfs" },
-	{ NULL, NULL, NULL },
+const struct cli_verb cli_top_verbs[] = {
+	{ "part",    cmd_part,    "partitions: show, create, shrink, grow, move, plan, make-storage", NULL, cli_part_verbs },
+	{ "image",   cmd_image,   "OS images: capture, info, verify, deploy, import, build, apply-files", NULL, cli_image_verbs },
+	{ "profile", cmd_profile, "user profiles: estimate, save, verify, list, restore", NULL, cli_profile_verbs },
+	{ "run",     cmd_run,     "reimage in place as a job file says (--dry-run: preflight and plan)", &cli_help_run, NULL },
+	{ "resume",  cmd_resume,  "continue a run from its state, up to the next reboot or the end", &cli_help_resume, NULL },
+	{ "reclaim", cmd_reclaim, "give the storage space back: finish a run, or drop a kept store", &cli_help_reclaim, NULL },
+	{ "status",  cmd_status,  "where the job stands: phase, step, last events", &cli_help_status, NULL },
+	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline", &cli_help_notify, NULL },
+	{ "bundle",  cmd_bundle,  "a self-contained inplace (tools, libraries, loader) in one directory", &cli_help_bundle, NULL },
+	{ "stage",   cmd_stage,   "the RAM-only staging environment: build its initramfs", NULL, cli_stage_verbs },
+	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 bool cli_common_opt(struct cli_opts *o, int c)
@@ -226,13 +226,20 @@ int main(int argc, char **argv)
 	if (getpid() == 1) {
 		static char *init_argv[] = { "inplace", "stage", "init", NULL };
 
-		return cli_dispatch("", top_verbs, 3, init_argv);
+		return cli_dispatch("", cli_top_verbs, 3, init_argv);
 	}
 	if (argc >= 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
 		printf("inplace %s\n", IP_TOOL_VERSION);
 		return 0;
 	}
-	r = cli_dispatch("", top_verbs, argc, argv);
+	/* hidden: the man page generator, its check, and bash completion */
+	if (argc >= 2 && !strcmp(argv[1], "--help-man"))
+		return cli_help_man(argc - 2, argv + 2);
+	if (argc >= 2 && !strcmp(argv[1], "--help-check"))
+		return cli_help_check();
+	if (argc >= 2 && !strcmp(argv[1], "--complete"))
+		return cli_complete(argc - 2, argv + 2);
+	r = cli_dispatch("", cli_top_verbs, argc, argv);
 	/* A result nobody could read is a failure (git's check at exit). */
 	if (fflush(stdout) != 0 || ferror(stdout)) {
 		fprintf(stderr, "inplace: cannot write the result to standard output: %s\n", strerror(errno));

@@ -21,42 +21,29 @@ enum {
 	OPT_NO_PROMPT,
 };
 
-static const struct option notify_longopts[] = {
-	CLI_COMMON_LONGOPTS,
-	{ "message", required_argument, NULL, OPT_MESSAGE },
-	{ "countdown", required_argument, NULL, OPT_COUNTDOWN },
-	{ "allow-postpone", no_argument, NULL, OPT_ALLOW_POSTPONE },
-	{ "max-postpone", required_argument, NULL, OPT_MAX_POSTPONE },
-	{ "postponed", required_argument, NULL, OPT_POSTPONED },
-	{ "allow-decline", no_argument, NULL, OPT_ALLOW_DECLINE },
-	{ "no-prompt", no_argument, NULL, OPT_NO_PROMPT },
-	{ NULL, 0, NULL, 0 },
+const struct cli_help cli_help_notify = {
+	.synopsis = "[options]",
+	.description =
+		"Tell logged-in users that this machine is about to be reimaged (a message on\n"
+		"every login terminal, a desktop notification on every user session bus) and,\n"
+		"at a terminal, ask: install now, postpone or decline.  No answer by the end\n"
+		"of the countdown means install.  Prints the answer; exit 0 whatever it is.\n",
+	.opts = (const struct cli_opt[]){
+		{ "message", 0, "M", OPT_MESSAGE, "what users are told (default: a sentence on reimaging)" },
+		{ "countdown", 0, "D", OPT_COUNTDOWN, "time before install, e.g. 90, 15m (default 60s)" },
+		{ "allow-postpone", 0, NULL, OPT_ALLOW_POSTPONE, "offer to postpone (1h, 4h, 1d)" },
+		{ "max-postpone", 0, "D", OPT_MAX_POSTPONE, "total postponement allowed (default 1d; implies "
+							   "--allow-postpone)" },
+		{ "postponed", 0, "D", OPT_POSTPONED, "postponement already used by earlier answers" },
+		{ "allow-decline", 0, NULL, OPT_ALLOW_DECLINE, "offer to decline" },
+		{ "no-prompt", 0, NULL, OPT_NO_PROMPT, "never ask, even at a terminal" },
+		CLI_OPT_DRY_RUN("count the sessions that would be told; tell and ask nobody"),
+		CLI_OPT_JSON("one JSON document: {\"version\":1,\"answer\":…}"),
+		CLI_OPTS_TAIL,
+	},
+	.more = "Durations are seconds, or a number with s, m, h or d.  The prompt needs\n"
+		"standard input and standard error on a terminal.\n",
 };
-
-static const char notify_usage[] =
-	"Usage:\n"
-	" inplace notify [options]\n"
-	"\n"
-	"Tell logged-in users that this machine is about to be reimaged (a message on\n"
-	"every login terminal, a desktop notification on every user session bus) and,\n"
-	"at a terminal, ask: install now, postpone or decline.  No answer by the end\n"
-	"of the countdown means install.  Prints the answer; exit 0 whatever it is.\n"
-	"\n"
-	"Options:\n"
-	" --message M          what users are told (default: a sentence on reimaging)\n"
-	" --countdown D        time before install, e.g. 90, 15m (default 60s)\n"
-	" --allow-postpone     offer to postpone (1h, 4h, 1d)\n"
-	" --max-postpone D     total postponement allowed (default 1d; implies\n"
-	"                      --allow-postpone)\n"
-	" --postponed D        postponement already used by earlier answers\n"
-	" --allow-decline      offer to decline\n"
-	" --no-prompt          never ask, even at a terminal\n"
-	" --dry-run            count the sessions that would be told; tell and ask nobody\n"
-	" --json               one JSON document: {\"version\":1,\"answer\":…}\n"
-	" -h, --help           this text\n"
-	"\n"
-	"Durations are seconds, or a number with s, m, h or d.  The prompt needs\n"
-	"standard input and standard error on a terminal.\n";
 
 static int parse_duration_opt(const struct cli_opts *o, const char *arg, unsigned *out)
 {
@@ -148,9 +135,9 @@ int cmd_notify(int argc, char **argv)
 	int c, r;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "qh", notify_longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &cli_help_notify)) != -1) {
 		if (c == 'h') {
-			fputs(notify_usage, stdout);
+			cli_help_print("notify", &cli_help_notify);
 			return IP_EXIT_OK;
 		}
 		if (cli_common_opt(&o, c))

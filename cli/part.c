@@ -13,20 +13,25 @@ int cmd_part_resume(int argc, char **argv);
 int cmd_part_plan(int argc, char **argv);
 int cmd_part_make_storage(int argc, char **argv);
 
-static const struct cli_verb part_verbs[] = {
-	{ "show",         cmd_part_show,         "show the partition table, filesystems, usage and free space" },
-	{ "create",       cmd_part_create,       "create a partition (and format it)" },
-	{ "delete",       cmd_part_delete,       "delete a partition" },
-	{ "shrink",       cmd_part_shrink,       "shrink a filesystem, then its partition" },
-	{ "grow",         cmd_part_grow,         "grow a partition, then its filesystem" },
-	{ "move",         cmd_part_move,         "move a partition, crash-safely" },
-	{ "resume",       cmd_part_resume,       "finish an interrupted move or shrink" },
-	{ "plan",         cmd_part_plan,         "show how to make room for a new partition; writes nothing" },
-	{ "make-storage", cmd_part_make_storage, "carry out the plan and create the storage partition" },
-	{ NULL, NULL, NULL },
+/* their tables, beside each verb */
+extern const struct cli_help cli_help_part_show, cli_help_part_create, cli_help_part_delete,
+	cli_help_part_shrink, cli_help_part_grow, cli_help_part_move, cli_help_part_resume,
+	cli_help_part_plan, cli_help_part_make_storage;
+
+const struct cli_verb cli_part_verbs[] = {
+	{ "show",         cmd_part_show,         "show the partition table, filesystems, usage and free space", &cli_help_part_show, NULL },
+	{ "create",       cmd_part_create,       "create a partition (and format it)", &cli_help_part_create, NULL },
+	{ "delete",       cmd_part_delete,       "delete a partition", &cli_help_part_delete, NULL },
+	{ "shrink",       cmd_part_shrink,       "shrink a filesystem, then its partition", &cli_help_part_shrink, NULL },
+	{ "grow",         cmd_part_grow,         "grow a partition, then its filesystem", &cli_help_part_grow, NULL },
+	{ "move",         cmd_part_move,         "move a partition, crash-safely", &cli_help_part_move, NULL },
+	{ "resume",       cmd_part_resume,       "finish an interrupted move or shrink", &cli_help_part_resume, NULL },
+	{ "plan",         cmd_part_plan,         "show how to make room for a new partition; writes nothing", &cli_help_part_plan, NULL },
+	{ "make-storage", cmd_part_make_storage, "carry out the plan and create the storage partition", &cli_help_part_make_storage, NULL },
+	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 int cmd_part(int argc, char **argv)
 {
-	return cli_dispatch("part", part_verbs, argc, argv);
+	return cli_dispatch("part", cli_part_verbs, argc, argv);
 }

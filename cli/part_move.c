@@ -6,41 +6,37 @@
 
 enum { OPT_TO = OPT_CLI_LAST, OPT_JOURNAL };
 
-static void move_usage(void)
-{
-	fputs("\nUsage:\n"
-	      " inplace part move [options] DISK N --to START\n"
-	      "\nMove partition N so that it starts at START, copying only the blocks its\n"
-	      "filesystem uses.  Crash-safe: after kill -9 or a power cut,\n"
-	      "'inplace part resume DISK' finishes the move.\n"
-	      "\nOptions:\n"
-	      "     --to START      new start (512MiB, 2G, bytes, or sectors with 's'),\n"
-	      "                       aligned to the table's grain (1 MiB)\n"
-	      "     --journal FILE  keep the journal in FILE (on another disk) instead of\n"
-	      "                       the gap before the first partition\n"
-	      "     --dry-run       check and show the plan, write nothing\n"
-	      "     --json          one JSON document on stdout\n"
-	      " -q, --quiet         no progress bar\n"
-	      " -h, --help          display this help\n"
-	      "\nExit status: 0 done, 1 failed, 2 bad usage or input (nothing changed).\n",
-	      stdout);
-}
+const struct cli_help cli_help_part_move = {
+	.synopsis = "[options] DISK N --to START",
+	.description =
+		"Move partition N so that it starts at START, copying only the blocks its\n"
+		"filesystem uses.  Crash-safe: after kill -9 or a power cut,\n"
+		"'inplace part resume DISK' finishes the move.\n",
+	.opts = (const struct cli_opt[]){
+		{ "to", 0, "START", OPT_TO, "new start (512MiB, 2G, bytes, or sectors with 's'), "
+					     "aligned to the table's grain (1 MiB)" },
+		{ "journal", 0, "FILE", OPT_JOURNAL, "keep the journal in FILE (on another disk) instead of "
+						     "the gap before the first partition" },
+		CLI_OPT_DRY_RUN("check and show the plan, write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Exit status: 0 done, 1 failed, 2 bad usage or input (nothing changed).\n",
+};
 
-static void resume_usage(void)
-{
-	fputs("\nUsage:\n"
-	      " inplace part resume [options] DISK\n"
-	      "\nFinish an interrupted 'part move' or 'part shrink' of DISK.  Nothing to\n"
-	      "finish is success.\n"
-	      "\nOptions:\n"
-	      "     --journal FILE  the journal file given to 'part move --journal' (by\n"
-	      "                     default the one the state directory recorded)\n"
-	      "     --json          one JSON document on stdout\n"
-	      " -q, --quiet         no progress bar\n"
-	      " -h, --help          display this help\n"
-	      "\nExit status: 0 done or nothing to do, 1 failed, 2 bad usage or input.\n",
-	      stdout);
-}
+const struct cli_help cli_help_part_resume = {
+	.synopsis = "[options] DISK",
+	.description =
+		"Finish an interrupted 'part move' or 'part shrink' of DISK.  Nothing to\n"
+		"finish is success.\n",
+	.opts = (const struct cli_opt[]){
+		{ "journal", 0, "FILE", OPT_JOURNAL, "the journal file given to 'part move --journal' (by "
+						     "default the one the state directory recorded)" },
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Exit status: 0 done or nothing to do, 1 failed, 2 bad usage or input.\n",
+};
 
 static void add_info(json_object *doc, const struct partctl_move_info *in)
 {
@@ -54,12 +50,6 @@ static void add_info(json_object *doc, const struct partctl_move_info *in)
 
 int cmd_part_move(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "to", required_argument, NULL, OPT_TO },
-		{ "journal", required_argument, NULL, OPT_JOURNAL },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "part move";
 	struct cli_opts o = { 0 };
 	struct partctl_move_opts mo = { 0 };
@@ -71,7 +61,7 @@ int cmd_part_move(int argc, char **argv)
 	unsigned n;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &cli_help_part_move)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -82,8 +72,7 @@ int cmd_part_move(int argc, char **argv)
 			mo.journal = optarg;
 			break;
 		case 'h':
-			move_usage();
-			return IP_EXIT_OK;
+			return cli_help_print(cmd, &cli_help_part_move);
 		default:
 			return cli_usage(&o, cmd, "unknown option");
 		}
@@ -121,11 +110,6 @@ int cmd_part_move(int argc, char **argv)
 
 int cmd_part_resume(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "journal", required_argument, NULL, OPT_JOURNAL },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "part resume";
 	struct cli_opts o = { 0 };
 	struct partctl_move_opts mo = { 0 };
@@ -135,7 +119,7 @@ int cmd_part_resume(int argc, char **argv)
 	const char *disk;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &cli_help_part_resume)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -143,8 +127,7 @@ int cmd_part_resume(int argc, char **argv)
 			mo.journal = optarg;
 			break;
 		case 'h':
-			resume_usage();
-			return IP_EXIT_OK;
+			return cli_help_print(cmd, &cli_help_part_resume);
 		default:
 			return cli_usage(&o, cmd, "unknown option");
 		}

@@ -6,48 +6,42 @@
 
 enum { OPT_TO = OPT_CLI_LAST, OPT_MAX, OPT_NO_REPAIR };
 
-static void shrink_usage(void)
-{
-	fputs("\nUsage:\n"
-	      " inplace part shrink [options] DISK N --to SIZE\n"
-	      "\nShrink the filesystem of partition N (ext2/3/4 through resize2fs, NTFS\n"
-	      "through ntfsresize), then the partition.  The filesystem is checked first.\n"
-	      "Crash-safe: after kill -9 or a power cut, 'inplace part resume DISK' rolls\n"
-	      "an interrupted ext resize back (e2undo) and finishes the shrink.\n"
-	      "\nOptions:\n"
-	      "     --to SIZE       the partition's new size (512MiB, 8G, bytes, or\n"
-	      "                       sectors with 's'); its end is aligned up to the\n"
-	      "                       table's grain (1 MiB)\n"
-	      "     --no-repair     refuse a filesystem e2fsck would repair (it is\n"
-	      "                       repaired with e2fsck -f -y otherwise, and told)\n"
-	      "     --dry-run       check and show the plan, write nothing\n"
-	      "     --json          one JSON document on stdout\n"
-	      " -q, --quiet         no progress output\n"
-	      " -h, --help          display this help\n"
-	      "\nEnvironment:\n"
-	      " INPLACE_STATE_DIR   where the shrink journal and undo file live\n"
-	      "                       (default /var/lib/inplace)\n"
-	      "\nExit status: 0 done, 1 failed, 2 bad usage or input (nothing changed).\n",
-	      stdout);
-}
+const struct cli_help cli_help_part_shrink = {
+	.synopsis = "[options] DISK N --to SIZE",
+	.description =
+		"Shrink the filesystem of partition N (ext2/3/4 through resize2fs, NTFS\n"
+		"through ntfsresize), then the partition.  The filesystem is checked first.\n"
+		"Crash-safe: after kill -9 or a power cut, 'inplace part resume DISK' rolls\n"
+		"an interrupted ext resize back (e2undo) and finishes the shrink.\n",
+	.opts = (const struct cli_opt[]){
+		{ "to", 0, "SIZE", OPT_TO, "the partition's new size (512MiB, 8G, bytes, or sectors with 's'); "
+					    "its end is aligned up to the table's grain (1 MiB)" },
+		{ "no-repair", 0, NULL, OPT_NO_REPAIR, "refuse a filesystem e2fsck would repair (it is "
+							"repaired with e2fsck -f -y otherwise, and told)" },
+		CLI_OPT_DRY_RUN("check and show the plan, write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Environment:\n"
+		" INPLACE_STATE_DIR   where the shrink journal and undo file live\n"
+		"                       (default /var/lib/inplace)\n"
+		"\nExit status: 0 done, 1 failed, 2 bad usage or input (nothing changed).\n",
+};
 
-static void grow_usage(void)
-{
-	fputs("\nUsage:\n"
-	      " inplace part grow [options] DISK N [--to SIZE | --max]\n"
-	      "\nGrow partition N into the free space after it, then its filesystem\n"
-	      "(ext2/3/4 through resize2fs, NTFS through ntfsresize).\n"
-	      "\nOptions:\n"
-	      "     --to SIZE       the partition's new size; its end is aligned down\n"
-	      "                       to the table's grain (1 MiB)\n"
-	      "     --max           as large as the free space after it allows (default)\n"
-	      "     --dry-run       check and show the plan, write nothing\n"
-	      "     --json          one JSON document on stdout\n"
-	      " -q, --quiet         no progress output\n"
-	      " -h, --help          display this help\n"
-	      "\nExit status: 0 done, 1 failed, 2 bad usage or input (nothing changed).\n",
-	      stdout);
-}
+const struct cli_help cli_help_part_grow = {
+	.synopsis = "[options] DISK N [--to SIZE | --max]",
+	.description =
+		"Grow partition N into the free space after it, then its filesystem\n"
+		"(ext2/3/4 through resize2fs, NTFS through ntfsresize).\n",
+	.opts = (const struct cli_opt[]){
+		{ "to", 0, "SIZE", OPT_TO, "the partition's new size; its end is aligned down to the table's grain (1 MiB)" },
+		{ "max", 0, NULL, OPT_MAX, "as large as the free space after it allows (default)" },
+		CLI_OPT_DRY_RUN("check and show the plan, write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Exit status: 0 done, 1 failed, 2 bad usage or input (nothing changed).\n",
+};
 
 static int emit(const struct cli_opts *o, const char *cmd, const char *disk,
 		const struct partctl_resize_plan *p, bool grow)
@@ -95,13 +89,6 @@ static int emit(const struct cli_opts *o, const char *cmd, const char *disk,
 
 static int resize_verb(int argc, char **argv, bool grow)
 {
-	static const struct option longopts[] = {
-		{ "to", required_argument, NULL, OPT_TO },
-		{ "max", no_argument, NULL, OPT_MAX },
-		{ "no-repair", no_argument, NULL, OPT_NO_REPAIR },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = grow ? "part grow" : "part shrink";
 	struct cli_opts o = { 0 };
 	struct partctl_resize_plan p;
@@ -111,27 +98,23 @@ static int resize_verb(int argc, char **argv, bool grow)
 	uint64_t to = 0;
 	unsigned n;
 	int c, r;
+	const struct cli_help *help = grow ? &cli_help_part_grow : &cli_help_part_shrink;
 
-	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, help)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
 		case OPT_TO:
 			to_arg = optarg;
 			break;
-		case OPT_MAX:
-			if (!grow)
-				return cli_usage(&o, cmd, "--max is for 'part grow'; give --to SIZE");
+		case OPT_MAX: /* grow's table only */
 			max = true;
 			break;
-		case OPT_NO_REPAIR:
-			if (grow)
-				return cli_usage(&o, cmd, "--no-repair is for 'part shrink'");
+		case OPT_NO_REPAIR: /* shrink's table only */
 			no_repair = true;
 			break;
 		case 'h':
-			grow ? grow_usage() : shrink_usage();
-			return IP_EXIT_OK;
+			return cli_help_print(cmd, help);
 		default:
 			return cli_usage(&o, cmd, "unknown option");
 		}

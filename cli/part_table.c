@@ -28,13 +28,17 @@ static char *hsize(uint64_t v, char *buf)
 
 /* ---- show ---------------------------------------------------------------- */
 
-static const char *show_usage =
-	"\nUsage:\n inplace part show [options] DISK\n\n"
-	"Show the partition table of DISK (a block device or a disk-image file):\n"
-	"each partition with its filesystem, usage and minimum size, and the free\n"
-	"regions.\n\nOptions:\n"
-	"     --json         one JSON document on stdout\n"
-	" -h, --help         display this help\n";
+const struct cli_help cli_help_part_show = {
+	.synopsis = "[options] DISK",
+	.description =
+		"Show the partition table of DISK (a block device or a disk-image file):\n"
+		"each partition with its filesystem, usage and minimum size, and the free\n"
+		"regions.\n",
+	.opts = (const struct cli_opt[]){
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
 
 /* A number inplace could not learn is null, never 0 (0 reads as "empty"). */
 static json_object *known_u64(bool known, uint64_t v)
@@ -189,7 +193,6 @@ static int print_show_human(const partctl_table *t, const struct partctl_fsinfo 
 
 int cmd_part_show(int argc, char **argv)
 {
-	static const struct option longopts[] = { CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	struct cli_opts o = { 0 };
 	partctl_table *t = NULL;
 	ip_disk *d = NULL;
@@ -200,12 +203,11 @@ int cmd_part_show(int argc, char **argv)
 	const char *disk;
 	int c, r, rc;
 
-	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &cli_help_part_show)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		if (c == 'h') {
-			fputs(show_usage, stdout);
-			return IP_EXIT_OK;
+			return cli_help_print("part show", &cli_help_part_show);
 		}
 		return cli_usage(&o, "part show", "unknown option");
 	}
@@ -308,32 +310,26 @@ int cmd_part_show(int argc, char **argv)
 
 /* ---- create / delete ----------------------------------------------------- */
 
-static const char *create_usage =
-	"\nUsage:\n inplace part create [options] DISK --start S --size Z\n\n"
-	"Create a partition on DISK at byte S (aligned to 1 MiB) of size Z, and\n"
-	"format it.  S and Z take bytes, units (512MiB, 8G) or sectors (2048s).\n\nOptions:\n"
-	"     --start S      where the partition starts\n"
-	"     --size Z       how large it is\n"
-	"     --type T       linux (default), ntfs, extended (MBR container) or\n"
-	"                    logical (MBR, inside the extended partition)\n"
-	"     --fs FS        ext4, ntfs or none (default: none)\n"
-	"     --label L      filesystem label (GPT: also the partition name)\n"
-	"     --dry-run      check and say what would be done; write nothing\n"
-	"     --json         one JSON document on stdout\n"
-	" -q, --quiet        no progress\n"
-	" -h, --help         display this help\n";
+const struct cli_help cli_help_part_create = {
+	.synopsis = "[options] DISK --start S --size Z",
+	.description =
+		"Create a partition on DISK at byte S (aligned to 1 MiB) of size Z, and\n"
+		"format it.  S and Z take bytes, units (512MiB, 8G) or sectors (2048s).\n",
+	.opts = (const struct cli_opt[]){
+		{ "start", 0, "S", OPT_START, "where the partition starts" },
+		{ "size", 0, "Z", OPT_SIZE, "how large it is" },
+		{ "type", 0, "T", OPT_TYPE, "linux (default), ntfs, extended (MBR container) or "
+					     "logical (MBR, inside the extended partition)" },
+		{ "fs", 0, "FS", OPT_FS, "ext4, ntfs or none (default: none)" },
+		{ "label", 0, "L", OPT_LABEL, "filesystem label (GPT: also the partition name)" },
+		CLI_OPT_DRY_RUN("check and say what would be done; write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
 
 int cmd_part_create(int argc, char **argv)
 {
-	static const struct option longopts[] = {
-		{ "start", required_argument, NULL, OPT_START },
-		{ "size", required_argument, NULL, OPT_SIZE },
-		{ "type", required_argument, NULL, OPT_TYPE },
-		{ "fs", required_argument, NULL, OPT_FS },
-		{ "label", required_argument, NULL, OPT_LABEL },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = "part create";
 	struct cli_opts o = { 0 };
 	struct partctl_create_spec spec = { .type = "linux", .fs = "none" };
@@ -343,7 +339,7 @@ int cmd_part_create(int argc, char **argv)
 	ip_error e = { 0 };
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &cli_help_part_create)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -353,8 +349,7 @@ int cmd_part_create(int argc, char **argv)
 		case OPT_FS: spec.fs = optarg; break;
 		case OPT_LABEL: spec.label = optarg; break;
 		case 'h':
-			fputs(create_usage, stdout);
-			return IP_EXIT_OK;
+			return cli_help_print(cmd, &cli_help_part_create);
 		default:
 			return cli_usage(&o, cmd, "unknown option");
 		}
@@ -398,17 +393,20 @@ int cmd_part_create(int argc, char **argv)
 	return IP_EXIT_OK;
 }
 
-static const char *delete_usage =
-	"\nUsage:\n inplace part delete [options] DISK N\n\n"
-	"Delete partition N of DISK from the partition table (its data stays on\n"
-	"the disk until something overwrites it).\n\nOptions:\n"
-	"     --dry-run      check and say what would be done; write nothing\n"
-	"     --json         one JSON document on stdout\n"
-	" -h, --help         display this help\n";
+const struct cli_help cli_help_part_delete = {
+	.synopsis = "[options] DISK N",
+	.description =
+		"Delete partition N of DISK from the partition table (its data stays on\n"
+		"the disk until something overwrites it).\n",
+	.opts = (const struct cli_opt[]){
+		CLI_OPT_DRY_RUN("check and say what would be done; write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
 
 int cmd_part_delete(int argc, char **argv)
 {
-	static const struct option longopts[] = { CLI_COMMON_LONGOPTS, { NULL, 0, NULL, 0 } };
 	const char *cmd = "part delete";
 	struct cli_opts o = { 0 };
 	struct partctl_opts po = { 0 };
@@ -416,12 +414,11 @@ int cmd_part_delete(int argc, char **argv)
 	unsigned n;
 	int c;
 
-	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &cli_help_part_delete)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		if (c == 'h') {
-			fputs(delete_usage, stdout);
-			return IP_EXIT_OK;
+			return cli_help_print(cmd, &cli_help_part_delete);
 		}
 		return cli_usage(&o, cmd, "unknown option");
 	}
@@ -533,38 +530,44 @@ static void plan_print(const struct partctl_plan *p, const char *fs, const char 
 	}
 }
 
-static const char *plan_usage =
-	"\nUsage:\n inplace part plan [options] DISK --need SIZE\n\n"
-	"Show the steps that would make a new partition of SIZE on DISK: use free\n"
-	"space, else shrink the filesystem with the most room (keeping 5% and\n"
-	"64 MiB above its minimum) and move the partitions after it, else shrink\n"
-	"several and pack the partitions between them.  Warns when a move's\n"
-	"journal would have no place.  Writes nothing.\n\nOptions:\n"
-	"     --need SIZE    size of the new partition (512MiB, 8G, bytes, or sectors\n"
-	"                    with 's')\n"
-	"     --journal FILE where moves would keep their journal (on another disk)\n"
-	"     --clean-caches first delete the system caches (package caches, the\n"
-	"                    systemd journal above 64 MiB, /var/tmp, core dumps) of\n"
-	"                    a system root of DISK mounted read-write here\n"
-	"     --dry-run      with --clean-caches: only count them\n"
-	"     --json         one JSON document on stdout\n"
-	" -h, --help         display this help\n";
+const struct cli_help cli_help_part_plan = {
+	.synopsis = "[options] DISK --need SIZE",
+	.description =
+		"Show the steps that would make a new partition of SIZE on DISK: use free\n"
+		"space, else shrink the filesystem with the most room (keeping 5% and\n"
+		"64 MiB above its minimum) and move the partitions after it, else shrink\n"
+		"several and pack the partitions between them.  Warns when a move's\n"
+		"journal would have no place.  Writes nothing.\n",
+	.opts = (const struct cli_opt[]){
+		{ "need", 0, "SIZE", OPT_NEED, "size of the new partition (512MiB, 8G, bytes, or sectors with 's')" },
+		{ "journal", 0, "FILE", OPT_JOURNAL, "where moves would keep their journal (on another disk)" },
+		{ "clean-caches", 0, NULL, OPT_CLEAN_CACHES,
+		  "first delete the system caches (package caches, the systemd journal above 64 MiB, "
+		  "/var/tmp, core dumps) of a system root of DISK mounted read-write here" },
+		CLI_OPT_DRY_RUN("with --clean-caches: only count them"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
 
-static const char *storage_usage =
-	"\nUsage:\n inplace part make-storage [options] DISK --need SIZE\n\n"
-	"Carry out 'inplace part plan': shrink and move partitions as needed, then\n"
-	"create and format an ext4 storage partition of SIZE.  Everything the plan\n"
-	"needs is checked before the first write.\n\nOptions:\n"
-	"     --need SIZE    size of the storage partition\n"
-	"     --label L      its filesystem label (default " DEFAULT_STORE_LABEL ")\n"
-	"     --journal FILE keep the move journal in FILE (on another disk) when the\n"
-	"                    gap below 1 MiB has no room for it\n"
-	"     --clean-caches first delete the system caches of a system root of DISK\n"
-	"                    mounted read-write here (see 'part plan --help')\n"
-	"     --dry-run      print the plan; write nothing\n"
-	"     --json         one JSON document on stdout\n"
-	" -q, --quiet        no progress\n"
-	" -h, --help         display this help\n";
+const struct cli_help cli_help_part_make_storage = {
+	.synopsis = "[options] DISK --need SIZE",
+	.description =
+		"Carry out 'inplace part plan': shrink and move partitions as needed, then\n"
+		"create and format an ext4 storage partition of SIZE.  Everything the plan\n"
+		"needs is checked before the first write.\n",
+	.opts = (const struct cli_opt[]){
+		{ "need", 0, "SIZE", OPT_NEED, "size of the storage partition" },
+		{ "label", 0, "L", OPT_LABEL, "its filesystem label (default " DEFAULT_STORE_LABEL ")" },
+		{ "journal", 0, "FILE", OPT_JOURNAL, "keep the move journal in FILE (on another disk) when the "
+						     "gap below 1 MiB has no room for it" },
+		{ "clean-caches", 0, NULL, OPT_CLEAN_CACHES, "first delete the system caches of a system root of DISK "
+							     "mounted read-write here (see 'part plan --help')" },
+		CLI_OPT_DRY_RUN("print the plan; write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
 
 static void caches_print(const struct partctl_caches *c)
 {
@@ -628,14 +631,6 @@ static int storage_json(const char *cmd, const char *disk, bool execute, const c
 
 static int plan_verb(int argc, char **argv, bool execute)
 {
-	static const struct option longopts[] = {
-		{ "need", required_argument, NULL, OPT_NEED },
-		{ "label", required_argument, NULL, OPT_LABEL },
-		{ "journal", required_argument, NULL, OPT_JOURNAL },
-		{ "clean-caches", no_argument, NULL, OPT_CLEAN_CACHES },
-		CLI_COMMON_LONGOPTS,
-		{ NULL, 0, NULL, 0 },
-	};
 	const char *cmd = execute ? "part make-storage" : "part plan";
 	struct partctl_caches caches = { 0 };
 	bool clean = false;
@@ -648,7 +643,7 @@ static int plan_verb(int argc, char **argv, bool execute)
 	uint64_t need;
 	int c, r;
 
-	while ((c = getopt_long(argc, argv, "hq", longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, execute ? &cli_help_part_make_storage : &cli_help_part_plan)) != -1) {
 		if (cli_common_opt(&o, c))
 			continue;
 		switch (c) {
@@ -661,8 +656,7 @@ static int plan_verb(int argc, char **argv, bool execute)
 			label = optarg;
 			break;
 		case 'h':
-			fputs(execute ? storage_usage : plan_usage, stdout);
-			return IP_EXIT_OK;
+			return cli_help_print(cmd, execute ? &cli_help_part_make_storage : &cli_help_part_plan);
 		default:
 			return cli_usage(&o, cmd, "unknown option");
 		}

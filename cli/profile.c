@@ -16,18 +16,6 @@ enum {
 	OPT_NO_MACHINE,
 };
 
-static const struct option profile_longopts[] = {
-	CLI_COMMON_LONGOPTS,
-	{ "root", required_argument, NULL, OPT_ROOT },
-	{ "store", required_argument, NULL, OPT_STORE },
-	{ "spec", required_argument, NULL, OPT_SPEC },
-	{ "users", required_argument, NULL, OPT_USERS },
-	{ "trusted-store", no_argument, NULL, OPT_TRUST_SETID },
-	{ "trust-setid", no_argument, NULL, OPT_TRUST_SETID },  /* older name */
-	{ "no-machine", no_argument, NULL, OPT_NO_MACHINE },
-	{ NULL, 0, NULL, 0 },
-};
-
 struct pargs {
 	struct cli_opts o;
 	const char *root, *store, *spec, *users;
@@ -41,15 +29,16 @@ struct pargs {
 #define A_USERS (1u << 3)
 #define A_TRUST (1u << 4)
 
-static int parse(int argc, char **argv, const char *command, unsigned allowed, const char *usage, struct pargs *a)
+static int parse(int argc, char **argv, const char *command, unsigned allowed, const struct cli_help *help,
+		 struct pargs *a)
 {
 	int c;
 
 	memset(a, 0, sizeof(*a));
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "qh", profile_longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, help)) != -1) {
 		if (c == 'h') {
-			fputs(usage, stdout);
+			cli_help_print(command, help);
 			return -1;
 		}
 		if (cli_common_opt(&a->o, c))
@@ -247,20 +236,26 @@ static int load_spec(const struct pargs *a, const char *command, migrate_spec **
 	return 0;
 }
 
+static const struct cli_help estimate_help = {
+	.synopsis = "--root DIR [--spec FILE] [--json]",
+	.description =
+		"Count the files and bytes of every profile the spec selects, and the size\n"
+		"of the store they need (what 'part plan --need' takes).\n",
+	.opts = (const struct cli_opt[]){
+		{ "root", 0, "DIR", OPT_ROOT, "the root of the installed system" },
+		{ "spec", 0, "FILE", OPT_SPEC, "profile spec (INI); default: every user with a home and UID >= 1000" },
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_estimate(int argc, char **argv)
 {
-	static const char usage[] =
-		"\nUsage:\n inplace profile estimate --root DIR [--spec FILE] [--json]\n\n"
-		"Count the files and bytes of every profile the spec selects, and the size\n"
-		"of the store they need (what 'part plan --need' takes).\n\n"
-		"Options:\n --root DIR     the root of the installed system\n"
-		" --spec FILE    profile spec (INI); default: every user with a home and UID >= 1000\n"
-		" --json         one JSON document on stdout\n -h, --help     display this help\n";
 	struct pargs a;
 	migrate_spec *s = NULL;
 	json_object *doc = NULL;
 	ip_error e = { 0 };
-	int r = parse(argc, argv, "profile estimate", A_ROOT | A_SPEC, usage, &a);
+	int r = parse(argc, argv, "profile estimate", A_ROOT | A_SPEC, &estimate_help, &a);
 
 	if (r)
 		return r < 0 ? 0 : r;
@@ -271,23 +266,30 @@ static int cmd_estimate(int argc, char **argv)
 	return finish(&a, "profile estimate", r, &e, doc, human_estimate);
 }
 
-static int cmd_save(int argc, char **argv)
-{
-	static const char usage[] =
-		"\nUsage:\n inplace profile save --root DIR --store DIR [--spec FILE] [--json]\n\n"
+static const struct cli_help save_help = {
+	.synopsis = "--root DIR --store DIR [--spec FILE] [--json]",
+	.description =
 		"Save user profiles and machine state of the system at DIR into a store:\n"
 		"one zstd-compressed pax archive per user, manifest.json, accounts.json,\n"
 		"machine.json, and a COMPLETE marker written last.  Never writes under --root.\n"
-		"An interrupted save (no COMPLETE) is started again from scratch.\n\n"
-		"Options:\n --root DIR     the root of the installed OS (may be read-only)\n"
-		" --store DIR    the store directory (created 0700)\n"
-		" --spec FILE    profile spec (INI)\n --dry-run      only estimate, write nothing\n"
-		" --json         one JSON document on stdout\n -h, --help     display this help\n";
+		"An interrupted save (no COMPLETE) is started again from scratch.\n",
+	.opts = (const struct cli_opt[]){
+		{ "root", 0, "DIR", OPT_ROOT, "the root of the installed OS (may be read-only)" },
+		{ "store", 0, "DIR", OPT_STORE, "the store directory (created 0700)" },
+		{ "spec", 0, "FILE", OPT_SPEC, "profile spec (INI)" },
+		CLI_OPT_DRY_RUN("only estimate, write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
+
+static int cmd_save(int argc, char **argv)
+{
 	struct pargs a;
 	migrate_spec *s = NULL;
 	json_object *doc = NULL;
 	ip_error e = { 0 };
-	int r = parse(argc, argv, "profile save", A_ROOT | A_STORE | A_SPEC, usage, &a);
+	int r = parse(argc, argv, "profile save", A_ROOT | A_STORE | A_SPEC, &save_help, &a);
 
 	if (r)
 		return r < 0 ? 0 : r;
@@ -305,18 +307,24 @@ static int cmd_save(int argc, char **argv)
 	return finish(&a, "profile save", r, &e, doc, human_save);
 }
 
+static const struct cli_help verify_help = {
+	.synopsis = "--store DIR [--json]",
+	.description =
+		"Check every archive of a store against its manifest: entry set, sizes,\n"
+		"owners, modes and content hashes.\n",
+	.opts = (const struct cli_opt[]){
+		{ "store", 0, "DIR", OPT_STORE, "the store directory" },
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_verify(int argc, char **argv)
 {
-	static const char usage[] =
-		"\nUsage:\n inplace profile verify --store DIR [--json]\n\n"
-		"Check every archive of a store against its manifest: entry set, sizes,\n"
-		"owners, modes and content hashes.\n\n"
-		"Options:\n --store DIR    the store directory\n --json         one JSON document on stdout\n"
-		" -h, --help     display this help\n";
 	struct pargs a;
 	json_object *doc = NULL;
 	ip_error e = { 0 };
-	int r = parse(argc, argv, "profile verify", A_STORE, usage, &a);
+	int r = parse(argc, argv, "profile verify", A_STORE, &verify_help, &a);
 
 	if (r)
 		return r < 0 ? 0 : r;
@@ -324,17 +332,22 @@ static int cmd_verify(int argc, char **argv)
 	return finish(&a, "profile verify", r, &e, doc, human_verify);
 }
 
+static const struct cli_help list_help = {
+	.synopsis = "--store DIR [--json]",
+	.description = "Show the users and machine state a store holds (never a hash or a key).\n",
+	.opts = (const struct cli_opt[]){
+		{ "store", 0, "DIR", OPT_STORE, "the store directory" },
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
+
 static int cmd_list(int argc, char **argv)
 {
-	static const char usage[] =
-		"\nUsage:\n inplace profile list --store DIR [--json]\n\n"
-		"Show the users and machine state a store holds (never a hash or a key).\n\n"
-		"Options:\n --store DIR    the store directory\n --json         one JSON document on stdout\n"
-		" -h, --help     display this help\n";
 	struct pargs a;
 	json_object *doc = NULL;
 	ip_error e = { 0 };
-	int r = parse(argc, argv, "profile list", A_STORE, usage, &a);
+	int r = parse(argc, argv, "profile list", A_STORE, &list_help, &a);
 
 	if (r)
 		return r < 0 ? 0 : r;
@@ -342,26 +355,34 @@ static int cmd_list(int argc, char **argv)
 	return finish(&a, "profile list", r, &e, doc, human_list);
 }
 
-static int cmd_restore(int argc, char **argv)
-{
-	static const char usage[] =
-		"\nUsage:\n inplace profile restore --store DIR --root DIR [--users a,b] [options]\n\n"
+static const struct cli_help restore_help = {
+	.synopsis = "--store DIR --root DIR [--users a,b] [options]",
+	.description =
 		"Restore a complete store into the root of a new OS: create missing groups\n"
 		"and users by name (with their password hashes, remapping taken UIDs/GIDs),\n"
 		"restore homes, crontabs, mail spools and machine state.  Running it again\n"
-		"changes nothing.\n\n"
-		"Options:\n --store DIR      the store directory (must hold COMPLETE)\n"
-		" --root DIR       the root of the new OS\n --users a,b      only these users\n"
-		" --trusted-store  keep setuid/setgid bits, file capabilities and trusted.*/security.*\n"
-		"                  xattrs, and restore the spec's [system] paths (only for a store\n"
-		"                  nobody else could have altered)\n"
-		" --no-machine     do not apply the machine state\n"
-		" --dry-run        say what would change, write nothing\n"
-		" --json           one JSON document on stdout\n -h, --help       display this help\n";
+		"changes nothing.\n",
+	.opts = (const struct cli_opt[]){
+		{ "store", 0, "DIR", OPT_STORE, "the store directory (must hold COMPLETE)" },
+		{ "root", 0, "DIR", OPT_ROOT, "the root of the new OS" },
+		{ "users", 0, "a,b", OPT_USERS, "only these users" },
+		{ "trusted-store", 0, NULL, OPT_TRUST_SETID,
+		  "keep setuid/setgid bits, file capabilities and trusted.*/security.* xattrs, and restore "
+		  "the spec's [system] paths (only for a store nobody else could have altered)" },
+		{ "trust-setid", 0, NULL, OPT_TRUST_SETID, "the older name of --trusted-store" },
+		{ "no-machine", 0, NULL, OPT_NO_MACHINE, "do not apply the machine state" },
+		CLI_OPT_DRY_RUN("say what would change, write nothing"),
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+};
+
+static int cmd_restore(int argc, char **argv)
+{
 	struct pargs a;
 	json_object *doc = NULL;
 	ip_error e = { 0 };
-	int r = parse(argc, argv, "profile restore", A_STORE | A_ROOT | A_USERS | A_TRUST, usage, &a);
+	int r = parse(argc, argv, "profile restore", A_STORE | A_ROOT | A_USERS | A_TRUST, &restore_help, &a);
 
 	if (r)
 		return r < 0 ? 0 : r;
@@ -372,16 +393,16 @@ static int cmd_restore(int argc, char **argv)
 	return finish(&a, "profile restore", r, &e, doc, human_restore);
 }
 
-static const struct cli_verb profile_verbs[] = {
-	{ "estimate", cmd_estimate, "count what a save would store, and the store size it needs" },
-	{ "save",     cmd_save,     "save user profiles and machine state into a store" },
-	{ "verify",   cmd_verify,   "check every archive of a store against its manifest" },
-	{ "list",     cmd_list,     "show what a store holds" },
-	{ "restore",  cmd_restore,  "restore users, homes and machine state into a new root" },
-	{ NULL, NULL, NULL },
+const struct cli_verb cli_profile_verbs[] = {
+	{ "estimate", cmd_estimate, "count what a save would store, and the store size it needs", &estimate_help, NULL },
+	{ "save",     cmd_save,     "save user profiles and machine state into a store", &save_help, NULL },
+	{ "verify",   cmd_verify,   "check every archive of a store against its manifest", &verify_help, NULL },
+	{ "list",     cmd_list,     "show what a store holds", &list_help, NULL },
+	{ "restore",  cmd_restore,  "restore users, homes and machine state into a new root", &restore_help, NULL },
+	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 int cmd_profile(int argc, char **argv)
 {
-	return cli_dispatch("profile", profile_verbs, argc, argv);
+	return cli_dispatch("profile", cli_profile_verbs, argc, argv);
 }

@@ -21,46 +21,46 @@ enum {
 	OPT_NO_RECORDS,
 };
 
-static const struct option build_longopts[] = {
-	CLI_COMMON_LONGOPTS,
-	{ "output", required_argument, NULL, 'o' },
-	{ "kernel", required_argument, NULL, OPT_KERNEL },
-	{ "modules", required_argument, NULL, OPT_MODULES },
-	{ "job", required_argument, NULL, OPT_JOB },
-	{ "disk", required_argument, NULL, OPT_DISK },
-	{ "state-dir", required_argument, NULL, OPT_STATE_DIR },
-	{ "add-module", required_argument, NULL, OPT_ADD_MODULE },
-	{ "disk-wait", required_argument, NULL, OPT_DISK_WAIT },
-	{ "no-records", no_argument, NULL, OPT_NO_RECORDS },
-	{ NULL, 0, NULL, 0 },
+static const struct cli_help build_help = {
+	.synopsis = "-o FILE [options]",
+	.description =
+		"Write the staging initramfs for the run waiting in the state directory\n"
+		"(after 'inplace run'): the bundle as /init, the job and its state, the\n"
+		"job's image, and the kernel modules of the disk's controller and of the\n"
+		"filesystems, loaded by init in dependency order.  Boot it with the same\n"
+		"kernel; it finds the disk by its partition table id, resumes the run and\n"
+		"reboots.  Also makes the records area on the old root that holds the\n"
+		"state durably until the store exists.\n",
+	.opts = (const struct cli_opt[]){
+		{ "output", 'o', "FILE", 'o', "the initramfs (cpio newc, zstd)" },
+		{ "kernel", 0, "VMLINUZ", OPT_KERNEL, "the kernel it is for (default: the running one's "
+						      "/boot/vmlinuz-$(uname -r)); its version names its modules" },
+		{ "modules", 0, "DIR", OPT_MODULES, "that kernel's modules (default: /lib/modules/VERSION of "
+						    "the tree the kernel comes from)" },
+		{ "job", 0, "JOB.ini", OPT_JOB, "the state must be this job's run" },
+		{ "disk", 0, "DISK", OPT_DISK, "the run's disk (default: the one the state names)" },
+		{ "state-dir", 0, "DIR", OPT_STATE_DIR, "the state directory (default: $INPLACE_STATE_DIR or "
+							"/var/lib/inplace)" },
+		{ "add-module", 0, "NAME", OPT_ADD_MODULE, "one more module or alias to load (repeatable)" },
+		{ "disk-wait", 0, "SEC", OPT_DISK_WAIT, "how long init waits for the disk (default 60)" },
+		{ "no-records", 0, NULL, OPT_NO_RECORDS, "no records area: the state lives in RAM until the "
+							 "store exists (a power cut then loses it)" },
+		CLI_OPT_JSON_DOC,
+		CLI_OPTS_TAIL,
+	},
+	.more = "Exit status: 0 ok, 1 failed, 2 bad input (no waiting run, no kernel).\n",
 };
 
-static const char *build_usage =
-	"\nUsage:\n inplace stage build -o FILE [options]\n\n"
-	"Write the staging initramfs for the run waiting in the state directory\n"
-	"(after 'inplace run'): the bundle as /init, the job and its state, the\n"
-	"job's image, and the kernel modules of the disk's controller and of the\n"
-	"filesystems, loaded by init in dependency order.  Boot it with the same\n"
-	"kernel; it finds the disk by its partition table id, resumes the run and\n"
-	"reboots.  Also makes the records area on the old root that holds the\n"
-	"state durably until the store exists.\n\n"
-	"Options:\n"
-	" -o, --output FILE      the initramfs (cpio newc, zstd)\n"
-	"     --kernel VMLINUZ   the kernel it is for (default: the running one's\n"
-	"                        /boot/vmlinuz-$(uname -r)); its version names its modules\n"
-	"     --modules DIR      that kernel's modules (default: /lib/modules/VERSION of\n"
-	"                        the tree the kernel comes from)\n"
-	"     --job JOB.ini      the state must be this job's run\n"
-	"     --disk DISK        the run's disk (default: the one the state names)\n"
-	"     --state-dir DIR    the state directory (default: $INPLACE_STATE_DIR or\n"
-	"                        /var/lib/inplace)\n"
-	"     --add-module NAME  one more module or alias to load (repeatable)\n"
-	"     --disk-wait SEC    how long init waits for the disk (default 60)\n"
-	"     --no-records       no records area: the state lives in RAM until the\n"
-	"                        store exists (a power cut then loses it)\n"
-	"     --json             one JSON document on stdout\n"
-	" -h, --help             this text\n\n"
-	"Exit status: 0 ok, 1 failed, 2 bad input (no waiting run, no kernel).\n";
+static const struct cli_help init_help = {
+	.synopsis = "",
+	.description =
+		"PID 1 of the staging initramfs: its /init runs this; it resumes the run\n"
+		"and reboots, whatever happened.  Refused anywhere else.\n",
+	.opts = (const struct cli_opt[]){
+		CLI_OPT_HELP,
+		CLI_OPT_END,
+	},
+};
 
 static json_object *build_json(const char *out, const struct bs_stage_result *r)
 {
@@ -89,9 +89,9 @@ static int cmd_stage_build(int argc, char **argv)
 	int c, r;
 
 	optind = 0;
-	while ((c = getopt_long(argc, argv, "o:qh", build_longopts, NULL)) != -1) {
+	while ((c = cli_getopt(argc, argv, &build_help)) != -1) {
 		if (c == 'h') {
-			fputs(build_usage, stdout);
+			cli_help_print("stage build", &build_help);
 			return IP_EXIT_OK;
 		}
 		if (cli_common_opt(&o, c)) {
@@ -156,7 +156,8 @@ static int cmd_stage_init(int argc, char **argv)
 {
 	ip_error e = { 0 };
 
-	(void)argv;
+	if (argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")))
+		return cli_help_print("stage init", &init_help);
 	if (getpid() != 1 || argc > 1) {
 		fputs("inplace stage init: only the staging initramfs's /init runs this (as PID 1)\n", stderr);
 		return IP_EXIT_BADINPUT;
@@ -170,13 +171,13 @@ static int cmd_stage_init(int argc, char **argv)
 		pause();
 }
 
-static const struct cli_verb stage_verbs[] = {
-	{ "build", cmd_stage_build, "write the staging initramfs (bundle, state, modules, init)" },
-	{ "init", cmd_stage_init, "PID 1 of the staging initramfs (not for hand use)" },
-	{ NULL, NULL, NULL },
+const struct cli_verb cli_stage_verbs[] = {
+	{ "build", cmd_stage_build, "write the staging initramfs (bundle, state, modules, init)", &build_help, NULL },
+	{ "init", cmd_stage_init, "PID 1 of the staging initramfs (not for hand use)", &init_help, NULL },
+	{ NULL, NULL, NULL, NULL, NULL },
 };
 
 int cmd_stage(int argc, char **argv)
 {
-	return cli_dispatch("stage", stage_verbs, argc, argv);
+	return cli_dispatch("stage", cli_stage_verbs, argc, argv);
 }

@@ -293,6 +293,39 @@ static void test_phase_names(void **state)
 	assert_string_equal(bootstage_machine_item_name(BOOTSTAGE_MACHINE_SSH_HOST_KEYS), "ssh-host-keys");
 }
 
+/* The key table the manual page inplace-job(5) is made from: every key it
+ * lists is one the parser knows, each with what it takes. */
+static void test_key_table(void **state)
+{
+	struct bootstage_job_keyinfo k;
+	size_t n = bootstage_job_key(0, NULL);
+	bool saw_failure = false;
+
+	(void)state;
+	assert_true(n >= 28);
+	for (size_t i = 0; i < n; i++) {
+		char text[256];
+		bootstage_job *j = NULL;
+		ip_error e = { 0 };
+
+		assert_int_equal(bootstage_job_key(i, &k), n);
+		assert_true(k.section[0] && k.key[0] && k.values[0]);
+		if (!strcmp(k.key, "on_failure")) {
+			assert_string_equal(k.values, "stop|rollback");
+			saw_failure = true;
+		}
+		/* the parser may refuse the value or a missing companion key,
+		 * never the key itself */
+		snprintf(text, sizeof(text), "[job]\nimage = /x.img\n[%s]\n%s = x\n", k.section, k.key);
+		if (!strcmp(k.section, "job") && !strcmp(k.key, "image"))
+			snprintf(text, sizeof(text), "[job]\nimage = /x.img\n");
+		if (bootstage_job_parse(text, "job.ini", &j, &e) < 0)
+			assert_null(strstr(e.msg, "unknown key"));
+		bootstage_job_free(j);
+	}
+	assert_true(saw_failure);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -304,6 +337,7 @@ int main(void)
 		cmocka_unit_test(test_conflicts),
 		cmocka_unit_test(test_hash),
 		cmocka_unit_test(test_phase_names),
+		cmocka_unit_test(test_key_table),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
