@@ -191,7 +191,7 @@ $(BUILD)/pkgconfig/%.pc: mk/%.pc.in common/common.h Makefile
 .PHONY: install uninstall deb FORCE
 FORCE:
 $(PCS): FORCE
-install: $(BUILD)/inplace $(LIBS) $(PCS)
+install: $(BUILD)/inplace $(LIBS) $(PCS) $(MAN)
 	$(INSTALL) -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(PKGCONFIGDIR) \
 	  $(DESTDIR)$(SYSTEMDUNITDIR)
 	$(INSTALL) -m 0755 $(BUILD)/inplace $(DESTDIR)$(SBINDIR)/inplace
@@ -200,14 +200,10 @@ install: $(BUILD)/inplace $(LIBS) $(PCS)
 	  $(INSTALL) -m 0644 $(BUILD)/lib$(m).a $(DESTDIR)$(LIBDIR)/libinplace-$(m).a && \
 	  $(INSTALL) -m 0644 $(BUILD)/pkgconfig/inplace-$(m).pc $(DESTDIR)$(PKGCONFIGDIR)/ &&) true
 	$(if $(UNITS),$(INSTALL) -m 0644 $(UNITS) $(DESTDIR)$(SYSTEMDUNITDIR)/)
-	@# man pages and completion come from h-man's `man` target and file
-	$(Q)if $(MAKE) --no-print-directory -q man >/dev/null 2>&1 || [ $$? -eq 1 ]; then \
-	  $(MAKE) --no-print-directory man; fi
-	$(Q)for f in $(BUILD)/man/*.[58]; do [ -f "$$f" ] || continue; \
-	  s=$${f##*.}; $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$s && \
+	$(Q)for f in $(MAN); do s=$${f##*.}; $(INSTALL) -d $(DESTDIR)$(MANDIR)/man$$s && \
 	  $(INSTALL) -m 0644 "$$f" $(DESTDIR)$(MANDIR)/man$$s/ || exit 1; done
-	$(Q)if [ -f contrib/bash-completion/inplace ]; then $(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR) && \
-	  $(INSTALL) -m 0644 contrib/bash-completion/inplace $(DESTDIR)$(BASHCOMPDIR)/inplace; fi
+	$(INSTALL) -d $(DESTDIR)$(BASHCOMPDIR)
+	$(INSTALL) -m 0644 contrib/bash-completion/inplace $(DESTDIR)$(BASHCOMPDIR)/inplace
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/inplace $(DESTDIR)$(BASHCOMPDIR)/inplace \
