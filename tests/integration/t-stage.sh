@@ -64,8 +64,21 @@ check "no disk: the run's disk and state untouched" \
 # ---- the initramfs ---------------------------------------------------------
 ok "stage build" sh -c "'$INPLACE' stage build -o stage.cpio --kernel '$K' --json > build.json" || exit 1
 mkdir x && (cd x && zstd -dc ../stage.cpio | cpio -id --quiet 2>/dev/null)
-check "the cpio holds /init, the bundle, the state, the image" \
-	test -L x/init -a -x x/bundle/libexec/inplace -a -f x/state/state.json -a -f "x$T/newos.img"
+check "the cpio holds /init, the bundle, the state" \
+	test -L x/init -a -x x/bundle/libexec/inplace -a -f x/state/state.json
+# the image waits on the old root, not in RAM: no file of the cpio is it
+# (before: the image travelled at its own path inside the initramfs)
+img_sum=$(sha256sum < newos.img | cut -c1-64)
+check "the image does not travel in the initramfs" \
+	sh -c "test ! -e 'x$T/newos.img' && ! find x -type f -exec sha256sum {} + | grep -q '^$img_sum '"
+check "stage.json says where the image waits" test "$(jq -r .image.path x/stage.json)" = /var/lib/inplace/staged-image/os.img
+read -r s z < <(fx_part_range "$D" 1)
+l=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$l"
+check "the old root holds the image, whole, with its manifest" sh -c "
+	debugfs -R 'dump /var/lib/inplace/staged-image/os.img $T/root-copy.img' '$l' 2>/dev/null &&
+	cmp -s '$T/root-copy.img' newos.img &&
+	debugfs -R 'cat /var/lib/inplace/staged-image/image.json' '$l' 2>/dev/null | jq -e '.source == \"$T/newos.img\"' >/dev/null"
+losetup -d "$l"; rm -f root-copy.img
 # every module's dependencies (modules.dep) come before it in stage.json,
 # and every module listed is in the cpio
 order_ok() {
@@ -142,6 +155,12 @@ mkdir -p m
 LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
 	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
 check "the new OS is deployed (its own user dave)" grep -q '^dave:x:1001:' m/etc/passwd
+umount m
+read -r s z < <(fx_part_range "$D" 2)
+LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
+	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+check "staging took the image from the old root into the store" \
+	sh -c "jq -e '.steps[] | select(.step == \"stage-image\") | .result.from == \"the old root\"' m/inplace/state/state.json >/dev/null && cmp -s m/inplace/image/os.img newos.img"
 umount m
 check "status.log tells the staging phases" \
 	sh -c "'$INPLACE' status --disk '$D' --json --events 200 | jq -r '.events[].phase' | uniq | tr '\n' ' ' | grep -q 'prepare deploy restore'"
