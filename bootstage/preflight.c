@@ -311,10 +311,16 @@ static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
 static int room_for_image(const bootstage_job *j, const struct partctl_plan_disk *d,
 			  const struct bootstage_preflight_result *res, ip_error *e)
 {
-	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ];
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], node[64];
 	struct partctl_plan both;
 	ip_error why = { 0 };
+	struct stat img, part;
 
+	/* an image on the old root already is linked there, not copied */
+	if (!imager_is_url(j->image) && stat(j->image, &img) == 0 &&
+	    ip_partition_node(j->disk, j->system_partition, node, sizeof(node)) == 0 && stat(node, &part) == 0 &&
+	    S_ISBLK(part.st_mode) && img.st_dev == part.st_rdev)
+		return 0;
 	if (partctl_plan_compute(d, res->store_bytes + res->image_bytes, &both, &why) == 0)
 		return 0;
 	return ip_bad(e, -ENOSPC, "the old root of %s must hold the image (%s) until the staging boot copies it "

@@ -465,6 +465,16 @@ static bool root_image_current(const char *dir, const char *image, bool url, uin
 	       json_object_object_get_ex(doc, "source_mtime", &v) && json_object_get_int64(v) == (int64_t)src.st_mtime;
 }
 
+/* src at dst: a hard link when both are on the old root (the running
+ * root holds the image already: no second copy, no time spent), else a
+ * durable copy. */
+static int root_image_link(const char *src, const char *dst, ip_error *e)
+{
+	if (link(src, dst) == 0)
+		return ip_fsync_parent(dst, e);
+	return bs_copy_durable(src, dst, e);
+}
+
 static int root_image_fill(const char *dir, const char *image, const char *const *mirrors, const char *key,
 			   struct bs_root_image *out, ip_error *e)
 {
@@ -472,7 +482,7 @@ static int root_image_fill(const char *dir, const char *image, const char *const
 	_cleanup_json_ json_object *doc = json_object_new_object();
 	bool url = imager_is_url(image);
 	struct statvfs vfs;
-	struct stat st = { 0 };
+	struct stat st = { 0 }, dst;
 	const char *t;
 	int r;
 
@@ -496,16 +506,17 @@ static int root_image_fill(const char *dir, const char *image, const char *const
 	} else {
 		if (stat(image, &st) < 0)
 			return ip_bad(e, -errno, "image %s: %s: fix image in the job", image, strerror(errno));
-		if (statvfs(dir, &vfs) == 0 && (uint64_t)vfs.f_bavail * vfs.f_frsize < (uint64_t)st.st_size + (16 << 20))
+		/* room for a copy (a link, on the same filesystem, takes none) */
+		if (stat(dir, &dst) == 0 && dst.st_dev != st.st_dev && statvfs(dir, &vfs) == 0 &&
+		    (uint64_t)vfs.f_bavail * vfs.f_frsize < (uint64_t)st.st_size + (16 << 20))
 			return ip_bad(e, -ENOSPC, "the old root has %s free, the image needs %s there until the staging "
 				      "boot copies it into the store: free space on the old root",
 				      ip_format_size((uint64_t)vfs.f_bavail * vfs.f_frsize, have, sizeof(have)),
 				      ip_format_size((uint64_t)st.st_size, need, sizeof(need)));
-		r = bs_copy_durable(image, img, e);
-		if (r == 0 && key) {
-			snprintf(path, sizeof(path), "%s.minisig", image);
-			r = bs_copy_durable(path, sig, e);
-		}
+		snprintf(path, sizeof(path), "%s.minisig", image);
+		r = root_image_link(image, img, e);
+		if (r == 0 && key)
+			r = root_image_link(path, sig, e);
 	}
 	if (r < 0)
 		return r;
