@@ -1,8 +1,8 @@
 #!/bin/bash
 # t-stage-image — the image reaches staging on disk, not in RAM: `stage
-# build` puts the job's image (600 MiB that does not compress) on the old
+# build` puts the job's image (320 MiB that does not compress) on the old
 # root, verified, and the initramfs holds only the bundle, the state and
-# the modules; QEMU with 512 MiB of RAM (where the image could never be
+# the modules; QEMU with 256 MiB of RAM (where the image could never be
 # unpacked from an initramfs) boots staging, which copies the image from
 # the old root into the store and deploys it.  The first staging boot is
 # cut (QEMU -9) while stage-image copies, the second while deploy writes;
@@ -19,14 +19,14 @@ K=$(ls "$tree"/boot/vmlinuz-* 2>/dev/null | head -n1)
 [ -n "$K" ] || { fail "fixture" "no kernel in $tree/boot"; exit 1; }
 
 bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
-head -c 600M /dev/urandom > new/opt-blob
+head -c 320M /dev/urandom > new/opt-blob
 blob_sum=$(sha256sum < new/opt-blob | cut -c1-64)
-"$INPLACE" image build -q --from-dir new --fs ext4 --size 720MiB -o newos.img >/dev/null ||
+"$INPLACE" image build -q --from-dir new --fs ext4 --size 400MiB -o newos.img >/dev/null ||
 	{ fail "fixture" "image build"; exit 1; }
 rm -f new/opt-blob
 img_bytes=$(stat -c %s newos.img)
 D=$T/disk.img
-fx_disk "$D" 2G $'label: dos\ntype=83'
+fx_disk "$D" 1536M $'label: dos\ntype=83'
 fx_mkfs "$D" 1 ext4 old system
 fx_job job.ini "$T/newos.img" "$D"
 ok "run stops where the staging boot comes" "$INPLACE" run job.ini || exit 1
@@ -39,10 +39,10 @@ check "no file of the initramfs is larger than 64 MiB" \
 	sh -c "zstd -dc stage.cpio | cpio -itv --quiet 2>/dev/null | awk '\$5 > 64 * 1048576 { bad = 1 } END { exit bad }'"
 check "build says the image waits on the old root" test "$(jq -r .image.bytes build.json)" = "$img_bytes"
 
-# boot LOG [bg]: the staging kernel and initramfs with 512 MiB, the disk as
+# boot LOG [bg]: the staging kernel and initramfs with 256 MiB, the disk as
 # a virtio drive, until our init reboots (-no-reboot: QEMU ends)
 boot() {
-	timeout 2400 qemu-system-x86_64 -accel tcg -m 512 -nographic -no-reboot -kernel "$K" -initrd stage.cpio \
+	timeout 2400 qemu-system-x86_64 -accel tcg -m 256 -nographic -no-reboot -kernel "$K" -initrd stage.cpio \
 		-append "console=ttyS0 panic=-1" -drive "file=$D,format=raw,if=virtio" \
 		-serial "file:$1" -monitor none -display none </dev/null >/dev/null 2>&1 &
 	QEMU_PID=$!
@@ -55,7 +55,12 @@ boot() {
 cut_after() {
 	local qemu
 	boot "$1" bg
-	qemu=$(ps -o pid= --ppid "$QEMU_PID" | tr -d ' ')
+	# QEMU itself, once timeout has started it
+	for _ in $(seq 1 100); do
+		qemu=$(ps -o pid= --ppid "$QEMU_PID" | tr -d ' ')
+		[ -n "$qemu" ] && break
+		sleep 0.1
+	done
 	for _ in $(seq 1 6000); do
 		if grep -q "$2" "$1" 2>/dev/null; then
 			sleep 2
@@ -90,16 +95,11 @@ check "staging boot ends by itself (reboot)" test $? = 0
 check "the state is in the store: phase restore" test "$(where)" = restore/
 ok "root fsck clean" fx_fsck "$D" 1
 ok "store fsck clean" fx_fsck "$D" 2
-mkdir -p m
-read -r s z < <(fx_part_range "$D" 1)
-LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
-	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
-check "the image is deployed: its 600 MiB file equal" test "$(sha256sum < m/opt-blob | cut -c1-64)" = "$blob_sum"
+mount_part_ro "$D" 1 m
+check "the image is deployed: its 320 MiB file equal" test "$(sha256sum < m/opt-blob | cut -c1-64)" = "$blob_sum"
 check "the new OS's own user is there" grep -q '^dave:x:1001:' m/etc/passwd
 umount m
-read -r s z < <(fx_part_range "$D" 2)
-LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
-	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+mount_part_ro "$D" 2 m
 check "stage-image took the copy on the old root" \
 	jq -e '.steps[] | select(.step == "stage-image") | .result.from == "the old root"' m/inplace/state/state.json
 umount m

@@ -120,7 +120,12 @@ cp --sparse=always "$D" before-cut.img
 cut=no
 for attempt in 1 2 3; do
 	boot "$K" stage.cpio cut.log "$D" bg
-	qemu=$(ps -o pid= --ppid "$QEMU_PID" | tr -d ' ')
+	# QEMU itself, once timeout has started it
+	for _ in $(seq 1 100); do
+		qemu=$(ps -o pid= --ppid "$QEMU_PID" | tr -d ' ')
+		[ -n "$qemu" ] && break
+		sleep 0.1
+	done
 	for _ in $(seq 1 3000); do
 		if records_ls | grep -q 'shrink_.*\.metaundo'; then
 			kill -9 "$qemu" 2>/dev/null && cut=yes
@@ -150,15 +155,10 @@ check "the state is in the store: phase restore" \
 	test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
 ok "root fsck clean" fx_fsck "$D" 1
 ok "store fsck clean" fx_fsck "$D" 2
-read -r s z < <(fx_part_range "$D" 1)
-mkdir -p m
-LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
-	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+mount_part_ro "$D" 1 m
 check "the new OS is deployed (its own user dave)" grep -q '^dave:x:1001:' m/etc/passwd
 umount m
-read -r s z < <(fx_part_range "$D" 2)
-LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
-	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+mount_part_ro "$D" 2 m
 check "staging took the image from the old root into the store" \
 	sh -c "jq -e '.steps[] | select(.step == \"stage-image\") | .result.from == \"the old root\"' m/inplace/state/state.json >/dev/null && cmp -s m/inplace/image/os.img newos.img"
 umount m
@@ -169,9 +169,7 @@ check "status.log tells the staging phases" \
 ok "resume plays the first boot" "$INPLACE" resume --disk "$D"
 check "the run is done" test "$("$INPLACE" status --json | jq -r .phase)" = done
 ok "fsck clean after the run" fx_fsck "$D" 1
-read -r s z < <(fx_part_range "$D" 1)
-LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
-	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+mount_part_ro "$D" 1 m
 check "every saved file equal" diff want.snap <(snap_home m)
 check "password hashes kept" \
 	test "$(grep '^alice:' m/etc/shadow | cut -d: -f2)" = "$(grep '^alice:' old/etc/shadow | cut -d: -f2)"
