@@ -250,9 +250,17 @@ static int image_from_root(const struct bs_params *p, const char *img, const cha
 	path_join(path, sizeof(path), dir, BS_ROOT_IMAGE_MANIFEST);
 	if (ip_read_file(path, 1 << 16, &text, &len, NULL) == 0 && (doc = json_tokener_parse(text)) &&
 	    json_object_object_get_ex(doc, "source", &v) && !strcmp(json_object_get_string(v), p->image)) {
+		struct stat st;
+
 		*found = true;
 		path_join(path, sizeof(path), dir, BS_ROOT_IMAGE_FILE);
 		r = bs_copy_durable(path, img, e);
+		/* whole, as the old OS verified it (an unsigned image has its
+		 * frame hashes, which deploy checks) */
+		if (r == 0 && json_object_object_get_ex(doc, "bytes", &v) &&
+		    (stat(img, &st) < 0 || st.st_size != json_object_get_int64(v)))
+			r = ip_fail(e, -EIO, "the image copied from the old root into the store is not whole (%s): "
+				    "resume again", img);
 		if (r == 0 && p->pubkey) {
 			path_join(path, sizeof(path), dir, BS_ROOT_IMAGE_FILE ".minisig");
 			r = bs_copy_durable(path, sig, e);
