@@ -488,9 +488,12 @@ static int root_image_fill(const char *dir, const char *image, const char *const
 
 	snprintf(img, sizeof(img), "%s/%s", dir, BS_ROOT_IMAGE_FILE);
 	snprintf(sig, sizeof(sig), "%s.minisig", img);
-	if (root_image_current(dir, image, url, &out->bytes)) {
+	/* a copy of this source kept, when its signature still holds (one
+	 * that does not is made again) */
+	if (root_image_current(dir, image, url, &out->bytes) && (!key || imager_verify_sig(img, sig, key, NULL) == 0)) {
 		out->kept = true;
-		goto verify;
+		out->signature = key != NULL;
+		return 0;
 	}
 	/* the manifest goes first: a copy cut short is never taken for one */
 	snprintf(path, sizeof(path), "%s/%s", dir, BS_ROOT_IMAGE_MANIFEST);
@@ -523,13 +526,10 @@ static int root_image_fill(const char *dir, const char *image, const char *const
 	if (stat(img, &st) < 0)
 		return ip_fail(e, -errno, "cannot read %s: %s", img, strerror(errno));
 	out->bytes = (uint64_t)st.st_size;
-verify:
 	/* as deploy would: the copy staging takes is the one signed */
 	if (key && (r = imager_verify_sig(img, sig, key, e)) < 0)
 		return r;
 	out->signature = key != NULL;
-	if (out->kept)
-		return 0;
 	json_object_object_add(doc, "source", json_object_new_string(image));
 	json_object_object_add(doc, "bytes", ip_json_u64(out->bytes));
 	json_object_object_add(doc, "signed", json_object_new_boolean(out->signature));
