@@ -105,9 +105,10 @@ void bs_stage_result_clear(struct bs_stage_result *r);
 
 /* Write the staging initramfs to out (cpio newc, zstd, written durably):
  * the bundle (bs_bundle_write), /init, the run's state and job (the state
- * must wait in phase prepare), the job's local files (image, signature,
- * key, CA), the disk's modules in load order and /stage.json saying what
- * init needs.  Makes the records area unless o->no_records. */
+ * must wait in phase prepare), the job's key and CA, the disk's modules
+ * in load order and /stage.json saying what init needs.  First puts the
+ * image on the old root (bs_root_image_put; res->image), then makes the
+ * records area unless o->no_records. */
 int bs_stage_build(const char *out, const struct bs_stage_opts *o, struct bs_stage_result *res, ip_error *e);
 
 /* The modules of the disk (its drivers up the sysfs parents; an image
