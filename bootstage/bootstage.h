@@ -305,6 +305,10 @@ struct bootstage_run_opts {
 	 * needed, and deploy may overwrite it */
 	void (*state_in_store)(const char *dir, void *arg);
 	void *state_in_store_arg;
+	/* staging: each event of the story as it is logged (the console
+	 * shows the steps as they come; NULL: none) */
+	void (*on_event)(const char *msg, void *arg);
+	void *on_event_arg;
 	/* run, [boot] method grub: the system whose /boot gets the one-shot
 	 * entry (NULL: "/"; tests: a mounted tree) */
 	const char *boot_root;

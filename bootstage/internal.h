@@ -25,6 +25,9 @@ bool bs_same_disk(const char *a, const char *b);
  * short timeouts, http(s) only, peer and host verified (against ca_cert
  * alone when given).  errbuf: CURL_ERROR_SIZE bytes. */
 CURL *bs_curl_new(const char *url, const char *ca_cert, char *errbuf);
+/* Copy src to dst through dst.part (one fixed name: a copy cut short is
+ * overwritten by the next), fsync, then common's durable rename (steps.c). */
+int bs_copy_durable(const char *src, const char *dst, ip_error *e);
 /* "2026-11-29T10:52:11Z" */
 void bs_now(char *buf, size_t len);
 

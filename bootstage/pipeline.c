@@ -177,6 +177,8 @@ static void event(struct pipe *pp, const char *step, enum bootstage_level lvl, c
 	if (pp->log)
 		bootstage_log_event(pp->log, bootstage_phase_name(bootstage_state_phase(pp->st)), step, lvl, -1,
 				    NULL, "%s", msg);
+	if (pp->o && pp->o->on_event)
+		pp->o->on_event(msg, pp->o->on_event_arg);
 }
 
 typedef int (*step_fn)(const struct bs_params *, struct bs_store *, bs_result *, ip_error *);
@@ -809,8 +811,8 @@ static int arm_boot(struct pipe *pp, const struct bootstage_run_opts *o, struct 
 	char initrd[4200], cmdline[1024];
 	int r;
 
-	/* written where GRUB reads it (it holds the bundle and, for now, the
-	 * image: no second copy of that) */
+	/* written where GRUB reads it (the bundle and modules: the image
+	 * waits on the old root, put there by bs_stage_build) */
 	snprintf(initrd, sizeof(initrd), "%s/boot/inplace", root);
 	r = ip_mkdir_p(initrd, 0700, e);
 	if (r < 0)
@@ -822,8 +824,9 @@ static int arm_boot(struct pipe *pp, const struct bootstage_run_opts *o, struct 
 		r = pp->job->boot == BOOTSTAGE_BOOT_GRUB ? bs_grub_oneshot(root, sr.kernel, initrd, cmdline, e)
 							 : bs_kexec_load(sr.kernel, initrd, cmdline, e);
 	if (r == 0) {
-		event(pp, NULL, BOOTSTAGE_INFO, "staging armed (%s): kernel %s, initramfs %s",
-		      pp->job->boot == BOOTSTAGE_BOOT_GRUB ? "GRUB one-shot entry" : "kexec", sr.kernel, initrd);
+		event(pp, NULL, BOOTSTAGE_INFO, "staging armed (%s): kernel %s, initramfs %s; the image verified on "
+		      "the old root at %s", pp->job->boot == BOOTSTAGE_BOOT_GRUB ? "GRUB one-shot entry" : "kexec",
+		      sr.kernel, initrd, sr.image.path);
 		res->hooked = true;
 	} else {
 		event(pp, NULL, BOOTSTAGE_ERROR, "cannot arm the staging boot: %s", e->msg);

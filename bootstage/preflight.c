@@ -304,6 +304,31 @@ static int estimate_store(const bootstage_job *j, uint64_t off, uint64_t size,
 	return 0;
 }
 
+/* With a reboot into staging, the old OS puts the image on the old root
+ * first (bs_root_image_put), and the shrink must keep it there until the
+ * store holds its copy: the room is there when a store of the image's
+ * size more could be made. */
+static int room_for_image(const bootstage_job *j, const struct partctl_plan_disk *d,
+			  const struct bootstage_preflight_result *res, ip_error *e)
+{
+	char b1[IP_SIZE_BUFSZ], b2[IP_SIZE_BUFSZ], node[64];
+	struct partctl_plan both;
+	ip_error why = { 0 };
+	struct stat img, part;
+
+	/* an image on the old root already is linked there, not copied */
+	if (!imager_is_url(j->image) && stat(j->image, &img) == 0 &&
+	    ip_partition_node(j->disk, j->system_partition, node, sizeof(node)) == 0 && stat(node, &part) == 0 &&
+	    S_ISBLK(part.st_mode) && img.st_dev == part.st_rdev)
+		return 0;
+	if (partctl_plan_compute(d, res->store_bytes + res->image_bytes, &both, &why) == 0)
+		return 0;
+	return ip_bad(e, -ENOSPC, "the old root of %s must hold the image (%s) until the staging boot copies it "
+		      "into the store (%s), and the disk has not room for both: %s",
+		      j->disk, ip_format_size(res->image_bytes, b1, sizeof(b1)),
+		      ip_format_size(res->store_bytes, b2, sizeof(b2)), why.msg);
+}
+
 static int plan_room(const bootstage_job *j, struct bootstage_preflight_result *res, ip_error *e)
 {
 	struct partctl_plan_disk *d = NULL;
@@ -326,6 +351,8 @@ static int plan_room(const bootstage_job *j, struct bootstage_preflight_result *
 	if ((r = partctl_plan_describe(j->disk, &d, e)) < 0)
 		return r;
 	r = partctl_plan_compute(d, res->store_bytes, &res->plan, e);
+	if (r == 0 && j->boot != BOOTSTAGE_BOOT_NONE)
+		r = room_for_image(j, d, res, e);
 	partctl_plan_disk_free(d);
 	if (r < 0)
 		return r;

@@ -21,10 +21,13 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/statvfs.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bootstage/internal.h"
 #include "bootstage/stage.h"
+#include "imager/imager.h"
 #include "partctl/partctl.h"
 
 #define RECORDS_BASE (16ULL << 20)  /* state, log, journals: room to spare */
@@ -292,54 +295,75 @@ static int make_file(const char *root, const char *state_dir, const char *tmpl, 
 	return 0;
 }
 
-int bs_records_create(const char *disk, unsigned sys_part, const char *state_dir, uint64_t store_bytes,
-		      struct bs_records *rec, ip_error *e)
+/* The old root, partition sys_part of disk, read-write for the time of a
+ * call: where it is mounted read-write already (the running root), else
+ * mounted at tmp (a mkdtemp template) into m; off and size: its range. */
+static int root_open(const char *disk, unsigned sys_part, char *mnt, size_t n, char *tmp, struct ip_mount *m,
+		     uint64_t *off, uint64_t *size, ip_error *e)
 {
 	struct partctl_fsinfo fi;
-	struct ip_mount m = { 0 };
-	char mnt[4096] = "", tmp[] = "/tmp/inplace-records.XXXXXX";
-	uint64_t off, size, phys = 0, end;
 	ip_disk *d = NULL;
 	bool rw = false;
-	int r, rr;
+	int r;
 
-	memset(rec, 0, sizeof(*rec));
-	if ((r = partctl_part_range(disk, sys_part, &off, &size, e)) < 0 ||
+	memset(m, 0, sizeof(*m));
+	if ((r = partctl_part_range(disk, sys_part, off, size, e)) < 0 ||
 	    (r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e)) < 0)
 		return r;
-	r = partctl_fs_probe(d, off, size, &fi, e);
+	r = partctl_fs_probe(d, *off, *size, &fi, e);
 	ip_disk_free(d);
 	if (r < 0)
 		return r;
 	if (strncmp(fi.type, "ext", 3))
 		return ip_bad(e, -EOPNOTSUPP, "partition %u of %s holds %s, not ext2/3/4: the staging records "
 			      "need a Linux root", sys_part, disk, *fi.type ? fi.type : "no filesystem");
-	if ((r = records_bytes(disk, off, &rec->size, e)) < 0)
-		return r;
-	r = ip_range_mount(disk, off, size, mnt, sizeof(mnt), &rw);
+	r = ip_range_mount(disk, *off, *size, mnt, n, &rw);
 	if (r < 0)
 		return ip_fail(e, r, "cannot read /proc/self/mountinfo: %s", strerror(-r));
 	if (r > 0 && !rw)
 		return ip_bad(e, -EROFS, "partition %u of %s is mounted read-only at %s: the staging records "
 			      "need it read-write", sys_part, disk, mnt);
-	if (r == 0) {
-		if (!mkdtemp(tmp))
-			return ip_fail(e, -errno, "cannot make a mount point: %s", strerror(errno));
-		r = ip_mount_part(disk, sys_part, off, size, fi.type, 0, tmp, &m, e);
-		if (r < 0) {
-			rmdir(tmp);
-			return r;
-		}
-		snprintf(mnt, sizeof(mnt), "%s", tmp);
-	}
-	r = make_file(mnt, state_dir, tmp, rec, &phys, e);
-	if (m.mounted) {
-		rr = ip_umount(&m, r < 0 ? NULL : e);
+	if (r > 0)
+		return 0;
+	if (!mkdtemp(tmp))
+		return ip_fail(e, -errno, "cannot make a mount point: %s", strerror(errno));
+	r = ip_mount_part(disk, sys_part, *off, *size, fi.type, 0, tmp, m, e);
+	if (r < 0) {
 		rmdir(tmp);
-		if (r == 0 && rr < 0)
-			return rr;
+		return r;
 	}
-	if (r < 0)
+	snprintf(mnt, n, "%s", tmp);
+	return 0;
+}
+
+/* Undo root_open; r is the caller's result so far (an unmount error
+ * counts only when the rest went well). */
+static int root_close(struct ip_mount *m, const char *tmp, int r, ip_error *e)
+{
+	int rr;
+
+	if (!m->mounted)
+		return r;
+	rr = ip_umount(m, r < 0 ? NULL : e);
+	rmdir(tmp);
+	return r < 0 ? r : rr;
+}
+
+int bs_records_create(const char *disk, unsigned sys_part, const char *state_dir, uint64_t store_bytes,
+		      struct bs_records *rec, ip_error *e)
+{
+	struct ip_mount m = { 0 };
+	char mnt[4096] = "", tmp[] = "/tmp/inplace-records.XXXXXX";
+	uint64_t off, size, phys = 0, end;
+	int r;
+
+	memset(rec, 0, sizeof(*rec));
+	if ((r = root_open(disk, sys_part, mnt, sizeof(mnt), tmp, &m, &off, &size, e)) < 0)
+		return r;
+	r = records_bytes(disk, off, &rec->size, e);
+	if (r == 0)
+		r = make_file(mnt, state_dir, tmp, rec, &phys, e);
+	if ((r = root_close(&m, tmp, r, e)) < 0)
 		return r;
 	rec->off = off + phys;
 	/* planned with the area in place: it is part of what the shrink keeps */
@@ -411,4 +435,144 @@ int bs_records_umount(const char *dir, const char *dev, ip_error *e)
 	if (dev && *dev)
 		return ip_loop_detach(dev, e);
 	return 0;
+}
+
+/* ---- the image on the old root -------------------------------------------- */
+
+/* Is the copy in dir complete and of this source?  A file source must
+ * still have the size and time it had when copied. */
+static bool root_image_current(const char *dir, const char *image, bool url, uint64_t *bytes)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_json_ json_object *doc = NULL;
+	char path[4300];
+	json_object *v;
+	struct stat st, src;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, BS_ROOT_IMAGE_MANIFEST);
+	if (ip_read_file(path, 1 << 16, &text, &len, NULL) < 0 || !(doc = json_tokener_parse(text)) ||
+	    !json_object_object_get_ex(doc, "source", &v) || strcmp(json_object_get_string(v), image) ||
+	    !json_object_object_get_ex(doc, "bytes", &v))
+		return false;
+	*bytes = (uint64_t)json_object_get_int64(v);
+	snprintf(path, sizeof(path), "%s/%s", dir, BS_ROOT_IMAGE_FILE);
+	if (stat(path, &st) < 0 || (uint64_t)st.st_size != *bytes)
+		return false;
+	if (url)
+		return true;
+	return stat(image, &src) == 0 && (uint64_t)src.st_size == *bytes &&
+	       json_object_object_get_ex(doc, "source_mtime", &v) && json_object_get_int64(v) == (int64_t)src.st_mtime;
+}
+
+/* src at dst: a hard link when both are on the old root (the running
+ * root holds the image already: no second copy, no time spent), else a
+ * durable copy. */
+static int root_image_link(const char *src, const char *dst, ip_error *e)
+{
+	if (link(src, dst) == 0)
+		return ip_fsync_parent(dst, e);
+	return bs_copy_durable(src, dst, e);
+}
+
+static int root_image_fill(const char *dir, const char *image, const char *const *mirrors, const char *key,
+			   struct bs_root_image *out, ip_error *e)
+{
+	char img[4300], sig[4400], path[4300], have[IP_SIZE_BUFSZ], need[IP_SIZE_BUFSZ];
+	_cleanup_json_ json_object *doc = json_object_new_object();
+	bool url = imager_is_url(image);
+	struct statvfs vfs;
+	struct stat st = { 0 }, dst;
+	const char *t;
+	int r;
+
+	snprintf(img, sizeof(img), "%s/%s", dir, BS_ROOT_IMAGE_FILE);
+	snprintf(sig, sizeof(sig), "%s.minisig", img);
+	/* a copy of this source kept, when its signature still holds (one
+	 * that does not is made again) */
+	if (root_image_current(dir, image, url, &out->bytes) && (!key || imager_verify_sig(img, sig, key, NULL) == 0)) {
+		out->kept = true;
+		out->signature = key != NULL;
+		return 0;
+	}
+	/* the manifest goes first: a copy cut short is never taken for one */
+	snprintf(path, sizeof(path), "%s/%s", dir, BS_ROOT_IMAGE_MANIFEST);
+	if (unlink(path) < 0 && errno != ENOENT)
+		return ip_fail(e, -errno, "cannot remove %s: %s", path, strerror(errno));
+	unlink(img);
+	unlink(sig);
+	if (url) {
+		struct imager_fetch_opts fo = { .mirrors = mirrors, .want_sig = key != NULL };
+
+		/* only bytes that match their frame hash are kept */
+		r = imager_fetch(image, &fo, img, e);
+	} else {
+		if (stat(image, &st) < 0)
+			return ip_bad(e, -errno, "image %s: %s: fix image in the job", image, strerror(errno));
+		/* room for a copy (a link, on the same filesystem, takes none) */
+		if (stat(dir, &dst) == 0 && dst.st_dev != st.st_dev && statvfs(dir, &vfs) == 0 &&
+		    (uint64_t)vfs.f_bavail * vfs.f_frsize < (uint64_t)st.st_size + (16 << 20))
+			return ip_bad(e, -ENOSPC, "the old root has %s free, the image needs %s there until the staging "
+				      "boot copies it into the store: free space on the old root",
+				      ip_format_size((uint64_t)vfs.f_bavail * vfs.f_frsize, have, sizeof(have)),
+				      ip_format_size((uint64_t)st.st_size, need, sizeof(need)));
+		snprintf(path, sizeof(path), "%s.minisig", image);
+		r = root_image_link(image, img, e);
+		if (r == 0 && key)
+			r = root_image_link(path, sig, e);
+	}
+	if (r < 0)
+		return r;
+	if (stat(img, &st) < 0)
+		return ip_fail(e, -errno, "cannot read %s: %s", img, strerror(errno));
+	out->bytes = (uint64_t)st.st_size;
+	/* as deploy would: the copy staging takes is the one signed */
+	if (key && (r = imager_verify_sig(img, sig, key, e)) < 0)
+		return r;
+	out->signature = key != NULL;
+	json_object_object_add(doc, "source", json_object_new_string(image));
+	json_object_object_add(doc, "bytes", ip_json_u64(out->bytes));
+	json_object_object_add(doc, "signed", json_object_new_boolean(out->signature));
+	if (!url && stat(image, &st) == 0)
+		json_object_object_add(doc, "source_mtime", json_object_new_int64((int64_t)st.st_mtime));
+	t = json_object_to_json_string_ext(doc, JSON_C_TO_STRING_PLAIN);
+	snprintf(path, sizeof(path), "%s/%s", dir, BS_ROOT_IMAGE_MANIFEST);
+	return ip_write_file_atomic(path, t, strlen(t), 0600, e);
+}
+
+int bs_root_image_put(const char *disk, unsigned sys_part, const char *image, const char *const *mirrors,
+		      const char *key, struct bs_root_image *out, ip_error *e)
+{
+	struct ip_mount m = { 0 };
+	char mnt[4096] = "", tmp[] = "/tmp/inplace-image.XXXXXX", dir[4200];
+	uint64_t off, size;
+	int r;
+
+	memset(out, 0, sizeof(*out));
+	if (!image)
+		return ip_bad(e, -EINVAL, "the job names no image");
+	if ((r = root_open(disk, sys_part, mnt, sizeof(mnt), tmp, &m, &off, &size, e)) < 0)
+		return r;
+	snprintf(dir, sizeof(dir), "%s/%s", mnt, BS_ROOT_IMAGE_DIR);
+	r = ip_mkdir_p(dir, 0700, e);
+	if (r == 0)
+		r = root_image_fill(dir, image, mirrors, key, out, e);
+	/* on disk before the reboot, whatever the old OS does next */
+	if (r == 0)
+		sync();
+	snprintf(out->path, sizeof(out->path), "/%s/%s", BS_ROOT_IMAGE_DIR, BS_ROOT_IMAGE_FILE);
+	return root_close(&m, tmp, r, e);
+}
+
+json_object *bs_root_image_json(const struct bs_root_image *ri)
+{
+	json_object *o = json_object_new_object();
+
+	if (!o)
+		return NULL;
+	json_object_object_add(o, "path", json_object_new_string(ri->path));
+	json_object_object_add(o, "bytes", ip_json_u64(ri->bytes));
+	json_object_object_add(o, "signed", json_object_new_boolean(ri->signature));
+	json_object_object_add(o, "kept", json_object_new_boolean(ri->kept));
+	return o;
 }

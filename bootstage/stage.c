@@ -13,7 +13,8 @@
  *   /bundle/                   the bundle (its bin/ is init's PATH)
  *   /state/                    the state directory as `run` left it
  *   /lib/modules/VER/…         the modules init loads
- *   /ABS/PATH                  the job's image, signature, key and CA
+ *   /ABS/PATH                  the job's key and CA (the image waits on
+ *                              the old root: bs_root_image_put)
  *   /stage.json                {"version", "kernel_version", "modules",
  *                              "disk", "disk_wait_s", "records", …} */
 #include <archive.h>
@@ -523,25 +524,46 @@ static int load_state(const struct bs_stage_opts *o, const char *dir, bootstage_
 	return 0;
 }
 
-/* The job's files staging reads by their paths: the image reaches the
- * staging env without network (until the old OS stages it elsewhere, in
- * RAM with the rest). */
-static int put_job_files(struct cpio *c, const char *state_dir, ip_error *e)
+static int state_job(const char *state_dir, bootstage_job **job, ip_error *e)
 {
 	_cleanup_free_ char *text = NULL;
-	bootstage_job *job = NULL;
-	char path[PATH_MAX], sig[PATH_MAX + 16];
+	char path[PATH_MAX];
 	size_t len;
 	int r;
 
 	snprintf(path, sizeof(path), "%s/%s", state_dir, BOOTSTAGE_JOB_FILE);
-	if ((r = ip_read_file(path, 1 << 20, &text, &len, e)) < 0 ||
-	    (r = bootstage_job_parse(text, path, &job, e)) < 0)
+	if ((r = ip_read_file(path, 1 << 20, &text, &len, e)) < 0)
 		return r;
-	snprintf(sig, sizeof(sig), "%s.minisig", job->image);
-	if ((r = put_job_file(c, job->image, e)) == 0 && (r = put_job_file(c, sig, e)) == 0 &&
-	    (r = put_job_file(c, job->key, e)) == 0)
+	return bootstage_job_parse(text, path, job, e);
+}
+
+/* The job's small files staging reads by their paths: the key (the trust
+ * the copy in the store is checked against) and the report's CA.  The
+ * image is not among them: it waits on the old root (put_image). */
+static int put_job_files(struct cpio *c, const char *state_dir, ip_error *e)
+{
+	bootstage_job *job = NULL;
+	int r;
+
+	if ((r = state_job(state_dir, &job, e)) < 0)
+		return r;
+	if ((r = put_job_file(c, job->key, e)) == 0)
 		r = put_job_file(c, job->report_ca_cert, e);
+	bootstage_job_free(job);
+	return r;
+}
+
+/* The image onto the old root, downloaded or copied and verified, before
+ * the records (the shrink the records are planned against keeps it). */
+static int put_image(const char *state_dir, const char *disk, unsigned sys_part, struct bs_root_image *ri,
+		     ip_error *e)
+{
+	bootstage_job *job = NULL;
+	int r;
+
+	if ((r = state_job(state_dir, &job, e)) < 0)
+		return r;
+	r = bs_root_image_put(disk, sys_part ? sys_part : job->system_partition, job->image, (const char *const *)job->mirrors, job->key, ri, e);
 	bootstage_job_free(job);
 	return r;
 }
@@ -618,6 +640,7 @@ static json_object *stage_doc(const struct bs_stage_opts *o, const struct bs_sta
 	json_object_object_add(doc, "state_dir", json_object_new_string("/state"));
 	json_object_object_add(doc, "bundle", json_object_new_string("/bundle"));
 	json_object_object_add(doc, "records", bs_records_json(res->records ? &res->rec : NULL));
+	json_object_object_add(doc, "image", bs_root_image_json(&res->image));
 	return doc;
 }
 
@@ -688,6 +711,8 @@ int bs_stage_build(const char *out, const struct bs_stage_opts *o, struct bs_sta
 		goto out;
 	}
 	if ((r = write_bundle(tmp, bundle, sizeof(bundle), e)) < 0)
+		goto out_tmp;
+	if ((r = put_image(state_dir, disk, sys_part, &res->image, e)) < 0)
 		goto out_tmp;
 	/* last before the archive: the records hold the state as written now */
 	if (!o->no_records) {

@@ -44,6 +44,36 @@ json_object *bs_records_json(const struct bs_records *rec);
 /* sync, unmount, detach; a no-op when dir is not mounted. */
 int bs_records_umount(const char *dir, const char *dev, ip_error *e);
 
+/* ==== the image on the old root (bootstage/records.c) =================== */
+
+/* The old OS puts the job's image (downloaded, or copied from its path)
+ * and its signature in this directory of the old root, verified, before
+ * the first reboot: the staging env has no network, and its RAM need not
+ * hold the image.  The shrink keeps the file (resize2fs moves its blocks,
+ * the filesystem still reads it); staging copies it into the store and
+ * verifies it there before deploy overwrites the old root.  The manifest,
+ * written last, names the source it came from ({"source", "bytes",
+ * "signed", "source_mtime"}): a copy without it is not used. */
+#define BS_ROOT_IMAGE_DIR "var/lib/inplace/staged-image"
+#define BS_ROOT_IMAGE_FILE "os.img"
+#define BS_ROOT_IMAGE_MANIFEST "image.json"
+
+struct bs_root_image {
+	char path[512];            /* the image, relative to the old root */
+	uint64_t bytes;
+	bool signature;            /* its signature came with it and was verified */
+	bool kept;                 /* a complete copy of this source was there */
+};
+
+/* Put image (a path or an http(s) URL with its mirrors; the imager's
+ * download with its limits) on partition sys_part of disk (mounted
+ * read-write where it is, else here for the time of the call) and verify
+ * its signature with key (NULL: unsigned).  A complete copy of the same
+ * source is kept (checked again). */
+int bs_root_image_put(const char *disk, unsigned sys_part, const char *image, const char *const *mirrors,
+		      const char *key, struct bs_root_image *out, ip_error *e);
+json_object *bs_root_image_json(const struct bs_root_image *ri);
+
 /* ==== the initramfs (bootstage/stage.c) ================================= */
 
 struct bs_stage_opts {
@@ -68,15 +98,17 @@ struct bs_stage_result {
 	json_object *disk_id;      /* {"ptuuid", "pttype", "size"}: how init finds the disk */
 	bool records;              /* a records area was made (rec) */
 	struct bs_records rec;
+	struct bs_root_image image; /* where the old OS put the image */
 	uint64_t bytes;            /* the compressed initramfs */
 };
 void bs_stage_result_clear(struct bs_stage_result *r);
 
 /* Write the staging initramfs to out (cpio newc, zstd, written durably):
  * the bundle (bs_bundle_write), /init, the run's state and job (the state
- * must wait in phase prepare), the job's local files (image, signature,
- * key, CA), the disk's modules in load order and /stage.json saying what
- * init needs.  Makes the records area unless o->no_records. */
+ * must wait in phase prepare), the job's key and CA, the disk's modules
+ * in load order and /stage.json saying what init needs.  First puts the
+ * image on the old root (bs_root_image_put; res->image), then makes the
+ * records area unless o->no_records. */
 int bs_stage_build(const char *out, const struct bs_stage_opts *o, struct bs_stage_result *res, ip_error *e);
 
 /* The modules of the disk (its drivers up the sysfs parents; an image

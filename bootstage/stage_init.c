@@ -263,6 +263,13 @@ static void choose_state_dir(struct init *in, char *dir, size_t n)
 	say(in, "records area mounted from byte %llu of %s", (unsigned long long)rec.off, in->disk);
 }
 
+/* The story's events on the console as they come: the admin (and a
+ * test) sees which step the staging boot is at. */
+static void event_say(const char *msg, void *arg)
+{
+	say(arg, "%s", msg);
+}
+
 /* A failure before or outside the steps, into the status log where the
  * state is (the steps record their own). */
 static void record_failure(const char *dir, const ip_error *err)
@@ -317,6 +324,8 @@ int bs_stage_init(const char *root, bs_say_fn sayfn, void *arg, ip_error *e)
 	o.staging = true;
 	o.state_in_store = records_done;
 	o.state_in_store_arg = &in;
+	o.on_event = event_say;
+	o.on_event_arg = &in;
 	r = bootstage_resume(in.disk, &o, &res, e);
 	if (r < 0) {
 		say(&in, "resume failed (state in %s): %s", res.state_dir, e->msg);

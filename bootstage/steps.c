@@ -12,6 +12,8 @@
 #include <time.h>
 
 #include "bootstage/boot.h"
+#include "bootstage/internal.h"
+#include "bootstage/stage.h"
 #include "bootstage/steps.h"
 #include "imager/imager.h"
 #include "partctl/partctl.h"
@@ -180,8 +182,7 @@ static ssize_t copy_chunk(int in, int out, off_t left)
 	return ip_write_all(out, buf, (size_t)n) < 0 ? -1 : n;
 }
 
-/* Copy src to dst through dst.part: fsync, then common's durable rename. */
-static int copy_durable(const char *src, const char *dst, ip_error *e)
+int bs_copy_durable(const char *src, const char *dst, ip_error *e)
 {
 	_cleanup_close_ int in = -1, out = -1;
 	char tmp[4200];
@@ -207,8 +208,9 @@ static int copy_durable(const char *src, const char *dst, ip_error *e)
 		if (n <= 0) {
 			r = n < 0 ? -errno : -EIO;
 			unlink(tmp);
-			return ip_fail(e, r, "cannot copy %s into the store: %s", src,
-				       r == -ENOSPC ? "no space left: give the store more room (store_size)" : strerror(-r));
+			return ip_fail(e, r, "cannot copy %s to %s: %s", src, dst,
+				       r == -ENOSPC ? "no space left there: give it more room (store_size for the store)" :
+						      strerror(-r));
 		}
 		left -= n;
 	}
@@ -226,9 +228,51 @@ static void image_paths(const struct bs_store *s, char *img, char *sig, size_t n
 	snprintf(sig, n, "%s/image/os.img.minisig", s->root);
 }
 
+/* The copy the old OS left on the old root for this very image
+ * (bs_root_image_put), copied into the store with its signature; the old
+ * root mounted read-only for it.  *found false (and 0) when the old root
+ * holds none: the image's own path or URL serves then. */
+static int image_from_root(const struct bs_params *p, const char *img, const char *sig, bool *found, ip_error *e)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_json_ json_object *doc = NULL;
+	char root[4200], dir[4300], path[4400];
+	struct ip_mount m;
+	json_object *v;
+	size_t len;
+	int r = 0;
+
+	*found = false;
+	path_join(root, sizeof(root), p->work_dir, "oldroot");
+	if (mount_part(p->disk, p->sys_part, IP_MOUNT_RDONLY, root, &m, NULL) < 0)
+		return 0;
+	path_join(dir, sizeof(dir), root, BS_ROOT_IMAGE_DIR);
+	path_join(path, sizeof(path), dir, BS_ROOT_IMAGE_MANIFEST);
+	if (ip_read_file(path, 1 << 16, &text, &len, NULL) == 0 && (doc = json_tokener_parse(text)) &&
+	    json_object_object_get_ex(doc, "source", &v) && !strcmp(json_object_get_string(v), p->image)) {
+		struct stat st;
+
+		*found = true;
+		path_join(path, sizeof(path), dir, BS_ROOT_IMAGE_FILE);
+		r = bs_copy_durable(path, img, e);
+		/* whole, as the old OS verified it (an unsigned image has its
+		 * frame hashes, which deploy checks) */
+		if (r == 0 && json_object_object_get_ex(doc, "bytes", &v) &&
+		    (stat(img, &st) < 0 || st.st_size != json_object_get_int64(v)))
+			r = ip_fail(e, -EIO, "the image copied from the old root into the store is not whole (%s): "
+				    "resume again", img);
+		if (r == 0 && p->pubkey) {
+			path_join(path, sizeof(path), dir, BS_ROOT_IMAGE_FILE ".minisig");
+			r = bs_copy_durable(path, sig, e);
+		}
+	}
+	return ip_umount(&m, r < 0 ? NULL : e) < 0 && r == 0 ? -EIO : r;
+}
+
 int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
 	char dir[4200], img[4200], sig[4200], src_sig[4200], key[4200];
+	bool on_root = false;
 	int r;
 
 	*res = result_new("stage-image");
@@ -238,22 +282,26 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
 		return r;
 	image_paths(s, img, sig, sizeof(img));
 	snprintf(key, sizeof(key), "%s/image/key.pub", s->root);
-	if (imager_is_url(p->image)) {
+	/* the old OS put it on the old root before the reboot: staging has
+	 * no network, and the old root is overwritten by deploy */
+	r = image_from_root(p, img, sig, &on_root, e);
+	if (r == 0 && !on_root && imager_is_url(p->image)) {
 		struct imager_fetch_opts fo = { .mirrors = p->mirrors, .ca_file = p->ca_cert,
 						.want_sig = p->pubkey != NULL };
 
 		/* only bytes that match their frame hash are kept */
 		r = imager_fetch(p->image, &fo, img, e);
-	} else {
-		r = copy_durable(p->image, img, e);
+	} else if (r == 0 && !on_root) {
+		/* no copy on the old root (method none: this is the old OS) */
+		r = bs_copy_durable(p->image, img, e);
 		if (r == 0 && p->pubkey) {
 			snprintf(src_sig, sizeof(src_sig), "%s.minisig", p->image);
-			r = copy_durable(src_sig, sig, e);
+			r = bs_copy_durable(src_sig, sig, e);
 		}
 	}
 	/* the key too: the old root that holds it is overwritten by deploy */
 	if (r == 0 && p->pubkey)
-		r = copy_durable(p->pubkey, key, e);
+		r = bs_copy_durable(p->pubkey, key, e);
 	/* the signature of the copy, now: a bad copy stops the run before the
 	 * profiles are saved.  Every frame's hash is checked by deploy itself
 	 * before it writes a byte (imager_deploy), so not twice here. */
@@ -263,6 +311,7 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
 		return r;
 	json_object_object_add(*res, "image", json_object_new_string(img));
 	json_object_object_add(*res, "signed", json_object_new_boolean(p->pubkey != NULL));
+	json_object_object_add(*res, "from", json_object_new_string(on_root ? "the old root" : p->image));
 	return 0;
 }
 

@@ -74,6 +74,7 @@ static json_object *build_json(const char *out, const struct bs_stage_result *r)
 	json_object_object_add(doc, "modules", json_object_get(r->modules));
 	json_object_object_add(doc, "disk", json_object_get(r->disk_id));
 	json_object_object_add(doc, "records", bs_records_json(r->records ? &r->rec : NULL));
+	json_object_object_add(doc, "image", bs_root_image_json(&r->image));
 	return doc;
 }
 
@@ -138,6 +139,7 @@ static int cmd_stage_build(int argc, char **argv)
 		if (res.records)
 			printf("records area: %s (byte %llu of the disk)\n", res.rec.path,
 			       (unsigned long long)res.rec.off);
+		printf("image: %s on the old root (%s)\n", res.image.path, ip_format_size(res.image.bytes, sz, sizeof(sz)));
 		r = IP_EXIT_OK;
 	}
 	bs_stage_result_clear(&res);

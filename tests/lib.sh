@@ -69,6 +69,19 @@ attach_loop() {
 	partx -u "$LOOP" 2>/dev/null || true
 }
 
+# Mount partition N of image DISK read-only at DIR through a loop device
+# over its range (both tracked, released by the EXIT trap; umount DIR when
+# done).  Sets $LOOPDEV.
+mount_part_ro() {
+	local s z
+	read -r s z < <(partx -g -n "$2" -o START,SECTORS "$1" | awk '{printf "%.0f %.0f\n", $1 * 512, $2 * 512}')
+	mkdir -p "$3"
+	LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$1") || return 1
+	track_loop "$LOOPDEV"
+	mount -o ro "$LOOPDEV" "$3" || return 1
+	track_mount "$(realpath "$3")"
+}
+
 # A tool that mk/packages.txt installs must be there: its absence is a
 # broken setup (make deps), a failure, never a skip.
 require_tool() {

@@ -12,9 +12,7 @@ have_loop || { skip "stage-records" "no loop devices (the steps mount partitions
 require_tool jq blkid debugfs || exit 1
 export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
 
-tree=$(debian_tree "$DEBIAN_OS_PKGS") || { fail "fixture" "debian_tree"; exit 1; }
-K=$(ls "$tree"/boot/vmlinuz-* 2>/dev/null | head -n1)
-[ -n "$K" ] || { fail "fixture" "no kernel in $tree/boot"; exit 1; }
+debian_kernel || exit 1
 
 bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
 # an image that does not compress: the store holds its bytes exactly

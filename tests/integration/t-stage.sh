@@ -18,9 +18,7 @@ have_loop || { skip "stage" "no loop devices (the steps mount partitions)"; exit
 require_tool qemu-system-x86_64 jq zstd cpio || exit 1
 export INPLACE_RUN_DIR=$T/run
 
-tree=$(debian_tree "$DEBIAN_OS_PKGS") || { fail "fixture" "debian_tree"; exit 1; }
-K=$(ls "$tree"/boot/vmlinuz-* 2>/dev/null | head -n1)
-[ -n "$K" ] || { fail "fixture" "no kernel in $tree/boot"; exit 1; }
+debian_kernel || exit 1
 kver=${K##*/vmlinuz-}
 
 bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
@@ -64,8 +62,21 @@ check "no disk: the run's disk and state untouched" \
 # ---- the initramfs ---------------------------------------------------------
 ok "stage build" sh -c "'$INPLACE' stage build -o stage.cpio --kernel '$K' --json > build.json" || exit 1
 mkdir x && (cd x && zstd -dc ../stage.cpio | cpio -id --quiet 2>/dev/null)
-check "the cpio holds /init, the bundle, the state, the image" \
-	test -L x/init -a -x x/bundle/libexec/inplace -a -f x/state/state.json -a -f "x$T/newos.img"
+check "the cpio holds /init, the bundle, the state" \
+	test -L x/init -a -x x/bundle/libexec/inplace -a -f x/state/state.json
+# the image waits on the old root, not in RAM: no file of the cpio is it
+# (before: the image travelled at its own path inside the initramfs)
+img_sum=$(sha256sum < newos.img | cut -c1-64)
+check "the image does not travel in the initramfs" \
+	sh -c "test ! -e 'x$T/newos.img' && ! find x -type f -exec sha256sum {} + | grep -q '^$img_sum '"
+check "stage.json says where the image waits" test "$(jq -r .image.path x/stage.json)" = /var/lib/inplace/staged-image/os.img
+read -r s z < <(fx_part_range "$D" 1)
+l=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$l"
+check "the old root holds the image, whole, with its manifest" sh -c "
+	debugfs -R 'dump /var/lib/inplace/staged-image/os.img $T/root-copy.img' '$l' 2>/dev/null &&
+	cmp -s '$T/root-copy.img' newos.img &&
+	debugfs -R 'cat /var/lib/inplace/staged-image/image.json' '$l' 2>/dev/null | jq -e '.source == \"$T/newos.img\"' >/dev/null"
+losetup -d "$l"; rm -f root-copy.img
 # every module's dependencies (modules.dep) come before it in stage.json,
 # and every module listed is in the cpio
 order_ok() {
@@ -107,7 +118,12 @@ cp --sparse=always "$D" before-cut.img
 cut=no
 for attempt in 1 2 3; do
 	boot "$K" stage.cpio cut.log "$D" bg
-	qemu=$(ps -o pid= --ppid "$QEMU_PID" | tr -d ' ')
+	# QEMU itself, once timeout has started it
+	for _ in $(seq 1 100); do
+		qemu=$(ps -o pid= --ppid "$QEMU_PID" | tr -d ' ')
+		[ -n "$qemu" ] && break
+		sleep 0.1
+	done
 	for _ in $(seq 1 3000); do
 		if records_ls | grep -q 'shrink_.*\.metaundo'; then
 			kill -9 "$qemu" 2>/dev/null && cut=yes
@@ -137,11 +153,12 @@ check "the state is in the store: phase restore" \
 	test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
 ok "root fsck clean" fx_fsck "$D" 1
 ok "store fsck clean" fx_fsck "$D" 2
-read -r s z < <(fx_part_range "$D" 1)
-mkdir -p m
-LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
-	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+mount_part_ro "$D" 1 m
 check "the new OS is deployed (its own user dave)" grep -q '^dave:x:1001:' m/etc/passwd
+umount m
+mount_part_ro "$D" 2 m
+check "staging took the image from the old root into the store" \
+	sh -c "jq -e '.steps[] | select(.step == \"stage-image\") | .result.from == \"the old root\"' m/inplace/state/state.json >/dev/null && cmp -s m/inplace/image/os.img newos.img"
 umount m
 check "status.log tells the staging phases" \
 	sh -c "'$INPLACE' status --disk '$D' --json --events 200 | jq -r '.events[].phase' | uniq | tr '\n' ' ' | grep -q 'prepare deploy restore'"
@@ -150,9 +167,7 @@ check "status.log tells the staging phases" \
 ok "resume plays the first boot" "$INPLACE" resume --disk "$D"
 check "the run is done" test "$("$INPLACE" status --json | jq -r .phase)" = done
 ok "fsck clean after the run" fx_fsck "$D" 1
-read -r s z < <(fx_part_range "$D" 1)
-LOOPDEV=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$LOOPDEV" &&
-	mount -o ro "$LOOPDEV" m && track_mount "$T/m"
+mount_part_ro "$D" 1 m
 check "every saved file equal" diff want.snap <(snap_home m)
 check "password hashes kept" \
 	test "$(grep '^alice:' m/etc/shadow | cut -d: -f2)" = "$(grep '^alice:' old/etc/shadow | cut -d: -f2)"
