@@ -964,7 +964,6 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 {
 	char root[4200], node[4300];
 	struct ip_mount m;
-	partctl_table *t = NULL;
 	uint64_t off = 0, size = 0;
 	unsigned part = 0;
 	int r;
@@ -1056,16 +1055,23 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 		}
 	}
 	if (r == 0 && part) {
+		uint64_t so = 0, ss = 0;
+
 		r = wipe_range(p->disk, off, size, e);
+		/* in the new system its root is mounted from this disk: the
+		 * store's entry goes and the root's end grows over its space in
+		 * one table write, the kernel told through BLKPG, the root
+		 * grown online (partctl_part_grow_over) */
 		if (r == 0)
-			r = partctl_table_open(p->disk, true, &t, e);
-		if (r == 0)
-			r = partctl_table_delete(t, part, e);
-		if (r == 0)
-			r = partctl_table_write(t, e);
-		partctl_table_free(t);
+			r = partctl_part_range(p->disk, p->sys_part, &so, &ss, e);
+		if (r == 0 && off > so)
+			r = partctl_part_grow_over(p->disk, p->sys_part, part, NULL, NULL, e);
+		else if (r == 0)
+			r = partctl_delete(p->disk, part, NULL, NULL, e);
 		if (r == 0)
 			json_object_object_add(*res, "deleted", json_object_new_int((int)part));
+		if (r < 0 || off > so)
+			return r;
 	}
 	if (r == 0)
 		r = partctl_grow(p->disk, p->sys_part, 0, e);
