@@ -574,6 +574,16 @@ static int status_records(const char *dir, const char *disk, size_t nevents, jso
 	bootstage_state_free(rs);
 	bootstage_state_free(st);
 	records_tmp_drop(tmp);
+	if (r < 0 && r != -ENOENT) {
+		/* records that cannot be read must not hide the state there is:
+		 * the directory's, with why the records were not read */
+		char why[sizeof(e->msg)];
+
+		snprintf(why, sizeof(why), "%s", e->msg);
+		ip_error_clear(e);
+		if ((r = status_of(dir, disk, nevents, out, e)) == 0)
+			json_object_object_add(*out, "records_error", json_object_new_string(why));
+	}
 	return r;
 }
 

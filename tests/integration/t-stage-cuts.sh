@@ -26,8 +26,8 @@ K=$(ls "$tree"/boot/vmlinuz-* 2>/dev/null | head -n1)
 bash "$TESTS_DIR/fixtures/profile-root.sh" old new small >/dev/null || { fail "fixture" "profile-root.sh"; exit 1; }
 # data that does not compress, so that the save and the deploy write for
 # seconds through the throttled disk
-head -c 40M /dev/urandom > old/home/alice/big.bin && chown 1000:1000 old/home/alice/big.bin
-head -c 40M /dev/urandom > new/opt-blob
+head -c 16M /dev/urandom > old/home/alice/big.bin && chown 1000:1000 old/home/alice/big.bin
+head -c 16M /dev/urandom > new/opt-blob
 "$INPLACE" image build -q --from-dir new --fs ext4 --size 160MiB -o newos.img >/dev/null ||
 	{ fail "fixture" "image build"; exit 1; }
 users='^(alice|bob|carol)/'
@@ -42,8 +42,11 @@ ok "run stops where the staging boot comes" "$INPLACE" run job.ini || exit 1
 ok "stage build" "$INPLACE" stage build -o stage.cpio --kernel "$K" || exit 1
 
 # boot LOG [QEMU DRIVE OPTIONS]: a staging boot of $D in the background
-# ($QEMU_PID); -no-reboot: QEMU ends when our init reboots
+# ($QEMU_PID); -no-reboot: QEMU ends when our init reboots.  $tcg_s sums
+# the seconds QEMU ran (said at the end: the cost of this test)
+tcg_s=0
 boot() {
+	boot_at=$SECONDS
 	qemu-system-x86_64 -accel tcg -m 1024 -nographic -no-reboot -kernel "$K" -initrd stage.cpio \
 		-append "console=ttyS0 panic=-1" -drive "file=$D,format=raw,if=virtio${2:+,$2}" \
 		-serial "file:$1" -monitor none -display none </dev/null >/dev/null 2>&1 &
@@ -72,11 +75,11 @@ store_step() {
 		jq -r '.step as $s | .phase + "/" + $s + " " + ([.steps[] | select(.step == $s) | .status] | last)' 2>/dev/null
 }
 
-# cut STEP NAME: a throttled staging boot killed while the state says STEP
+# cut_in STEP NAME: a throttled staging boot killed while the state says STEP
 # (phase/step) is running; tried up to three times from a copy of the disk
 # as it was; sets $cut
-throttle="throttling.bps-write=3145728,throttling.iops-total=60"
-cut() {
+throttle="throttling.bps-write=2097152,throttling.iops-total=60"
+cut_in() {
 	local want=$1 name=$2 attempt now i
 	cut=no
 	cp --sparse=always "$D" before-cut.img
@@ -98,6 +101,7 @@ cut() {
 		done
 		kill -9 "$QEMU_PID" 2>/dev/null
 		wait "$QEMU_PID" 2>/dev/null
+		tcg_s=$((tcg_s + SECONDS - boot_at))
 		[ "$cut" = yes ] && break
 		echo "  ($name: no cut inside $want on attempt $attempt, last seen: ${now:-nothing}; $(grep -a "inplace staging" "cut-${name// /-}-$attempt.log" | tail -n 1))"
 		cp --sparse=always before-cut.img "$D"
@@ -110,14 +114,16 @@ cut() {
 	fi
 }
 
-cut prepare/save save
-cut deploy/deploy deploy
-cut deploy/configure "boot fix"
+cut_in prepare/save save
+cut_in deploy/deploy deploy
+cut_in deploy/configure "boot fix"
 
 # ---- the staging boot that finishes -----------------------------------------------
 boot stage.log
 ended 1500
 check "the last staging boot ends by itself (reboot)" test $? = 0
+tcg_s=$((tcg_s + SECONDS - boot_at))
+echo "  (QEMU ran $tcg_s s in all)"
 check "the state is in the store: phase restore" \
 	test "$("$INPLACE" status --disk "$D" --json | jq -r .phase)" = restore
 ok "root fsck clean" fx_fsck "$D" 1
