@@ -204,6 +204,10 @@ static int step(struct pipe *pp, const char *name, step_fn fn, ip_error *e)
 	if (r < 0) {
 		event(pp, name, BOOTSTAGE_ERROR, "%s", err.msg);
 		*e = err;
+		/* a step that failed is a run that failed (exit 1: resume again
+		 * once the cause is fixed), even when its cause is bad input such
+		 * as an image damaged since preflight: the disk changed already */
+		e->status = IP_EXIT_FAILED;
 		return r;
 	}
 	event(pp, name, BOOTSTAGE_INFO, "%s: done", name);

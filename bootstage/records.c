@@ -25,6 +25,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <et/com_err.h>
+#include <ext2fs/ext2fs.h>
+
 #include "bootstage/internal.h"
 #include "bootstage/stage.h"
 #include "imager/imager.h"
@@ -32,7 +35,7 @@
 
 #define RECORDS_BASE (16ULL << 20)  /* state, log, journals: room to spare */
 #define RECORDS_DIR "var/lib/inplace"
-#define RECORDS_FILE RECORDS_DIR "/staging-records.img"
+#define RECORDS_FILE RECORDS_DIR "/" BS_RECORDS_NAME
 #define RECORDS_LABEL "INPLACE-REC"
 
 /* A physical run of len bytes in fd, contiguous on disk and in the
@@ -575,4 +578,62 @@ json_object *bs_root_image_json(const struct bs_root_image *ri)
 	json_object_object_add(o, "signed", json_object_new_boolean(ri->signature));
 	json_object_object_add(o, "kept", json_object_new_boolean(ri->kept));
 	return o;
+}
+
+/* ---- status on the old OS: what a staging boot left in the area ---------- */
+
+/* Copy file name of the records filesystem fs into dir; a missing one is
+ * not an error (status.log may not exist yet). */
+static int records_copy_out(ext2_filsys fs, const char *name, const char *dir, ip_error *e)
+{
+	char out[4200];
+	ext2_ino_t ino;
+	ext2_file_t f;
+	struct ext2_inode inode;
+	_cleanup_free_ char *buf = NULL;
+	unsigned int got = 0;
+	errcode_t err;
+	uint64_t size;
+
+	if (ext2fs_namei(fs, EXT2_ROOT_INO, EXT2_ROOT_INO, name, &ino) || ext2fs_read_inode(fs, ino, &inode))
+		return 0;
+	size = EXT2_I_SIZE(&inode);
+	if (size > (64u << 20))
+		return ip_fail(e, -EFBIG, "%s in the staging records is %llu bytes: not a state this inplace wrote",
+			       name, (unsigned long long)size);
+	if (!(buf = malloc(size + 1)))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	if ((err = ext2fs_file_open(fs, ino, 0, &f)))
+		return ip_fail(e, -EIO, "cannot open %s in the staging records: %s", name, error_message(err));
+	err = ext2fs_file_read(f, buf, (unsigned int)size, &got);
+	ext2fs_file_close(f);
+	if (err || got != size)
+		return ip_fail(e, -EIO, "cannot read %s in the staging records: %s", name,
+			       err ? error_message(err) : "short read");
+	snprintf(out, sizeof(out), "%s/%s", dir, name);
+	return ip_write_file_atomic(out, buf, size, 0600, e);
+}
+
+int bs_records_read(const char *img, const char *dir, bool *unclean, ip_error *e)
+{
+	ext2_filsys fs = NULL;
+	errcode_t err;
+	int r;
+
+	*unclean = false;
+	if (access(img, R_OK) < 0)
+		return errno == ENOENT ? -ENOENT : ip_fail(e, -errno, "cannot read %s: %s", img, strerror(errno));
+	/* read-only, never replayed here: the area is the old OS's record of
+	 * a staging boot, and status changes nothing */
+	err = ext2fs_open2(img, NULL, EXT2_FLAG_64BITS, 0, 0, unix_io_manager, &fs);
+	if (err)
+		return ip_fail(e, -EIO, "cannot read the staging records %s: %s: it holds no ext4 the staging boot "
+			       "wrote (mount -o loop,ro it to look)", img, error_message(err));
+	/* a cut staging boot: its last changes may sit in the journal only */
+	*unclean = ext2fs_has_feature_journal_needs_recovery(fs->super);
+	r = records_copy_out(fs, "state.json", dir, e);
+	if (r == 0)
+		r = records_copy_out(fs, "status.log", dir, e);
+	ext2fs_close_free(&fs);
+	return r;
 }

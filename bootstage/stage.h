@@ -43,6 +43,14 @@ int bs_records_mount(const char *disk, const struct bs_records *rec, const char 
 json_object *bs_records_json(const struct bs_records *rec);
 /* sync, unmount, detach; a no-op when dir is not mounted. */
 int bs_records_umount(const char *dir, const char *dev, ip_error *e);
+/* The records file's name, in the old root's /var/lib/inplace (the state
+ * directory of an old OS that kept the default). */
+#define BS_RECORDS_NAME "staging-records.img"
+/* Copy state.json and status.log out of the records file img (read-only,
+ * libext2fs) into dir, for status on the old OS after a staging boot.
+ * -ENOENT (no error set) without the file; *unclean when its journal
+ * holds changes not yet replayed (a cut staging boot). */
+int bs_records_read(const char *img, const char *dir, bool *unclean, ip_error *e);
 
 /* ==== the image on the old root (bootstage/records.c) =================== */
 

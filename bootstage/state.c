@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "bootstage/internal.h"
+#include "bootstage/stage.h"
 
 /*
  * state.json, format 1:
@@ -469,8 +470,7 @@ int bootstage_state_step_end(bootstage_state *st, const char *step, const ip_err
 	return state_save(st, e);
 }
 
-int bootstage_status(const char *dir, const char *disk, size_t nevents, json_object **out,
-		     ip_error *e)
+static int status_of(const char *dir, const char *disk, size_t nevents, json_object **out, ip_error *e)
 {
 	bootstage_state *st = NULL;
 	json_object *doc, *events = NULL;
@@ -513,4 +513,83 @@ int bootstage_status(const char *dir, const char *disk, size_t nevents, json_obj
 	bootstage_state_free(st);
 	*out = doc;
 	return 0;
+}
+
+/* Remove what status_records copied out. */
+static void records_tmp_drop(const char *tmp)
+{
+	char p[4200];
+
+	snprintf(p, sizeof(p), "%s/%s", tmp, BOOTSTAGE_STATE_FILE);
+	unlink(p);
+	snprintf(p, sizeof(p), "%s/%s", tmp, BOOTSTAGE_LOG_FILE);
+	unlink(p);
+	rmdir(tmp);
+}
+
+/* The old OS after a staging boot that did not end in a store (a failure
+ * before the store existed, or a cut): the staging boot advanced the state
+ * in the records area, a file of this state directory, and recorded its
+ * failure there, while the state directory still says what `run` left.
+ * The records' state is shown when it is this run's (or the directory has
+ * none) and not older; -ENOENT (no error set) when there is nothing newer
+ * there. */
+static int status_records(const char *dir, const char *disk, size_t nevents, json_object **out, ip_error *e)
+{
+	char img[4200], tmp[] = "/tmp/inplace-status.XXXXXX";
+	bootstage_state *st = NULL, *rs = NULL;
+	bool unclean = false, newer;
+	int r;
+
+	if (bs_path(img, sizeof(img), dir, BS_RECORDS_NAME) < 0 || access(img, F_OK) < 0)
+		return -ENOENT;
+	r = bootstage_state_load(dir, NULL, &st, e);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	ip_error_clear(e);
+	/* a state of another disk says nothing about this one */
+	if (st && disk && !bs_same_disk(disk, str_of(st->doc, "disk") ?: "")) {
+		bootstage_state_free(st);
+		return -ENOENT;
+	}
+	if (!mkdtemp(tmp)) {
+		bootstage_state_free(st);
+		return ip_fail(e, -errno, "cannot make a directory in /tmp: %s", strerror(errno));
+	}
+	r = bs_records_read(img, tmp, &unclean, e);
+	if (r == 0)
+		r = bootstage_state_load(tmp, NULL, &rs, e);
+	if (r == -ENOENT) {
+		ip_error_clear(e);
+	} else if (r == 0) {
+		newer = !st || (!strcmp(bootstage_state_job_hash(st), bootstage_state_job_hash(rs)) &&
+				strcmp(str_of(rs->doc, "updated") ?: "", str_of(st->doc, "updated") ?: "") >= 0);
+		r = newer ? status_of(tmp, NULL, nevents, out, e) : -ENOENT;
+		if (r == 0) {
+			json_object_object_add(*out, "state_dir", json_object_new_string(dir));
+			json_object_object_add(*out, "records", json_object_new_string(img));
+			json_object_object_add(*out, "records_unclean", json_object_new_boolean(unclean));
+		}
+	}
+	bootstage_state_free(rs);
+	bootstage_state_free(st);
+	records_tmp_drop(tmp);
+	if (r < 0 && r != -ENOENT) {
+		/* records that cannot be read must not hide the state there is:
+		 * the directory's, with why the records were not read */
+		char why[sizeof(e->msg)];
+
+		snprintf(why, sizeof(why), "%s", e->msg);
+		ip_error_clear(e);
+		if ((r = status_of(dir, disk, nevents, out, e)) == 0)
+			json_object_object_add(*out, "records_error", json_object_new_string(why));
+	}
+	return r;
+}
+
+int bootstage_status(const char *dir, const char *disk, size_t nevents, json_object **out, ip_error *e)
+{
+	int r = status_records(dir, disk, nevents, out, e);
+
+	return r == -ENOENT ? status_of(dir, disk, nevents, out, e) : r;
 }

@@ -789,7 +789,9 @@ static int fix_fstab(const char *root, const char *uuid, const char *fstype, jso
 /* The unit is contrib/systemd/inplace-firstboot.service, embedded at build
  * time (Makefile, units_blob.o) and shipped by make install, plus the one
  * line that names the disk; the file says why it runs the bundle the way
- * it does. */
+ * it does.  The unit keeps a copy of the store's bundle in the new root
+ * (FIRSTBOOT_BUNDLE) for a first boot cut after reclaim wiped the store. */
+#define FIRSTBOOT_BUNDLE "/var/lib/inplace/bundle"
 extern const char bs_unit_inplace_firstboot_service_start[], bs_unit_inplace_firstboot_service_end[];
 
 static int hook_paths(const char *root, char *unit, char *link, size_t n)
@@ -807,10 +809,13 @@ static int install_hook(const char *root, const char *disk, ip_error *e)
 	int r;
 
 	hook_paths(root, unit, link, sizeof(unit));
-	/* the file mounts the store by its label: one spelling in two places */
-	if (!memmem(base, base_len, "LABEL=" BS_STORE_LABEL " ", strlen("LABEL=" BS_STORE_LABEL " ")))
+	/* the file mounts the store by its label and keeps the bundle where
+	 * remove_hook removes it: one spelling of each in two places */
+	if (!memmem(base, base_len, "LABEL=" BS_STORE_LABEL " ", strlen("LABEL=" BS_STORE_LABEL " ")) ||
+	    !memmem(base, base_len, "k=" FIRSTBOOT_BUNDLE ";", strlen("k=" FIRSTBOOT_BUNDLE ";")))
 		return ip_fail(e, -EINVAL, "the first-boot unit does not mount the store by its label "
-			       BS_STORE_LABEL ": rebuild inplace from a consistent tree");
+			       BS_STORE_LABEL " or keep the bundle in " FIRSTBOOT_BUNDLE
+			       ": rebuild inplace from a consistent tree");
 	if (strchr(disk, '\n') ||
 	    snprintf(text, sizeof(text), "%.*sExecStart=/run/inplace/bundle/inplace resume --disk %s\n",
 		     base_len, base, disk) >= (int)sizeof(text))
@@ -827,11 +832,24 @@ static int install_hook(const char *root, const char *disk, ip_error *e)
 	return ip_fsync_dir(dir, e);
 }
 
+/* The unit and the new root's copy of the bundle, once nothing is left
+ * for a first boot to do (the unit last: a cut before it runs it again). */
 static int remove_hook(const char *root, ip_error *e)
 {
-	char unit[4200], link[4200];
+	char unit[4200], link[4200], bundle[4300];
+	const char *const rm[] = { "rm", "-rf", "--one-file-system", bundle, NULL };
+	int r;
 
 	hook_paths(root, unit, link, sizeof(unit));
+	snprintf(bundle, sizeof(bundle), "%s" FIRSTBOOT_BUNDLE, root);
+	r = ip_spawn(rm, NULL, e);
+	if (r == 0) {
+		/* a half copy an earlier cut left behind */
+		snprintf(bundle, sizeof(bundle), "%s" FIRSTBOOT_BUNDLE ".new", root);
+		r = ip_spawn(rm, NULL, e);
+	}
+	if (r < 0)
+		return r;
 	if ((unlink(link) < 0 && errno != ENOENT) || (unlink(unit) < 0 && errno != ENOENT))
 		return ip_fail(e, -errno, "cannot remove the first-boot unit from %s: %s", root, strerror(errno));
 	return ip_fsync_parent(unit, e);
@@ -995,22 +1013,20 @@ static int drop_store_fstab(const char *root, ip_error *e)
 	return ip_write_file_atomic(fstab, nw, k, 0644, e);
 }
 
-int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+/* Everything reclaim does but removing the first-boot hook. */
+static int reclaim_space(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
 	char root[4200], node[4300];
 	struct ip_mount m;
-	partctl_table *t = NULL;
 	uint64_t off = 0, size = 0;
 	unsigned part = 0;
 	int r;
 
-	*res = result_new("reclaim");
 	newroot_dir(p, root, sizeof(root));
 	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
 	if (r < 0)
 		return r;
-	r = remove_hook(root, e);
-	if (r == 0 && p->keep == BS_KEEP_NO && !p->store_dir)
+	if (p->keep == BS_KEEP_NO && !p->store_dir)
 		r = drop_store_fstab(root, e);
 	if (r == 0 && p->keep == BS_KEEP_IMAGE && !p->store_dir) {
 		struct imager_capture_opts co = { .name = "inplace storage" };
@@ -1091,18 +1107,46 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 		}
 	}
 	if (r == 0 && part) {
+		uint64_t so = 0, ss = 0;
+
 		r = wipe_range(p->disk, off, size, e);
+		/* in the new system its root is mounted from this disk: the
+		 * store's entry goes and the root's end grows over its space in
+		 * one table write, the kernel told through BLKPG, the root
+		 * grown online (partctl_part_grow_over) */
 		if (r == 0)
-			r = partctl_table_open(p->disk, true, &t, e);
-		if (r == 0)
-			r = partctl_table_delete(t, part, e);
-		if (r == 0)
-			r = partctl_table_write(t, e);
-		partctl_table_free(t);
+			r = partctl_part_range(p->disk, p->sys_part, &so, &ss, e);
+		if (r == 0 && off > so)
+			r = partctl_part_grow_over(p->disk, p->sys_part, part, NULL, NULL, e);
+		else if (r == 0)
+			r = partctl_delete(p->disk, part, NULL, NULL, e);
 		if (r == 0)
 			json_object_object_add(*res, "deleted", json_object_new_int((int)part));
+		if (r < 0 || off > so)
+			return r;
 	}
 	if (r == 0)
 		r = partctl_grow(p->disk, p->sys_part, 0, e);
 	return r;
+}
+
+/* The hook goes last: a first boot cut anywhere in reclaim (the store
+ * wiped, its entry deleted, the root half grown) runs again, from the new
+ * root's copy of the bundle. */
+int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char root[4200];
+	struct ip_mount m;
+	int r;
+
+	*res = result_new("reclaim");
+	r = reclaim_space(p, s, res, e);
+	if (r < 0)
+		return r;
+	newroot_dir(p, root, sizeof(root));
+	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
+	if (r < 0)
+		return r;
+	r = remove_hook(root, e);
+	return umount_with(&m, r, NULL, *res, e);
 }

@@ -330,6 +330,11 @@ static void status_print(json_object *doc)
 		printf("error: %s\n", err);
 	if (json_object_object_get_ex(doc, "disk", &v) && v)
 		printf("disk: %s\n", json_object_get_string(v));
+	if (json_object_object_get_ex(doc, "records", &v) && v) {
+		printf("read from: %s (what the staging boot recorded)\n", json_object_get_string(v));
+		if (json_object_object_get_ex(doc, "records_unclean", &v) && json_object_get_boolean(v))
+			printf("note: the staging boot was cut: its last changes may be missing here\n");
+	}
 	json_object_object_get_ex(doc, "events", &events);
 	if (!json_object_array_length(events))
 		return;

@@ -4,7 +4,7 @@
 #include "cli/cli.h"
 #include "partctl/partctl.h"
 
-enum { OPT_TO = OPT_CLI_LAST, OPT_MAX, OPT_NO_REPAIR };
+enum { OPT_TO = OPT_CLI_LAST, OPT_MAX, OPT_NO_REPAIR, OPT_OVER };
 
 const struct cli_help cli_help_part_shrink = {
 	.synopsis = "[options] DISK N --to SIZE",
@@ -29,13 +29,16 @@ const struct cli_help cli_help_part_shrink = {
 };
 
 const struct cli_help cli_help_part_grow = {
-	.synopsis = "[options] DISK N [--to SIZE | --max]",
+	.synopsis = "[options] DISK N [--to SIZE | --max | --over M]",
 	.description =
 		"Grow partition N into the free space after it, then its filesystem\n"
-		"(ext2/3/4 through resize2fs, NTFS through ntfsresize).\n",
+		"(ext2/3/4 through resize2fs, NTFS through ntfsresize).  A mounted\n"
+		"ext2/3/4 partition of a block device grows online.\n",
 	.opts = (const struct cli_opt[]){
 		{ "to", 0, "SIZE", OPT_TO, "the partition's new size; its end is aligned down to the table's grain (1 MiB)" },
 		{ "max", 0, NULL, OPT_MAX, "as large as the free space after it allows (default)" },
+		{ "over", 0, "M", OPT_OVER, "delete partition M (after N, not in use) and grow N over its space, "
+					   "in one table write" },
 		CLI_OPT_DRY_RUN("check and show the plan, write nothing"),
 		CLI_OPT_JSON_DOC,
 		CLI_OPTS_TAIL,
@@ -92,11 +95,11 @@ static int resize_verb(int argc, char **argv, bool grow)
 	const char *cmd = grow ? "part grow" : "part shrink";
 	struct cli_opts o = { 0 };
 	struct partctl_resize_plan p;
-	const char *to_arg = NULL, *disk;
+	const char *to_arg = NULL, *over_arg = NULL, *disk;
 	bool max = false, no_repair = false;
 	ip_error e = { 0 };
 	uint64_t to = 0;
-	unsigned n;
+	unsigned n, over = 0;
 	int c, r;
 	const struct cli_help *help = grow ? &cli_help_part_grow : &cli_help_part_shrink;
 
@@ -109,6 +112,9 @@ static int resize_verb(int argc, char **argv, bool grow)
 			break;
 		case OPT_MAX: /* grow's table only */
 			max = true;
+			break;
+		case OPT_OVER: /* grow's table only */
+			over_arg = optarg;
 			break;
 		case OPT_NO_REPAIR: /* shrink's table only */
 			no_repair = true;
@@ -125,15 +131,22 @@ static int resize_verb(int argc, char **argv, bool grow)
 		return cli_usage(&o, cmd, "give the new size with --to SIZE");
 	if (max && to_arg)
 		return cli_usage(&o, cmd, "give either --to SIZE or --max, not both");
+	if (over_arg && (max || to_arg))
+		return cli_usage(&o, cmd, "--over grows as far as the space allows: give it without --to or --max");
 	disk = argv[optind];
 	if (cli_parse_uint(&o, cmd, "partition number", argv[optind + 1], &n))
+		return IP_EXIT_BADINPUT;
+	if (over_arg && cli_parse_uint(&o, cmd, "partition number", over_arg, &over))
 		return IP_EXIT_BADINPUT;
 	cli_opts_apply(&o);
 	if (to_arg && (r = cli_parse_disk_size(&o, cmd, disk, to_arg, &to)))
 		return r;
 	struct partctl_opts po = { .dry_run = o.dry_run, .no_repair = no_repair };
 
-	r = grow ? partctl_part_grow(disk, n, to, &po, &p, &e) : partctl_part_shrink(disk, n, to, &po, &p, &e);
+	if (over)
+		r = partctl_part_grow_over(disk, n, over, &po, &p, &e);
+	else
+		r = grow ? partctl_part_grow(disk, n, to, &po, &p, &e) : partctl_part_shrink(disk, n, to, &po, &p, &e);
 	if (r < 0)
 		return cli_error(&o, cmd, &e);
 	return emit(&o, cmd, disk, &p, grow);

@@ -1,8 +1,9 @@
 /* test_state.c — state.json and status.log in a scratch directory: steps
  * begun and ended idempotently across a "crash" (a new handle on the same
  * directory), refusal of another job's state and of a newer format, event
- * sequence numbers after a torn last line, the tail reader, and the status
- * document with and without state. */
+ * sequence numbers after a torn last line, the tail reader, the status
+ * document with and without state, and status reading the staging records
+ * file of the state directory (an ext4 image made by mke2fs -d). */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -254,6 +255,82 @@ static void test_status_doc(void **state)
 	bootstage_job_free(j);
 }
 
+/* dir/staging-records.img: an ext4 image holding the state of src */
+static void make_records(const char *src)
+{
+	char img[128];
+	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext4", "-d", src, img, "4096k", NULL };
+	ip_error e = { 0 };
+
+	snprintf(img, sizeof(img), "%s/staging-records.img", dir);
+	unlink(img);
+	assert_int_equal(ip_spawn(argv, NULL, &e), 0);
+}
+
+static const char *doc_str(json_object *doc, const char *key)
+{
+	json_object *v;
+
+	return json_object_object_get_ex(doc, key, &v) && v ? json_object_get_string(v) : NULL;
+}
+
+static void test_status_records(void **state)
+{
+	bootstage_job *j = job(""), *other = job("store_size = 1MiB");
+	bootstage_state *st = NULL;
+	json_object *doc = NULL, *v;
+	ip_error e = { 0 }, boom = { 0 };
+	char src[128];
+	bool done;
+
+	(void)state;
+	/* what run left in the state directory */
+	assert_int_equal(bootstage_state_create(dir, j, &st, &e), 0);
+	assert_int_equal(bootstage_state_set_phase(st, BOOTSTAGE_PHASE_PREPARE, &e), 0);
+	bootstage_state_free(st);
+	/* what the staging boot advanced in the records: a failed shrink */
+	snprintf(src, sizeof(src), "%s/rec", dir);
+	assert_int_equal(bootstage_state_create(src, j, &st, &e), 0);
+	assert_int_equal(bootstage_state_set_phase(st, BOOTSTAGE_PHASE_PREPARE, &e), 0);
+	assert_int_equal(bootstage_state_step_begin(st, "make-storage", &done, &e), 0);
+	ip_fail(&boom, -ENOSPC, "no room for the store");
+	assert_int_equal(bootstage_state_step_end(st, "make-storage", &boom, NULL, &e), 0);
+	bootstage_state_free(st);
+	make_records(src);
+	assert_int_equal(bootstage_status(dir, NULL, 10, &doc, &e), 0);
+	assert_string_equal(doc_str(doc, "step"), "make-storage");
+	assert_string_equal(doc_str(doc, "error"), "no room for the store");
+	json_object_object_get_ex(doc, "ok", &v);
+	assert_false(json_object_get_boolean(v));
+	assert_non_null(strstr(doc_str(doc, "records") ?: "", "staging-records.img"));
+	assert_string_equal(doc_str(doc, "state_dir"), dir);
+	json_object_put(doc);
+
+	/* records of another job say nothing about this run */
+	{
+		const char *const rm[] = { "rm", "-rf", src, NULL };
+
+		assert_int_equal(ip_spawn(rm, NULL, NULL), 0);
+	}
+	assert_int_equal(bootstage_state_create(src, other, &st, &e), 0);
+	bootstage_state_free(st);
+	make_records(src);
+	assert_int_equal(bootstage_status(dir, NULL, 10, &doc, &e), 0);
+	assert_null(doc_str(doc, "records"));
+	assert_null(doc_str(doc, "step"));
+	assert_string_equal(doc_str(doc, "phase"), "prepare");
+	json_object_put(doc);
+
+	/* a records file that holds no filesystem: the directory's state, and why */
+	write_file("staging-records.img", "not an ext4");
+	assert_int_equal(bootstage_status(dir, NULL, 10, &doc, &e), 0);
+	assert_string_equal(doc_str(doc, "phase"), "prepare");
+	assert_non_null(doc_str(doc, "records_error"));
+	json_object_put(doc);
+	bootstage_job_free(other);
+	bootstage_job_free(j);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -262,6 +339,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_log_seq_and_tail, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_relocate, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_status_doc, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_status_records, setup, teardown),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -424,3 +424,42 @@ vm_reimage_fixtures() {
 	vm_new_os_image "$T/new.img" || { fail "fixture" "the new OS image"; return 1; }
 	D=$T/old.img
 }
+
+# --- h-cuts ---
+
+# vm_install_job DISK ROOT_MNT METHOD: into the old root of DISK (mounted at
+# ROOT_MNT for the time of the call, released by the EXIT trap otherwise):
+# the bundle ($T/bundle), the image the old OS has already downloaded
+# ($T/new.img, its signature and key), /root/job.ini ([boot] method METHOD)
+# and a unit that starts `inplace run` once, at the next boot.  The old
+# root's vm_identity goes to $T/want.id.
+vm_install_job() {
+	local d=$1 r=$2 method=$3 s z l
+	read -r s z < <(fx_part_range "$d" 1)
+	mkdir -p "$r" && l=$(losetup -f --show -o "$s" --sizelimit "$z" "$d") && track_loop "$l" &&
+		mount "$l" "$r" && track_mount "$r" || return 1
+	vm_identity "$r" > "$T/want.id"
+	mkdir -p "$r/opt" && cp -a "$T/bundle" "$r/opt/inplace" &&
+		cp "$T/new.img" "$T/new.img.minisig" "$T/new.img.pub" "$r/root/" &&
+		printf '; the VM reimages itself: the disk and partition of its running root\n[job]\nimage = /root/new.img\nkey = /root/new.img.pub\n\n[boot]\nmethod = %s\n\n[notify]\ncountdown = 0\n' \
+			"$method" > "$r/root/job.ini" &&
+		cat > "$r/etc/systemd/system/vm-inplace-job.service" <<'EOF2' &&
+[Unit]
+Description=VM tests: start the reimaging job, once
+After=multi-user.target
+ConditionPathExists=!/var/lib/vm-inplace-job.started
+
+[Service]
+Type=oneshot
+ExecStartPre=/bin/touch /var/lib/vm-inplace-job.started
+ExecStart=/opt/inplace/inplace run /root/job.ini
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+EOF2
+		ln -s ../vm-inplace-job.service "$r/etc/systemd/system/multi-user.target.wants/vm-inplace-job.service" ||
+		return 1
+	umount "$r" && losetup -d "$l"
+}
