@@ -63,6 +63,8 @@ int cmd_resume(int argc, char **argv);
 int cmd_reclaim(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
+int cmd_media(int argc, char **argv);
+int cmd_netboot(int argc, char **argv);
 
 /* A storage plan as `part plan` shows it (cli/part_table.c), for `run`. */
 struct partctl_plan;

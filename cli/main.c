@@ -17,6 +17,8 @@ static const struct cli_verb top_verbs[] = {
 	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline" },
 	{ "bundle",  cmd_bundle,  "a self-contained inplace (tools, libraries, loader) in one directory" },
 	{ "stage",   cmd_stage,   "the RAM-only staging environment: build its initramfs" },
+	{ "media",   cmd_media,   "a hybrid BIOS/UEFI boot image that starts in the staging environment" },
+	{ "netboot", cmd_netboot, "kernel, initramfs and iPXE script that start the staging environment" },
 	{ NULL, NULL, NULL },
 };
 
