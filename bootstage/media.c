@@ -29,7 +29,13 @@
  * have, beyond the usual ones stage.c loads for a disk it does not know
  * (virtio, SCSI, AHCI, NVMe): legacy IDE/SATA, USB sticks and SD cards. */
 static const char *const generic_modules[] = { "ata_piix", "usb_storage", "uas", "xhci_pci", "ehci_pci",
-					       "mmc_block", "sdhci_pci", NULL };
+					       "mmc_block", "sdhci_pci", "sr_mod", "isofs", NULL };
+
+/* Where the image lies on the media's ISO 9660 filesystem: GRUB would
+ * read an initramfs holding it through the firmware (slow, and all of it
+ * into RAM); staging mounts the media and reads it from there. */
+#define MEDIA_IMAGE "/inplace/image"
+#define MEDIA_MNT "/run/inplace-media"
 
 #define MEDIA_KERNEL_MAX (256u << 20)
 #define NEWROOT_MNT "/run/inplace-newroot"
@@ -173,6 +179,16 @@ static int build_boot_files(const bootstage_job *j, const char *job_path, const 
 	json_object_object_add(so.media, "disk", j->disk ? json_object_new_string(j->disk) : NULL);
 	json_object_object_add(so.media, "system_partition", json_object_new_int((int)j->system_partition));
 	json_object_object_add(so.media, "wait_s", json_object_new_int(o->disk_wait_s ? (int)o->disk_wait_s : 60));
+	if (j->boot == BOOTSTAGE_BOOT_MEDIA && stat(j->image, &st) == 0) {
+		json_object *im = json_object_new_object();
+
+		/* the image on the media, linked at the job's path in staging */
+		json_object_object_add(im, "on_media", json_object_new_string(MEDIA_IMAGE));
+		json_object_object_add(im, "path", json_object_new_string(j->image));
+		json_object_object_add(im, "bytes", ip_json_u64((uint64_t)st.st_size));
+		json_object_object_add(so.media, "image", im);
+		so.no_image = true;
+	}
 	/* the job alone, as the state directory stage.c packs: staging
 	 * starts the run from it */
 	if (!mkdtemp(tmp)) {
@@ -265,7 +281,15 @@ int bs_media_build(const char *job_path, const char *out, const struct bs_media_
 	if ((r = ip_outfile_open(out, j->image, 0644, &of, e)) < 0)
 		goto out_tree;
 	{
-		const char *argv[] = { "grub-mkrescue", "-o", of.tmp, tree, NULL };
+		char sig[PATH_MAX + 16];
+		const char *argv[] = { "grub-mkrescue", "-o", of.tmp, tree, "--", "-map", j->image, MEDIA_IMAGE,
+				       "-map", sig, MEDIA_IMAGE ".minisig", NULL };
+
+		/* xorriso's own -map after "--": the image goes on the ISO
+		 * from where it is, without a copy in the tree */
+		snprintf(sig, sizeof(sig), "%s.minisig", j->image);
+		if (access(sig, R_OK) < 0)
+			argv[8] = NULL;
 
 		r = ip_spawn(argv, NULL, e);
 		if (r < 0)
@@ -503,10 +527,87 @@ int bs_media_find_disk(json_object *media, char *disk, size_t n, ip_error *e)
 		      named ? named : "the one disk with a partition table", part, *seen ? seen : "none", wait_s);
 }
 
+/* ---- the image on the media -------------------------------------------------- */
+
+/* Mount /dev/name read-only at MEDIA_MNT when it is an ISO 9660 holding
+ * the image of the recorded size. */
+static bool try_media(const char *name, uint64_t bytes)
+{
+	char dev[300], img[PATH_MAX];
+	struct stat st;
+
+	snprintf(dev, sizeof(dev), "/dev/%s", name);
+	if (mount(dev, MEDIA_MNT, "iso9660", MS_RDONLY | MS_NOSUID | MS_NODEV, NULL) < 0)
+		return false;
+	snprintf(img, sizeof(img), "%s%s", MEDIA_MNT, MEDIA_IMAGE);
+	if (stat(img, &st) == 0 && (uint64_t)st.st_size == bytes)
+		return true;
+	umount(MEDIA_MNT);
+	return false;
+}
+
+int bs_media_mount_image(json_object *media, char *found, size_t n, ip_error *e)
+{
+	struct timespec half = { 0, 500 * 1000 * 1000 };
+	json_object *im = NULL, *v;
+	const char *path = NULL;
+	char src[PATH_MAX], at[PATH_MAX + 16], dir[PATH_MAX];
+	uint64_t bytes = 0;
+	unsigned wait_s = 60;
+	bool ok = false;
+	int r;
+
+	*found = '\0';
+	if (!json_object_object_get_ex(media, "image", &im) || !im)
+		return 0;    /* netboot: the image is in the initramfs */
+	if (json_object_object_get_ex(im, "path", &v))
+		path = json_object_get_string(v);
+	if (json_object_object_get_ex(im, "bytes", &v))
+		bytes = (uint64_t)json_object_get_int64(v);
+	if (json_object_object_get_ex(media, "wait_s", &v))
+		wait_s = (unsigned)json_object_get_int(v);
+	if (!path || path[0] != '/')
+		return ip_fail(e, -EINVAL, "the media's description names no image path");
+	if ((r = ip_mkdir_p(MEDIA_MNT, 0700, e)) < 0)
+		return r;
+	for (unsigned i = 0; !ok && i <= wait_s * 2; i++) {
+		DIR *d = opendir("/sys/block");
+		struct dirent *de;
+
+		while (d && !ok && (de = readdir(d)))
+			if (de->d_name[0] != '.' && strncmp(de->d_name, "loop", 4) && strncmp(de->d_name, "ram", 3) &&
+			    (ok = try_media(de->d_name, bytes)))
+				snprintf(found, n, "/dev/%s", de->d_name);
+		if (d)
+			closedir(d);
+		if (!ok)
+			nanosleep(&half, NULL);
+	}
+	if (!ok)
+		return ip_bad(e, -ENODEV, "the boot media (ISO 9660 with %s of %llu bytes) is not to be found: nothing "
+			      "was changed; leave the media in while staging runs", MEDIA_IMAGE,
+			      (unsigned long long)bytes);
+	/* the job names the image by its path on the build host */
+	snprintf(dir, sizeof(dir), "%s", path);
+	*strrchr(dir, '/') = '\0';
+	if (*dir && (r = ip_mkdir_p(dir, 0755, e)) < 0)
+		return r;
+	for (int k = 0; k < 2; k++) {
+		snprintf(src, sizeof(src), "%s%s%s", MEDIA_MNT, MEDIA_IMAGE, k ? ".minisig" : "");
+		snprintf(at, sizeof(at), "%s%s", path, k ? ".minisig" : "");
+		if (access(src, F_OK) < 0)
+			continue;
+		unlink(at);
+		if (symlink(src, at) < 0)
+			return ip_fail(e, -errno, "cannot link %s to the image on the media: %s", at, strerror(errno));
+	}
+	return 0;
+}
+
 /* ---- the old OS's part, in the staging env --------------------------------- */
 
 int bs_media_stage(const char *disk, const char *job_path, const char *state_dir, enum bs_media_next *next,
-		   struct bs_records *rec, bool *have_rec, ip_error *e)
+		   unsigned *sys_part, uint64_t *store_bytes, ip_error *e)
 {
 	struct bootstage_run_opts ro = { .state_dir = state_dir, .staging = true, .disk_here = disk };
 	struct bootstage_preflight_result pre = { 0 };
@@ -517,8 +618,8 @@ int bs_media_stage(const char *disk, const char *job_path, const char *state_dir
 	enum bootstage_phase ph = BOOTSTAGE_PHASE_NONE;
 	int r;
 
-	*have_rec = false;
 	*next = BS_MEDIA_RESUME;
+	*store_bytes = 0;
 	/* a run of this disk found where resume looks (the store first):
 	 * staging goes on from it, or is over */
 	if (bootstage_status_find(disk, &ro, 0, &doc, NULL) == 0 && json_object_object_get_ex(doc, "phase", &v))
@@ -554,11 +655,9 @@ int bs_media_stage(const char *disk, const char *job_path, const char *state_dir
 			    job_path, bootstage_phase_name(res.phase));
 		goto out;
 	}
-	/* what the old OS's 'stage build' does: the state's durable home
-	 * while the old root is shrunk */
-	if ((r = bs_records_create(disk, j->system_partition, state_dir, pre.store_bytes, rec, e)) < 0)
-		goto out;
-	*have_rec = true;
+	*next = BS_MEDIA_STARTED;
+	*sys_part = j->system_partition;
+	*store_bytes = pre.store_bytes;
 out:
 	bootstage_preflight_result_clear(&pre);
 	bootstage_job_free(j);

@@ -63,8 +63,16 @@ int bs_netboot_build(const char *job_path, const char *dir, const struct bs_medi
  * naming what was seen; nothing touched. */
 int bs_media_find_disk(json_object *media, char *disk, size_t n, ip_error *e);
 
+/* A media boot: mount the boot media (the ISO 9660 holding the image of
+ * the recorded size, CD or stick alike) read-only and link the image and
+ * its signature at the job's paths.  found: the media's device.  A
+ * netboot (the image in the initramfs): nothing to do. */
+int bs_media_mount_image(json_object *media, char *found, size_t n, ip_error *e);
+
 enum bs_media_next {
-	BS_MEDIA_RESUME,           /* the staging phases go on; *records made */
+	BS_MEDIA_STARTED,          /* the job ran up to prepare here: the records
+	                            * area is to be made (bs_records_create) */
+	BS_MEDIA_RESUME,           /* a run under way: the staging phases go on */
 	BS_MEDIA_DONE,             /* staging is over on this disk: boot it */
 };
 
@@ -73,10 +81,10 @@ enum bs_media_next {
  * (phase restore or later, or the image deployed already): BS_MEDIA_DONE.
  * A run under way: BS_MEDIA_RESUME.  None: the job at job_path runs
  * (preflight, phase prepare; nobody is logged in, so no countdown) with
- * its state in state_dir, and the records area is made on the old root
- * for it (*rec, *have_rec). */
+ * its state in state_dir: BS_MEDIA_STARTED, with the system partition
+ * and the store size the records area is made for. */
 int bs_media_stage(const char *disk, const char *job_path, const char *state_dir, enum bs_media_next *next,
-		   struct bs_records *rec, bool *have_rec, ip_error *e);
+		   unsigned *sys_part, uint64_t *store_bytes, ip_error *e);
 
 /* Load the kernel of the system on partition sys_part of disk (its newest
  * /boot/vmlinuz-* and initrd, root=UUID= and this boot's consoles) with

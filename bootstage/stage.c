@@ -526,7 +526,7 @@ static int load_state(const struct bs_stage_opts *o, const char *dir, bootstage_
 /* The job's files staging reads by their paths: the image reaches the
  * staging env without network (until the old OS stages it elsewhere, in
  * RAM with the rest). */
-static int put_job_files(struct cpio *c, const char *state_dir, ip_error *e)
+static int put_job_files(struct cpio *c, const char *state_dir, bool no_image, ip_error *e)
 {
 	_cleanup_free_ char *text = NULL;
 	bootstage_job *job = NULL;
@@ -539,7 +539,7 @@ static int put_job_files(struct cpio *c, const char *state_dir, ip_error *e)
 	    (r = bootstage_job_parse(text, path, &job, e)) < 0)
 		return r;
 	snprintf(sig, sizeof(sig), "%s.minisig", job->image);
-	if ((r = put_job_file(c, job->image, e)) == 0 && (r = put_job_file(c, sig, e)) == 0 &&
+	if ((no_image || ((r = put_job_file(c, job->image, e)) == 0 && (r = put_job_file(c, sig, e)) == 0)) &&
 	    (r = put_job_file(c, job->key, e)) == 0)
 		r = put_job_file(c, job->report_ca_cert, e);
 	bootstage_job_free(job);
@@ -642,7 +642,7 @@ static int write_archive(int fd, const struct bs_stage_opts *o, struct bs_stage_
 	if (r == 0)
 		r = put_state(&c, state_dir, e);
 	if (r == 0)
-		r = put_job_files(&c, state_dir, e);
+		r = put_job_files(&c, state_dir, o->no_image, e);
 	if (r == 0)
 		r = put_modules(&c, res, e);
 	if (r == 0) {

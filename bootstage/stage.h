@@ -65,6 +65,8 @@ struct bs_stage_opts {
 	 * "wait_s"}: how to find the disk).  NULL: a staging boot after
 	 * 'inplace run'. */
 	json_object *media;
+	bool no_image;             /* the job's image and signature travel beside
+	                            * the initramfs (on the boot media), not in it */
 };
 
 struct bs_stage_result {

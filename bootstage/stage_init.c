@@ -304,26 +304,39 @@ static int media_entry(struct init *in, json_object *media, ip_error *e)
 {
 	enum bs_media_next next = BS_MEDIA_RESUME;
 	struct bs_records rec = { 0 };
-	char state[4200], job[4300];
-	bool have_rec = false;
+	char state[4200], job[4300], mdev[300];
+	uint64_t store_bytes = 0;
+	unsigned part = 0;
+	ip_error err = { 0 };
 	int r;
 
 	bs_media_set_after(BS_AFTER_POWEROFF);
 	if ((r = bs_media_find_disk(media, in->disk, sizeof(in->disk), e)) < 0)
 		return r;
 	say(in, "the job's disk is %s", in->disk);
+	if ((r = bs_media_mount_image(media, mdev, sizeof(mdev), e)) < 0)
+		return r;
+	if (*mdev)
+		say(in, "the image is on the boot media, %s", mdev);
 	path_in(in, state, sizeof(state), str_at(in->doc, "state_dir") ?: "/state");
 	snprintf(job, sizeof(job), "%s/job.ini", state);
-	if ((r = bs_media_stage(in->disk, job, state, &next, &rec, &have_rec, e)) < 0)
+	if ((r = bs_media_stage(in->disk, job, state, &next, &part, &store_bytes, e)) < 0)
 		return r;
 	if (next == BS_MEDIA_DONE) {
 		media_boot_on(in, media);
 		return 1;
 	}
-	if (have_rec) {
-		json_object_object_add(in->doc, "records", bs_records_json(&rec));
-		say(in, "preflight passed on %s; records area at byte %llu", in->disk, (unsigned long long)rec.off);
+	if (next != BS_MEDIA_STARTED)
+		return 0;
+	say(in, "preflight passed on %s: the run is in phase prepare", in->disk);
+	/* what the old OS's 'stage build' does: the state's durable home
+	 * while the old root is shrunk; without it the state lives in RAM
+	 * until the store exists, as a staging boot whose area is gone */
+	if (bs_records_create(in->disk, part, state, store_bytes, &rec, &err) < 0) {
+		say(in, "warning: no records area (%s): the state before the store lives in RAM only", err.msg);
+		return 0;
 	}
+	json_object_object_add(in->doc, "records", bs_records_json(&rec));
 	return 0;
 }
 

@@ -3,9 +3,9 @@
 # `media build` writes a hybrid image: an MBR with a BIOS boot record and
 # a GPT naming an EFI system partition, El Torito entries for BIOS and
 # UEFI, GRUB's grub.cfg booting our kernel and initramfs; the initramfs
-# (cpio) holds /init, the bundle, the job, its image and signature and the
-# usual disk drivers in dependency order, and its stage.json says how
-# staging finds the disk.  `netboot build` writes the kernel, the same
+# (cpio) holds /init, the bundle, the job and the usual disk drivers in
+# dependency order, the image and its signature lie on the ISO beside it,
+# and stage.json says how staging finds the disk and the image.  `netboot build` writes the kernel, the same
 # initramfs, an iPXE script and a pxelinux config.  Refusals (bad job,
 # method not media, unsigned or damaged image, URL, relative path, no
 # system_partition, store directory): exit 2, nothing written.
@@ -56,17 +56,22 @@ check "grub.cfg boots it with the initramfs and the staging arguments" \
 check "GRUB for both firmwares is on the ISO" test -d iso-boot/grub/i386-pc -a -d iso-boot/grub/x86_64-efi
 
 mkdir x && (cd x && zstd -dc ../iso-boot/initrd.img | cpio -id --quiet 2>/dev/null)
-check "the cpio holds /init, the bundle, the job, the image and its signature" \
-	test -L x/init -a -x x/bundle/libexec/inplace -a -f x/state/job.ini -a -f "x$T/newos.img" -a -f "x$T/newos.img.minisig" -a -f "x$T/k.pub"
-check "the image in the cpio is the verified one" cmp -s "x$T/newos.img" newos.img
+check "the cpio holds /init, the bundle, the job and its key" \
+	test -L x/init -a -x x/bundle/libexec/inplace -a -f x/state/job.ini -a -f "x$T/k.pub"
+check "the image is not in the cpio (GRUB would read it all through the firmware)" test ! -e "x$T/newos.img"
+xorriso -osirrox on -indev usb.img -extract /inplace iso-image >/dev/null 2>&1
+check "the ISO holds the verified image and its signature" \
+	bash -c "cmp -s iso-image/image newos.img && cmp -s iso-image/image.minisig newos.img.minisig"
+check "stage.json: the image on the media, linked at the job's path" \
+	test "$(jq -c '.media.image | [.on_media, .path, .bytes]' x/stage.json)" = "[\"/inplace/image\",\"$T/newos.img\",$(stat -c %s newos.img)]"
 check "the job travels as written" cmp -s x/state/job.ini media.ini
 check "no state: no old OS ran the job" test ! -e x/state/state.json
 check "stage.json: how staging finds the disk" \
 	test "$(jq -c '.media | [.kind, .disk, .system_partition, .wait_s]' x/stage.json)" = '["media","/dev/disk/by-id/virtio-target",1,60]'
 check "stage.json: no disk id, no records area (made in staging)" \
 	test "$(jq -c '[.disk, .records]' x/stage.json)" = '[null,null]'
-check "the usual disk drivers of any x86_64 machine" \
-	bash -c "for m in virtio_blk virtio_pci ahci nvme sd_mod usb_storage ata_piix ext4 vfat; do jq -e --arg m \$m '[.modules[].name] | index(\$m)' x/stage.json >/dev/null || { echo \$m; exit 1; }; done"
+check "the usual disk drivers of any x86_64 machine, and the media's" \
+	bash -c "for m in virtio_blk virtio_pci ahci nvme sd_mod usb_storage ata_piix ext4 vfat isofs sr_mod; do jq -e --arg m \$m '[.modules[].name] | index(\$m)' x/stage.json >/dev/null || { echo \$m; exit 1; }; done"
 order_ok() {
 	local i=0 p dep
 	declare -A at
