@@ -429,6 +429,7 @@ vm_reimage_fixtures() {
 #   vm_media_job OUT DISK        a job ([boot] method = media) for $T/new.img
 #                                on the VM's disk named DISK (a by-id name)
 #   vm_media_kernel              the Debian tree's kernel (the staging one)
+#   vm_tiny_image OUT            a small signed image (never deployed)
 #   vm_boot_media DISK MEDIA LOG [ARGS…]  vm_boot with MEDIA as a second,
 #                                read-only virtio drive that boots first
 vm_media_job() {
@@ -459,4 +460,14 @@ vm_boot_media() {
 	shift 3
 	vm_boot "$disk" "$log" -drive "file=$media,format=raw,if=none,id=media0,readonly=on" \
 		-device virtio-blk-pci,drive=media0,bootindex=0 "$@"
+}
+
+# vm_tiny_image OUT: a small signed image (OUT, OUT.minisig, OUT.pub) for
+# boots that never deploy it (a disk that is absent): less to carry
+vm_tiny_image() {
+	local d
+	d=$(mktemp -d "$T/tiny.XXXXXX") && echo tiny > "$d/marker" &&
+		"$INPLACE" image build -q --from-dir "$d" --size 16MiB -o "$1" >/dev/null &&
+		minisign -G -W -f -p "$1.pub" -s "$d.key" >/dev/null 2>&1 &&
+		minisign -S -s "$d.key" -m "$1" >/dev/null 2>&1
 }

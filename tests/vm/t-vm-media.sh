@@ -11,7 +11,12 @@
 cd "$T" || exit 1
 have_loop || { skip "media" "no loop devices"; exit 0; }
 require_tool xorriso grub-mkrescue mformat || exit 1
-vm_reimage_fixtures || exit 1
+require_tool qemu-system-x86_64 debootstrap minisign || exit 1
+export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
+vm_old_os_disk "$T/old.img" || { fail "fixture" "the old OS disk"; exit 1; }
+D=$T/old.img
+# never deployed (the disk is absent): a small one
+vm_tiny_image "$T/new.img" || { fail "fixture" "a small signed image"; exit 1; }
 K=$(vm_media_kernel) || { fail "fixture" "no kernel in the Debian tree"; exit 1; }
 for f in /usr/share/OVMF/OVMF_CODE.fd /usr/share/OVMF/OVMF_VARS.fd; do
 	[ -r "$f" ] || { skip "uefi" "no $f (ovmf)"; exit 0; }
