@@ -332,6 +332,11 @@ int bs_netboot_build(const char *job_path, const char *dir, const struct bs_medi
 	media_cmdline(o, "pxe", res->cmdline, sizeof(res->cmdline));
 	if ((r = build_boot_files(j, job_path, o, kernel, initrd, res, e)) < 0)
 		goto out;
+	/* a TFTP or HTTP server reads it as its own user */
+	if (chmod(initrd, 0644) < 0) {
+		r = ip_fail(e, -errno, "cannot make %s readable: %s", initrd, strerror(errno));
+		goto out;
+	}
 	/* names relative to the script: iPXE fetches them the way it
 	 * fetched the script (TFTP, HTTP) from the same place */
 	snprintf(text, sizeof(text),

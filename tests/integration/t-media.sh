@@ -89,6 +89,8 @@ check "every module is in the cpio, dependencies first" order_ok
 job pxe.ini pxe
 ok "netboot build" "$INPLACE" netboot build pxe.ini -o tftp --kernel "$K" --cmdline "inplace.test=1"
 check "the kernel as built" cmp -s tftp/vmlinuz "$K"
+check "every file readable by a TFTP server's own user" \
+	test "$(stat -c %a tftp/vmlinuz tftp/initrd.img tftp/boot.ipxe tftp/pxelinux.cfg/default | sort -u)" = 644
 check "the iPXE script loads both, relative to itself, and boots" \
 	test "$(grep -v '^#' tftp/boot.ipxe | sed 's/ .*//' | tr '\n' ' ')" = "kernel initrd boot "
 check "iPXE script: the staging arguments and --cmdline" \

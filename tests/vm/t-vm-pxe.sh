@@ -27,7 +27,9 @@ h_disk=$(sha256sum < "$D")
 
 VM_LOG=$T/pxe.log
 VM_FAIL='Kernel panic|No more network devices'
-vm_boot "$D" "$VM_LOG" -netdev "user,id=pxe0,tftp=$T/tftp,bootfile=boot.ipxe" \
+# the NIC vm_boot adds loses its ROM: iPXE would boot from that one, whose
+# network names no boot file, and give up
+vm_boot "$D" "$VM_LOG" -global virtio-net-pci.romfile= -netdev "user,id=pxe0,tftp=$T/tftp,bootfile=boot.ipxe" \
 	-device virtio-net-pci,netdev=pxe0,bootindex=0,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom
 check "iPXE fetches our script, the kernel and the initramfs by TFTP and boots them" \
 	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage inplace\.pxe' 600
