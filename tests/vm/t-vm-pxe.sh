@@ -1,7 +1,7 @@
 #!/bin/bash
 # t-vm-pxe — the network boot: `inplace netboot build` of a job whose disk
 # is not in the machine, served by QEMU's user network (its built-in TFTP
-# and DHCP naming boot.ipxe) to the iPXE ROM of a virtio NIC first in the
+# and DHCP naming boot.ipxe) to the iPXE ROM of an e1000 NIC first in the
 # boot order (ipxe-qemu): iPXE runs our script, fetches the kernel and the
 # initramfs by TFTP, the staging env says the job's disk is not there and
 # powers off by itself; the old OS disk is unchanged byte for byte.  (The
@@ -12,7 +12,7 @@
 cd "$T" || exit 1
 have_loop || { skip "pxe" "no loop devices"; exit 0; }
 require_tool qemu-system-x86_64 debootstrap minisign || exit 1
-[ -r /usr/lib/ipxe/qemu/efi-virtio.rom ] || { skip "pxe" "no iPXE ROM (ipxe-qemu)"; exit 0; }
+[ -r /usr/lib/ipxe/qemu/efi-e1000.rom ] || { skip "pxe" "no iPXE ROM (ipxe-qemu)"; exit 0; }
 export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
 vm_old_os_disk "$T/old.img" || { fail "fixture" "the old OS disk"; exit 1; }
 D=$T/old.img
@@ -27,10 +27,11 @@ h_disk=$(sha256sum < "$D")
 
 VM_LOG=$T/pxe.log
 VM_FAIL='Kernel panic|No more network devices'
-# the NIC vm_boot adds loses its ROM: iPXE would boot from that one, whose
-# network names no boot file, and give up
+# the virtio NIC vm_boot adds loses its ROM (its iPXE took the boot and,
+# its network naming no boot file, gave up); the PXE NIC is an e1000 with
+# its own iPXE ROM (a virtio one with an explicit romfile got none)
 vm_boot "$D" "$VM_LOG" -global virtio-net-pci.romfile= -netdev "user,id=pxe0,tftp=$T/tftp,bootfile=boot.ipxe" \
-	-device virtio-net-pci,netdev=pxe0,bootindex=0,romfile=/usr/lib/ipxe/qemu/efi-virtio.rom
+	-device e1000,netdev=pxe0,bootindex=0,romfile=/usr/lib/ipxe/qemu/efi-e1000.rom
 check "iPXE fetches our script, the kernel and the initramfs by TFTP and boots them" \
 	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage inplace\.pxe' 600
 check "the staging env says the job's disk is not in this machine" \
