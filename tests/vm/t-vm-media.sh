@@ -30,7 +30,8 @@ cp /usr/share/OVMF/OVMF_VARS.fd vars.fd
 
 VM_LOG=$T/uefi.log
 VM_FAIL='Kernel panic'
-vm_boot_media "$D" nodisk.img "$VM_LOG" \
+# reboots allowed: a staging boot that rebooted would loop, and QEMU stay
+VM_REBOOT=yes vm_boot_media "$D" nodisk.img "$VM_LOG" \
 	-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd -drive if=pflash,format=raw,file=vars.fd
 check "UEFI: OVMF starts the media's GRUB, which boots the staging kernel" \
 	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage inplace\.media' 600

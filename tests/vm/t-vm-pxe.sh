@@ -30,7 +30,8 @@ VM_FAIL='Kernel panic|No more network devices'
 # the virtio NIC vm_boot adds loses its ROM (its iPXE took the boot and,
 # its network naming no boot file, gave up); the PXE NIC is an e1000 with
 # its own iPXE ROM (a virtio one with an explicit romfile got none)
-vm_boot "$D" "$VM_LOG" -global virtio-net-pci.romfile= -netdev "user,id=pxe0,tftp=$T/tftp,bootfile=boot.ipxe" \
+# reboots allowed: a staging boot that rebooted would loop, and QEMU stay
+VM_REBOOT=yes vm_boot "$D" "$VM_LOG" -global virtio-net-pci.romfile= -netdev "user,id=pxe0,tftp=$T/tftp,bootfile=boot.ipxe" \
 	-device e1000,netdev=pxe0,bootindex=0,romfile=/usr/lib/ipxe/qemu/efi-e1000.rom
 check "iPXE fetches our script, the kernel and the initramfs by TFTP and boots them" \
 	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage inplace\.pxe' 600
