@@ -839,6 +839,12 @@ static int arm_boot(struct pipe *pp, const struct bootstage_run_opts *o, struct 
 	return r;
 }
 
+/* A method whose staging boot the old OS arms (media and pxe start there). */
+static bool armed_boot(const bootstage_job *job)
+{
+	return job->boot == BOOTSTAGE_BOOT_GRUB || job->boot == BOOTSTAGE_BOOT_KEXEC;
+}
+
 /* The hook's tools are here (before a state is written: a run that cannot
  * reboot into staging changes nothing). */
 static int boot_ready(const bootstage_job *job, ip_error *e)
@@ -849,6 +855,8 @@ static int boot_ready(const bootstage_job *job, ip_error *e)
 	case BOOTSTAGE_BOOT_KEXEC:
 		return bs_need_tool("kexec", "kexec-tools", e);
 	case BOOTSTAGE_BOOT_NONE:
+	case BOOTSTAGE_BOOT_MEDIA:   /* the staging env is running already */
+	case BOOTSTAGE_BOOT_PXE:
 		return 0;
 	default:
 		return ip_bad(e, -EOPNOTSUPP, "%s: this [boot] method is not supported", job->name);
@@ -869,11 +877,14 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 	if ((r = pipe_lock(&pp, false, e)) < 0)
 		goto out;
 	ip_loop_detach_stale(job->disk, NULL);
-	if (job->boot == BOOTSTAGE_BOOT_MEDIA || job->boot == BOOTSTAGE_BOOT_PXE) {
-		r = ip_bad(e, -EOPNOTSUPP, "%s: [boot] method=%s needs the staging environment and reboot hooks, "
-			   "which this inplace does not have yet: use method = none and 'inplace resume' for each boot",
-			   job->name, job->boot == BOOTSTAGE_BOOT_GRUB ? "grub" : job->boot == BOOTSTAGE_BOOT_KEXEC ?
-			   "kexec" : job->boot == BOOTSTAGE_BOOT_MEDIA ? "media" : "pxe");
+	/* media and pxe: the staging env itself runs the old OS's part
+	 * (bootstage/media.c); on the old OS there is nothing to arm */
+	if ((job->boot == BOOTSTAGE_BOOT_MEDIA || job->boot == BOOTSTAGE_BOOT_PXE) && !(o && o->staging)) {
+		r = ip_bad(e, -EOPNOTSUPP, "%s: [boot] method=%s starts from the %s, not from this system: build it with "
+			   "'inplace %s build %s' and boot the machine from it", job->name,
+			   job->boot == BOOTSTAGE_BOOT_MEDIA ? "media" : "pxe",
+			   job->boot == BOOTSTAGE_BOOT_MEDIA ? "boot media" : "network",
+			   job->boot == BOOTSTAGE_BOOT_MEDIA ? "media" : "netboot", job->name);
 		goto out;
 	}
 	/* this job's run past its checks: say where it stands, change nothing */
@@ -885,7 +896,7 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		res->under_way = !res->already;
 		/* armed, but the staging boot has not begun (a failed arm, a
 		 * reboot that did not come): arm again */
-		if (res->phase == BOOTSTAGE_PHASE_PREPARE && job->boot != BOOTSTAGE_BOOT_NONE &&
+		if (res->phase == BOOTSTAGE_PHASE_PREPARE && armed_boot(job) &&
 		    !bootstage_state_step_done(pp.st, BOOTSTAGE_PHASE_PREPARE, "make-storage") &&
 		    strcmp(bootstage_state_step(pp.st), "make-storage")) {
 			if ((r = bootstage_state_lock(pp.dir, &state_lock, e)) < 0 || (r = log_open(&pp, e)) < 0 ||
@@ -958,7 +969,7 @@ int bootstage_run(bootstage_job *job, const struct bootstage_run_opts *o,
 		goto out;
 	if ((r = set_phase(&pp, BOOTSTAGE_PHASE_PREPARE, e)) < 0)
 		goto out;
-	if (job->boot != BOOTSTAGE_BOOT_NONE && (r = arm_boot(&pp, o, res, e)) < 0)
+	if (armed_boot(job) && (r = arm_boot(&pp, o, res, e)) < 0)
 		goto out;
 	event(&pp, NULL, BOOTSTAGE_INFO, "ready: the next boot (the staging environment) makes room and saves the users");
 	res->phase = BOOTSTAGE_PHASE_PREPARE;

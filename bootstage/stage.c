@@ -159,9 +159,9 @@ static int add_disk_drivers(struct modset *ms, const char *disk, ip_error *e)
 	struct stat st;
 	int r;
 
-	if (stat(disk, &st) < 0)
+	if (disk && stat(disk, &st) < 0)
 		return ip_bad(e, -errno, "cannot find %s: %s", disk, strerror(errno));
-	if (!S_ISBLK(st.st_mode)) {
+	if (!disk || !S_ISBLK(st.st_mode)) {
 		for (size_t i = 0; usual_disk_modules[i]; i++)
 			if ((r = add_lookup(ms, usual_disk_modules[i], e)) < 0)
 				return r;
@@ -539,15 +539,20 @@ static int state_job(const char *state_dir, bootstage_job **job, ip_error *e)
 
 /* The job's small files staging reads by their paths: the key (the trust
  * the copy in the store is checked against) and the report's CA.  The
- * image is not among them: it waits on the old root (put_image). */
-static int put_job_files(struct cpio *c, const char *state_dir, ip_error *e)
+ * image is among them only for netboot (with_image), whose staging has no
+ * other way to it; otherwise it waits on the old root (put_image) or on
+ * the boot media beside the initramfs. */
+static int put_job_files(struct cpio *c, const char *state_dir, bool with_image, ip_error *e)
 {
 	bootstage_job *job = NULL;
+	char sig[PATH_MAX];
 	int r;
 
 	if ((r = state_job(state_dir, &job, e)) < 0)
 		return r;
-	if ((r = put_job_file(c, job->key, e)) == 0)
+	snprintf(sig, sizeof(sig), "%s.minisig", job->image);
+	if ((!with_image || ((r = put_job_file(c, job->image, e)) == 0 && (r = put_job_file(c, sig, e)) == 0)) &&
+	    (r = put_job_file(c, job->key, e)) == 0)
 		r = put_job_file(c, job->report_ca_cert, e);
 	bootstage_job_free(job);
 	return r;
@@ -640,7 +645,10 @@ static json_object *stage_doc(const struct bs_stage_opts *o, const struct bs_sta
 	json_object_object_add(doc, "state_dir", json_object_new_string("/state"));
 	json_object_object_add(doc, "bundle", json_object_new_string("/bundle"));
 	json_object_object_add(doc, "records", bs_records_json(res->records ? &res->rec : NULL));
-	json_object_object_add(doc, "image", bs_root_image_json(&res->image));
+	if (o->media)
+		json_object_object_add(doc, "media", json_object_get(o->media));
+	else
+		json_object_object_add(doc, "image", bs_root_image_json(&res->image));
 	return doc;
 }
 
@@ -663,7 +671,7 @@ static int write_archive(int fd, const struct bs_stage_opts *o, struct bs_stage_
 	if (r == 0)
 		r = put_state(&c, state_dir, e);
 	if (r == 0)
-		r = put_job_files(&c, state_dir, e);
+		r = put_job_files(&c, state_dir, o->media && !o->no_image, e);
 	if (r == 0)
 		r = put_modules(&c, res, e);
 	if (r == 0) {
@@ -679,19 +687,58 @@ static int write_archive(int fd, const struct bs_stage_opts *o, struct bs_stage_
 	return r;
 }
 
+/* Write the archive durably to out from what the caller gathered. */
+static int write_out(const char *out, const struct bs_stage_opts *o, struct bs_stage_result *res, const char *disk,
+		     const char *state_dir, const char *bundle, ip_error *e)
+{
+	ip_outfile of = { .fd = -1 };
+	struct stat sb;
+	int r;
+
+	if ((r = ip_outfile_open(out, NULL, 0600, &of, e)) < 0)
+		return r;
+	r = write_archive(of.fd, o, res, disk, state_dir, bundle, e);
+	if (r == 0)
+		r = ip_outfile_commit(&of, e);
+	else
+		ip_outfile_abort(&of);
+	if (r == 0 && stat(out, &sb) == 0)
+		res->bytes = (uint64_t)sb.st_size;
+	return r;
+}
+
+/* Media and netboot (o->media): no state, no disk to ask sysfs about and
+ * no records area; the job alone in state_dir. */
+static int build_for_media(const char *out, const struct bs_stage_opts *o, struct bs_stage_result *res,
+			   ip_error *e)
+{
+	char tmp[] = "/tmp/inplace-stage.XXXXXX", bundle[PATH_MAX];
+	int r;
+
+	if ((r = find_kernel(o, res, e)) < 0 ||
+	    (r = bs_stage_modules(res->modules_dir, NULL, o->add_modules, &res->modules, e)) < 0)
+		return r;
+	if (!mkdtemp(tmp))
+		return ip_fail(e, -errno, "cannot make a temporary directory: %s", strerror(errno));
+	if ((r = write_bundle(tmp, bundle, sizeof(bundle), e)) == 0)
+		r = write_out(out, o, res, "", o->state_dir, bundle, e);
+	rm_tree(tmp);
+	return r;
+}
+
 int bs_stage_build(const char *out, const struct bs_stage_opts *o, struct bs_stage_result *res, ip_error *e)
 {
 	const char *state_dir = o->state_dir ? o->state_dir : bootstage_default_state_dir();
 	char tmp[] = "/tmp/inplace-stage.XXXXXX", bundle[PATH_MAX], disk[PATH_MAX];
 	bootstage_state *st = NULL;
-	ip_outfile of = { .fd = -1 };
 	uint64_t store_bytes = 0;
 	unsigned sys_part = 0;
 	json_object *v;
-	struct stat sb;
 	int r;
 
 	memset(res, 0, sizeof(*res));
+	if (o->media)
+		return build_for_media(out, o, res, e);
 	if ((r = load_state(o, state_dir, &st, &store_bytes, e)) < 0)
 		goto out;
 	snprintf(disk, sizeof(disk), "%s", o->disk ? o->disk : "");
@@ -720,15 +767,7 @@ int bs_stage_build(const char *out, const struct bs_stage_opts *o, struct bs_sta
 			goto out_tmp;
 		res->records = true;
 	}
-	if ((r = ip_outfile_open(out, NULL, 0600, &of, e)) < 0)
-		goto out_tmp;
-	r = write_archive(of.fd, o, res, disk, state_dir, bundle, e);
-	if (r == 0)
-		r = ip_outfile_commit(&of, e);
-	else
-		ip_outfile_abort(&of);
-	if (r == 0 && stat(out, &sb) == 0)
-		res->bytes = (uint64_t)sb.st_size;
+	r = write_out(out, o, res, disk, state_dir, bundle, e);
 out_tmp:
 	rm_tree(tmp);
 out:

@@ -96,6 +96,15 @@ struct bs_stage_opts {
 	                            * terminated, may be NULL */
 	unsigned disk_wait_s;      /* how long init waits for the disk (0: 60) */
 	bool no_records;           /* keep the state in RAM only (tests) */
+	/* media and netboot (bootstage/media.c): no old OS ran the job, so
+	 * state_dir holds the job alone, the drivers are the usual ones of
+	 * any x86_64 machine, no records area is made, and this object goes
+	 * into /stage.json as "media" for init ({"disk", "system_partition",
+	 * "wait_s"}: how to find the disk).  NULL: a staging boot after
+	 * 'inplace run'. */
+	json_object *media;
+	bool no_image;             /* the job's image and signature travel beside
+	                            * the initramfs (on the boot media), not in it */
 };
 
 struct bs_stage_result {
@@ -121,7 +130,8 @@ int bs_stage_build(const char *out, const struct bs_stage_opts *o, struct bs_sta
 
 /* The modules of the disk (its drivers up the sysfs parents; an image
  * file: the usual disk drivers) and of the filesystems the staging env
- * mounts, plus extra, with every dependency and pre-softdep, dependencies
+ * mounts (disk NULL: a machine not known yet, the usual disk drivers),
+ * plus extra, with every dependency and pre-softdep, dependencies
  * first; built-in ones left out.  *out: [{"name", "path"}] with path
  * relative to modules_dir. */
 int bs_stage_modules(const char *modules_dir, const char *disk, const char *const *extra, json_object **out,

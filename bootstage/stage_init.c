@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "bootstage/bootstage.h"
+#include "bootstage/media.h"
 #include "bootstage/stage.h"
 #include "bootstage/steps.h"
 
@@ -282,12 +283,77 @@ static void record_failure(const char *dir, const ip_error *err)
 	}
 }
 
+/* ---- media and netboot: no old OS ran the job ---------------------------- */
+
+/* Staging is over on the disk: boot on into the system there (kexec), so
+ * that media left in (or a network boot first in the order) does not
+ * start staging again; else say what to do and power off. */
+static void media_boot_on(struct init *in, json_object *media)
+{
+	json_object *v = NULL;
+	ip_error e = { 0 };
+
+	json_object_object_get_ex(media, "system_partition", &v);
+	say(in, "staging is done on %s: booting the system on it", in->disk);
+	if (bs_media_boot_disk(in->disk, v ? (unsigned)json_object_get_int(v) : 0, &e) == 0)
+		return;
+	say(in, "cannot boot on into %s (%s): remove the boot media (or put the disk first in the boot order) "
+	    "and power on; powering off", in->disk, e.msg);
+	bs_media_set_after(BS_AFTER_POWEROFF);
+}
+
+/* The old OS's part, done here (bootstage/media.c): the disk by the job's
+ * rules, the run's state looked for, else the job run up to prepare and
+ * the records area made.  1: staging is over on this disk (booted on);
+ * 0: the usual staging boot goes on.  From here on a failure powers off:
+ * a media boot that reboots would start again, forever. */
+static int media_entry(struct init *in, json_object *media, ip_error *e)
+{
+	enum bs_media_next next = BS_MEDIA_RESUME;
+	struct bs_records rec = { 0 };
+	char state[4200], job[4300], mdev[300];
+	uint64_t store_bytes = 0;
+	unsigned part = 0;
+	ip_error err = { 0 };
+	int r;
+
+	bs_media_set_after(BS_AFTER_POWEROFF);
+	if ((r = bs_media_find_disk(media, in->disk, sizeof(in->disk), e)) < 0)
+		return r;
+	say(in, "the job's disk is %s", in->disk);
+	if ((r = bs_media_mount_image(media, mdev, sizeof(mdev), e)) < 0)
+		return r;
+	if (*mdev)
+		say(in, "the image is on the boot media, %s", mdev);
+	path_in(in, state, sizeof(state), str_at(in->doc, "state_dir") ?: "/state");
+	snprintf(job, sizeof(job), "%s/job.ini", state);
+	if ((r = bs_media_stage(in->disk, job, state, &next, &part, &store_bytes, e)) < 0)
+		return r;
+	if (next == BS_MEDIA_DONE) {
+		media_boot_on(in, media);
+		return 1;
+	}
+	if (next != BS_MEDIA_STARTED)
+		return 0;
+	say(in, "preflight passed on %s: the run is in phase prepare", in->disk);
+	/* what the old OS's 'stage build' does: the state's durable home
+	 * while the old root is shrunk; without it the state lives in RAM
+	 * until the store exists, as a staging boot whose area is gone */
+	if (bs_records_create(in->disk, part, state, store_bytes, &rec, &err) < 0) {
+		say(in, "warning: no records area (%s): the state before the store lives in RAM only", err.msg);
+		return 0;
+	}
+	json_object_object_add(in->doc, "records", bs_records_json(&rec));
+	return 0;
+}
+
 int bs_stage_init(const char *root, bs_say_fn sayfn, void *arg, ip_error *e)
 {
 	struct init in = { .root = root ? root : "/", .say = sayfn, .arg = arg };
 	struct bootstage_run_opts o = { 0 };
 	struct bootstage_run_result res = { 0 };
 	char state[4200], path[4200];
+	json_object *media = NULL;
 	int r;
 
 	/* the kernel started the bundle's binary straight through its
@@ -311,9 +377,14 @@ int bs_stage_init(const char *root, bs_say_fn sayfn, void *arg, ip_error *e)
 	setenv("INPLACE_RUN_DIR", "/run/inplace", 1);
 	setenv("HOME", "/", 0);
 	load_modules(&in);
-	if ((r = wait_disk(&in, e)) < 0) {
+	json_object_object_get_ex(in.doc, "media", &media);
+	if ((r = media ? media_entry(&in, media, e) : wait_disk(&in, e)) < 0) {
 		path_in(&in, state, sizeof(state), str_at(in.doc, "state_dir") ?: "/state");
 		record_failure(state, e);
+		goto out;
+	}
+	if (r > 0) {
+		r = 0;
 		goto out;
 	}
 	say(&in, "the run's disk is %s", in.disk);
@@ -335,6 +406,8 @@ int bs_stage_init(const char *root, bs_say_fn sayfn, void *arg, ip_error *e)
 			record_failure(res.state_dir, e);
 	} else {
 		say(&in, "resume ended in phase %s (state in %s)", bootstage_phase_name(res.phase), res.state_dir);
+		if (media && res.phase >= BOOTSTAGE_PHASE_RESTORE)
+			media_boot_on(&in, media);
 	}
 out:
 	if (in.rec_mounted)

@@ -49,6 +49,8 @@ extern const struct cli_verb cli_top_verbs[];
 extern const struct cli_verb cli_part_verbs[];
 extern const struct cli_verb cli_image_verbs[];
 extern const struct cli_verb cli_profile_verbs[];
+extern const struct cli_verb cli_media_verbs[];
+extern const struct cli_verb cli_netboot_verbs[];
 extern const struct cli_verb cli_stage_verbs[];
 extern const struct cli_help cli_help_run, cli_help_resume, cli_help_reclaim, cli_help_status,
 	cli_help_notify, cli_help_bundle;
@@ -93,6 +95,8 @@ int cmd_resume(int argc, char **argv);
 int cmd_reclaim(int argc, char **argv);
 int cmd_bundle(int argc, char **argv);
 int cmd_stage(int argc, char **argv);
+int cmd_media(int argc, char **argv);
+int cmd_netboot(int argc, char **argv);
 
 /* A storage plan as `part plan` shows it (cli/part_table.c), for `run`. */
 struct partctl_plan;

@@ -17,6 +17,8 @@ const struct cli_verb cli_top_verbs[] = {
 	{ "notify",  cmd_notify,  "tell logged-in users, ask: install now, postpone, decline", &cli_help_notify, NULL },
 	{ "bundle",  cmd_bundle,  "a self-contained inplace (tools, libraries, loader) in one directory", &cli_help_bundle, NULL },
 	{ "stage",   cmd_stage,   "the RAM-only staging environment: build its initramfs", NULL, cli_stage_verbs },
+	{ "media",   cmd_media,   "a hybrid BIOS/UEFI boot image that starts in the staging environment", NULL, cli_media_verbs },
+	{ "netboot", cmd_netboot, "kernel, initramfs and iPXE script that start the staging environment", NULL, cli_netboot_verbs },
 	{ NULL, NULL, NULL, NULL, NULL },
 };
 

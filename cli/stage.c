@@ -6,6 +6,7 @@
 #include <sys/reboot.h>
 #include <unistd.h>
 
+#include "bootstage/media.h"
 #include "bootstage/stage.h"
 #include "cli/cli.h"
 
@@ -166,6 +167,22 @@ static int cmd_stage_init(int argc, char **argv)
 	}
 	if (bs_stage_init("/", console_say, NULL, &e) < 0)
 		fprintf(stderr, "inplace staging: %s\n", e.msg);
+	/* media and netboot boots power off rather than loop into themselves,
+	 * or jump into the system on the disk */
+	switch (bs_media_after()) {
+	case BS_AFTER_POWEROFF:
+		fputs("inplace staging: powering off\n", stderr);
+		sync();
+		reboot(RB_POWER_OFF);
+		break;
+	case BS_AFTER_KEXEC:
+		fputs("inplace staging: starting the system on the disk (kexec)\n", stderr);
+		sync();
+		reboot(RB_KEXEC);
+		break;
+	default:
+		break;
+	}
 	fputs("inplace staging: rebooting\n", stderr);
 	sync();
 	reboot(RB_AUTOBOOT);

@@ -818,17 +818,17 @@ int partctl_busy_verdict(const char *disk, const struct partctl_part *old, size_
 {
 	char what[1200];
 
+	/* the deletions first: a grow over a partition in use is named as
+	 * the deletion of that partition */
+	for (size_t i = 0; i < nold; i++)
+		if (!entry_n(now, nnow, old[i].n) && in_use(arg, old[i].start, old[i].size, what, sizeof(what)))
+			return ip_bad(e, -EBUSY, "partition %u of %s cannot be deleted while it is %s: unmount it first",
+				      old[i].n, disk, what);
 	for (size_t i = 0; i < nold; i++) {
 		const struct partctl_part *o = &old[i], *w = entry_n(now, nnow, o->n);
 
-		if (w && same_entry(o, w))
+		if (!w || same_entry(o, w))
 			continue;
-		if (!w) {
-			if (in_use(arg, o->start, o->size, what, sizeof(what)))
-				return ip_bad(e, -EBUSY, "partition %u of %s cannot be deleted while it is %s: unmount it first",
-					      o->n, disk, what);
-			continue;
-		}
 		if (w->start == o->start && w->size > o->size && w->extended == o->extended &&
 		    w->logical == o->logical) {
 			/* the end grows: over space nothing may use, the

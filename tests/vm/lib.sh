@@ -463,3 +463,50 @@ EOF2
 		return 1
 	umount "$r" && losetup -d "$l"
 }
+
+# --- h-media ---
+#   vm_media_job OUT DISK        a job ([boot] method = media) for $T/new.img
+#                                on the VM's disk named DISK (a by-id name)
+#   vm_media_kernel              the Debian tree's kernel (the staging one)
+#   vm_tiny_image OUT            a small signed image (never deployed)
+#   vm_boot_media DISK MEDIA LOG [ARGS…]  vm_boot with MEDIA as a second,
+#                                read-only virtio drive that boots first
+vm_media_job() {
+	cat > "$1" <<EOF2
+; the VM's old OS disk reimaged from boot media: the disk by its stable id
+[job]
+image = $T/new.img
+key = $T/new.img.pub
+disk = $2
+system_partition = 1
+
+[boot]
+method = media
+
+[notify]
+countdown = 0
+EOF2
+}
+
+vm_media_kernel() {
+	local tree
+	tree=$(debian_tree "$DEBIAN_OS_PKGS") || return 1
+	ls "$tree"/boot/vmlinuz-* 2>/dev/null | head -n1 | grep .
+}
+
+vm_boot_media() {
+	local disk=$1 media=$2 log=$3
+	shift 3
+	vm_boot "$disk" "$log" -drive "file=$media,format=raw,if=none,id=media0,readonly=on" \
+		-device virtio-blk-pci,drive=media0,bootindex=0 "$@"
+}
+
+# vm_tiny_image OUT: a small signed image (OUT, OUT.minisig, OUT.pub) for
+# boots that never deploy it (a disk that is absent): less to carry
+vm_tiny_image() {
+	local d
+	d=$(mktemp -d "$T/tiny.XXXXXX") && echo tiny > "$d/marker" &&
+		"$INPLACE" image build -q --from-dir "$d" --size 16MiB -o "$1" >/dev/null &&
+		minisign -G -W -f -p "$1.pub" -s "$d.key" >/dev/null 2>&1 &&
+		minisign -S -s "$d.key" -m "$1" >/dev/null 2>&1
+}
