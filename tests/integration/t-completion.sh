@@ -28,7 +28,7 @@ want() {
 }
 
 want "top verbs by prefix" "part profile" p
-want "every top verb" "$(printf '%s\n' bundle image notify part profile reclaim resume run stage status | tr '\n' ' ' | sed 's/ $//')" ""
+want "every top verb" "$(printf '%s\n' bundle image media netboot notify part profile reclaim resume run stage status | tr '\n' ' ' | sed 's/ $//')" ""
 want "verbs of part" "show shrink" part sh
 want "options of part shrink" "--no-repair" part shrink --n
 want "options of image capture" "--raw" image capture x.img 1 --r
