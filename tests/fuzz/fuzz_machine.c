@@ -18,7 +18,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (r == 0 && mig_accounts_load(fz_rootfd, &acc, &e) == 0) {
 		report = json_object_new_object();
 		ip_error_clear(&e);
-		r = mig_machine_apply(fz_rootfd, &acc, doc, true, report, &e);
+		r = mig_machine_apply(fz_rootfd, &acc, doc, true, NULL, report, &e);
 		fz_check_error(r, &e);
 		json_object_put(report);
 		mig_accounts_clear(&acc);
