@@ -97,19 +97,22 @@ static void same(uint64_t lo, uint64_t hi)
 
 /* The disk outside what the record may write is as it was: the boot
  * sector (the table), the journal's slots where it was written, the gap's
- * tail (slots, map) and the partition's recorded destination.  The file
- * has not grown. */
+ * tail (slots, map) and the partition's recorded destination above 1 MiB.
+ * The file has not grown. */
 static void check_writes(const struct move_rec *rec, uint64_t head)
 {
-	uint64_t lo = rec->to < DISK ? rec->to : DISK;
+	/* no partition, so no destination, lies below 1 MiB */
+	uint64_t lo = rec->to < MOVE_GAP_END ? MOVE_GAP_END : rec->to < DISK ? rec->to : DISK;
 	uint64_t hi = rec->to + rec->size < rec->to || rec->to + rec->size > DISK ? DISK : rec->to + rec->size;
+	uint64_t pos = 0;
 	struct stat st;
 
+	if (hi < lo)
+		hi = lo;
 	if (fstat(dfd, &st) < 0 || (uint64_t)st.st_size != DISK)
 		__builtin_trap();
 	/* allowed: [0, 512), [head, head + 8 KiB), [TAIL, 1 MiB), [lo, hi) */
 	uint64_t cuts[][2] = { { 0, 512 }, { head, head + 2 * IP_JOURNAL_SLOT }, { TAIL, MOVE_GAP_END }, { lo, hi } };
-	uint64_t pos = 0;
 
 	/* the cuts sorted by start (head < TAIL always; lo anywhere) */
 	for (int pass = 0; pass < 4; pass++)
