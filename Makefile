@@ -154,7 +154,8 @@ bench: deps
 	@$(MAKE) --no-print-directory all
 	@for b in bench/*; do [ -x "$$b" ] && INPLACE=$(abspath $(BUILD)/inplace) "$$b"; done
 
-# libFuzzer targets for the on-disk parsers (bounded; not part of `check`).
+# libFuzzer targets for the on-disk parsers: each to 10^6 runs, FUZZ_TIME
+# seconds at most (tests/fuzz/run.sh; not part of `check`).
 fuzz:
 	@sh tests/fuzz/run.sh $(FUZZ_SRC)
 

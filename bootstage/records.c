@@ -479,7 +479,7 @@ static int root_image_link(const char *src, const char *dst, ip_error *e)
 }
 
 static int root_image_fill(const char *dir, const char *image, const char *const *mirrors, const char *key,
-			   struct bs_root_image *out, ip_error *e)
+			   uint64_t max_bytes, struct bs_root_image *out, ip_error *e)
 {
 	char img[4300], sig[4400], path[4300], have[IP_SIZE_BUFSZ], need[IP_SIZE_BUFSZ];
 	_cleanup_json_ json_object *doc = json_object_new_object();
@@ -505,9 +505,11 @@ static int root_image_fill(const char *dir, const char *image, const char *const
 	unlink(img);
 	unlink(sig);
 	if (url) {
-		struct imager_fetch_opts fo = { .mirrors = mirrors, .want_sig = key != NULL };
+		/* no image of the system partition is larger (a server that says
+		 * otherwise is refused before a byte lands on the old root); only
+		 * bytes that match their frame hash are kept */
+		struct imager_fetch_opts fo = { .mirrors = mirrors, .want_sig = key != NULL, .max_bytes = max_bytes };
 
-		/* only bytes that match their frame hash are kept */
 		r = imager_fetch(image, &fo, img, e);
 	} else {
 		if (stat(image, &st) < 0)
@@ -559,7 +561,7 @@ int bs_root_image_put(const char *disk, unsigned sys_part, const char *image, co
 	snprintf(dir, sizeof(dir), "%s/%s", mnt, BS_ROOT_IMAGE_DIR);
 	r = ip_mkdir_p(dir, 0700, e);
 	if (r == 0)
-		r = root_image_fill(dir, image, mirrors, key, out, e);
+		r = root_image_fill(dir, image, mirrors, key, imager_max_file_size(size), out, e);
 	/* on disk before the reboot, whatever the old OS does next */
 	if (r == 0)
 		sync();

@@ -288,9 +288,15 @@ int bs_step_stage_image(const struct bs_params *p, struct bs_store *s, bs_result
 	if (r == 0 && !on_root && imager_is_url(p->image)) {
 		struct imager_fetch_opts fo = { .mirrors = p->mirrors, .ca_file = p->ca_cert,
 						.want_sig = p->pubkey != NULL };
+		uint64_t off, size = 0;
 
-		/* only bytes that match their frame hash are kept */
-		r = imager_fetch(p->image, &fo, img, e);
+		/* no image of the system partition is larger: a server that
+		 * says otherwise is refused before a byte lands in the store;
+		 * only bytes that match their frame hash are kept */
+		r = partctl_part_range(p->disk, p->sys_part, &off, &size, e);
+		fo.max_bytes = imager_max_file_size(size);
+		if (r == 0)
+			r = imager_fetch(p->image, &fo, img, e);
 	} else if (r == 0 && !on_root) {
 		/* no copy on the old root (method none: this is the old OS) */
 		r = bs_copy_durable(p->image, img, e);

@@ -144,12 +144,17 @@ struct imager_fetch_opts {
 	const char *ca_file;        /* PEM CAs for https, NULL: the system's */
 	unsigned threads;
 	bool want_sig;              /* also fetch URL.minisig next to dest */
-	uint64_t max_bytes;         /* a source announcing a larger file is refused,
-				     * and no download grows past what its source
-				     * announced; 0: only that */
+	uint64_t max_bytes;         /* required: a source announcing a larger file
+				     * is refused before any GET, and no download
+				     * grows past what its source announced
+				     * (imager_max_file_size of the target) */
 	imager_cancel_flag *cancel;
 };
 
+/* The largest file an image of a partition of part_size bytes can be: every
+ * frame at its bound, the largest metadata, the seek table.  What every
+ * download of an image for that partition caps max_bytes at. */
+uint64_t imager_max_file_size(uint64_t part_size);
 bool imager_is_url(const char *s);
 /* Whether url (or, failing it, one of o->mirrors) answers a HEAD request,
  * and the image's size: the preflight's "image reachable", downloading

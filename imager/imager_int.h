@@ -84,10 +84,6 @@ struct imager_image {
 	struct imager_meta meta;
 };
 
-/* The largest file an image of a partition of part_size bytes can be: every
- * frame at its bound, the largest metadata, the seek table. */
-uint64_t imager_max_file_size(uint64_t part_size);
-
 /* Parse the footer (last 9 bytes of the file): frame count and the size of
  * the seek-table frame.  -EINVAL when it is not a seekable footer. */
 int imager_footer_parse(const uint8_t *buf, size_t len, uint32_t *nframes, uint64_t *table_size,

@@ -294,6 +294,9 @@ int imager_fetch(const char *url, const struct imager_fetch_opts *o, const char 
 	uint64_t size = 0;
 	int r;
 
+	/* a download without a cap could fill the disk it is stored on */
+	if (!o->max_bytes)
+		return ip_fail(e, -EINVAL, "internal error: download of %s without a size limit", url);
 	if (o->ca_file && access(o->ca_file, R_OK) != 0)
 		return ip_bad(e, -errno, "cannot read the CA certificate %s: %s", o->ca_file, strerror(errno));
 	if (!curl_ready) {

@@ -148,6 +148,9 @@ int mig_store_open(const char *store, int *fd, ip_error *e);
  * file (a FIFO, device or directory is damage); the fd or -errno with e. */
 int mig_store_open_file(int storefd, const char *name, ip_error *e);
 int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e);
+/* Its parser, on text read whole (NUL-terminated: the file's bytes up to
+ * the first NUL, as the reader parses them); name says which file. */
+int mig_store_parse_json(const char *text, const char *name, json_object **out, ip_error *e);
 /* Check COMPLETE and the hashes it records; bad input when missing.
  * *alg: the store's hash algorithm. */
 int mig_store_check_complete(int storefd, const char *store, enum mig_hash_alg *alg, ip_error *e);

@@ -194,20 +194,10 @@ int mig_store_open_file(int storefd, const char *name, ip_error *e)
 	return fd;
 }
 
-int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e)
+int mig_store_parse_json(const char *text, const char *name, json_object **out, ip_error *e)
 {
-	_cleanup_close_ int fd = mig_store_open_file(storefd, name, e);
-	_cleanup_free_ char *text = NULL;
-	char path[64];
-	json_tokener *tok;
-	int r;
+	json_tokener *tok = json_tokener_new_ex(64);
 
-	if (fd < 0)
-		return fd;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	if ((r = ip_read_file(path, 1UL << 31, &text, NULL, e)) < 0)
-		return r;
-	tok = json_tokener_new_ex(64);
 	if (!tok)
 		return ip_fail(e, -ENOMEM, "out of memory");
 	*out = json_tokener_parse_ex(tok, text, -1);
@@ -221,6 +211,21 @@ int mig_store_read_json(int storefd, const char *name, json_object **out, ip_err
 	}
 	json_tokener_free(tok);
 	return 0;
+}
+
+int mig_store_read_json(int storefd, const char *name, json_object **out, ip_error *e)
+{
+	_cleanup_close_ int fd = mig_store_open_file(storefd, name, e);
+	_cleanup_free_ char *text = NULL;
+	char path[64];
+	int r;
+
+	if (fd < 0)
+		return fd;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	if ((r = ip_read_file(path, 1UL << 31, &text, NULL, e)) < 0)
+		return r;
+	return mig_store_parse_json(text, name, out, e);
 }
 
 int mig_store_check_complete(int storefd, const char *store, enum mig_hash_alg *alg, ip_error *e)

@@ -253,4 +253,50 @@ const struct partctl_part *partctl_geom_extended(const partctl_table *t);
 int partctl_geom_check_range(const partctl_table *t, unsigned n, uint64_t start, uint64_t size,
 			     bool logical, bool extended, ip_error *e);
 
+/* ==== the move journal (owner: move; move.c) ============================ */
+/* Its layout is here so that tests/fuzz/fuzz_move_resume.c can write
+ * well-framed hostile records; nothing else reads it. */
+
+#define MOVE_KIND "IPMOVE01"
+#define MOVE_GAP_END (1ULL << 20)            /* the journal stays below this */
+/* The journal's 2 slots and the used map take the last MOVE_TAIL_LEN bytes
+ * below 1 MiB. */
+#define MOVE_TAIL_LEN (128ULL << 10)
+
+enum move_state {
+	MOVE_COPYING = 1,   /* batches [0, done) finished, the rest to copy */
+	MOVE_DATA_DONE = 2, /* all data in place; the table may or may not show it */
+};
+
+/* The journal payload of a move.  Host byte order (little endian on x86),
+ * fixed-width fields. */
+struct move_rec {
+	char kind[8];          /* MOVE_KIND: which operation wrote the journal */
+	uint32_t state;        /* enum move_state */
+	uint32_t n;            /* partition number */
+	uint64_t disk_size;    /* bytes: a journal of another disk is refused */
+	uint32_t sector_size;
+	uint32_t pad;
+	uint8_t disk_id[16];   /* GPT disk GUID or MBR signature: the same disk */
+	uint64_t from, to;     /* old and new start, bytes */
+	uint64_t size;         /* partition size, bytes */
+	uint64_t batch;        /* batch length, <= |to - from| */
+	uint64_t done;         /* bytes finished, counted from the end the copy
+				* starts at (the partition's end when moving up) */
+	uint64_t map_n;        /* extents of the used map stored after the slots
+				* (0: none stored, a resume copies every block) */
+	uint8_t map_sum[16];   /* its checksum: the map belongs to this record */
+};
+
+/* The used map, stored in the gap right after the journal's slots, so that a
+ * resume copies only used blocks too (the source filesystem's own bitmaps
+ * may already be overwritten by then).  Header, then map_n pairs of u64
+ * (off, len), partition-relative.  Coarsened (holes merged) to fit. */
+#define MAP_MAGIC "IPMVMAP1"
+#define MAP_HDR 64
+
+/* The identity a move records for the disk of table t (disk_id): the
+ * checksum of its label id; legacy: what older versions recorded. */
+int partctl_move_disk_identity(const partctl_table *t, uint8_t id[16], uint8_t legacy[16], ip_error *e);
+
 #endif

@@ -50,44 +50,10 @@
 
 #include "partctl/internal.h"
 
-#define MOVE_KIND "IPMOVE01"
-#define MOVE_GAP_END (1ULL << 20)            /* the journal stays below this */
 #define MOVE_CHUNK (8ULL << 20)               /* largest single read/write */
 #define MOVE_BATCH_MAX (256ULL << 20)         /* most work redone after a crash */
 #define MOVE_MERGE_GAP (256ULL << 10)         /* copy small holes rather than seek */
 #define MOVE_READAHEAD (32ULL << 20)          /* asked of the kernel ahead of reading */
-
-enum move_state {
-	MOVE_COPYING = 1,   /* batches [0, done) finished, the rest to copy */
-	MOVE_DATA_DONE = 2, /* all data in place; the table may or may not show it */
-};
-
-/* The journal payload of a move.  Host byte order (little endian on x86),
- * fixed-width fields. */
-struct move_rec {
-	char kind[8];          /* MOVE_KIND: which operation wrote the journal */
-	uint32_t state;        /* enum move_state */
-	uint32_t n;            /* partition number */
-	uint64_t disk_size;    /* bytes: a journal of another disk is refused */
-	uint32_t sector_size;
-	uint32_t pad;
-	uint8_t disk_id[16];   /* GPT disk GUID or MBR signature: the same disk */
-	uint64_t from, to;     /* old and new start, bytes */
-	uint64_t size;         /* partition size, bytes */
-	uint64_t batch;        /* batch length, <= |to - from| */
-	uint64_t done;         /* bytes finished, counted from the end the copy
-				* starts at (the partition's end when moving up) */
-	uint64_t map_n;        /* extents of the used map stored after the slots
-				* (0: none stored, a resume copies every block) */
-	uint8_t map_sum[16];   /* its checksum: the map belongs to this record */
-};
-
-/* The used map, stored in the gap right after the journal's slots, so that a
- * resume copies only used blocks too (the source filesystem's own bitmaps
- * may already be overwritten by then).  Header, then map_n pairs of u64
- * (off, len), partition-relative.  Coarsened (holes merged) to fit. */
-#define MAP_MAGIC "IPMVMAP1"
-#define MAP_HDR 64
 
 struct run {
 	uint64_t lo, hi;     /* partition-relative bytes to copy */
@@ -115,10 +81,8 @@ static uint64_t move_dist(const struct move_rec *r) { return move_up(r) ? r->to 
 
 /* ---- the journal's place ---------------------------------------------- */
 
-/* The journal's 2 slots and the used map take the last MOVE_TAIL_LEN bytes
- * below 1 MiB; whatever lies before them in the gap (GRUB's core.img) must
- * end MOVE_TAIL_MARGIN earlier. */
-#define MOVE_TAIL_LEN (128ULL << 10)
+/* Whatever lies before the journal's tail in the gap (GRUB's core.img)
+ * must end MOVE_TAIL_MARGIN earlier. */
 #define MOVE_TAIL_MARGIN (64ULL << 10)
 
 /* What libfdisk knows about the table's own sectors: where they end (MBR:
@@ -250,7 +214,7 @@ static bool map_area_free(ip_disk *d, uint64_t off)
 	return !memcmp(buf, MAP_MAGIC, 8) || all_zero(buf, len);
 }
 
-static int disk_identity(const partctl_table *t, uint8_t id[16], uint8_t legacy[16], ip_error *e)
+int partctl_move_disk_identity(const partctl_table *t, uint8_t id[16], uint8_t legacy[16], ip_error *e)
 {
 	uint64_t end;
 
@@ -350,6 +314,13 @@ int partctl_move_journal_check(const char *disk, const char *file, char *where, 
 }
 
 /* ---- the copy ------------------------------------------------------------ */
+
+/* The copy buffer: no read is longer than the partition (a small one
+ * needs no 8 MiB buffer). */
+static size_t chunk_len(const struct move_rec *r)
+{
+	return (size_t)(r->size < MOVE_CHUNK ? r->size : MOVE_CHUNK);
+}
 
 /* Copy partition-relative bytes [lo, hi) from the old place to the new. */
 static int copy_span(struct move_ctx *c, uint64_t lo, uint64_t hi, ip_error *e)
@@ -603,9 +574,18 @@ static partctl_usedmap *map_load(ip_disk *d, uint64_t map_off, const struct move
 	m->size = rec->size;
 	m->exact = true;
 	for (size_t i = 0; i < n; i++) {
-		memcpy(&m->ext[i].off, buf + MAP_HDR + 16 * i, 8);
-		memcpy(&m->ext[i].len, buf + MAP_HDR + 16 * i + 8, 8);
-		m->used += m->ext[i].len;
+		partctl_extent *x = &m->ext[i];
+
+		memcpy(&x->off, buf + MAP_HDR + 16 * i, 8);
+		memcpy(&x->len, buf + MAP_HDR + 16 * i + 8, 8);
+		/* the copy looks extents up in order: a map out of order, or
+		 * reaching past the partition, is not one a move wrote */
+		if (!x->len || x->off + x->len < x->off || x->off + x->len > rec->size ||
+		    (i && x->off < m->ext[i - 1].off + m->ext[i - 1].len)) {
+			partctl_usedmap_free(m);
+			return NULL;
+		}
+		m->used += x->len;
 	}
 	return m;
 }
@@ -868,7 +848,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	c.rec.sector_size = partctl_table_sector_size(t);
 	c.rec.from = from;
 	c.rec.size = size;
-	r = disk_identity(t, c.rec.disk_id, legacy_id, e);
+	r = partctl_move_disk_identity(t, c.rec.disk_id, legacy_id, e);
 	if (r < 0)
 		goto out;
 	c.rec.to = new_start;
@@ -915,7 +895,7 @@ int partctl_move_ex(const char *disk, unsigned n, uint64_t new_start,
 	c.d = d;
 	c.j = j;
 	c.map = map;
-	c.buf = malloc(MOVE_CHUNK);
+	c.buf = malloc(chunk_len(&c.rec));
 	if (!c.buf) {
 		r = ip_fail(e, -ENOMEM, "out of memory");
 		goto out;
@@ -965,6 +945,34 @@ out:
 int partctl_move(const char *disk, unsigned n, uint64_t new_start, ip_error *e)
 {
 	return partctl_move_ex(disk, n, new_start, NULL, NULL, e);
+}
+
+/* A record whose checksum holds can still be wrong (a bug of the version
+ * that wrote it, or written on purpose): before resume trusts it with the
+ * disk, everything the copy computes with must be what a move writes.  p
+ * is the partition where the table shows it (at from, or at to when
+ * table_done). */
+static int rec_check(const partctl_table *t, const struct partctl_part *p, const struct move_rec *rec,
+		     bool table_done, const char *where, ip_error *e)
+{
+	uint64_t ss = rec->sector_size, dist = move_dist(rec);
+	int r;
+
+	if ((rec->state != MOVE_COPYING && rec->state != MOVE_DATA_DONE) || !ss || !rec->size ||
+	    !dist || rec->from % ss || rec->to % ss || rec->size % ss ||
+	    !rec->batch || rec->batch > dist || rec->batch % ss || rec->done > rec->size ||
+	    (rec->done != rec->size && rec->done % rec->batch))
+		return ip_fail(e, -EPROTO, "the journal (%s) holds a move record that no move writes (state %u, batch %llu of %llu bytes, %llu done): check the disk by hand, then clear the journal",
+			       where, rec->state, (unsigned long long)rec->batch, (unsigned long long)rec->size,
+			       (unsigned long long)rec->done);
+	if (table_done)
+		return 0;   /* nothing left to copy: the journal is only cleared */
+	/* the destination passes what the move checked before it started */
+	r = check_dest(t, p, rec->to, e);
+	if (r < 0)
+		ip_error_prefix(e, "the journal (%s) records a move of partition %u to byte %llu that no move makes",
+				where, rec->n, (unsigned long long)rec->to);
+	return r;
 }
 
 /* Finish an interrupted move recorded in the journal; *did = false when
@@ -1034,7 +1042,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 			    where);
 		goto out;
 	}
-	r = disk_identity(t, id, legacy, e);
+	r = partctl_move_disk_identity(t, id, legacy, e);
 	if (r < 0)
 		goto out;
 	if (c.rec.disk_size != ip_disk_size(d) || c.rec.sector_size != partctl_table_sector_size(t) ||
@@ -1054,6 +1062,9 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 			    (unsigned long long)c.rec.to, (unsigned long long)c.rec.size);
 		goto out;
 	}
+	r = rec_check(t, p, &c.rec, table_done, where, e);
+	if (r < 0)
+		goto out;
 	if (table_done && c.rec.state != MOVE_DATA_DONE) {
 		r = ip_fail(e, -EINVAL, "the table shows partition %u already moved but the journal (%s) says its data is not all copied: check the disk by hand",
 			    c.rec.n, where);
@@ -1068,7 +1079,7 @@ static int move_resume(const char *disk, const struct partctl_move_opts *o, bool
 		c.d = d;
 		c.j = j;
 		c.map = map = map_load(d, c.map_off, &c.rec);
-		c.buf = malloc(MOVE_CHUNK);
+		c.buf = malloc(chunk_len(&c.rec));
 		if (!c.buf) {
 			r = ip_fail(e, -ENOMEM, "out of memory");
 			goto out;

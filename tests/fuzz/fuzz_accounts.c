@@ -7,8 +7,8 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	static json_object *manifest, *musers, *sel;
+	static struct mig_accounts now;   /* the new root's, loaded once */
 	json_object *doc;
-	struct mig_accounts now = { 0 };
 	struct mig_trust_plan p;
 	ip_error e = { 0 };
 	int r;
@@ -22,19 +22,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		for (size_t i = 0; i < json_object_array_length(musers); i++)
 			json_object_object_add(sel, mig_json_str(json_object_object_get(json_object_array_get_idx(musers, i), "name")),
 					       json_object_get(json_object_array_get_idx(musers, i)));
+		if (mig_accounts_load(fz_rootfd, &now, &e) < 0)
+			abort();
 	}
 	doc = fz_load("accounts.json", data, size);
 	if (!doc)
 		return 0;
-	if (mig_accounts_load(fz_rootfd, &now, &e) < 0)
-		abort();
 	for (int trusted = 0; trusted < 2; trusted++) {
 		ip_error_clear(&e);
 		r = mig_trust_check(fz_rootfd, &now, doc, musers, sel, trusted, &p, &e);
 		fz_check_error(r, &e);
 		mig_trust_plan_clear(&p);
 	}
-	mig_accounts_clear(&now);
 	json_object_put(doc);
 	return 0;
 }

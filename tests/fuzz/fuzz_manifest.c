@@ -6,11 +6,14 @@
 #include "tests/fuzz/fuzz_store.h"
 #include "migrate/migrate.h"
 
+/* COMPLETE covering the store's files: the hashes of accounts.json and
+ * machine.json, which never change, are computed once. */
 static void write_complete(void)
 {
 	static const char *const files[] = { "manifest.json", "accounts.json", "machine.json" };
+	static char fixed[IP_ARRAY_SIZE(files)][MIG_HASH_HEX];
 	json_object *c = json_object_new_object();
-	char path[512], hex[MIG_HASH_HEX];
+	char path[512];
 	const char *text;
 	ip_error e = { 0 };
 
@@ -18,11 +21,13 @@ static void write_complete(void)
 		_cleanup_free_ char *data = NULL;
 		size_t len = 0;
 
-		snprintf(path, sizeof(path), "%s/%s", fz_store, files[i]);
-		if (ip_read_file(path, 1 << 30, &data, &len, &e) < 0)
-			abort();
-		mig_hash_buf(MIG_HASH_XXH128, data, len, hex);
-		json_object_object_add(c, files[i], json_object_new_string(hex));
+		if (i == 0 || !fixed[i][0]) {
+			snprintf(path, sizeof(path), "%s/%s", fz_store, files[i]);
+			if (ip_read_file(path, 1 << 30, &data, &len, &e) < 0)
+				abort();
+			mig_hash_buf(MIG_HASH_XXH128, data, len, fixed[i]);
+		}
+		json_object_object_add(c, files[i], json_object_new_string(fixed[i]));
 	}
 	json_object_object_add(c, "format", json_object_new_string(MIG_FORMAT));
 	json_object_object_add(c, "format_version", json_object_new_int(MIG_FORMAT_VERSION));
@@ -44,6 +49,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!doc)
 		return 0;
 	json_object_put(doc);
+	fz_put("manifest.json", data, size);
 	write_complete();
 	r = migrate_list(fz_store, &out, &e);
 	fz_check_error(r, &e);

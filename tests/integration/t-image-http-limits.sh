@@ -3,8 +3,12 @@
 # disk: a body that never ends is cut at the size HEAD announced, a source
 # announcing more than an image of the target partition can be is refused
 # before any GET, and a download that would leave the state directory's
-# filesystem without its margin is refused before any GET.  The server is a
-# python3 http.server on 127.0.0.1 that counts every byte it sends.
+# filesystem without its margin is refused before any GET.  The same for
+# the download into the store that `run` makes (its stage-image step):
+# the endless body is cut, a source announcing more than an image of the
+# system partition can be is refused before any GET, and the store does
+# not fill.  The server is a python3 http.server on 127.0.0.1 that counts
+# every byte it sends.
 . "$TESTS_DIR/lib.sh"
 cd "$T" || exit 1
 require_tool python3 || exit 1
@@ -22,7 +26,8 @@ port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0));
 cat > server.py <<'PY'
 import http.server, sys
 port = int(sys.argv[1])
-sizes = {"/endless/os.img": 2 << 20, "/huge/os.img": 1 << 40, "/big/os.img": 40 << 20}
+sizes = {"/endless/os.img": 2 << 20, "/huge/os.img": 1 << 40, "/big/os.img": 40 << 20,
+         "/stage-endless/os.img": 2 << 20, "/stage-huge/os.img": 160 << 20}
 total = 0
 class H(http.server.BaseHTTPRequestHandler):
     def do_HEAD(self):
@@ -83,3 +88,37 @@ else
 	fail "tmpfs" "cannot mount a tmpfs for the small state directory"
 fi
 check "the disk is still unchanged" sha256sum -c --quiet dst.sum
+
+# ---- run's stage-image step: the image goes into the store (store = DIR)
+# A root with accounts only, on partition 1; `run` plays preflight, the
+# first `resume` the prepare phase, which downloads the image.
+mkdir -p root/etc root/root root/home
+printf 'root:x:0:0:root:/root:/bin/sh\n' > root/etc/passwd
+printf 'root:x:0:\n' > root/etc/group
+printf 'root:*:19000:0:99999:7:::\n' > root/etc/shadow
+printf 'root:*::\n' > root/etc/gshadow
+fx_disk sys.img 64M 'label: gpt
+size=48M, type=linux'
+fx_mkfs sys.img 1 ext4 root || { fail "fixture" "mke2fs -d failed"; exit 1; }
+# stage_run NAME: run and resume a job for $url/NAME/os.img with the store
+# in store-NAME and the state in state-NAME; the resume's exit status
+stage_run() {
+	local n=$1
+	mkdir -p "store-$n"
+	fx_job "job-$n.ini" "$url/$n/os.img" "$T/sys.img" "store = $T/store-$n"
+	INPLACE_STATE_DIR=$T/state-$n INPLACE_RUN_DIR=$T/run-$n "$INPLACE" run -q "job-$n.ini" >/dev/null 2>&1 || return 99
+	INPLACE_STATE_DIR=$T/state-$n INPLACE_RUN_DIR=$T/run-$n "$INPLACE" resume -q --disk "$T/sys.img" 2>"err-$n"
+}
+stage_run stage-endless; r=$?
+check "stage-image: an endless body is stopped, exit 1 (got $r: $(cat err-stage-endless))" [ "$r" -eq 1 ]
+sleep 0.5
+check "stage-image: no file in the store grew past the announced 2 MiB ($(largest_part store-stage-endless) bytes)" \
+	[ "$(largest_part store-stage-endless)" -le $((2 << 20)) ]
+check "stage-image: the server could send little more than it announced ($(served /stage-endless/os.img) bytes)" \
+	[ "$(served /stage-endless/os.img)" -lt $((64 << 20)) ]
+stage_run stage-huge; r=$?
+check "stage-image: 160 MiB announced for a 48 MiB system partition is refused, exit 1 (got $r: $(cat err-stage-huge))" \
+	[ "$r" -eq 1 ]
+sleep 0.5
+check "... before any GET ($(served /stage-huge/os.img) bytes sent)" [ -z "$(grep '^/stage-huge/' served.log)" ]
+check "... and the store did not fill ($(largest_part store-stage-huge) bytes)" [ "$(largest_part store-stage-huge)" -lt $((1 << 20)) ]
