@@ -768,6 +768,9 @@ static const char unit_fmt[] =
 	"rm -rf $$k.new; mkdir -p $$k.new; cp -a $$s/inplace/bundle/. $$k.new/; umount $$s; sync; "
 	"mv -T $$k.new $$k; sync; fi; cp -a $$k/. /run/inplace/bundle/'\n"
 	"ExecStart=/run/inplace/bundle/inplace resume --disk %s\n"
+	/* before any getty: the console is where a failure can be read */
+	"StandardOutput=journal+console\n"
+	"StandardError=journal+console\n"
 	"ExecStartPost=-/bin/umount -l /run/inplace/bundle\n"
 	"ExecStopPost=-/bin/umount -l /run/inplace/bundle\n"
 	"\n"
