@@ -32,14 +32,24 @@ countdown = 0
 EOF2
 ok "run: preflight, up to the first reboot" "$INPLACE" run job.ini || exit 1
 ok "resume: the staging boot (store, save, deploy)" "$INPLACE" resume --disk "$D" || exit 1
-# the unit names the disk as the run knew it, the host's image file: in
-# the VM it is /dev/vda
-read -r s z < <(fx_part_range "$D" 1)
-mkdir -p r && l=$(losetup -f --show -o "$s" --sizelimit "$z" "$D") && track_loop "$l" &&
-	mount "$l" r && track_mount "$T/r" &&
+# the unit and the run's state name the disk as the run knew it, the
+# host's image file: in the VM it is /dev/vda (a run started in the
+# machine itself, as in t-vm-chain, knows it so)
+# vm_rw_part N DIR: partition N of $D mounted read-write at DIR, the loop
+# device in $l (not echoed: the tracking must not run in a subshell)
+vm_rw_part() {
+	local s z
+	read -r s z < <(fx_part_range "$D" "$1")
+	mkdir -p "$2" && l=$(losetup -f --show -o "$s" --sizelimit "$z" "$D") && track_loop "$l" &&
+		mount "$l" "$2" && track_mount "$2"
+}
+vm_rw_part 1 "$T/r" &&
 	sed -i "s|--disk $D\$|--disk /dev/vda|" r/etc/systemd/system/inplace-firstboot.service &&
 	grep -q -- '--disk /dev/vda$' r/etc/systemd/system/inplace-firstboot.service &&
-	umount r && losetup -d "$l" || { fail "fixture" "point the first-boot unit at /dev/vda"; exit 1; }
+	umount r && losetup -d "$l" &&
+	vm_rw_part 2 "$T/st" && st=$T/st/inplace/state/state.json &&
+	jq '.disk = "/dev/vda"' "$st" > "$T/state.json" && cp "$T/state.json" "$st" &&
+	umount "$T/st" && losetup -d "$l" || { fail "fixture" "point the first-boot unit and the state at /dev/vda"; exit 1; }
 
 VM_FAIL='VM-REPORT os=new .*failed=\[[^]]|Kernel panic'
 VM_LOG=$T/first.log
