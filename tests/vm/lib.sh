@@ -407,9 +407,9 @@ vm_check_new_os_boots() {
 	check "$name: the new OS's boot ends running under the old hostname, no unit failed, the old machine-id" \
 		vm_wait "$log" 'VM-REPORT os=new host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' "$secs" "$from" ||
 		return 1
-	vm_login alice alicepw 'echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
+	vm_login alice alicepw 'unset HISTFILE; echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
 	check "$name: alice logs in with her old password" vm_wait "$log" 'VM-LOGIN alice alice,project the new OS' 60
-	vm_login bob bobpw 'echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'
+	vm_login bob bobpw 'unset HISTFILE; echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'
 	check "$name: bob logs in, remapped, owning his files" vm_wait "$log" 'VM-LOGIN bob 1[0-9]{3} bob' 60
 	vm_login dave davepw 'echo "VM-LOGIN $(id -un) $(id -u)"; exit'
 	check "$name: dave of the new OS logs in at 1001" vm_wait "$log" 'VM-LOGIN dave 1001' 60
