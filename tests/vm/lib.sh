@@ -407,9 +407,9 @@ vm_check_new_os_boots() {
 	check "$name: the new OS's boot ends running under the old hostname, no unit failed, the old machine-id" \
 		vm_wait "$log" 'VM-REPORT os=new host=oldhost state=running failed=\[\] id=0123456789abcdef0123456789abcdef' "$secs" "$from" ||
 		return 1
-	vm_login alice alicepw 'echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
+	vm_login alice alicepw 'unset HISTFILE; echo "VM-LOGIN $(id -un) $(id -Gn | tr " " ,) $(cat /etc/inplace-new-os)"; exit'
 	check "$name: alice logs in with her old password" vm_wait "$log" 'VM-LOGIN alice alice,project the new OS' 60
-	vm_login bob bobpw 'echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'
+	vm_login bob bobpw 'unset HISTFILE; echo "VM-LOGIN $(id -un) $(id -u) $(stat -c %U ~/docs/notes.txt)"; exit'
 	check "$name: bob logs in, remapped, owning his files" vm_wait "$log" 'VM-LOGIN bob 1[0-9]{3} bob' 60
 	vm_login dave davepw 'echo "VM-LOGIN $(id -un) $(id -u)"; exit'
 	check "$name: dave of the new OS logs in at 1001" vm_wait "$log" 'VM-LOGIN dave 1001' 60
@@ -509,4 +509,67 @@ vm_tiny_image() {
 		"$INPLACE" image build -q --from-dir "$d" --size 16MiB -o "$1" >/dev/null &&
 		minisign -G -W -f -p "$1.pub" -s "$d.key" >/dev/null 2>&1 &&
 		minisign -S -s "$d.key" -m "$1" >/dev/null 2>&1
+}
+
+# --- h-reclaim ---
+#   vm_chain_prepare          into the old root of $D, from the host: the
+#                             bundle, the image the old OS has downloaded,
+#                             a job ([boot] method = grub, the running root)
+#                             and a unit that starts `inplace run` once;
+#                             $T/want.id the identity to keep
+#   vm_chain_boot LOG         boot $D letting it cross its own reboots
+#                             (sets VM_LOG, VM_FAIL)
+#   vm_chain_cuts_landed STATE  where the cuts of a run landed, from its
+#                             status.log: the steps begun and not ended
+#                             when a boot resumed, one line each
+vm_chain_prepare() {
+	ok "bundle: inplace and its tools for the old OS" "$INPLACE" bundle -o "$T/bundle" || return 1
+	vm_install_job "$D" "$T/r" grub || { fail "fixture" "install the job into the old root"; return 1; }
+}
+
+vm_chain_boot() {
+	VM_LOG=$1
+	# the staging initramfs carries the bundle in RAM
+	VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
+	# a boot ending with a failed unit: the job did not start (old), the
+	# first-boot unit failed (new)
+	VM_FAIL='VM-REPORT os=(old|new) .*failed=\[[^]]|Kernel panic'
+}
+
+vm_chain_cuts_landed() {
+	jq -r 'select(.step != null or (.message | startswith("resume on"))) |
+		if .step == null then "RESUME" elif (.message | endswith(": started")) then "B \(.step)"
+		elif (.message | test(": (done|skipped)")) then "E \(.step)" else empty end' "$1/status.log" |
+	awk '$1 == "B" { open[$2] = 1 } $1 == "E" { delete open[$2] }
+		$1 == "RESUME" { s = ""; for (k in open) s = s " " k; if (s != "") print "cut in:" s; split("", open) }'
+}
+
+# vm_chain_start NAME: the fixtures, the job put in, the old OS booted up
+# to GRUB's one-shot entry starting the staging kernel (fails otherwise)
+vm_chain_start() {
+	vm_reimage_fixtures && vm_chain_prepare || return 1
+	vm_chain_boot "$T/chain.log"
+	check "$1: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
+		vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200
+}
+
+# vm_chain_finish NAME: after a first boot of the new OS reported no unit
+# failed: the next boot under the restored hostname with the old users
+# logging in, then from the host the reimaged disk's checks and no copy of
+# the bundle left in the new root
+vm_chain_finish() {
+	local from
+	# the restored hostname is the kernel's from the next boot on (the
+	# first one set the image's before the restore ran)
+	from=$(vm_mark "$VM_LOG")
+	vm_login root newrootpw 'systemctl reboot'
+	vm_check_new_os_boots "$1" "$from" 1200 || return 1
+	vm_login root newrootpw 'systemctl poweroff'
+	vm_exited 120 || vm_kill
+	vm_check_reimaged "$1" "$D" "$T/want.id" root
+	vm_mount_part "$D" 1 "$T/m" || return 1
+	check "$1: the new root's copy of the bundle is gone" \
+		test ! -e "$T/m/var/lib/inplace/bundle" -a ! -e "$T/m/var/lib/inplace/bundle.new"
+	vm_chain_cuts_landed "$T/m/var/lib/inplace" | sed 's/^/  info /'
+	umount "$T/m"
 }
