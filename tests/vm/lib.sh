@@ -424,3 +424,52 @@ vm_reimage_fixtures() {
 	vm_new_os_image "$T/new.img" || { fail "fixture" "the new OS image"; return 1; }
 	D=$T/old.img
 }
+
+# --- h-kexec ---
+
+# vm_chain_prepare METHOD: into the old root of $D, from the host, what the
+# chain tests give the old OS: the bundle, the image it has already
+# downloaded, a job with [boot] method = METHOD (disk and partition those
+# of its running root) and a unit that starts `inplace run` once; writes
+# $T/want.id (vm_identity of the old root).  A failure is reported
+vm_chain_prepare() {
+	local method=$1 s z l
+	ok "bundle: inplace and its tools for the old OS" "$INPLACE" bundle -o "$T/bundle" || return 1
+	read -r s z < <(fx_part_range "$D" 1)
+	mkdir -p "$T/r" && l=$(losetup -f --show -o "$s" --sizelimit "$z" "$D") && track_loop "$l" &&
+		mount "$l" "$T/r" && track_mount "$T/r" || { fail "fixture" "mount the old root"; return 1; }
+	vm_identity "$T/r" > "$T/want.id"
+	mkdir -p "$T/r/opt" && cp -a "$T/bundle" "$T/r/opt/inplace" &&
+	cp "$T/new.img" "$T/new.img.minisig" "$T/new.img.pub" "$T/r/root/" &&
+	cat > "$T/r/root/job.ini" <<EOF2 &&
+; the VM reimages itself: the disk and partition of its running root
+[job]
+image = /root/new.img
+key = /root/new.img.pub
+
+[boot]
+method = $method
+
+[notify]
+countdown = 0
+EOF2
+	cat > "$T/r/etc/systemd/system/vm-inplace-job.service" <<'EOF2' &&
+[Unit]
+Description=VM tests: start the reimaging job, once
+After=multi-user.target
+ConditionPathExists=!/var/lib/vm-inplace-job.started
+
+[Service]
+Type=oneshot
+ExecStartPre=/bin/touch /var/lib/vm-inplace-job.started
+ExecStart=/opt/inplace/inplace run /root/job.ini
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+EOF2
+	ln -s ../vm-inplace-job.service "$T/r/etc/systemd/system/multi-user.target.wants/vm-inplace-job.service" ||
+		{ fail "fixture" "install the job into the old root"; return 1; }
+	umount "$T/r" && losetup -d "$l"
+}

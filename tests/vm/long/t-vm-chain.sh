@@ -12,46 +12,7 @@
 cd "$T" || exit 1
 have_loop || { skip "chain" "no loop devices"; exit 0; }
 vm_reimage_fixtures || exit 1
-ok "bundle: inplace and its tools for the old OS" "$INPLACE" bundle -o "$T/bundle" || exit 1
-
-# Into the old root, from the host: the bundle, the image the old OS has
-# already downloaded, the job, and the unit that starts it once
-read -r s z < <(fx_part_range "$D" 1)
-mkdir -p r && l=$(losetup -f --show -o "$s" --sizelimit "$z" "$D") && track_loop "$l" &&
-	mount "$l" r && track_mount "$T/r" || { fail "fixture" "mount the old root"; exit 1; }
-vm_identity r > want.id
-mkdir -p r/opt && cp -a bundle r/opt/inplace && cp new.img new.img.minisig new.img.pub r/root/ &&
-cat > r/root/job.ini <<'EOF2' &&
-; the VM reimages itself: the disk and partition of its running root
-[job]
-image = /root/new.img
-key = /root/new.img.pub
-
-[boot]
-method = grub
-
-[notify]
-countdown = 0
-EOF2
-cat > r/etc/systemd/system/vm-inplace-job.service <<'EOF2' &&
-[Unit]
-Description=VM tests: start the reimaging job, once
-After=multi-user.target
-ConditionPathExists=!/var/lib/vm-inplace-job.started
-
-[Service]
-Type=oneshot
-ExecStartPre=/bin/touch /var/lib/vm-inplace-job.started
-ExecStart=/opt/inplace/inplace run /root/job.ini
-StandardOutput=journal+console
-StandardError=journal+console
-
-[Install]
-WantedBy=multi-user.target
-EOF2
-ln -s ../vm-inplace-job.service r/etc/systemd/system/multi-user.target.wants/vm-inplace-job.service ||
-	{ fail "fixture" "install the job into the old root"; exit 1; }
-umount r && losetup -d "$l"
+vm_chain_prepare grub || exit 1
 
 VM_LOG=$T/chain.log
 # reboots allowed: the chain crosses three
