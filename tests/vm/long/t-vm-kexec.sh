@@ -15,7 +15,7 @@ VM_LOG=$T/kexec.log
 VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
 VM_FAIL='VM-REPORT os=(old|new) .*failed=\[[^]]|Kernel panic'
 check "kexec: the old OS runs the job and kexecs into the staging kernel" \
-	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200 || exit 1
+	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 2400 || exit 1
 # the firmware and GRUB print on the serial line at every boot through
 # them: once (the old OS's boot) before staging, never between the old
 # OS's shutdown and the staging kernel; a kexec'd kernel has no
