@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+
+#include <linux/magic.h>
 
 #include "bootstage/boot.h"
 #include "partctl/partctl.h"
@@ -15,6 +18,7 @@
 /* The chroot runs the new root's own tools with a PATH of its own: the
  * staging environment's PATH names directories the new root may lack. */
 #define CHROOT_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+#define EFIVARS "/sys/firmware/efi/efivars"
 
 /* ---- is the tree bootable ---------------------------------------------- */
 
@@ -308,6 +312,21 @@ static int root_by_uuid(const char *root, const char *node, const char *uuid, ip
 
 /* ---- the fix -------------------------------------------------------- */
 
+/* The firmware's boot entries are this machine's to write only when the
+ * disk is its own (a block device: an image file will boot elsewhere) and
+ * the machine booted through UEFI.  efibootmgr needs efivarfs mounted: the
+ * staging environment mounts sysfs alone, so it is mounted here then. */
+static bool efivars_ready(bool own_disk)
+{
+	struct statfs sf;
+
+	if (!own_disk || access(EFIVARS, F_OK) < 0)
+		return false;
+	if (statfs(EFIVARS, &sf) == 0 && sf.f_type == EFIVARFS_MAGIC)
+		return true;
+	return mount("efivarfs", EFIVARS, "efivarfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
+}
+
 static int install_grub(const char *root, const char *dev, unsigned esp, struct bs_bootfix_result *res,
 			ip_error *e)
 {
@@ -317,8 +336,9 @@ static int install_grub(const char *root, const char *dev, unsigned esp, struct 
 		return chroot_run(root, argv, NULL, e);
 	}
 	/* the firmware's entry needs efivars (and efibootmgr in the new
-	 * root); the removable path EFI/BOOT/BOOTX64.EFI boots without it */
-	res->nvram = access("/sys/firmware/efi/efivars", F_OK) == 0 && in_tree(root, "/usr/bin/efibootmgr");
+	 * root); the removable path EFI/BOOT/BOOTX64.EFI boots without it,
+	 * firmware whose NVRAM is reset included */
+	res->nvram = res->nvram && in_tree(root, "/usr/bin/efibootmgr");
 	{
 		const char *const argv[] = { "grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi",
 					     "--bootloader-id=debian", res->nvram ? "--recheck" : "--no-nvram", NULL };
@@ -377,8 +397,9 @@ int bs_bootfix(const char *newroot, const char *disk, unsigned part, const char 
 		r = bind_into(&fm, newroot, "/proc", e);
 	if (r == 0)
 		r = bind_into(&fm, newroot, "/sys", e);
-	if (r == 0 && res->uefi && access("/sys/firmware/efi/efivars", F_OK) == 0)
-		r = bind_into(&fm, newroot, "/sys/firmware/efi/efivars", e);
+	res->nvram = res->uefi && efivars_ready(S_ISBLK(st.st_mode));
+	if (r == 0 && res->nvram)
+		r = bind_into(&fm, newroot, EFIVARS, e);
 	if (r == 0 && res->uefi) {
 		char dir[4200];
 		struct ip_mount em;

@@ -14,18 +14,8 @@ have_loop || { skip "chain" "no loop devices"; exit 0; }
 vm_reimage_fixtures || exit 1
 vm_chain_prepare grub || exit 1
 
-VM_LOG=$T/chain.log
-# reboots allowed: the chain crosses three
-# the staging initramfs carries the image and the bundle in RAM
-VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
-# a boot ending with a failed unit: the job did not start (old), the
-# first-boot unit failed (new)
-VM_FAIL='VM-REPORT os=(old|new) .*failed=\[[^]]|Kernel panic'
-check "chain: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
-	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200 || exit 1
-# the old OS's own login prompt came before: look only after staging
-check "chain: the new OS's first boot restores and reclaims, no unit failed" \
-	vm_wait "$VM_LOG" 'VM-REPORT os=new host=[^ ]* state=running failed=\[\]' 2400 "$(vm_mark "$VM_LOG")" || exit 1
+vm_chain_boot chain "GRUB's one-shot entry boots the staging kernel" || exit 1
+vm_chain_first_boot chain || exit 1
 # the restored hostname is the kernel's from the next boot on (the first
 # one set the image's before the restore ran)
 from=$(vm_mark "$VM_LOG")
