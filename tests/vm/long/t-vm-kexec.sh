@@ -8,10 +8,11 @@
 . "$TESTS_DIR/vm/lib.sh"
 cd "$T" || exit 1
 have_loop || { skip "kexec" "no loop devices"; exit 0; }
-vm_reimage_fixtures || exit 1
-vm_chain_prepare kexec || exit 1
-
-vm_chain_boot kexec "loads the staging kernel and jumps into it" || exit 1
+vm_reimage_fixtures && vm_chain_prepare kexec || exit 1
+vm_chain_boot "$T/kexec.log"
+# TCG at a load of 25 took 13 min for the old OS's boot alone
+check "kexec: the old OS runs the job, loads the staging kernel and jumps into it" \
+	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 2400 || exit 1
 # the firmware and GRUB print on the serial line at every boot through
 # them: once (the old OS's boot) before staging, never between the old
 # OS's shutdown and the staging kernel; a kexec'd kernel has no
@@ -23,9 +24,4 @@ check "kexec: no firmware round trip (one GRUB menu, the old OS's, before stagin
 check "kexec: the staging kernel was not started by GRUB" \
 	bash -c "! grep -a 'Command line:.* inplace\.stage' upto-stage.log | grep -q BOOT_IMAGE="
 vm_chain_first_boot kexec || exit 1
-from=$(vm_mark "$VM_LOG")
-vm_login root newrootpw 'systemctl reboot'
-vm_check_new_os_boots "kexec" "$from" 1200 || exit 1
-vm_login root newrootpw 'systemctl poweroff'
-vm_exited 120 || vm_kill
-vm_check_reimaged "kexec" "$D" want.id root
+vm_chain_finish kexec
