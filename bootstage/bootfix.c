@@ -350,6 +350,45 @@ static int install_grub(const char *root, const char *dev, unsigned esp, struct 
 	}
 }
 
+/* The new root's fstab mounts this disk's ESP at /boot/efi, by its UUID:
+ * the image's line names the ESP of the machine it was captured on, and a
+ * mount that fails at boot stops the boot in emergency mode. */
+static int esp_fstab(const char *root, const char *disk, uint64_t off, uint64_t size, ip_error *e)
+{
+	_cleanup_free_ char *old = NULL, *buf = NULL;
+	struct partctl_fsinfo fi;
+	char path[4200], *line, *save = NULL;
+	ip_disk *d = NULL;
+	size_t len = 0, k = 0, cap;
+	int r;
+
+	r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e);
+	if (r == 0)
+		r = partctl_fs_probe(d, off, size, &fi, e);
+	ip_disk_free(d);
+	if (r < 0)
+		return r;
+	if (!*fi.uuid)
+		return ip_fail(e, -EIO, "the EFI system partition of %s has no filesystem UUID: format it (mkfs.vfat)",
+			       disk);
+	snprintf(path, sizeof(path), "%s/etc/fstab", root);
+	r = ip_read_file(path, 1 << 20, &old, &len, NULL);
+	if (r < 0 && r != -ENOENT)
+		return ip_fail(e, r, "cannot read %s: %s", path, strerror(-r));
+	cap = len + strlen(fi.uuid) + 64;
+	if (!(buf = malloc(cap)))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (line = old ? strtok_r(old, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		char spec[512], mnt[512];
+
+		if (sscanf(line, "%511s %511s", spec, mnt) == 2 && spec[0] != '#' && !strcmp(mnt, "/boot/efi"))
+			continue;
+		k += (size_t)snprintf(buf + k, cap - k, "%s\n", line);
+	}
+	snprintf(buf + k, cap - k, "UUID=%s /boot/efi vfat umask=0077 0 1\n", fi.uuid);
+	return ip_write_file_atomic(path, buf, strlen(buf), 0644, e);
+}
+
 int bs_bootfix(const char *newroot, const char *disk, unsigned part, const char *fstype, const char *uuid,
 	       struct bs_bootfix_result *res, ip_error *e)
 {
@@ -417,6 +456,8 @@ int bs_bootfix(const char *newroot, const char *disk, unsigned part, const char 
 		r = chroot_run(newroot, update, NULL, e);
 	if (r == 0)
 		r = root_by_uuid(newroot, fm.root.dev, uuid, e);
+	if (r == 0 && esp)
+		r = esp_fstab(newroot, disk, eoff, esize, e);
 	/* a loop device's name means nothing to the machine that boots the
 	 * image: debconf keeps its own guess then */
 	if (r == 0 && !esp && S_ISBLK(st.st_mode))
