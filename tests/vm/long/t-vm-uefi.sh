@@ -23,7 +23,7 @@ vm_login root newrootpw 'efibootmgr | sed "s/^/VM-EFI /"; exit'
 check "uefi: the new OS sees the firmware entry the boot fix wrote (debian)" \
 	vm_wait "$VM_LOG" 'VM-EFI Boot[0-9A-F]+\* debian' 120 "$from"
 vm_chain_finish uefi
-read -r s z < <(fx_part_range "$D" 2)
+read -r s _ < <(fx_part_range "$D" 2)
 check "uefi: the ESP holds the new OS's GRUB and the removable fallback" \
 	bash -c "mdir -i '$D@@$s' ::/EFI/debian/grubx64.efi && mdir -i '$D@@$s' ::/EFI/BOOT/BOOTX64.EFI"
 
