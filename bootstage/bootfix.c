@@ -8,6 +8,9 @@
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+
+#include <linux/magic.h>
 
 #include "bootstage/boot.h"
 #include "partctl/partctl.h"
@@ -15,6 +18,7 @@
 /* The chroot runs the new root's own tools with a PATH of its own: the
  * staging environment's PATH names directories the new root may lack. */
 #define CHROOT_PATH "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+#define EFIVARS "/sys/firmware/efi/efivars"
 
 /* ---- is the tree bootable ---------------------------------------------- */
 
@@ -308,6 +312,21 @@ static int root_by_uuid(const char *root, const char *node, const char *uuid, ip
 
 /* ---- the fix -------------------------------------------------------- */
 
+/* The firmware's boot entries are this machine's to write only when the
+ * disk is its own (a block device: an image file will boot elsewhere) and
+ * the machine booted through UEFI.  efibootmgr needs efivarfs mounted: the
+ * staging environment mounts sysfs alone, so it is mounted here then. */
+static bool efivars_ready(bool own_disk)
+{
+	struct statfs sf;
+
+	if (!own_disk || access(EFIVARS, F_OK) < 0)
+		return false;
+	if (statfs(EFIVARS, &sf) == 0 && sf.f_type == EFIVARFS_MAGIC)
+		return true;
+	return mount("efivarfs", EFIVARS, "efivarfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) == 0;
+}
+
 static int install_grub(const char *root, const char *dev, unsigned esp, struct bs_bootfix_result *res,
 			ip_error *e)
 {
@@ -317,8 +336,9 @@ static int install_grub(const char *root, const char *dev, unsigned esp, struct 
 		return chroot_run(root, argv, NULL, e);
 	}
 	/* the firmware's entry needs efivars (and efibootmgr in the new
-	 * root); the removable path EFI/BOOT/BOOTX64.EFI boots without it */
-	res->nvram = access("/sys/firmware/efi/efivars", F_OK) == 0 && in_tree(root, "/usr/bin/efibootmgr");
+	 * root); the removable path EFI/BOOT/BOOTX64.EFI boots without it,
+	 * firmware whose NVRAM is reset included */
+	res->nvram = res->nvram && in_tree(root, "/usr/bin/efibootmgr");
 	{
 		const char *const argv[] = { "grub-install", "--target=x86_64-efi", "--efi-directory=/boot/efi",
 					     "--bootloader-id=debian", res->nvram ? "--recheck" : "--no-nvram", NULL };
@@ -328,6 +348,45 @@ static int install_grub(const char *root, const char *dev, unsigned esp, struct 
 
 		return r < 0 ? r : chroot_run(root, removable, NULL, e);
 	}
+}
+
+/* The new root's fstab mounts this disk's ESP at /boot/efi, by its UUID:
+ * the image's line names the ESP of the machine it was captured on, and a
+ * mount that fails at boot stops the boot in emergency mode. */
+static int esp_fstab(const char *root, const char *disk, uint64_t off, uint64_t size, ip_error *e)
+{
+	_cleanup_free_ char *old = NULL, *buf = NULL;
+	struct partctl_fsinfo fi;
+	char path[4200], *line, *save = NULL;
+	ip_disk *d = NULL;
+	size_t len = 0, k = 0, cap;
+	int r;
+
+	r = ip_disk_open(disk, IP_DISK_RDONLY, &d, e);
+	if (r == 0)
+		r = partctl_fs_probe(d, off, size, &fi, e);
+	ip_disk_free(d);
+	if (r < 0)
+		return r;
+	if (!*fi.uuid)
+		return ip_fail(e, -EIO, "the EFI system partition of %s has no filesystem UUID: format it (mkfs.vfat)",
+			       disk);
+	snprintf(path, sizeof(path), "%s/etc/fstab", root);
+	r = ip_read_file(path, 1 << 20, &old, &len, NULL);
+	if (r < 0 && r != -ENOENT)
+		return ip_fail(e, r, "cannot read %s: %s", path, strerror(-r));
+	cap = len + strlen(fi.uuid) + 64;
+	if (!(buf = malloc(cap)))
+		return ip_fail(e, -ENOMEM, "out of memory");
+	for (line = old ? strtok_r(old, "\n", &save) : NULL; line; line = strtok_r(NULL, "\n", &save)) {
+		char spec[512], mnt[512];
+
+		if (sscanf(line, "%511s %511s", spec, mnt) == 2 && spec[0] != '#' && !strcmp(mnt, "/boot/efi"))
+			continue;
+		k += (size_t)snprintf(buf + k, cap - k, "%s\n", line);
+	}
+	snprintf(buf + k, cap - k, "UUID=%s /boot/efi vfat umask=0077 0 1\n", fi.uuid);
+	return ip_write_file_atomic(path, buf, strlen(buf), 0644, e);
 }
 
 int bs_bootfix(const char *newroot, const char *disk, unsigned part, const char *fstype, const char *uuid,
@@ -377,8 +436,9 @@ int bs_bootfix(const char *newroot, const char *disk, unsigned part, const char 
 		r = bind_into(&fm, newroot, "/proc", e);
 	if (r == 0)
 		r = bind_into(&fm, newroot, "/sys", e);
-	if (r == 0 && res->uefi && access("/sys/firmware/efi/efivars", F_OK) == 0)
-		r = bind_into(&fm, newroot, "/sys/firmware/efi/efivars", e);
+	res->nvram = res->uefi && efivars_ready(S_ISBLK(st.st_mode));
+	if (r == 0 && res->nvram)
+		r = bind_into(&fm, newroot, EFIVARS, e);
 	if (r == 0 && res->uefi) {
 		char dir[4200];
 		struct ip_mount em;
@@ -396,6 +456,8 @@ int bs_bootfix(const char *newroot, const char *disk, unsigned part, const char 
 		r = chroot_run(newroot, update, NULL, e);
 	if (r == 0)
 		r = root_by_uuid(newroot, fm.root.dev, uuid, e);
+	if (r == 0 && esp)
+		r = esp_fstab(newroot, disk, eoff, esize, e);
 	/* a loop device's name means nothing to the machine that boots the
 	 * image: debconf keeps its own guess then */
 	if (r == 0 && !esp && S_ISBLK(st.st_mode))

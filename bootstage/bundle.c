@@ -20,8 +20,11 @@
 #include "bootstage/steps.h"
 
 /* Every program inplace spawns through ip_spawn/ip_proc_run where the
- * bundle runs (the staging env, the new OS's first boot), with the Debian
- * package that provides it, for the message when it is missing.  Not here:
+ * bundle runs (the old OS, the staging env, the new OS's first boot), with
+ * the Debian package that provides it, for the message when it is missing.
+ * kexec too: a bundle pushed to a machine that lacks kexec-tools can still
+ * arm [boot] method = kexec (systemd's own kexec -e falls back to the
+ * reboot(2) call when the system has no kexec binary).  Not here:
  * systemctl, setpriv and gdbus (notify.c), which talk to the running old
  * OS's own systemd and D-Bus and must be that system's versions. */
 static const struct bundle_tool {
@@ -38,6 +41,7 @@ static const struct bundle_tool {
 	{ "mkntfs", "ntfs-3g", "format an NTFS partition (partctl/plan_exec.c)" },
 	{ "rm", "coreutils", "reclaim empties a kept store (bootstage/steps.c)" },
 	{ "chroot", "coreutils", "the boot fix runs the new root's grub-install and update-grub (bootstage/bootfix.c)" },
+	{ "kexec", "kexec-tools", "[boot] method = kexec loads the staging kernel (bootstage/boothook.c)" },
 };
 
 /* The launcher (bootstage/launcher/launcher.c, static), linked in by the

@@ -25,8 +25,8 @@ listing=$(for p in "$B"/libexec/*; do "$B/lib/ld-linux-x86-64.so.2" --inhibit-ca
 check "every library of every program resolves inside the bundle" \
 	sh -c '! printf "%s\n" "$1" | grep -v "linux-vdso" | grep "=>" | grep -v "=> $2/lib/"' _ "$listing" "$B"
 check "no library is missing" sh -c '! printf "%s\n" "$1" | grep -q "not found"' _ "$listing"
-check "the tools: e2fsck resize2fs e2undo mke2fs ntfsresize ntfsfix mkntfs" \
-	sh -c 'for t in e2fsck resize2fs e2undo mke2fs ntfsresize ntfsfix mkntfs; do [ -x "$1/libexec/$t" ] && [ -x "$1/bin/$t" ] || exit 1; done' _ "$B"
+check "the tools: e2fsck resize2fs e2undo mke2fs ntfsresize ntfsfix mkntfs kexec" \
+	sh -c 'for t in e2fsck resize2fs e2undo mke2fs ntfsresize ntfsfix mkntfs kexec; do [ -x "$1/libexec/$t" ] && [ -x "$1/bin/$t" ] || exit 1; done' _ "$B"
 
 ok "--version from another directory" sh -c 'cd / && "$1/inplace" --version | grep -q "^inplace "' _ "$B"
 ok "--version by a relative path" sh -c 'cd "$1" && ./b/inplace --version | grep -q "^inplace "' _ "$T"

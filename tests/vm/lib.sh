@@ -190,8 +190,19 @@ mount -o remount,rw /
 # no udev here: the link grub-mkconfig looks for to write root=UUID=
 uuid=$(blkid -s UUID -o value /dev/vda1)
 mkdir -p /dev/disk/by-uuid && ln -sf ../../vda1 "/dev/disk/by-uuid/$uuid"
-echo "grub-pc grub-pc/install_devices multiselect /dev/vda" | debconf-set-selections
-if grub-install /dev/vda && update-grub; then echo VM-GRUB-OK; else echo VM-GRUB-FAILED; fi
+if [ -d /sys/firmware/efi ]; then
+	# UEFI: the ESP (partition 2) formatted with the ID fstab names,
+	# GRUB for EFI there with its firmware entry (efivarfs for efibootmgr)
+	mount -t efivarfs efivarfs /sys/firmware/efi/efivars
+	esp=$(awk '$2 == "/boot/efi" { sub("UUID=", "", $1); sub("-", "", $1); print $1 }' /etc/fstab)
+	mkfs.vfat -F 32 -i "$esp" /dev/vda2 && mkdir -p /boot/efi && mount /boot/efi &&
+		grub-install --target=x86_64-efi --efi-directory=/boot/efi --bootloader-id=debian &&
+		update-grub && efibootmgr -v && umount /boot/efi && ok=1
+else
+	echo "grub-pc grub-pc/install_devices multiselect /dev/vda" | debconf-set-selections
+	grub-install /dev/vda && update-grub && ok=1
+fi
+if [ -n "${ok:-}" ]; then echo VM-GRUB-OK; else echo VM-GRUB-FAILED; fi
 sync
 echo u > /proc/sysrq-trigger
 echo o > /proc/sysrq-trigger
@@ -261,11 +272,14 @@ _vm_customize_new() {
 	_vm_home "$root" dave
 }
 
-# _vm_build_disk OUT SIZE FLAVOR: a raw MBR disk, one ext4 root filling
-# it, GRUB in the MBR put there by a first boot of the disk itself
+# _vm_build_disk OUT SIZE FLAVOR [FIRMWARE]: a raw MBR disk, one ext4 root
+# filling it, GRUB in the MBR put there by a first boot of the disk itself;
+# FIRMWARE uefi: GPT, the root partition 1 up to the end, an ESP partition
+# 2 in front, GRUB for EFI installed by a first boot under OVMF whose
+# NVRAM (its "debian" entry) is kept in OUT.vars
 _vm_build_disk() {
-	local out=$1 size=$2 flavor=$3 tree root start bytes kver log rc
-	tree=$(debian_tree "$DEBIAN_OS_PKGS") || return 1
+	local out=$1 size=$2 flavor=$3 fw=${4:-bios} tree root start bytes kver log rc esp fwargs=
+	tree=$(debian_tree "$([ "$fw" = uefi ] && echo "$DEBIAN_UEFI_PKGS" || echo "$DEBIAN_OS_PKGS")") || return 1
 	root=$out.root
 	rm -rf "$root"
 	cp -a "$tree" "$root" || return 1
@@ -278,14 +292,23 @@ _vm_build_disk() {
 	local uuid
 	uuid=$(cat /proc/sys/kernel/random/uuid)
 	printf 'UUID=%s / ext4 errors=remount-ro 0 1\n' "$uuid" > "$root/etc/fstab"
-	fx_disk "$out" "$size" $'label: dos\ntype=83, bootable' || return 1
+	if [ "$fw" = uefi ]; then
+		esp=$(printf '%s' "$uuid" | tr a-f A-F | cut -c1-8)
+		printf 'UUID=%s-%s /boot/efi vfat umask=0077 0 1\n' "${esp:0:4}" "${esp:4:4}" >> "$root/etc/fstab"
+		mkdir -p "$root/boot/efi"
+		fx_disk "$out" "$size" $'label: gpt\nstart=65MiB, type=linux\nstart=1MiB, size=64MiB, type=uefi' || return 1
+		cp /usr/share/OVMF/OVMF_VARS.fd "$out.vars" && fwargs=$(vm_uefi_args "$out.vars") || return 1
+	else
+		fx_disk "$out" "$size" $'label: dos\ntype=83, bootable' || return 1
+	fi
 	read -r start bytes < <(fx_part_range "$out" 1)
 	mke2fs -q -F -t ext4 -U "$uuid" -L root -d "$root" -E offset="$start" "$out" $((bytes / 1024))k || return 1
 	kver=$(basename "$(ls "$root"/boot/vmlinuz-* | sort -V | tail -1)" | sed 's/^vmlinuz-//')
 	cp "$root/boot/vmlinuz-$kver" "$out.vmlinuz" && cp "$root/boot/initrd.img-$kver" "$out.initrd" || return 1
 	rm -rf "$root"
 	log=$out.grub.log
-	vm_boot "$out" "$log" -kernel "$out.vmlinuz" -initrd "$out.initrd" \
+	# shellcheck disable=SC2086 # $fwargs: the firmware's words
+	vm_boot "$out" "$log" $fwargs -kernel "$out.vmlinuz" -initrd "$out.initrd" \
 		-append "root=/dev/vda1 rw console=ttyS0,115200 panic=-1 init=/usr/local/sbin/vm-grub-setup"
 	vm_exited 600 || vm_kill
 	rm -f "$out.vmlinuz" "$out.initrd"
@@ -299,7 +322,7 @@ _vm_build_disk() {
 # (debian_tree holds the cache's .lock while building a tree)
 _vm_cached() {
 	local name=$1 builder=$2 key file; shift 2
-	key=$(printf '%s|%s|%s|%s' "$(debian_tree "$DEBIAN_OS_PKGS")" "$*" "$DEBIAN_OS_PKGS" \
+	key=$(printf '%s|%s|%s|%s' "$(debian_tree "$DEBIAN_OS_PKGS")" "$*" "$DEBIAN_OS_PKGS $DEBIAN_UEFI_PKGS" \
 		"$(declare -f _vm_cached _vm_build_disk _vm_harness _vm_hash _vm_user _vm_home _vm_customize_old _vm_customize_new "$builder")" |
 		sha256sum | cut -c1-16)
 	file=$INPLACE_TEST_CACHE/vm-$name-$key.img
@@ -319,28 +342,32 @@ _vm_cached() {
 }
 
 vm_old_os_disk() {
-	local c
+	local c fw=${2:-bios}
 	# VM_OLD_DISK: another old OS disk to start from (a diagnosis)
-	c=${VM_OLD_DISK:-$(_vm_cached old _vm_build_disk 4G old)} || return 1
+	if [ "$fw" = uefi ]; then
+		c=$(_vm_cached old-uefi _vm_build_disk 4G old uefi) && cp "$c.vars" "$1.vars" || return 1
+	else
+		c=${VM_OLD_DISK:-$(_vm_cached old _vm_build_disk 4G old)} || return 1
+	fi
 	cp --sparse=always "$c" "$1"
 }
 
 # the new OS: a disk built the same way, its root captured and signed
 _vm_build_image() {
 	local out=$1 d=$1.disk
-	_vm_build_disk "$d" "$2" new || return 1
+	_vm_build_disk "$d" "$2" new "${3:-bios}" || return 1
 	minisign -G -W -f -p "$out.pub" -s "$out.key" >/dev/null 2>&1 || return 1
 	"$INPLACE" image capture -q "$d" 1 -o "$out" --name debian-12-new -s "$out.key" >/dev/null || return 1
-	rm -f "$d" "$out.key"
+	rm -f "$d" "$d.vars" "$out.key"
 }
 
 vm_new_os_image() {
-	local c
-	c=$(_vm_cached new _vm_build_image 1536M) || return 1
+	local c n=new${2:+-$2}
+	c=$(_vm_cached "$n" _vm_build_image 1536M ${2:+"$2"}) || return 1
 	# an image of an older format than $INPLACE reads is built again
 	if ! "$INPLACE" image verify "$c" --key "$c.pub" >/dev/null 2>&1; then
 		rm -f "$c" "$c.pub" "$c.minisig"
-		c=$(_vm_cached new _vm_build_image 1536M) || return 1
+		c=$(_vm_cached "$n" _vm_build_image 1536M ${2:+"$2"}) || return 1
 	fi
 	cp "$c" "$1" && cp "$c.minisig" "$1.minisig" && cp "$c.pub" "$1.pub"
 }
@@ -376,8 +403,10 @@ vm_identity() {
 vm_check_reimaged() {
 	local name=$1 d=$2 want=$3 st=$4 m=$T/chk-$RANDOM at len salt sectors
 	sectors=$(($(stat -c %s "$d") / 512))
-	check "$name: one partition left, the store gone" test "$(partx -g -o NR "$d" | wc -l)" = 1
-	check "$name: the root fills the disk again" test "$(partx -g -n 1 -o SECTORS "$d" | tr -d ' ')" -ge $((sectors - 2 * 2048))
+	# the ESP in front of the root stays (a UEFI disk)
+	check "$name: one partition left (and the ESP), the store gone" \
+		test "$(partx -g -o TYPE "$d" | grep -vic c12a7328-f81f-11d2-ba4b-00a0c93ec93b)" = 1
+	check "$name: the root ends at the disk's end again" test "$(partx -g -n 1 -o END "$d" | tr -d ' ')" -ge $((sectors - 2 * 2048))
 	ok "$name: the new root is fsck clean" fx_fsck "$d" 1
 	vm_mount_part "$d" 1 "$m" || { fail "$name: mount the new root"; return 1; }
 	[ "$st" = root ] && st=$m/var/lib/inplace
@@ -415,13 +444,14 @@ vm_check_new_os_boots() {
 	check "$name: dave of the new OS logs in at 1001" vm_wait "$log" 'VM-LOGIN dave 1001' 60
 }
 
-# vm_reimage_fixtures: in $T, old.img (the old OS disk, $D) and new.img
-# (the signed new OS image) with the tools they need; a failure is reported
+# vm_reimage_fixtures [FIRMWARE]: in $T, old.img (the old OS disk, $D;
+# uefi: with its NVRAM old.img.vars) and new.img (the signed new OS image)
+# with the tools they need; a failure is reported
 vm_reimage_fixtures() {
 	require_tool qemu-system-x86_64 debootstrap minisign python3 jq || return 1
 	export INPLACE_RUN_DIR=$T/run INPLACE_STATE_DIR=$T/state
-	vm_old_os_disk "$T/old.img" || { fail "fixture" "the old OS disk"; return 1; }
-	vm_new_os_image "$T/new.img" || { fail "fixture" "the new OS image"; return 1; }
+	vm_old_os_disk "$T/old.img" "${1:-bios}" || { fail "fixture" "the old OS disk"; return 1; }
+	vm_new_os_image "$T/new.img" ${1:+"$1"} || { fail "fixture" "the new OS image"; return 1; }
 	D=$T/old.img
 }
 
@@ -512,25 +542,27 @@ vm_tiny_image() {
 }
 
 # --- h-reclaim ---
-#   vm_chain_prepare          into the old root of $D, from the host: the
+#   vm_chain_prepare [METHOD] into the old root of $D, from the host: the
 #                             bundle, the image the old OS has downloaded,
-#                             a job ([boot] method = grub, the running root)
-#                             and a unit that starts `inplace run` once;
+#                             a job ([boot] method = METHOD, grub when not
+#                             given; the running root) and a unit that
+#                             starts `inplace run` once (vm_install_job);
 #                             $T/want.id the identity to keep
-#   vm_chain_boot LOG         boot $D letting it cross its own reboots
-#                             (sets VM_LOG, VM_FAIL)
+#   vm_chain_boot LOG [ARGS…] boot $D letting it cross its own reboots,
+#                             ARGS given to QEMU (sets VM_LOG, VM_FAIL)
 #   vm_chain_cuts_landed STATE  where the cuts of a run landed, from its
 #                             status.log: the steps begun and not ended
 #                             when a boot resumed, one line each
 vm_chain_prepare() {
 	ok "bundle: inplace and its tools for the old OS" "$INPLACE" bundle -o "$T/bundle" || return 1
-	vm_install_job "$D" "$T/r" grub || { fail "fixture" "install the job into the old root"; return 1; }
+	vm_install_job "$D" "$T/r" "${1:-grub}" || { fail "fixture" "install the job into the old root"; return 1; }
 }
 
 vm_chain_boot() {
 	VM_LOG=$1
+	shift
 	# the staging initramfs carries the bundle in RAM
-	VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
+	VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG" "$@"
 	# a boot ending with a failed unit: the job did not start (old), the
 	# first-boot unit failed (new)
 	VM_FAIL='VM-REPORT os=(old|new) .*failed=\[[^]]|Kernel panic'
@@ -572,4 +604,22 @@ vm_chain_finish() {
 		test ! -e "$T/m/var/lib/inplace/bundle" -a ! -e "$T/m/var/lib/inplace/bundle.new"
 	vm_chain_cuts_landed "$T/m/var/lib/inplace" | sed 's/^/  info /'
 	umount "$T/m"
+}
+
+# --- h-kexec ---
+
+# vm_chain_first_boot NAME: after vm_chain_boot reached staging, the new
+# OS's first boot ends with no unit failed (its restore and reclaim done)
+vm_chain_first_boot() {
+	# the old OS's own reports came before: look only from here
+	check "$1: the new OS's first boot restores and reclaims, no unit failed" \
+		vm_wait "$VM_LOG" 'VM-REPORT os=new host=[^ ]* state=running failed=\[\]' 2400 "$(vm_mark "$VM_LOG")"
+}
+
+# vm_uefi_args VARS: QEMU's words for OVMF with its NVRAM in the file VARS
+# (a copy of OVMF_VARS.fd per disk: the firmware writes its entries there)
+vm_uefi_args() {
+	[ -r /usr/share/OVMF/OVMF_CODE.fd ] && [ -w "$1" ] ||
+		{ echo "vm: no OVMF firmware (/usr/share/OVMF/OVMF_CODE.fd): apt-get install ovmf" >&2; return 1; }
+	echo "-drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE.fd -drive if=pflash,format=raw,file=$1"
 }
