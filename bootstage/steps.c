@@ -740,7 +740,13 @@ static int fix_fstab(const char *root, const char *uuid, const char *fstype, jso
 /* The bundle runs from a copy in a tmpfs of its own (Debian mounts /run
  * noexec), the store unmounted: reclaim zeroes the store's blocks and
  * deletes its partition, and a bundle run from there faulted its
- * libraries' pages in from zeros (SIGSEGV in the VM chain), its tools too. */
+ * libraries' pages in from zeros (SIGSEGV in the VM chain), its tools too.
+ * The copy comes from FIRSTBOOT_BUNDLE in the new root, itself copied
+ * whole from the store (a temporary name, then renamed) while the store is
+ * there: a first boot cut after reclaim wiped the store runs it again from
+ * there.  Reclaim removes both, the unit last of all.  ($$ is systemd's
+ * escape for the shell's $.) */
+#define FIRSTBOOT_BUNDLE "/var/lib/inplace/bundle"
 static const char unit_fmt[] =
 	"# Written by inplace: restores users and machine identity on the first\n"
 	"# boot after reimaging, then gives the storage space back.  Removed by\n"
@@ -757,9 +763,10 @@ static const char unit_fmt[] =
 	"RemainAfterExit=yes\n"
 	"ExecStartPre=-/bin/umount -l /run/inplace/bundle\n"
 	"ExecStartPre=/bin/mount --mkdir -t tmpfs -o mode=0700 inplace-bundle /run/inplace/bundle\n"
-	"ExecStartPre=/bin/mount --mkdir LABEL=" BS_STORE_LABEL " /run/inplace/store\n"
-	"ExecStartPre=/bin/cp -a /run/inplace/store/inplace/bundle/. /run/inplace/bundle/\n"
-	"ExecStartPre=/bin/umount /run/inplace/store\n"
+	"ExecStartPre=/bin/sh -ec 'k=" FIRSTBOOT_BUNDLE "; s=/run/inplace/store; "
+	"if [ ! -x $$k/inplace ] && mount --mkdir -o ro LABEL=" BS_STORE_LABEL " $$s; then "
+	"rm -rf $$k.new; mkdir -p $$k.new; cp -a $$s/inplace/bundle/. $$k.new/; umount $$s; sync; "
+	"mv -T $$k.new $$k; sync; fi; cp -a $$k/. /run/inplace/bundle/'\n"
 	"ExecStart=/run/inplace/bundle/inplace resume --disk %s\n"
 	"ExecStartPost=-/bin/umount -l /run/inplace/bundle\n"
 	"ExecStopPost=-/bin/umount -l /run/inplace/bundle\n"
@@ -792,11 +799,24 @@ static int install_hook(const char *root, const char *disk, ip_error *e)
 	return ip_fsync_dir(dir, e);
 }
 
+/* The unit and the new root's copy of the bundle, once nothing is left
+ * for a first boot to do (the unit last: a cut before it runs it again). */
 static int remove_hook(const char *root, ip_error *e)
 {
-	char unit[4200], link[4200];
+	char unit[4200], link[4200], bundle[4300];
+	const char *const rm[] = { "rm", "-rf", "--one-file-system", bundle, NULL };
+	int r;
 
 	hook_paths(root, unit, link, sizeof(unit));
+	snprintf(bundle, sizeof(bundle), "%s" FIRSTBOOT_BUNDLE, root);
+	r = ip_spawn(rm, NULL, e);
+	if (r == 0) {
+		/* a half copy an earlier cut left behind */
+		snprintf(bundle, sizeof(bundle), "%s" FIRSTBOOT_BUNDLE ".new", root);
+		r = ip_spawn(rm, NULL, e);
+	}
+	if (r < 0)
+		return r;
 	if ((unlink(link) < 0 && errno != ENOENT) || (unlink(unit) < 0 && errno != ENOENT))
 		return ip_fail(e, -errno, "cannot remove the first-boot unit from %s: %s", root, strerror(errno));
 	return ip_fsync_parent(unit, e);
@@ -960,22 +980,20 @@ static int drop_store_fstab(const char *root, ip_error *e)
 	return ip_write_file_atomic(fstab, nw, k, 0644, e);
 }
 
-int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+/* Everything reclaim does but removing the first-boot hook. */
+static int reclaim_space(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
 {
 	char root[4200], node[4300];
 	struct ip_mount m;
-	partctl_table *t = NULL;
 	uint64_t off = 0, size = 0;
 	unsigned part = 0;
 	int r;
 
-	*res = result_new("reclaim");
 	newroot_dir(p, root, sizeof(root));
 	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
 	if (r < 0)
 		return r;
-	r = remove_hook(root, e);
-	if (r == 0 && p->keep == BS_KEEP_NO && !p->store_dir)
+	if (p->keep == BS_KEEP_NO && !p->store_dir)
 		r = drop_store_fstab(root, e);
 	if (r == 0 && p->keep == BS_KEEP_IMAGE && !p->store_dir) {
 		struct imager_capture_opts co = { .name = "inplace storage" };
@@ -1056,18 +1074,46 @@ int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *re
 		}
 	}
 	if (r == 0 && part) {
+		uint64_t so = 0, ss = 0;
+
 		r = wipe_range(p->disk, off, size, e);
+		/* in the new system its root is mounted from this disk: the
+		 * store's entry goes and the root's end grows over its space in
+		 * one table write, the kernel told through BLKPG, the root
+		 * grown online (partctl_part_grow_over) */
 		if (r == 0)
-			r = partctl_table_open(p->disk, true, &t, e);
-		if (r == 0)
-			r = partctl_table_delete(t, part, e);
-		if (r == 0)
-			r = partctl_table_write(t, e);
-		partctl_table_free(t);
+			r = partctl_part_range(p->disk, p->sys_part, &so, &ss, e);
+		if (r == 0 && off > so)
+			r = partctl_part_grow_over(p->disk, p->sys_part, part, NULL, NULL, e);
+		else if (r == 0)
+			r = partctl_delete(p->disk, part, NULL, NULL, e);
 		if (r == 0)
 			json_object_object_add(*res, "deleted", json_object_new_int((int)part));
+		if (r < 0 || off > so)
+			return r;
 	}
 	if (r == 0)
 		r = partctl_grow(p->disk, p->sys_part, 0, e);
 	return r;
+}
+
+/* The hook goes last: a first boot cut anywhere in reclaim (the store
+ * wiped, its entry deleted, the root half grown) runs again, from the new
+ * root's copy of the bundle. */
+int bs_step_reclaim(const struct bs_params *p, struct bs_store *s, bs_result *res, ip_error *e)
+{
+	char root[4200];
+	struct ip_mount m;
+	int r;
+
+	*res = result_new("reclaim");
+	r = reclaim_space(p, s, res, e);
+	if (r < 0)
+		return r;
+	newroot_dir(p, root, sizeof(root));
+	r = mount_part(p->disk, p->sys_part, 0, root, &m, e);
+	if (r < 0)
+		return r;
+	r = remove_hook(root, e);
+	return umount_with(&m, r, NULL, *res, e);
 }

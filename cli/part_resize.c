@@ -4,7 +4,7 @@
 #include "cli/cli.h"
 #include "partctl/partctl.h"
 
-enum { OPT_TO = OPT_CLI_LAST, OPT_MAX, OPT_NO_REPAIR };
+enum { OPT_TO = OPT_CLI_LAST, OPT_MAX, OPT_NO_REPAIR, OPT_OVER };
 
 static void shrink_usage(void)
 {
@@ -34,13 +34,16 @@ static void shrink_usage(void)
 static void grow_usage(void)
 {
 	fputs("\nUsage:\n"
-	      " inplace part grow [options] DISK N [--to SIZE | --max]\n"
+	      " inplace part grow [options] DISK N [--to SIZE | --max | --over M]\n"
 	      "\nGrow partition N into the free space after it, then its filesystem\n"
-	      "(ext2/3/4 through resize2fs, NTFS through ntfsresize).\n"
+	      "(ext2/3/4 through resize2fs, NTFS through ntfsresize).  A mounted\n"
+	      "ext2/3/4 partition of a block device grows online.\n"
 	      "\nOptions:\n"
 	      "     --to SIZE       the partition's new size; its end is aligned down\n"
 	      "                       to the table's grain (1 MiB)\n"
 	      "     --max           as large as the free space after it allows (default)\n"
+	      "     --over M        delete partition M (after N, not in use) and grow N\n"
+	      "                       over its space, in one table write\n"
 	      "     --dry-run       check and show the plan, write nothing\n"
 	      "     --json          one JSON document on stdout\n"
 	      " -q, --quiet         no progress output\n"
@@ -99,17 +102,18 @@ static int resize_verb(int argc, char **argv, bool grow)
 		{ "to", required_argument, NULL, OPT_TO },
 		{ "max", no_argument, NULL, OPT_MAX },
 		{ "no-repair", no_argument, NULL, OPT_NO_REPAIR },
+		{ "over", required_argument, NULL, OPT_OVER },
 		CLI_COMMON_LONGOPTS,
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *cmd = grow ? "part grow" : "part shrink";
 	struct cli_opts o = { 0 };
 	struct partctl_resize_plan p;
-	const char *to_arg = NULL, *disk;
+	const char *to_arg = NULL, *over_arg = NULL, *disk;
 	bool max = false, no_repair = false;
 	ip_error e = { 0 };
 	uint64_t to = 0;
-	unsigned n;
+	unsigned n, over = 0;
 	int c, r;
 
 	while ((c = getopt_long(argc, argv, "qh", longopts, NULL)) != -1) {
@@ -123,6 +127,11 @@ static int resize_verb(int argc, char **argv, bool grow)
 			if (!grow)
 				return cli_usage(&o, cmd, "--max is for 'part grow'; give --to SIZE");
 			max = true;
+			break;
+		case OPT_OVER:
+			if (!grow)
+				return cli_usage(&o, cmd, "--over is for 'part grow'");
+			over_arg = optarg;
 			break;
 		case OPT_NO_REPAIR:
 			if (grow)
@@ -142,15 +151,22 @@ static int resize_verb(int argc, char **argv, bool grow)
 		return cli_usage(&o, cmd, "give the new size with --to SIZE");
 	if (max && to_arg)
 		return cli_usage(&o, cmd, "give either --to SIZE or --max, not both");
+	if (over_arg && (max || to_arg))
+		return cli_usage(&o, cmd, "--over grows as far as the space allows: give it without --to or --max");
 	disk = argv[optind];
 	if (cli_parse_uint(&o, cmd, "partition number", argv[optind + 1], &n))
+		return IP_EXIT_BADINPUT;
+	if (over_arg && cli_parse_uint(&o, cmd, "partition number", over_arg, &over))
 		return IP_EXIT_BADINPUT;
 	cli_opts_apply(&o);
 	if (to_arg && (r = cli_parse_disk_size(&o, cmd, disk, to_arg, &to)))
 		return r;
 	struct partctl_opts po = { .dry_run = o.dry_run, .no_repair = no_repair };
 
-	r = grow ? partctl_part_grow(disk, n, to, &po, &p, &e) : partctl_part_shrink(disk, n, to, &po, &p, &e);
+	if (over)
+		r = partctl_part_grow_over(disk, n, over, &po, &p, &e);
+	else
+		r = grow ? partctl_part_grow(disk, n, to, &po, &p, &e) : partctl_part_shrink(disk, n, to, &po, &p, &e);
 	if (r < 0)
 		return cli_error(&o, cmd, &e);
 	return emit(&o, cmd, disk, &p, grow);

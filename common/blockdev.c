@@ -361,8 +361,18 @@ static int blkpg(int fd, int op, unsigned n, uint64_t start, uint64_t size)
 {
 	struct blkpg_partition p = { .start = (long long)start, .length = (long long)size, .pno = (int)n };
 	struct blkpg_ioctl_arg a = { .op = op, .datalen = sizeof(p), .data = &p };
+	int r = 0;
 
-	return ioctl(fd, BLKPG, &a) < 0 ? -errno : 0;
+	/* a partition being deleted may be held for a moment by udev's probe
+	 * of the change our write caused: EBUSY, retried for up to 2 s (as
+	 * parted does) */
+	for (int i = 0; i < 20; i++) {
+		r = ioctl(fd, BLKPG, &a) < 0 ? -errno : 0;
+		if (r != -EBUSY || op != BLKPG_DEL_PARTITION)
+			break;
+		usleep(100 * 1000);
+	}
+	return r;
 }
 
 int ip_kernel_sync_partitions(const char *disk, ip_error *e)

@@ -64,7 +64,7 @@ void partctl_tool_line(const char *s, const char *prefix, char *buf, size_t len)
 	snprintf(buf, len, "%.*s", (int)strcspn(p, "\n"), p);
 }
 
-static bool node_has_size(const char *node, uint64_t size)
+bool partctl_node_has_size(const char *node, uint64_t size)
 {
 	_cleanup_close_ int fd = open(node, O_RDONLY | O_CLOEXEC);
 	uint64_t s = 0;
@@ -80,7 +80,7 @@ int partctl_tooldev_get(const char *disk, unsigned n, uint64_t start, uint64_t s
 	td->loop = false;
 	if (stat(disk, &st) == 0 && S_ISBLK(st.st_mode) &&
 	    ip_partition_node(disk, n, td->path, sizeof(td->path)) == 0 &&
-	    node_has_size(td->path, size))
+	    partctl_node_has_size(td->path, size))
 		return 0;
 	if (ip_loop_attach(disk, start, size, false, td->path, sizeof(td->path), e) < 0)
 		return -EIO;

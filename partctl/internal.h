@@ -120,6 +120,8 @@ struct partctl_tooldev {
 };
 int partctl_tooldev_get(const char *disk, unsigned n, uint64_t start, uint64_t size,
 			struct partctl_tooldev *td, ip_error *e);
+/* Does the block device node have exactly size bytes (BLKGETSIZE64)? */
+bool partctl_node_has_size(const char *node, uint64_t size);
 void partctl_tooldev_put(struct partctl_tooldev *td);
 /* fsync what the tools wrote through the page cache (and under
  * INPLACE_IOLOG record the range as external writes). */
@@ -194,7 +196,36 @@ struct partctl_table {
 	size_t n;
 	char warn[256];             /* libfdisk's first warning, for messages */
 	char problem[512];          /* what partctl_table_check() found ("" sound) */
+	bool busy;                  /* opened by partctl_table_open_busy: the
+				     * write checks each change (partctl_busy_verdict)
+				     * instead of refusing any mount on the disk */
+	struct partctl_part *orig;  /* busy: the entries as read */
+	size_t norig;
 };
+
+/* Open a block device's table while part of it may be in use (the running
+ * root): the mount check moves to partctl_table_write, which allows only
+ * the changes partctl_busy_verdict allows (read-only: a dry run asks
+ * partctl_table_check_busy).  An image file is opened as
+ * partctl_table_open does: the kernel could not be told. */
+int partctl_table_open_busy(const char *disk, bool write, partctl_table **out, ip_error *e);
+/* The check partctl_table_write makes, for a dry run that writes nothing
+ * (a table not opened busy: the disk must be unmounted). */
+int partctl_table_check_busy(partctl_table *t, ip_error *e);
+/* Does anything mounted (or swap) use a byte of [off, off+len)?  what
+ * (wlen bytes) says how, for messages. */
+typedef bool (*partctl_in_use_fn)(void *arg, uint64_t off, uint64_t len, char *what, size_t wlen);
+/* May the entries old[0..nold) become now[0..nnow) on disk while it is in
+ * use, telling the kernel through BLKPG only?  The one place that decides
+ * (the same rule as parted and growpart): an entry unchanged, an entry
+ * whose start stays and whose end grows over space nothing uses (a
+ * mounted filesystem then grows online), an entry deleted that nothing
+ * uses.  Anything else (a partition moved, shrunk, renumbered or added, or
+ * one in use deleted) is refused, bad input naming the partition and its
+ * use, when the disk is in use. */
+int partctl_busy_verdict(const char *disk, const struct partctl_part *old, size_t nold,
+			 const struct partctl_part *now, size_t nnow, partctl_in_use_fn in_use, void *arg,
+			 ip_error *e);
 
 /* The disk label's id (GPT disk GUID, MBR "0x" signature), malloc'd;
  * *id NULL when the label has none. */

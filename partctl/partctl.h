@@ -371,9 +371,18 @@ int partctl_grow_plan(const char *disk, unsigned n, uint64_t new_size,
 int partctl_part_shrink(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
 			struct partctl_resize_plan *res, ip_error *e);
 /* Grow: the table first, then the fs.  new_size 0: as far as free space
- * allows. */
+ * allows.  A partition mounted read-write from a block device (ext2/3/4)
+ * grows online: its start stays, the kernel is told through BLKPG and
+ * resize2fs grows the mounted filesystem (no e2fsck then). */
 int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
 		      struct partctl_resize_plan *res, ip_error *e);
+/* Delete partition gone (after n, beside it, nothing using it) and grow n
+ * as far as the space then allows, in one table write: how reclaim gives
+ * the store's space back to the root it follows, the root mounted (online,
+ * as partctl_part_grow) or not.  Every other change of a partition in use
+ * stays refused (partctl/table.c). */
+int partctl_part_grow_over(const char *disk, unsigned n, unsigned gone, const struct partctl_opts *o,
+			   struct partctl_resize_plan *res, ip_error *e);
 /* Grow the filesystem of partition n to fill the partition (after an image
  * was written to a larger one): one check (e2fsck -f -y / ntfsfix -n), then
  * resize2fs / ntfsresize.  res: old_size and new_size are the filesystem's

@@ -54,7 +54,9 @@ struct part_geom {
 	bool logical;
 };
 
-static int load_part(const char *disk, unsigned n, struct partctl_resize_plan *p,
+/* gone (0: none): a partition after n that the grow deletes; its space
+ * counts as free. */
+static int load_part(const char *disk, unsigned n, unsigned gone, struct partctl_resize_plan *p,
 		     struct part_geom *g, ip_error *e)
 {
 	partctl_table *t = NULL;
@@ -76,6 +78,16 @@ static int load_part(const char *disk, unsigned n, struct partctl_resize_plan *p
 		return ip_bad(e, -EINVAL,
 			      "partition %u of %s is an extended container, not a filesystem: shrink or grow the logical partitions inside it",
 			      n, disk);
+	}
+	if (gone) {
+		const struct partctl_part *gp = partctl_table_find(t, gone);
+
+		if (!gp || gone == n || gp->extended || gp->logical != pp->logical || gp->start < pp->start) {
+			partctl_table_free(t);
+			return ip_bad(e, -EINVAL,
+				      "%s has no partition %u after partition %u and beside it (primary or logical alike, no extended container): see 'inplace part show %s'",
+				      disk, gone, n, disk);
+		}
 	}
 	p->n = n;
 	p->start = pp->start;
@@ -102,7 +114,7 @@ static int load_part(const char *disk, unsigned n, struct partctl_resize_plan *p
 		const struct partctl_part *q = partctl_table_at(t, i);
 		uint64_t qend;
 
-		if (q->n == n || q->start <= pp->start)
+		if (q->n == n || q->n == gone || q->start <= pp->start)
 			continue;
 		if (pp->logical && q->extended)
 			continue;
@@ -156,11 +168,11 @@ static bool fs_fits(const struct partctl_fsinfo *fi, uint64_t size)
 
 /* The partition, its filesystem, and a refusal when inplace cannot resize
  * that filesystem (verb: "shrunk" or "grown", for the message). */
-static int load_resizable(const char *disk, unsigned n, const char *verb,
+static int load_resizable(const char *disk, unsigned n, unsigned gone, const char *verb,
 			  struct partctl_resize_plan *out, struct part_geom *g,
 			  struct partctl_fsinfo *fi, ip_error *e)
 {
-	int r = load_part(disk, n, out, g, e);
+	int r = load_part(disk, n, gone, out, g, e);
 
 	if (r < 0)
 		return r;
@@ -183,7 +195,7 @@ int partctl_shrink_plan_fs(const char *disk, unsigned n, uint64_t new_size,
 	memset(out, 0, sizeof(*out));
 	if (new_size == 0)
 		return ip_bad(e, -EINVAL, "a partition cannot be shrunk to 0 bytes: give --to SIZE");
-	r = load_resizable(disk, n, "shrunk", out, &g, fi, e);
+	r = load_resizable(disk, n, 0, "shrunk", out, &g, fi, e);
 	if (r < 0)
 		return r;
 	/* its minimum and the sizes proposed would be measured past the end */
@@ -227,7 +239,7 @@ int partctl_shrink_plan(const char *disk, unsigned n, uint64_t new_size,
 	return partctl_shrink_plan_fs(disk, n, new_size, out, &fi, e);
 }
 
-static int grow_plan(const char *disk, unsigned n, uint64_t new_size,
+static int grow_plan(const char *disk, unsigned n, unsigned gone, uint64_t new_size,
 		     struct partctl_resize_plan *out, struct partctl_fsinfo *fi, ip_error *e)
 {
 	struct part_geom g;
@@ -235,7 +247,7 @@ static int grow_plan(const char *disk, unsigned n, uint64_t new_size,
 	int r;
 
 	memset(out, 0, sizeof(*out));
-	r = load_resizable(disk, n, "grown", out, &g, fi, e);
+	r = load_resizable(disk, n, gone, "grown", out, &g, fi, e);
 	if (r < 0)
 		return r;
 	out->fs_min = fi->min_size;
@@ -261,7 +273,7 @@ static int grow_plan(const char *disk, unsigned n, uint64_t new_size,
 	/* Nothing to do when the partition keeps its size and the
 	 * filesystem already fills it (an interrupted grow has the table
 	 * done and the filesystem not: that one is finished here). */
-	out->nothing = out->new_size == out->old_size && fi->size &&
+	out->nothing = !gone && out->new_size == out->old_size && fi->size &&
 		       out->old_size - fi->size <= fi->block_size;
 	return 0;
 }
@@ -271,7 +283,7 @@ int partctl_grow_plan(const char *disk, unsigned n, uint64_t new_size,
 {
 	struct partctl_fsinfo fi;
 
-	return grow_plan(disk, n, new_size, out, &fi, e);
+	return grow_plan(disk, n, 0, new_size, out, &fi, e);
 }
 
 /* ---- shrink ----------------------------------------------------------------- */
@@ -341,16 +353,104 @@ static int fs_grow(const char *disk, unsigned n, uint64_t start, uint64_t size, 
 	return partctl_tool_flush(disk, start, size, e);
 }
 
-int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
-		      struct partctl_resize_plan *res, ip_error *e)
+/* The table step of a grow: partition gone (0: none) deleted and n's end
+ * moved, in one write.  busy: parts of the disk may be in use, and the
+ * write checks that this change is one allowed then (table.c). */
+static int grow_table(const char *disk, unsigned n, unsigned gone, const struct partctl_resize_plan *rp, bool busy,
+		      ip_error *e)
 {
-	struct partctl_resize_plan p, *rp = res ? res : &p;
+	partctl_table *t = NULL;
+	int r = busy ? partctl_table_open_busy(disk, true, &t, e) : partctl_table_open(disk, true, &t, e);
+
+	if (r == 0 && gone)
+		r = partctl_table_delete(t, gone, e);
+	if (r == 0 && rp->new_size != rp->old_size)
+		r = partctl_table_set_range(t, n, rp->start, rp->new_size, e);
+	if (r == 0)
+		r = partctl_table_write(t, e);
+	partctl_table_free(t);
+	return r;
+}
+
+/* The end of a mounted ext2/3/4 filesystem's partition grows while it
+ * stays mounted (the new system's root, when reclaim gives the store's
+ * space back), as growpart does: the table through libfdisk, the kernel
+ * told through BLKPG about the changed entries only (never BLKRRPART on a
+ * disk in use), then resize2fs on the mounted partition, which grows it
+ * online.  No e2fsck: it cannot run on a mounted filesystem. */
+static int grow_online(const char *disk, unsigned n, unsigned gone, const struct partctl_resize_plan *rp,
+		       const struct partctl_fsinfo *fi, const char *mnt, bool rw, const struct partctl_opts *o,
+		       ip_error *e)
+{
+	_cleanup_free_ char *err = NULL;
+	struct stat st;
+	char node[64], line[256];
+	int code = 0, r;
+
+	if (stat(disk, &st) < 0 || !S_ISBLK(st.st_mode))
+		return ip_check_range_unmounted(disk, rp->start, rp->old_size, e);
+	if (!partctl_is_ext(fi->type))
+		return ip_bad(e, -EBUSY, "partition %u of %s is mounted on %s and %s does not grow online: unmount it first",
+			      n, disk, mnt, fi->type);
+	if (!rw)
+		return ip_bad(e, -EROFS, "partition %u of %s is mounted read-only on %s: remount it read-write (or unmount it) to grow it",
+			      n, disk, mnt);
+	if (o && o->dry_run)
+		return ip_check_range_unmounted(disk, rp->start + rp->old_size, rp->new_size - rp->old_size, e);
+	if (gone || rp->new_size != rp->old_size) {
+		partctl_report(o, "table", 1, 3);
+		r = grow_table(disk, n, gone, rp, true, e);
+		if (r < 0)
+			return r;
+	}
+	/* resize2fs on anything but the mounted node (a loop device over the
+	 * range) would resize offline under the mounted filesystem */
+	r = ip_partition_node(disk, n, node, sizeof(node));
+	if (r < 0 || !partctl_node_has_size(node, rp->new_size))
+		return ip_fail(e, r < 0 ? r : -EIO,
+			       "the kernel does not see partition %u of %s at its new size: reboot, then run 'inplace part grow %s %u' again",
+			       n, disk, disk, n);
+	partctl_report(o, "growing", 2, 3);
+	{
+		const char *argv[] = { "resize2fs", node, NULL };
+
+		r = partctl_tool_run(argv, &code, &err, e);
+	}
+	if (r < 0)
+		return r;
+	if (code != 0) {
+		partctl_tool_last_line(err, line, sizeof(line));
+		/* the kernel's online resize needs CAP_SYS_RESOURCE, which a
+		 * container may drop: the partition is grown, the filesystem
+		 * grows offline as well */
+		if (strstr(line, "Permission denied"))
+			return ip_fail(e, -EPERM,
+				       "the filesystem mounted on %s was not grown online (%s: the kernel wants CAP_SYS_RESOURCE): its partition is grown; unmount it and run 'inplace part grow %s %u'",
+				       mnt, line, disk, n);
+		return ip_fail(e, -EIO, "the filesystem mounted on %s was not grown online (%s): run 'inplace part grow %s %u' again",
+			       mnt, line, disk, n);
+	}
+	r = partctl_tool_flush(node, 0, 0, e);
+	if (r == 0)
+		partctl_report(o, "done", 3, 3);
+	return r;
+}
+
+static int grow_run(const char *disk, unsigned n, unsigned gone, uint64_t new_size, const struct partctl_opts *o,
+		    struct partctl_resize_plan *rp, ip_error *e)
+{
 	struct partctl_fsinfo fi;
+	char mnt[1024];
+	bool rw = false;
 	int r;
 
-	r = grow_plan(disk, n, new_size, rp, &fi, e);
-	if (r < 0 || rp->nothing || (o && o->dry_run))
+	r = grow_plan(disk, n, gone, new_size, rp, &fi, e);
+	if (r < 0 || rp->nothing)
 		return r;
+	if (ip_range_mount(disk, rp->start, rp->old_size, mnt, sizeof(mnt), &rw) > 0)
+		return grow_online(disk, n, gone, rp, &fi, mnt, rw, o, e);
+	if (o && o->dry_run)
+		return 0;
 	r = ip_check_range_unmounted(disk, rp->start, rp->new_size, e);
 	if (r < 0)
 		return r;
@@ -360,9 +460,9 @@ int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const str
 	r = fs_check(disk, n, rp->start, rp->old_size, fi.type, e);
 	if (r < 0)
 		return r;
-	if (rp->new_size != rp->old_size) {
+	if (gone || rp->new_size != rp->old_size) {
 		partctl_report(o, "table", 1, 3);
-		r = partctl_resize_table(disk, n, rp->start, rp->new_size, e);
+		r = grow_table(disk, n, gone, rp, false, e);
 		if (r < 0)
 			return r;
 	}
@@ -371,6 +471,22 @@ int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const str
 	if (r == 0)
 		partctl_report(o, "done", 3, 3);
 	return r;
+}
+
+int partctl_part_grow(const char *disk, unsigned n, uint64_t new_size, const struct partctl_opts *o,
+		      struct partctl_resize_plan *res, ip_error *e)
+{
+	struct partctl_resize_plan p;
+
+	return grow_run(disk, n, 0, new_size, o, res ? res : &p, e);
+}
+
+int partctl_part_grow_over(const char *disk, unsigned n, unsigned gone, const struct partctl_opts *o,
+			   struct partctl_resize_plan *res, ip_error *e)
+{
+	struct partctl_resize_plan p;
+
+	return grow_run(disk, n, gone, 0, o, res ? res : &p, e);
 }
 
 int partctl_grow(const char *disk, unsigned n, uint64_t new_size, ip_error *e)
@@ -387,7 +503,7 @@ int partctl_fs_grow(const char *disk, unsigned n, const struct partctl_opts *o,
 	int r;
 
 	memset(rp, 0, sizeof(*rp));
-	r = load_resizable(disk, n, "grown", rp, &g, &fi, e);
+	r = load_resizable(disk, n, 0, "grown", rp, &g, &fi, e);
 	if (r < 0)
 		return r;
 	/* The partition keeps its size; old_size and new_size are the

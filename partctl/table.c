@@ -158,11 +158,12 @@ void partctl_table_free(partctl_table *t)
 	if (t->fd >= 0)
 		close(t->fd);
 	free(t->parts);
+	free(t->orig);
 	free(t->path);
 	free(t);
 }
 
-static int table_open(const char *disk, bool write, bool check, partctl_table **out, ip_error *e)
+static int table_open(const char *disk, bool write, bool check, bool busy, partctl_table **out, ip_error *e)
 {
 	partctl_table *t;
 	struct stat st;
@@ -177,7 +178,9 @@ static int table_open(const char *disk, bool write, bool check, partctl_table **
 	if (S_ISREG(st.st_mode) && st.st_size < 4096)
 		return ip_bad(e, -EINVAL, "%s is too small to hold a partition table (%lld bytes): give a disk image",
 			      disk, (long long)st.st_size);
-	if (write) {
+	/* busy: the kernel is told through BLKPG, so a block device only */
+	busy = busy && S_ISBLK(st.st_mode);
+	if (write && !busy) {
 		r = ip_check_unmounted(disk, e);
 		if (r < 0)
 			return r;
@@ -189,6 +192,7 @@ static int table_open(const char *disk, bool write, bool check, partctl_table **
 	}
 	t->fd = -1;
 	t->write = write;
+	t->busy = busy;
 	t->blockdev = S_ISBLK(st.st_mode);
 	t->fd = open(disk, (write ? O_RDWR : O_RDONLY) | O_CLOEXEC);
 	if (t->fd < 0) {
@@ -269,6 +273,15 @@ static int table_open(const char *disk, bool write, bool check, partctl_table **
 			return r;
 		}
 	}
+	if (busy) {
+		t->orig = malloc((t->n ? t->n : 1) * sizeof(*t->orig));
+		if (!t->orig) {
+			partctl_table_free(t);
+			return ip_fail(e, -ENOMEM, "out of memory");
+		}
+		memcpy(t->orig, t->parts, t->n * sizeof(*t->orig));
+		t->norig = t->n;
+	}
 	t->warn[0] = '\0';
 	if (write && fdisk_verify_disklabel(t->cxt) > 0) {
 		r = -EUCLEAN;
@@ -283,12 +296,17 @@ static int table_open(const char *disk, bool write, bool check, partctl_table **
 
 int partctl_table_open(const char *disk, bool write, partctl_table **out, ip_error *e)
 {
-	return table_open(disk, write, true, out, e);
+	return table_open(disk, write, true, false, out, e);
+}
+
+int partctl_table_open_busy(const char *disk, bool write, partctl_table **out, ip_error *e)
+{
+	return table_open(disk, write, true, true, out, e);
 }
 
 int partctl_table_inspect(const char *disk, partctl_table **out, ip_error *e)
 {
-	int r = table_open(disk, false, false, out, e);
+	int r = table_open(disk, false, false, false, out, e);
 
 	if (r == 0)
 		(void)partctl_table_check(*out, NULL); /* fills the problem */
@@ -760,7 +778,7 @@ int partctl_table_write(partctl_table *t, ip_error *e)
 
 	if (!t->write)
 		return ip_fail(e, -EBADF, "internal error: the table of %s was opened read-only", t->path);
-	r = ip_check_unmounted(t->path, e);
+	r = t->busy ? partctl_table_check_busy(t, e) : ip_check_unmounted(t->path, e);
 	if (r < 0)
 		return r;
 	t->warn[0] = '\0';
@@ -776,6 +794,90 @@ int partctl_table_write(partctl_table *t, ip_error *e)
 	if (t->blockdev)
 		return ip_kernel_sync_partitions(t->path, e);
 	return 0;
+}
+
+/* ---- a table written while the disk is in use ------------------------------ */
+
+static bool same_entry(const struct partctl_part *a, const struct partctl_part *b)
+{
+	return a->start == b->start && a->size == b->size && a->extended == b->extended &&
+	       a->logical == b->logical;
+}
+
+static const struct partctl_part *entry_n(const struct partctl_part *p, size_t np, unsigned n)
+{
+	for (size_t i = 0; i < np; i++)
+		if (p[i].n == n)
+			return &p[i];
+	return NULL;
+}
+
+int partctl_busy_verdict(const char *disk, const struct partctl_part *old, size_t nold,
+			 const struct partctl_part *now, size_t nnow, partctl_in_use_fn in_use, void *arg,
+			 ip_error *e)
+{
+	char what[1200];
+
+	/* the deletions first: a grow over a partition in use is named as
+	 * the deletion of that partition */
+	for (size_t i = 0; i < nold; i++)
+		if (!entry_n(now, nnow, old[i].n) && in_use(arg, old[i].start, old[i].size, what, sizeof(what)))
+			return ip_bad(e, -EBUSY, "partition %u of %s cannot be deleted while it is %s: unmount it first",
+				      old[i].n, disk, what);
+	for (size_t i = 0; i < nold; i++) {
+		const struct partctl_part *o = &old[i], *w = entry_n(now, nnow, o->n);
+
+		if (!w || same_entry(o, w))
+			continue;
+		if (w->start == o->start && w->size > o->size && w->extended == o->extended &&
+		    w->logical == o->logical) {
+			/* the end grows: over space nothing may use, the
+			 * partition itself may stay mounted */
+			if (in_use(arg, o->start + o->size, w->size - o->size, what, sizeof(what)))
+				return ip_bad(e, -EBUSY,
+					      "partition %u of %s cannot grow over space that is %s: unmount it first",
+					      o->n, disk, what);
+			continue;
+		}
+		if (in_use(arg, 0, UINT64_MAX, what, sizeof(what)))
+			return ip_bad(e, -EBUSY,
+				      "partition %u of %s cannot be %s while %s is %s: unmount it (or swapoff) first",
+				      o->n, disk, w->start != o->start ? "moved" : "shrunk", disk, what);
+	}
+	for (size_t i = 0; i < nnow; i++) {
+		if (entry_n(old, nold, now[i].n))
+			continue;
+		if (in_use(arg, 0, UINT64_MAX, what, sizeof(what)))
+			return ip_bad(e, -EBUSY, "partition %u of %s cannot be added while %s is %s: unmount it (or swapoff) first",
+				      now[i].n, disk, disk, what);
+	}
+	return 0;
+}
+
+static bool disk_range_in_use(void *arg, uint64_t off, uint64_t len, char *what, size_t wlen)
+{
+	const char *disk = arg;
+	ip_error tmp = { 0 };
+	char mnt[1024];
+	bool rw;
+
+	if (ip_range_mount(disk, off, len, mnt, sizeof(mnt), &rw) > 0) {
+		snprintf(what, wlen, "mounted on %s", mnt);
+		return true;
+	}
+	/* a mount of a subdirectory, swap, or mountinfo unreadable */
+	if (ip_check_range_unmounted(disk, off, len, &tmp) < 0) {
+		snprintf(what, wlen, "in use (%s)", tmp.msg);
+		return true;
+	}
+	return false;
+}
+
+int partctl_table_check_busy(partctl_table *t, ip_error *e)
+{
+	if (!t->busy)
+		return ip_check_unmounted(t->path, e);
+	return partctl_busy_verdict(t->path, t->orig, t->norig, t->parts, t->n, disk_range_in_use, t->path, e);
 }
 
 int partctl_part_range(const char *disk, unsigned n, uint64_t *off, uint64_t *size, ip_error *e)

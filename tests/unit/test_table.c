@@ -403,6 +403,80 @@ static void test_damaged_refused(void **state)
 	assert_non_null(strstr(e.msg, "outside the usable area"));
 }
 
+/* ---- the verdict on a table written while the disk is in use ------------- */
+
+/* [busy_off, busy_off + busy_len): what a fake mount uses */
+struct fake_use {
+	uint64_t off, len;
+};
+
+static bool fake_in_use(void *arg, uint64_t off, uint64_t len, char *what, size_t wlen)
+{
+	const struct fake_use *u = arg;
+	uint64_t end = len > UINT64_MAX - off ? UINT64_MAX : off + len;
+
+	snprintf(what, wlen, "mounted on /");
+	return u->len && off < u->off + u->len && u->off < end;
+}
+
+static struct partctl_part part(unsigned n, uint64_t start, uint64_t size)
+{
+	return (struct partctl_part){ .n = n, .start = start * MiB, .size = size * MiB };
+}
+
+static void test_busy_verdict(void **state)
+{
+	/* 1 the running root, 2 the store after it, 3 another partition */
+	const struct partctl_part old[] = { part(1, 1, 100), part(2, 101, 50), part(3, 151, 50) };
+	struct fake_use root = { 1 * MiB, 100 * MiB }, none = { 0, 0 }, store = { 101 * MiB, 50 * MiB };
+	struct partctl_part now[3];
+	ip_error e = { 0 };
+
+	(void)state;
+	/* unchanged */
+	assert_int_equal(partctl_busy_verdict("d", old, 3, old, 3, fake_in_use, &root, &e), 0);
+	/* the store deleted, the root's end grown over it: reclaim */
+	now[0] = part(1, 1, 150);
+	now[1] = old[2];
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 2, fake_in_use, &root, &e), 0);
+	/* … but not while the store is mounted */
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 2, fake_in_use, &store, &e), -EBUSY);
+	assert_int_equal(e.status, IP_EXIT_BADINPUT);
+	assert_non_null(strstr(e.msg, "partition 2 of d cannot be deleted while it is mounted on /"));
+	/* the mounted root deleted */
+	assert_int_equal(partctl_busy_verdict("d", old, 3, old + 1, 2, fake_in_use, &root, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "partition 1 of d cannot be deleted"));
+	/* the mounted root shrunk, moved, its start changed while its end grows */
+	now[0] = part(1, 1, 90);
+	now[1] = old[1];
+	now[2] = old[2];
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 3, fake_in_use, &root, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "partition 1 of d cannot be shrunk"));
+	now[0] = part(1, 2, 100);
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 3, fake_in_use, &root, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "cannot be moved"));
+	now[0] = part(1, 0, 150);
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 3, fake_in_use, &root, &e), -EBUSY);
+	/* an unmounted partition moved while the disk is in use: refused too */
+	now[0] = old[0];
+	now[2] = part(3, 160, 40);
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 3, fake_in_use, &root, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "partition 3 of d cannot be moved"));
+	/* an entry added, or a grow over space in use (the store mounted) */
+	now[2] = part(4, 201, 10);
+	assert_int_equal(partctl_busy_verdict("d", old, 2, now, 3, fake_in_use, &root, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "cannot be added"));
+	now[0] = part(1, 1, 120);
+	assert_int_equal(partctl_busy_verdict("d", old, 2, now, 2, fake_in_use, &store, &e), -EBUSY);
+	assert_non_null(strstr(e.msg, "cannot grow over space that is mounted on /"));
+	/* a renumbered partition (a logical after a deleted one) is a move */
+	now[0] = old[0];
+	now[1] = part(2, 151, 50);
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 2, fake_in_use, &root, &e), -EBUSY);
+	/* with nothing in use every change is allowed */
+	assert_int_equal(partctl_busy_verdict("d", old, 3, now, 2, fake_in_use, &none, &e), 0);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -413,6 +487,7 @@ int main(void)
 		cmocka_unit_test(test_logical_ebr),
 		cmocka_unit_test(test_create_delete),
 		cmocka_unit_test(test_damaged_refused),
+		cmocka_unit_test(test_busy_verdict),
 	};
 
 	return cmocka_run_group_tests(tests, setup, teardown);

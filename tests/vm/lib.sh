@@ -426,3 +426,103 @@ vm_reimage_fixtures() {
 	vm_new_os_image "$T/new.img" || { fail "fixture" "the new OS image"; return 1; }
 	D=$T/old.img
 }
+
+# --- h-reclaim ---
+#   vm_chain_prepare          into the old root of $D, from the host: the
+#                             bundle, the image the old OS has downloaded,
+#                             a job ([boot] method = grub, the running root)
+#                             and a unit that starts `inplace run` once;
+#                             $T/want.id the identity to keep
+#   vm_chain_boot LOG         boot $D letting it cross its own reboots
+#                             (sets VM_LOG, VM_FAIL)
+#   vm_chain_cuts_landed STATE  where the cuts of a run landed, from its
+#                             status.log: the steps begun and not ended
+#                             when a boot resumed, one line each
+vm_chain_prepare() {
+	local s z l
+	ok "bundle: inplace and its tools for the old OS" "$INPLACE" bundle -o "$T/bundle" || return 1
+	read -r s z < <(fx_part_range "$D" 1)
+	mkdir -p "$T/r" && l=$(losetup -f --show -o "$s" --sizelimit "$z" "$D") && track_loop "$l" &&
+		mount "$l" "$T/r" && track_mount "$T/r" || { fail "fixture" "mount the old root"; return 1; }
+	vm_identity "$T/r" > "$T/want.id"
+	mkdir -p "$T/r/opt" && cp -a "$T/bundle" "$T/r/opt/inplace" &&
+		cp "$T/new.img" "$T/new.img.minisig" "$T/new.img.pub" "$T/r/root/" &&
+	cat > "$T/r/root/job.ini" <<'EOF2' &&
+; the VM reimages itself: the disk and partition of its running root
+[job]
+image = /root/new.img
+key = /root/new.img.pub
+
+[boot]
+method = grub
+
+[notify]
+countdown = 0
+EOF2
+	cat > "$T/r/etc/systemd/system/vm-inplace-job.service" <<'EOF2' &&
+[Unit]
+Description=VM tests: start the reimaging job, once
+After=multi-user.target
+ConditionPathExists=!/var/lib/vm-inplace-job.started
+
+[Service]
+Type=oneshot
+ExecStartPre=/bin/touch /var/lib/vm-inplace-job.started
+ExecStart=/opt/inplace/inplace run /root/job.ini
+StandardOutput=journal+console
+StandardError=journal+console
+
+[Install]
+WantedBy=multi-user.target
+EOF2
+	ln -s ../vm-inplace-job.service "$T/r/etc/systemd/system/multi-user.target.wants/vm-inplace-job.service" ||
+		{ fail "fixture" "install the job into the old root"; return 1; }
+	umount "$T/r" && losetup -d "$l"
+}
+
+vm_chain_boot() {
+	VM_LOG=$1
+	# the staging initramfs carries the image and the bundle in RAM
+	VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
+	# a boot ending with a failed unit: the job did not start (old), the
+	# first-boot unit failed (new)
+	VM_FAIL='VM-REPORT os=(old|new) .*failed=\[[^]]|Kernel panic'
+}
+
+vm_chain_cuts_landed() {
+	jq -r 'select(.step != null or (.message | startswith("resume on"))) |
+		if .step == null then "RESUME" elif (.message | endswith(": started")) then "B \(.step)"
+		elif (.message | test(": (done|skipped)")) then "E \(.step)" else empty end' "$1/status.log" |
+	awk '$1 == "B" { open[$2] = 1 } $1 == "E" { delete open[$2] }
+		$1 == "RESUME" { s = ""; for (k in open) s = s " " k; if (s != "") print "cut in:" s; split("", open) }'
+}
+
+# vm_chain_start NAME: the fixtures, the job put in, the old OS booted up
+# to GRUB's one-shot entry starting the staging kernel (fails otherwise)
+vm_chain_start() {
+	vm_reimage_fixtures && vm_chain_prepare || return 1
+	vm_chain_boot "$T/chain.log"
+	check "$1: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
+		vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200
+}
+
+# vm_chain_finish NAME: after a first boot of the new OS reported no unit
+# failed: the next boot under the restored hostname with the old users
+# logging in, then from the host the reimaged disk's checks and no copy of
+# the bundle left in the new root
+vm_chain_finish() {
+	local from
+	# the restored hostname is the kernel's from the next boot on (the
+	# first one set the image's before the restore ran)
+	from=$(vm_mark "$VM_LOG")
+	vm_login root newrootpw 'systemctl reboot'
+	vm_check_new_os_boots "$1" "$from" 1200 || return 1
+	vm_login root newrootpw 'systemctl poweroff'
+	vm_exited 120 || vm_kill
+	vm_check_reimaged "$1" "$D" "$T/want.id" root
+	vm_mount_part "$D" 1 "$T/m" || return 1
+	check "$1: the new root's copy of the bundle is gone" \
+		test ! -e "$T/m/var/lib/inplace/bundle" -a ! -e "$T/m/var/lib/inplace/bundle.new"
+	vm_chain_cuts_landed "$T/m/var/lib/inplace" | sed 's/^/  info /'
+	umount "$T/m"
+}

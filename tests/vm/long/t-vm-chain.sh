@@ -3,73 +3,19 @@
 # starts `inplace run job.ini` ([boot] method = grub) from a bundle, and
 # the machine crosses its own reboots: GRUB's one-shot entry into the
 # staging environment (make room, save, deploy, boot fix), the new OS's
-# first boot (restore, reclaim), done.  Then, from the host: every home
-# equal, password hashes, hostname, machine-id and host keys kept, the
-# store gone and wiped, the root grown back, status.log complete; and the
-# new OS's boot ended with no unit failed and the old users log in.
+# first boot (restore; reclaim on the running root: the store wiped and
+# deleted, the mounted root grown online), done.  Then the next boot shows
+# the old users logging in under the old hostname with no unit failed, and
+# from the host: every home equal, password hashes, hostname, machine-id
+# and host keys kept, the store gone and wiped, the root grown back and
+# fsck clean, the first-boot unit and its copy of the bundle gone,
+# status.log complete.
 . "$TESTS_DIR/lib.sh"
 . "$TESTS_DIR/vm/lib.sh"
 cd "$T" || exit 1
 have_loop || { skip "chain" "no loop devices"; exit 0; }
-vm_reimage_fixtures || exit 1
-ok "bundle: inplace and its tools for the old OS" "$INPLACE" bundle -o "$T/bundle" || exit 1
-
-# Into the old root, from the host: the bundle, the image the old OS has
-# already downloaded, the job, and the unit that starts it once
-read -r s z < <(fx_part_range "$D" 1)
-mkdir -p r && l=$(losetup -f --show -o "$s" --sizelimit "$z" "$D") && track_loop "$l" &&
-	mount "$l" r && track_mount "$T/r" || { fail "fixture" "mount the old root"; exit 1; }
-vm_identity r > want.id
-mkdir -p r/opt && cp -a bundle r/opt/inplace && cp new.img new.img.minisig new.img.pub r/root/ &&
-cat > r/root/job.ini <<'EOF2' &&
-; the VM reimages itself: the disk and partition of its running root
-[job]
-image = /root/new.img
-key = /root/new.img.pub
-
-[boot]
-method = grub
-
-[notify]
-countdown = 0
-EOF2
-cat > r/etc/systemd/system/vm-inplace-job.service <<'EOF2' &&
-[Unit]
-Description=VM tests: start the reimaging job, once
-After=multi-user.target
-ConditionPathExists=!/var/lib/vm-inplace-job.started
-
-[Service]
-Type=oneshot
-ExecStartPre=/bin/touch /var/lib/vm-inplace-job.started
-ExecStart=/opt/inplace/inplace run /root/job.ini
-StandardOutput=journal+console
-StandardError=journal+console
-
-[Install]
-WantedBy=multi-user.target
-EOF2
-ln -s ../vm-inplace-job.service r/etc/systemd/system/multi-user.target.wants/vm-inplace-job.service ||
-	{ fail "fixture" "install the job into the old root"; exit 1; }
-umount r && losetup -d "$l"
-
-VM_LOG=$T/chain.log
-# reboots allowed: the chain crosses three
-# the staging initramfs carries the image and the bundle in RAM
-VM_MEM=2048 VM_REBOOT=yes vm_boot "$D" "$VM_LOG"
-# a boot ending with a failed unit: the job did not start (old), the
-# first-boot unit failed (new)
-VM_FAIL='VM-REPORT os=(old|new) .*failed=\[[^]]|Kernel panic'
-check "chain: the old OS runs the job, GRUB's one-shot entry boots the staging kernel" \
-	vm_wait "$VM_LOG" 'Command line:.* inplace\.stage' 1200 || exit 1
+vm_chain_start "chain" || exit 1
 # the old OS's own login prompt came before: look only after staging
 check "chain: the new OS's first boot restores and reclaims, no unit failed" \
 	vm_wait "$VM_LOG" 'VM-REPORT os=new host=[^ ]* state=running failed=\[\]' 2400 "$(vm_mark "$VM_LOG")" || exit 1
-# the restored hostname is the kernel's from the next boot on (the first
-# one set the image's before the restore ran)
-from=$(vm_mark "$VM_LOG")
-vm_login root newrootpw 'systemctl reboot'
-vm_check_new_os_boots "chain" "$from" 1200 || exit 1
-vm_login root newrootpw 'systemctl poweroff'
-vm_exited 120 || vm_kill
-vm_check_reimaged "chain" "$D" want.id root
+vm_chain_finish "chain"
