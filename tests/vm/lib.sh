@@ -5,7 +5,9 @@
 #   vm_boot DISK LOG [ARGS…]  start QEMU on DISK (raw, virtio) in the
 #                             background, serial console logged to LOG and
 #                             typed into through $VM_SOCK; sets $VM_PID.
-#                             A reboot ends QEMU unless VM_REBOOT=yes
+#                             A reboot ends QEMU unless VM_REBOOT=yes;
+#                             VM_NIC_OPTS adds to the user-mode NIC
+#                             (hostfwd=tcp:127.0.0.1:PORT-:22)
 #   vm_wait LOG PATTERN SECS [FROM]  wait until LOG (from byte FROM on)
 #                             matches the extended regex PATTERN; fails
 #                             early when QEMU ($VM_PID) is gone or LOG
@@ -63,7 +65,7 @@ vm_boot() {
 		-chardev "socket,id=ser0,path=$VM_SOCK,server=on,wait=off,logfile=$log" -serial chardev:ser0 \
 		-drive "file=$disk,format=raw,if=none,id=disk0,cache=unsafe" \
 		-device virtio-blk-pci,drive=disk0,serial=inplace-vm-disk \
-		-nic user,model=virtio-net-pci \
+		-nic "user,model=virtio-net-pci${VM_NIC_OPTS:+,$VM_NIC_OPTS}" \
 		"$@" < /dev/null > "$log.qemu" 2>&1 &
 	VM_PID=$!
 	track_pid "$VM_PID"
