@@ -17,19 +17,7 @@ have_loop || { skip "first boot" "no loop devices (the steps mount partitions)";
 vm_reimage_fixtures || exit 1
 vm_mount_part "$D" 1 "$T/was" && vm_identity "$T/was" > want.id && umount "$T/was" ||
 	{ fail "fixture" "read the old OS"; exit 1; }
-cat > job.ini <<EOF2
-[job]
-image = $T/new.img
-key = $T/new.img.pub
-disk = $D
-system_partition = 1
-
-[boot]
-method = none
-
-[notify]
-countdown = 0
-EOF2
+fx_job job.ini "$T/new.img" "$D" "key = $T/new.img.pub"
 ok "run: preflight, up to the first reboot" "$INPLACE" run job.ini || exit 1
 ok "resume: the staging boot (store, save, deploy)" "$INPLACE" resume --disk "$D" || exit 1
 # the unit and the run's state name the disk as the run knew it, the

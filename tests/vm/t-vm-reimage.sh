@@ -15,20 +15,7 @@ vm_reimage_fixtures || exit 1
 vm_mount_part "$D" 1 "$T/was" && vm_identity "$T/was" > want.id && umount "$T/was" ||
 	{ fail "fixture" "read the old OS"; exit 1; }
 
-cat > job.ini <<EOF2
-; the VM's old OS disk becomes the new OS, its users kept
-[job]
-image = $T/new.img
-key = $T/new.img.pub
-disk = $D
-system_partition = 1
-
-[boot]
-method = none
-
-[notify]
-countdown = 0
-EOF2
+fx_job job.ini "$T/new.img" "$D" "key = $T/new.img.pub"
 
 ok "run: preflight, up to the first reboot" "$INPLACE" run job.ini
 ok "resume: the staging boot (store, save, deploy)" "$INPLACE" resume --disk "$D"
