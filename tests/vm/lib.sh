@@ -206,7 +206,11 @@ else
 fi
 if [ -n "${ok:-}" ]; then echo VM-GRUB-OK; else echo VM-GRUB-FAILED; fi
 sync
-echo u > /proc/sysrq-trigger
+# read-only before the power goes: sysrq's emergency remount is
+# asynchronous, and a poweroff that came first left the journal to replay
+# (image capture refuses such a root)
+mount -o remount,ro / || echo u > /proc/sysrq-trigger
+sync
 echo o > /proc/sysrq-trigger
 sleep 30
 EOF
