@@ -13,6 +13,7 @@
  * shrink moves only blocks beyond its new end, so a run wholly below it
  * stays where staging looks. */
 #include <blkid.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fiemap.h>
@@ -121,23 +122,54 @@ static int copy_whole(int fd, const char *src, uint64_t at, uint64_t len, const 
 	return 0;
 }
 
+/* What of state_dir the records hold, copied into pop: all but the image
+ * staged beside the state (staged-image/, hundreds of MiB: the records
+ * are sized for the state and one undo) and the records files themselves
+ * (this one, or a try kept aside). */
+static int records_content(const char *state_dir, const char *pop, ip_error *e)
+{
+	DIR *d = opendir(state_dir);
+	const char *skip = strrchr(BS_ROOT_IMAGE_DIR, '/') + 1;
+	char src[PATH_MAX];
+	struct dirent *de;
+	int r = 0;
+
+	if (!d)
+		return ip_fail(e, -errno, "cannot read %s: %s", state_dir, strerror(errno));
+	while (r == 0 && (de = readdir(d))) {
+		const char *cp[] = { "cp", "-a", "--", src, pop, NULL };
+
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, skip) ||
+		    !strncmp(de->d_name, "staging-records", strlen("staging-records")))
+			continue;
+		snprintf(src, sizeof(src), "%s/%s", state_dir, de->d_name);
+		r = ip_spawn(cp, NULL, e);
+	}
+	closedir(d);
+	return r;
+}
+
 /* The ext4 image of state_dir, made in a file of its own (mke2fs zeroes
  * with fallocate, which would leave unwritten extents in place). */
 static int make_image(const char *img, const char *state_dir, uint64_t bytes, ip_error *e)
 {
-	char size[32];
+	char size[32], pop[] = "/tmp/inplace-records-content.XXXXXX";
+	const char *rm[] = { "rm", "-rf", "--one-file-system", pop, NULL };
 	/* ext4 with a journal: staging may be cut at any instant, and an
 	 * ext2 cut while its bitmaps were in RAM would run out of space or
 	 * hand one block out twice on the next boot; few inodes (a state
 	 * directory and journals), so that its space goes to the undo */
 	const char *argv[] = { "mke2fs", "-q", "-F", "-t", "ext4", "-b", "4096", "-m", "0", "-J", "size=4", "-N", "4096", "-E",
-			       "nodiscard,root_owner=0:0", "-L", RECORDS_LABEL, "-d", state_dir, img, size, NULL };
+			       "nodiscard,root_owner=0:0", "-L", RECORDS_LABEL, "-d", pop, img, size, NULL };
 	int r;
 
 	snprintf(size, sizeof(size), "%lluk", (unsigned long long)(bytes >> 10));
 	unlink(img);
-	if ((r = ip_spawn(argv, NULL, e)) < 0)
+	if (!mkdtemp(pop))
+		return ip_fail(e, -errno, "cannot make a temporary directory: %s", strerror(errno));
+	if ((r = records_content(state_dir, pop, e)) == 0 && (r = ip_spawn(argv, NULL, e)) < 0)
 		ip_error_prefix(e, "cannot format the staging records: ");
+	ip_spawn(rm, NULL, NULL);
 	return r;
 }
 

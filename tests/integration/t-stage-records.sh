@@ -24,6 +24,10 @@ fx_disk "$D" 4G $'label: dos\ntype=83'
 fx_mkfs "$D" 1 ext4 old system
 fx_job job.ini "$T/newos.img" "$D"
 ok "run stops where the staging boot comes" "$INPLACE" run job.ini || exit 1
+# on a machine the state directory is the old root's /var/lib/inplace, where
+# the image waits too (staged-image/): the records hold the state, not it
+mkdir -p "$INPLACE_STATE_DIR/staged-image" && cp newos.img "$INPLACE_STATE_DIR/staged-image/os.img" ||
+	{ fail "fixture" "an image staged beside the state"; exit 1; }
 ok "stage build on a 4 GiB root" sh -c "'$INPLACE' stage build -o stage.cpio --kernel '$K' --json > build.json" ||
 	exit 1
 off=$(jq -r '.records.offset' build.json) size=$(jq -r '.records.size' build.json)
@@ -37,6 +41,8 @@ check "the area lies inside the root" test "$off" -ge "$s" -a $((off + size)) -l
 dd if="$D" of=rec.img bs=1M iflag=skip_bytes,count_bytes skip="$off" count="$size" status=none
 check "the area's filesystem is clean" e2fsck -fn rec.img
 check "the area holds the state" sh -c "debugfs -R 'cat /state.json' rec.img 2>/dev/null | jq -e .phase"
+check "the area holds no image staged beside the state" \
+	sh -c "debugfs -R 'ls -l /' rec.img 2>/dev/null | grep -q state.json && ! debugfs -R 'ls -l /' rec.img 2>/dev/null | grep -q staged-image"
 l=$(losetup -f --show -r -o "$s" --sizelimit "$z" "$D") && track_loop "$l" ||
 	{ fail "fixture" "loop over the root"; exit 1; }
 debugfs -R 'ls /var/lib/inplace' "$l" > ls.txt 2>/dev/null
