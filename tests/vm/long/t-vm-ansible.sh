@@ -46,7 +46,7 @@ cat > playbook.yml <<EOF
         notify: {countdown: 0}
 EOF
 export ANSIBLE_ROLES_PATH=$TESTS_DIR/../contrib/ansible/roles ANSIBLE_HOST_KEY_CHECKING=False \
-	ANSIBLE_SSH_ARGS="-o UserKnownHostsFile=$T/known_hosts -o ControlMaster=auto -o ControlPersist=30s" \
+	ANSIBLE_SSH_ARGS="-o UserKnownHostsFile=$T/known_hosts -o ControlMaster=auto -o ControlPersist=30s -o ServerAliveInterval=5 -o ServerAliveCountMax=3" \
 	ANSIBLE_SSH_CONTROL_PATH_DIR=$T/cp ANSIBLE_PIPELINING=True ANSIBLE_NOCOLOR=1 \
 	ANSIBLE_LOCAL_TEMP=$T/ansible-tmp ANSIBLE_REMOTE_TEMP=/var/tmp/.ansible-tmp
 
