@@ -461,7 +461,7 @@ vm_reimage_fixtures() {
 	D=$T/old.img
 }
 
-# --- h-cuts ---
+# --- the job put into the old root (run by its own boot) ---
 
 # vm_install_job DISK ROOT_MNT METHOD: into the old root of DISK (mounted at
 # ROOT_MNT for the time of the call, released by the EXIT trap otherwise):
@@ -500,7 +500,7 @@ EOF2
 	umount "$r" && losetup -d "$l"
 }
 
-# --- h-media ---
+# --- boot media and network boot ---
 #   vm_media_job OUT DISK        a job ([boot] method = media) for $T/new.img
 #                                on the VM's disk named DISK (a by-id name)
 #   vm_media_kernel              the Debian tree's kernel (the staging one)
@@ -547,7 +547,7 @@ vm_tiny_image() {
 		minisign -S -s "$d.key" -m "$1" >/dev/null 2>&1
 }
 
-# --- h-reclaim ---
+# --- the chain across the VM's own reboots ---
 #   vm_chain_prepare [METHOD] into the old root of $D, from the host: the
 #                             bundle, the image the old OS has downloaded,
 #                             a job ([boot] method = METHOD, grub when not
@@ -612,7 +612,7 @@ vm_chain_finish() {
 	umount "$T/m"
 }
 
-# --- h-kexec ---
+# --- UEFI ---
 
 # vm_chain_first_boot NAME: after vm_chain_boot reached staging, the new
 # OS's first boot ends with no unit failed (its restore and reclaim done)
