@@ -612,7 +612,7 @@ vm_chain_finish() {
 	umount "$T/m"
 }
 
-# --- UEFI ---
+# --- the chain's first boot; UEFI firmware ---
 
 # vm_chain_first_boot NAME: after vm_chain_boot reached staging, the new
 # OS's first boot ends with no unit failed (its restore and reclaim done)
