@@ -572,8 +572,9 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 	return (flag == FTW_DP ? rmdir(path) : unlink(path)) < 0 && errno != ENOENT ? -1 : 0;
 }
 
-/* Remove a directory tree this code made (a bundle, or one cut short). */
-static int rm_tree(const char *dir, ip_error *e)
+/* Remove a directory tree this code made (a bundle, one cut short, a
+ * scratch directory), never following a link or crossing a mount. */
+int bs_rm_tree(const char *dir, ip_error *e)
 {
 	if (nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS | FTW_MOUNT) < 0 && errno != ENOENT)
 		return ip_fail(e, -errno, "cannot remove %s: %s", dir, strerror(errno));
@@ -730,13 +731,13 @@ static int install_tree(const char *tmp, const char *dir, bool exists, ip_error 
 		 * first; a cut between leaves no DIR, and the next write makes it */
 		if (errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
 			return ip_fail(e, -errno, "cannot put %s in place of %s: %s", tmp, dir, strerror(errno));
-		if ((r = rm_tree(dir, e)) < 0)
+		if ((r = bs_rm_tree(dir, e)) < 0)
 			return r;
 		return ip_rename_durable(tmp, dir, e);
 	}
 	if ((r = ip_fsync_parent(dir, e)) < 0)
 		return r;
-	return rm_tree(tmp, e);
+	return bs_rm_tree(tmp, e);
 }
 
 int bs_bundle_write_info(const char *out, struct bs_bundle_info *info, ip_error *e)
@@ -761,9 +762,9 @@ int bs_bundle_write_info(const char *out, struct bs_bundle_info *info, ip_error 
 	/* DIR.tmp with a manifest is an old bundle a kill left after the
 	 * exchange: removed; without one, a write cut short: resumed */
 	snprintf(man, sizeof(man), "%s/" BS_BUNDLE_MANIFEST, tmp);
-	if ((access(man, F_OK) == 0 && (r = rm_tree(tmp, e)) < 0) || (r = write_tree(&pl, tmp, e)) < 0 ||
+	if ((access(man, F_OK) == 0 && (r = bs_rm_tree(tmp, e)) < 0) || (r = write_tree(&pl, tmp, e)) < 0 ||
 	    (r = install_tree(tmp, dir, ours == 1, e)) < 0) {
-		rm_tree(tmp, NULL);
+		bs_rm_tree(tmp, NULL);
 		goto out;
 	}
 	if (info)

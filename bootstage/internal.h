@@ -28,6 +28,7 @@ CURL *bs_curl_new(const char *url, const char *ca_cert, char *errbuf);
 /* Copy src to dst through dst.part (one fixed name: a copy cut short is
  * overwritten by the next), fsync, then common's durable rename (steps.c). */
 int bs_copy_durable(const char *src, const char *dst, ip_error *e);
+int bs_rm_tree(const char *dir, ip_error *e);
 /* "2026-11-29T10:52:11Z" */
 void bs_now(char *buf, size_t len);
 

@@ -154,7 +154,6 @@ static int records_content(const char *state_dir, const char *pop, ip_error *e)
 static int make_image(const char *img, const char *state_dir, uint64_t bytes, ip_error *e)
 {
 	char size[32], pop[] = "/tmp/inplace-records-content.XXXXXX";
-	const char *rm[] = { "rm", "-rf", "--one-file-system", pop, NULL };
 	/* ext4 with a journal: staging may be cut at any instant, and an
 	 * ext2 cut while its bitmaps were in RAM would run out of space or
 	 * hand one block out twice on the next boot; few inodes (a state
@@ -169,7 +168,7 @@ static int make_image(const char *img, const char *state_dir, uint64_t bytes, ip
 		return ip_fail(e, -errno, "cannot make a temporary directory: %s", strerror(errno));
 	if ((r = records_content(state_dir, pop, e)) == 0 && (r = ip_spawn(argv, NULL, e)) < 0)
 		ip_error_prefix(e, "cannot format the staging records: ");
-	ip_spawn(rm, NULL, NULL);
+	bs_rm_tree(pop, NULL);
 	return r;
 }
 

@@ -458,24 +458,6 @@ static int put_json(struct cpio *c, const char *name, json_object *doc, ip_error
 #define BUNDLE_LIBDIR "lib"
 #define BUNDLE_LOADER "ld-linux-x86-64.so.2"
 
-static int rm_tree(const char *path)
-{
-	DIR *d = opendir(path);
-	struct dirent *de;
-
-	if (!d)
-		return unlink(path);
-	while ((de = readdir(d))) {
-		char p[PATH_MAX];
-
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		snprintf(p, sizeof(p), "%s/%s", path, de->d_name);
-		rm_tree(p);
-	}
-	closedir(d);
-	return rmdir(path);
-}
 
 static int write_bundle(const char *tmp, char *dir, size_t n, ip_error *e)
 {
@@ -722,7 +704,7 @@ static int build_for_media(const char *out, const struct bs_stage_opts *o, struc
 		return ip_fail(e, -errno, "cannot make a temporary directory: %s", strerror(errno));
 	if ((r = write_bundle(tmp, bundle, sizeof(bundle), e)) == 0)
 		r = write_out(out, o, res, "", o->state_dir, bundle, e);
-	rm_tree(tmp);
+	bs_rm_tree(tmp, NULL);
 	return r;
 }
 
@@ -769,7 +751,7 @@ int bs_stage_build(const char *out, const struct bs_stage_opts *o, struct bs_sta
 	}
 	r = write_out(out, o, res, disk, state_dir, bundle, e);
 out_tmp:
-	rm_tree(tmp);
+	bs_rm_tree(tmp, NULL);
 out:
 	bootstage_state_free(st);
 	return r;
